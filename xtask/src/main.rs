@@ -41,6 +41,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Reproduce the paper's tables and figures: fetches the model and data, builds `finercut` in
+    /// release mode and runs `finercut reproduce WHAT` (see `finercut reproduce --help`).
+    Reproduce {
+        /// table2, figure3, figure4, figure1b, ablation or all.
+        what: String,
+        /// Further arguments for `finercut reproduce` (--full, --smoke, --model, --out, --threads).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
     Ci,
 }
@@ -51,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     match flags.command {
         Cmd::Fetch { target } => fetch::fetch(&root, target),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::Reproduce { what, args } => reproduce(&root, &what, &args),
         Cmd::Ci => ci(&root),
     }
 }
@@ -96,4 +106,30 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     test(root, &[])
+}
+
+fn reproduce(root: &Path, what: &str, args: &[String]) -> anyhow::Result<()> {
+    fetch::fetch(root, fetch::Target::All)?;
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "finercut",
+    ]))?;
+    let bin = target_dir(root).join("release/finercut");
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(root).arg("reproduce").arg(what).args(args);
+    if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        cmd.arg("--out").arg(root.join("target/repro"));
+    }
+    run(&mut cmd)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else `target/` in the workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
 }

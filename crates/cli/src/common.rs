@@ -1,0 +1,277 @@
+//! Pieces every command shares: finding and opening the model, reading calibration text,
+//! checking a plan against a model, atomic JSON output and progress bars.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, format_err, Context};
+use finercut_format::{cache, Checkpoint};
+use finercut_model::{Model, Plan};
+use finercut_search::SearchResult;
+use finercut_tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::ModelArg;
+
+/// The model path the user gave, or the default SmolLM2 from the cache.
+pub fn model_path(arg: &ModelArg) -> anyhow::Result<PathBuf> {
+    match &arg.model {
+        Some(p) => {
+            if !p.exists() {
+                bail!("model {} does not exist", p.display());
+            }
+            Ok(p.clone())
+        }
+        None => {
+            let p = cache::default_model_path();
+            if !p.is_file() {
+                bail!(
+                    "the default model is not in the cache ({}): run `cargo xtask fetch smollm2` \
+                     or pass --model",
+                    p.display()
+                );
+            }
+            Ok(p)
+        }
+    }
+}
+
+/// Opens a checkpoint, naming the path in the error.
+pub fn open_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
+    Checkpoint::open(path).with_context(|| format!("cannot open model {}", path.display()))
+}
+
+/// Sublayers removed by a `finercut export` checkpoint (its `config.json` section `finercut`).
+pub fn removed_in_checkpoint(path: &Path) -> anyhow::Result<BTreeSet<usize>> {
+    let config = path.join("config.json");
+    if !path.is_dir() || !config.is_file() {
+        return Ok(BTreeSet::new());
+    }
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", config.display()))?;
+    let Some(list) = json
+        .get("finercut")
+        .and_then(|s| s.get("removed_sublayers"))
+    else {
+        return Ok(BTreeSet::new());
+    };
+    let list = list.as_array().ok_or_else(|| {
+        format_err!(
+            "{}: finercut.removed_sublayers is not a list",
+            config.display()
+        )
+    })?;
+    list.iter()
+        .map(|v| {
+            v.as_u64().map(|i| i as usize).ok_or_else(|| {
+                format_err!(
+                    "{}: finercut.removed_sublayers holds {v}, not a sublayer index",
+                    config.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// A loaded model with the plan its checkpoint already applies (empty unless it is an export).
+pub struct Loaded {
+    pub checkpoint: Checkpoint,
+    pub model: Model,
+    /// Sublayers the checkpoint itself removed (`finercut export`).
+    pub base_removed: BTreeSet<usize>,
+    pub path: PathBuf,
+}
+
+impl Loaded {
+    /// The plan of the checkpoint with `extra` sublayers removed as well.
+    pub fn plan_with(&self, extra: &BTreeSet<usize>) -> Plan {
+        Plan::from_removed(self.base_removed.iter().chain(extra).copied())
+    }
+}
+
+/// Opens and loads a model on the CPU.
+pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
+    let path = model_path(arg)?;
+    let checkpoint = open_checkpoint(&path)?;
+    let base_removed = removed_in_checkpoint(&path)?;
+    let model = Model::load_pruned(
+        &checkpoint.config,
+        checkpoint.weights.as_ref(),
+        &Device::Cpu,
+        &base_removed,
+    )
+    .with_context(|| format!("cannot build the model from {}", path.display()))?;
+    Ok(Loaded {
+        checkpoint,
+        model,
+        base_removed,
+        path,
+    })
+}
+
+/// Checks a pruning ratio.
+pub fn check_ratio(ratio: f64) -> anyhow::Result<()> {
+    if !(ratio > 0.0 && ratio < 1.0) {
+        bail!("--ratio {ratio} is outside (0, 1)");
+    }
+    Ok(())
+}
+
+/// Checks that a result file belongs to this model (hash and size).
+pub fn check_plan_matches(
+    result: &SearchResult,
+    plan_path: &Path,
+    model_sha256: &str,
+    ckpt: &Checkpoint,
+) -> anyhow::Result<()> {
+    let blocks = ckpt.config.num_hidden_layers;
+    if result.num_blocks != blocks {
+        bail!(
+            "{} was computed for a model of {} blocks; this model has {blocks}",
+            plan_path.display(),
+            result.num_blocks
+        );
+    }
+    if result.provenance.model_sha256 != model_sha256 {
+        bail!(
+            "{} was computed for the model with SHA-256 {}, not this one ({model_sha256}); \
+             pass the model the plan was searched on",
+            plan_path.display(),
+            result.provenance.model_sha256
+        );
+    }
+    Ok(())
+}
+
+/// Reads calibration or evaluation text: a plain text file as it is, or a JSONL file whose
+/// records' `text` fields are joined with blank lines.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format_err!("{} is not UTF-8 text: {e}", path.display()))?;
+    let is_jsonl = path
+        .extension()
+        .is_some_and(|e| e == "jsonl" || e == "ndjson");
+    if !is_jsonl {
+        return Ok(text);
+    }
+    let mut parts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON record", path.display(), i + 1))?;
+        let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
+            format_err!("{}:{}: record has no string field `text`", path.display(), i + 1)
+        })?;
+        parts.push(t.to_owned());
+    }
+    Ok(parts.join("\n\n"))
+}
+
+/// SHA-256 (hex) of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// SHA-256 (hex) of calibration token ids (little-endian u32), what a result file records as its
+/// data hash.
+pub fn sha256_tokens(seqs: &[Vec<u32>]) -> String {
+    let mut h = Sha256::new();
+    for s in seqs {
+        h.update((s.len() as u64).to_le_bytes());
+        for t in s {
+            h.update(t.to_le_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Writes JSON to `path` atomically (temporary file, fsync, rename).
+pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, template: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.enable_steady_tick(Duration::from_millis(500));
+    pb
+}
+
+/// Sets the worker thread count (rayon and BLAS) and returns it; `None` means all cores.
+pub fn init_threads(threads: Option<usize>) -> anyhow::Result<usize> {
+    let n = match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| format_err!("cannot start {n} worker threads: {e}"))?;
+    Ok(n)
+}
+
+/// The reference's calibration set: the whole text tokenized as one string without BOS, then
+/// `samples` contiguous chunks of `seq_len` tokens starting at token `offset`.
+pub fn calibration(
+    tokenizer: &finercut_format::Tokenizer,
+    text: &str,
+    origin: &Path,
+    samples: usize,
+    seq_len: usize,
+    offset: usize,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    if samples == 0 || seq_len < 2 {
+        bail!("--samples must be at least 1 and --seq-len at least 2 (got {samples} and {seq_len})");
+    }
+    let ids = tokenizer
+        .encode(text, false)
+        .with_context(|| format!("cannot tokenize {}", origin.display()))?;
+    let need = offset + samples * seq_len;
+    if ids.len() < need {
+        bail!(
+            "{} has {} tokens; {samples} samples × {seq_len} tokens from offset {offset} need {need}",
+            origin.display(),
+            ids.len()
+        );
+    }
+    Ok(ids[offset..need]
+        .chunks(seq_len)
+        .map(|c| c.to_vec())
+        .collect())
+}

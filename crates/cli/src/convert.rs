@@ -1,0 +1,48 @@
+//! `finercut convert`: GGUF → Hugging Face directory.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use finercut_format::{convert_gguf_to_hf, DType};
+
+/// Arguments of `finercut convert`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The GGUF file to convert.
+    #[arg(value_name = "MODEL.gguf")]
+    pub gguf: PathBuf,
+    /// The output directory (created if missing; files are written atomically).
+    #[arg(value_name = "OUT_DIR")]
+    pub out: PathBuf,
+    /// Data type of the written weights: f32 is bit-identical to the GGUF's dequantisation.
+    #[arg(long, value_enum, default_value_t = OutDtype::F32)]
+    pub dtype: OutDtype,
+}
+
+/// Weight data types `convert` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutDtype {
+    /// 32-bit floats.
+    F32,
+    /// bfloat16 (half the size; rounds the dequantised weights).
+    Bf16,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let dtype = match args.dtype {
+        OutDtype::F32 => DType::F32,
+        OutDtype::Bf16 => DType::BF16,
+    };
+    convert_gguf_to_hf(&args.gguf, &args.out, dtype).with_context(|| {
+        format!(
+            "cannot convert {} into {}",
+            args.gguf.display(),
+            args.out.display()
+        )
+    })?;
+    eprintln!(
+        "wrote {} (model.safetensors, config.json, tokenizer.json)",
+        args.out.display()
+    );
+    Ok(())
+}

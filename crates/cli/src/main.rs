@@ -1,0 +1,83 @@
+//! The `finercut` command-line tool: convert checkpoints, run and score models, prune them the
+//! FinerCut way, inspect and export the result, evaluate on the paper's benchmarks, and reproduce
+//! the paper's tables and figures.
+
+mod common;
+mod convert;
+mod evaluate;
+mod export;
+mod inspect;
+mod plots;
+mod prune;
+mod reproduce;
+mod run;
+mod tiny;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Prune large language models the FinerCut way (arXiv 2405.18218) and see what was pruned.
+///
+/// Every attention and FFN sublayer of a decoder is a removal candidate; the greedy search removes,
+/// step by step, the one whose removal changes the model's next-token distributions least on
+/// calibration text. Models are Hugging Face directories (config.json, tokenizer.json,
+/// *.safetensors, sharded or not) or GGUF files. Without --model, the default SmolLM2-135M-Instruct
+/// from the cache ($FINERCUT_CACHE, default ~/.cache/finercut) is used; `cargo xtask fetch` puts it there.
+#[derive(Debug, Parser)]
+#[command(name = "finercut", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a GGUF file into a Hugging Face directory (model.safetensors, config.json,
+    /// tokenizer.json) that transformers loads as is.
+    Convert(convert::Args),
+    /// Print the most likely next tokens after a prompt: a quick check that a model loads and works.
+    Run(run::Args),
+    /// Perplexity over non-overlapping windows of a text (WikiText-2 test by default).
+    Ppl(run::PplArgs),
+    /// Search which sublayers to remove (FinerCut or a baseline) and write a result file.
+    Prune(prune::Args),
+    /// Show which sublayers a result file removes at a ratio (the paper's Figure 4 view).
+    Inspect(inspect::Args),
+    /// Write a pruned checkpoint whose removed sublayers' tensors are gone.
+    Export(export::Args),
+    /// Evaluate a (pruned) model on the paper's benchmarks, scored like lm-evaluation-harness 0.4.
+    Eval(evaluate::Args),
+    /// Reproduce the paper's Table 2, figures and ablations on the models available here
+    /// (`cargo xtask reproduce` builds in release mode and runs this).
+    Reproduce(reproduce::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert(args) => convert::main(args),
+        Command::Run(args) => run::main(args),
+        Command::Ppl(args) => run::ppl(args),
+        Command::Prune(args) => prune::main(args),
+        Command::Inspect(args) => inspect::main(args),
+        Command::Export(args) => export::main(args),
+        Command::Eval(args) => evaluate::main(args),
+        Command::Reproduce(args) => reproduce::main(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The model argument shared by every command that loads a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArg {
+    /// A Hugging Face model directory or a .gguf file [default: SmolLM2-135M-Instruct from the cache].
+    #[arg(long, value_name = "DIR|FILE.gguf")]
+    pub model: Option<PathBuf>,
+}

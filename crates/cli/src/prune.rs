@@ -1,0 +1,291 @@
+//! `finercut prune`: run FinerCut or a baseline and write the result file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use finercut_metrics::Metric;
+use finercut_search::model_scorer::{ModelHiddenStates, StreamingScorer};
+use finercut_search::{
+    run, Family, Inputs, Level, Method, Observer, Provenance, SearchResult, Settings, Step, Stop,
+    TokenSelection,
+};
+use indicatif::ProgressBar;
+
+use crate::common;
+
+/// Arguments of `finercut prune`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: crate::ModelArg,
+    /// Pruning method: FinerCut (greedy) or a baseline.
+    #[arg(long, default_value = "finercut", value_parser = parse_method)]
+    pub method: Method,
+    /// Stop once this fraction of the 2L sublayers is removed; every smaller ratio can be read off
+    /// the same run. Use --to-end to run until nothing is left.
+    #[arg(long, default_value_t = 0.25, conflicts_with = "to_end")]
+    pub ratio: f64,
+    /// Run until every unit is removed (all ratios from one run).
+    #[arg(long)]
+    pub to_end: bool,
+    /// Score of a candidate: js (textbook Jensen–Shannon, default), js-reference (the reference
+    /// code's variant), kl, angular, euclidean, ppl (calibration perplexity). SLEB and BlockPruner
+    /// always use ppl; ShortGPT, DeeperLayers and random use none.
+    #[arg(long, value_parser = parse_metric)]
+    pub metric: Option<Metric>,
+    /// Candidate units: sublayer (attention and FFN, default), attn, mlp or block.
+    #[arg(long, value_parser = parse_level)]
+    pub level: Option<Level>,
+    /// Calibration text: a text file read as one string, or JSONL with a `text` field
+    /// [default: the WikiText-2 test file].
+    #[arg(long, value_name = "FILE")]
+    pub calib: Option<PathBuf>,
+    /// Number of calibration sequences.
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Token offset of the first calibration sequence in the tokenized text.
+    #[arg(long, default_value_t = 0)]
+    pub calib_offset: usize,
+    /// Front exclusion x of the reference code: the first ⌊2L·x/2⌋+1 blocks are not candidates
+    /// until ⌊2L·x⌋+1 sublayers are removed. Off by default.
+    #[arg(long, value_name = "X")]
+    pub front_exclusion: Option<f64>,
+    /// DeeperLayers: compare all token positions instead of the last one.
+    #[arg(long)]
+    pub all_tokens: bool,
+    /// Seed of the random baseline.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads [default: all cores]. Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Result file (JSON), rewritten atomically after every step.
+    #[arg(long, default_value = "run.json")]
+    pub out: PathBuf,
+    /// Continue the interrupted run in --out (same model, data and settings) instead of refusing
+    /// to overwrite it.
+    #[arg(long)]
+    pub resume: bool,
+    /// Overwrite an existing --out.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+fn parse_metric(s: &str) -> Result<Metric, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+fn parse_level(s: &str) -> Result<Level, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let threads = common::init_threads(args.threads)?;
+    if !args.to_end {
+        common::check_ratio(args.ratio)?;
+    }
+    if args.out.exists() && !args.resume && !args.force {
+        bail!(
+            "{} exists: pass --resume to continue it or --force to overwrite it",
+            args.out.display()
+        );
+    }
+    let loaded = common::load_model(&args.model)?;
+    if !loaded.base_removed.is_empty() {
+        bail!(
+            "{} is a pruned export; search on the original model",
+            loaded.path.display()
+        );
+    }
+    let calib_path = args
+        .calib
+        .clone()
+        .unwrap_or_else(finercut_eval::default_wikitext2_path);
+    let text = common::read_text(&calib_path)?;
+    let seqs = common::calibration(
+        &loaded.checkpoint.tokenizer,
+        &text,
+        &calib_path,
+        args.samples,
+        args.seq_len,
+        args.calib_offset,
+    )?;
+
+    let mut settings = Settings::new(args.method);
+    if let Some(m) = args.metric {
+        settings.metric = Some(m);
+    }
+    if let Some(l) = args.level {
+        settings.level = l;
+    }
+    settings.stop = if args.to_end {
+        Stop::End
+    } else {
+        Stop::Ratio(args.ratio)
+    };
+    settings.front_exclusion = args.front_exclusion;
+    settings.samples = args.samples;
+    settings.seq_len = args.seq_len;
+    settings.calib_offset = args.calib_offset;
+    settings.seed = (args.method == Method::Random).then_some(args.seed);
+    settings.threads = threads;
+    if args.all_tokens {
+        settings.token_selection = TokenSelection::All;
+    }
+    settings.validate()?;
+
+    eprintln!("hashing {}", loaded.path.display());
+    let provenance = Provenance {
+        model_sha256: loaded.checkpoint.sha256()?,
+        data_sha256: common::sha256_tokens(&seqs),
+    };
+    let t0 = Instant::now();
+    let result = execute(&loaded, &seqs, &settings, provenance, &args.out, args.resume, true)?;
+    let order: Vec<String> = result.order().iter().map(|u| u.to_string()).collect();
+    println!(
+        "{} ({}) on {}: removed {} in {:.1} s, {:.1} forward-equivalents",
+        settings.method,
+        settings
+            .metric
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "no metric".into()),
+        loaded.path.display(),
+        if order.is_empty() {
+            "the windows listed in the result".to_string()
+        } else {
+            order.join(" ")
+        },
+        t0.elapsed().as_secs_f64(),
+        result.total_forward_equivalents()
+    );
+    println!("result: {}", args.out.display());
+    Ok(())
+}
+
+/// Runs (or resumes, when `resume` and `out` exists) a search and returns its finished result;
+/// `out` is the checkpoint, rewritten after every step.
+pub fn execute(
+    loaded: &common::Loaded,
+    seqs: &[Vec<u32>],
+    settings: &Settings,
+    provenance: Provenance,
+    out: &std::path::Path,
+    resume: bool,
+    verbose: bool,
+) -> anyhow::Result<SearchResult> {
+    let num_blocks = loaded.checkpoint.config.num_hidden_layers;
+    let mut result = if resume && out.exists() {
+        let r = SearchResult::resume(out, settings, &provenance, num_blocks)
+            .with_context(|| format!("cannot resume {}", out.display()))?;
+        if !r.complete && verbose {
+            eprintln!(
+                "resuming {} after {} finished steps",
+                out.display(),
+                r.steps.len()
+            );
+        }
+        r
+    } else {
+        SearchResult::new(settings.clone(), provenance, num_blocks)?
+    };
+    if result.complete {
+        return Ok(result);
+    }
+    let mut observer = BarObserver::new(verbose);
+    match settings.method.family() {
+        Family::Greedy | Family::OneShot => {
+            let mut scorer = StreamingScorer::new(
+                &loaded.model,
+                seqs.to_vec(),
+                settings.metric.unwrap_or(Metric::Js),
+            )?;
+            if result.steps.is_empty() {
+                result.preparation = scorer.preparation().clone();
+            }
+            run(&mut result, Inputs::Scorer(&mut scorer), Some(out), &mut observer)?;
+        }
+        Family::HiddenStates => {
+            let mut states = ModelHiddenStates::new(&loaded.model, seqs.to_vec())?;
+            run(
+                &mut result,
+                Inputs::HiddenStates(&mut states),
+                Some(out),
+                &mut observer,
+            )?;
+        }
+        Family::Random => {
+            run(&mut result, Inputs::Nothing, Some(out), &mut observer)?;
+        }
+    }
+    observer.finish();
+    Ok(result)
+}
+
+/// Progress bar over the search: step, candidates scored, rate, ETA.
+struct BarObserver {
+    verbose: bool,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    step: usize,
+}
+
+impl BarObserver {
+    fn new(verbose: bool) -> Self {
+        BarObserver {
+            verbose,
+            bar: None,
+            started: Instant::now(),
+            step: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for BarObserver {
+    fn step_started(&mut self, step: usize, candidates: usize) {
+        self.finish();
+        if !self.verbose {
+            return;
+        }
+        self.step = step;
+        self.started = Instant::now();
+        let bar = common::progress_bar(
+            candidates as u64,
+            "step {prefix} [{bar:30}] {pos}/{len} candidates {per_sec} eta {eta}",
+        );
+        bar.set_prefix(format!("{}", step + 1));
+        self.bar = Some(bar);
+    }
+
+    fn candidates_scored(&mut self, _step: usize, done: usize, _total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn step_finished(&mut self, step: usize, record: &Step) {
+        self.finish();
+        if !self.verbose {
+            return;
+        }
+        eprintln!(
+            "step {:>3}: removed {:<9} score {:.6e}  ({:.1} s, {:.1} fwd-eq)",
+            step + 1,
+            record.unit.to_string(),
+            record.score,
+            record.wall_s,
+            record.forward_equivalents
+        );
+    }
+}

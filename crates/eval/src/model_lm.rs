@@ -1,0 +1,246 @@
+//! [`ModelLm`]: a `finercut_model::Model` under a removal `Plan`, with its tokenizer, as a
+//! [`LanguageModel`].
+//!
+//! Groups with several continuations go through `Model::continuation_logits`, which runs the shared
+//! context once and every continuation from its state.
+//! Groups with a single continuation (perplexity windows, WinoGrande) are plain sequences: those of equal
+//! length are stacked into one `Model::forward` call, and their log-probabilities are taken in float64
+//! from the float32 logits.
+//! Work items run in parallel over the cores.
+
+use finercut_format::{Architecture, Tokenizer};
+use finercut_model::{Model, Plan};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::lm::{
+    argmax, continuation_score, logprob_and_argmax, ContinuationScore, LanguageModel, ScoreGroup,
+};
+
+/// Logit values one `forward` call may return (about 256 MiB of `f32`); at least one sequence is
+/// always run.
+const LOGITS_BUDGET: usize = 64 << 20;
+
+/// A pruned model ready to score requests.
+pub struct ModelLm<'a> {
+    model: &'a Model,
+    plan: Plan,
+    tokenizer: &'a Tokenizer,
+    add_bos: bool,
+    prefix_token: u32,
+    max_length: usize,
+}
+
+impl<'a> ModelLm<'a> {
+    /// Wraps `model` with the sublayers of `plan` removed.
+    ///
+    /// As lm-eval 0.4's Hugging Face backend: requests are encoded without special tokens except for
+    /// Gemma models, which get a BOS; an empty context is replaced by BOS (else EOS); the maximum length is
+    /// the config's `max_position_embeddings`.
+    pub fn new(model: &'a Model, plan: Plan, tokenizer: &'a Tokenizer) -> Result<Self> {
+        let config = model.config();
+        let prefix_token = tokenizer
+            .bos_id()
+            .or(tokenizer.eos_id())
+            .or(config.bos_token_id)
+            .or(config.eos_token_id)
+            .ok_or_else(|| {
+                Error::Tokenizer("no BOS or EOS token to stand in for an empty context".into())
+            })?;
+        Ok(ModelLm {
+            model,
+            plan,
+            tokenizer,
+            add_bos: config.architecture == Architecture::Gemma3,
+            prefix_token,
+            max_length: config.max_position_embeddings,
+        })
+    }
+
+    /// Whether requests start with the BOS token (default: only for Gemma, as lm-eval).
+    pub fn with_bos(mut self, add_bos: bool) -> Self {
+        self.add_bos = add_bos;
+        self
+    }
+
+    /// Overrides the maximum sequence length (longer requests lose context from the left).
+    pub fn with_max_length(mut self, max_length: usize) -> Self {
+        self.max_length = max_length;
+        self
+    }
+
+    /// The removal plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// One sequence per group, scored by a batched forward pass.
+    fn score_sequences(&self, groups: &[&ScoreGroup]) -> Result<Vec<ContinuationScore>> {
+        let inputs: Vec<Vec<u32>> = groups
+            .iter()
+            .map(|g| {
+                let cont = &g.continuations[0];
+                let mut seq = Vec::with_capacity(g.context.len() + cont.len() - 1);
+                seq.extend_from_slice(&g.context);
+                seq.extend_from_slice(&cont[..cont.len() - 1]);
+                seq
+            })
+            .collect();
+        let t = inputs[0].len();
+        let logits = self
+            .model
+            .forward(&inputs, &self.plan)
+            .map_err(|e| Error::Model(e.to_string()))?;
+        let data = logits
+            .as_slice_f32()
+            .map_err(|e| Error::Model(e.to_string()))?;
+        let vocab = logits.shape().last().copied().unwrap_or(0);
+        if data.len() != inputs.len() * t * vocab || vocab == 0 {
+            return Err(Error::Model(format!(
+                "forward returned logits of shape {:?} for {} sequences of {t} tokens",
+                logits.shape(),
+                inputs.len()
+            )));
+        }
+        groups
+            .iter()
+            .enumerate()
+            .map(|(b, g)| {
+                let first = b * t + g.context.len() - 1;
+                let cont = &g.continuations[0];
+                let mut logprob = 0.0;
+                let mut is_greedy = true;
+                for (k, &token) in cont.iter().enumerate() {
+                    let row = &data[(first + k) * vocab..(first + k + 1) * vocab];
+                    let (lp, best) = logprob_and_argmax(row, token)?;
+                    logprob += lp;
+                    is_greedy &= best == token;
+                }
+                Ok(ContinuationScore { logprob, is_greedy })
+            })
+            .collect()
+    }
+
+    /// A shared context and its continuations, scored from the context's state.
+    fn score_shared(&self, group: &ScoreGroup) -> Result<Vec<ContinuationScore>> {
+        let rows = self
+            .model
+            .continuation_logits(&group.context, &group.continuations, &self.plan)
+            .map_err(|e| Error::Model(e.to_string()))?;
+        if rows.len() != group.continuations.len() {
+            return Err(Error::Model(format!(
+                "continuation_logits returned {} results for {} continuations",
+                rows.len(),
+                group.continuations.len()
+            )));
+        }
+        rows.iter()
+            .zip(&group.continuations)
+            .map(|(t, cont)| {
+                let data = t.as_slice_f32().map_err(|e| Error::Model(e.to_string()))?;
+                let vocab = t.shape().last().copied().unwrap_or(0);
+                if vocab == 0 || data.len() != cont.len() * vocab {
+                    return Err(Error::Model(format!(
+                        "continuation_logits returned shape {:?} for {} tokens",
+                        t.shape(),
+                        cont.len()
+                    )));
+                }
+                if let Some(&bad) = cont.iter().find(|&&c| c as usize >= vocab) {
+                    return Err(Error::Model(format!(
+                        "token {bad} outside a vocabulary of {vocab}"
+                    )));
+                }
+                let row = |i: usize| &data[i * vocab..(i + 1) * vocab];
+                Ok(continuation_score(
+                    cont,
+                    |i, tok| f64::from(row(i)[tok as usize]),
+                    |i| argmax(row(i)),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// A unit of parallel work: a stack of single-continuation groups of equal length, or one shared group.
+enum Work {
+    Sequences(Vec<usize>),
+    Shared(usize),
+}
+
+impl LanguageModel for ModelLm<'_> {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode_text(text)?;
+        if self.add_bos {
+            if let Some(bos) = self.tokenizer.bos_id() {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    fn prefix_token(&self) -> u32 {
+        self.prefix_token
+    }
+
+    fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    fn score(&self, groups: &[ScoreGroup]) -> Result<Vec<Vec<ContinuationScore>>> {
+        let vocab = self.model.config().vocab_size.max(1);
+        for g in groups {
+            if g.context.is_empty() || g.continuations.iter().any(Vec::is_empty) {
+                return Err(Error::Model("empty context or continuation".into()));
+            }
+        }
+        // Stack single-continuation groups of equal input length, within the logits budget.
+        let mut work = Vec::new();
+        let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            if g.continuations.len() == 1 {
+                by_len
+                    .entry(g.context.len() + g.continuations[0].len() - 1)
+                    .or_default()
+                    .push(i);
+            } else {
+                work.push(Work::Shared(i));
+            }
+        }
+        for (len, members) in by_len {
+            let per_call = (LOGITS_BUDGET / (len * vocab).max(1)).max(1);
+            work.extend(
+                members
+                    .chunks(per_call)
+                    .map(|c| Work::Sequences(c.to_vec())),
+            );
+        }
+        let done: Vec<Vec<(usize, Vec<ContinuationScore>)>> = work
+            .par_iter()
+            .map(|w| match w {
+                Work::Shared(i) => Ok(vec![(*i, self.score_shared(&groups[*i])?)]),
+                Work::Sequences(members) => {
+                    let refs: Vec<&ScoreGroup> = members.iter().map(|&i| &groups[i]).collect();
+                    let scores = self.score_sequences(&refs)?;
+                    Ok(members
+                        .iter()
+                        .zip(scores)
+                        .map(|(&i, s)| (i, vec![s]))
+                        .collect())
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut out: Vec<Vec<ContinuationScore>> = vec![Vec::new(); groups.len()];
+        for (i, scores) in done.into_iter().flatten() {
+            out[i] = scores;
+        }
+        Ok(out)
+    }
+}

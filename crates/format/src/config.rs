@@ -1,0 +1,1055 @@
+//! Model configuration: Hugging Face `config.json` of the Llama family, GGUF metadata, and back.
+//!
+//! A serde struct with `Option`s mirrors `config.json` ([`RawConfig`], as candle's `LlamaConfig`);
+//! it is converted once into the checked [`ModelConfig`], where every default is resolved and
+//! nothing is optional except what is genuinely absent (token ids, a sliding window, softcaps).
+//! Defaults are those of the transformers config classes (`LlamaConfig`, `MistralConfig`,
+//! `Qwen2Config`, `MixtralConfig`, `Gemma3TextConfig`), except that sizes (`hidden_size`,
+//! `num_hidden_layers`, …) must be stated: a checkpoint without them is broken, not small.
+//! Both spellings of RoPE settings are read: `rope_theta` + `rope_scaling` (transformers 4) and
+//! `rope_parameters` (transformers 5). [`ModelConfig::to_hf_json`] writes the transformers 4
+//! spelling, which both versions load.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use crate::error::IoResultExt;
+use crate::gguf::GgufFile;
+use crate::tensor::DType;
+use crate::{Error, Result};
+
+/// Model families this crate understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// `llama` (Llama 1-3, SmolLM, TinyLlama, …).
+    Llama,
+    /// `mistral`: Llama with an optional sliding window.
+    Mistral,
+    /// `qwen2`: Llama with biases on the q/k/v projections.
+    Qwen2,
+    /// `mixtral`: Mistral with a mixture-of-experts FFN.
+    Mixtral,
+    /// `gemma3_text` (and the text part of `gemma3`): GeGLU, QK-norm, sandwich norms, local/global
+    /// attention.
+    Gemma3,
+}
+
+/// The `model_type` values accepted in config.json.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "mixtral",
+    "gemma3",
+    "gemma3_text",
+];
+
+impl Architecture {
+    /// The Hugging Face `model_type` written by [`ModelConfig::to_hf_json`].
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Mistral => "mistral",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Mixtral => "mixtral",
+            Architecture::Gemma3 => "gemma3_text",
+        }
+    }
+
+    /// The transformers class written to `architectures`.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::Mistral => "MistralForCausalLM",
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Mixtral => "MixtralForCausalLM",
+            Architecture::Gemma3 => "Gemma3ForCausalLM",
+        }
+    }
+
+    fn from_model_type(s: &str) -> Option<Self> {
+        Some(match s {
+            "llama" => Architecture::Llama,
+            "mistral" => Architecture::Mistral,
+            "qwen2" => Architecture::Qwen2,
+            "mixtral" => Architecture::Mixtral,
+            "gemma3" | "gemma3_text" => Architecture::Gemma3,
+            _ => return None,
+        })
+    }
+}
+
+/// RoPE frequency scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Position interpolation: positions divided by `factor`.
+    Linear {
+        /// Scaling factor.
+        factor: f64,
+    },
+    /// Llama 3.1's frequency-dependent scaling (`rope_type: "llama3"`).
+    Llama3 {
+        /// Scaling factor for low frequencies.
+        factor: f64,
+        /// Wavelengths longer than `original_max_position_embeddings / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths shorter than `original_max_position_embeddings / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// Context length of pre-training.
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// The FFN gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (SwiGLU): `silu`, `swish`.
+    Silu,
+    /// GELU, tanh approximation (GeGLU): `gelu_pytorch_tanh`, `gelu_new`.
+    GeluTanh,
+}
+
+impl Activation {
+    fn hf_name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        }
+    }
+}
+
+/// The attention span of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerAttention {
+    /// Every earlier position.
+    Full,
+    /// The last [`ModelConfig::sliding_window`] positions.
+    Sliding,
+}
+
+/// Mixture-of-experts settings (Mixtral).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeParams {
+    /// Experts per layer.
+    pub num_local_experts: usize,
+    /// Experts routed to per token.
+    pub num_experts_per_tok: usize,
+}
+
+/// Gemma 3 settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gemma3Params {
+    /// Queries are scaled by `query_pre_attn_scalar ** -0.5` (not `head_dim ** -0.5`).
+    pub query_pre_attn_scalar: f64,
+    /// RoPE base of the sliding-window (local) layers; `rope_theta` is that of the global layers,
+    /// and [`ModelConfig::rope_scaling`] applies to the global layers only.
+    pub rope_local_base_freq: f64,
+    /// `tanh` softcap of the final logits.
+    pub final_logit_softcapping: Option<f64>,
+    /// `tanh` softcap of the attention logits.
+    pub attn_logit_softcapping: Option<f64>,
+}
+
+/// Settings that only some architectures have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ArchParams {
+    /// Llama, Mistral, Qwen2: nothing more.
+    Dense,
+    /// Mixtral.
+    Mixtral(MoeParams),
+    /// Gemma 3.
+    Gemma3(Gemma3Params),
+}
+
+/// A checked model configuration with every default resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Model family.
+    pub architecture: Architecture,
+    /// Rows of the embedding (and of the LM head).
+    pub vocab_size: usize,
+    /// Residual width `d`.
+    pub hidden_size: usize,
+    /// FFN inner width (per expert for Mixtral).
+    pub intermediate_size: usize,
+    /// Decoder blocks `L`.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (divides `num_attention_heads`).
+    pub num_key_value_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// RoPE base (of the global layers for Gemma 3).
+    pub rope_theta: f64,
+    /// RoPE scaling.
+    pub rope_scaling: RopeScaling,
+    /// Longest context the model was configured for.
+    pub max_position_embeddings: usize,
+    /// Whether the LM head is the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// FFN activation.
+    pub hidden_act: Activation,
+    /// Whether q/k/v carry biases. For Llama and Mistral `o_proj` has one too (transformers'
+    /// `attention_bias`); Qwen2 never has one on `o_proj` (see [`ModelConfig::o_proj_bias`]).
+    pub attention_bias: bool,
+    /// Beginning-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token (the first one when config.json lists several).
+    pub eos_token_id: Option<u32>,
+    /// Every end-of-sequence token config.json lists.
+    pub eos_token_ids: Vec<u32>,
+    /// Padding token.
+    pub pad_token_id: Option<u32>,
+    /// Window of the [`LayerAttention::Sliding`] layers.
+    pub sliding_window: Option<usize>,
+    /// Attention span of every layer (`num_hidden_layers` entries).
+    pub layer_types: Vec<LayerAttention>,
+    /// The dtype the weights are stored in (`torch_dtype`).
+    pub torch_dtype: DType,
+    /// Architecture-specific settings.
+    pub arch: ArchParams,
+}
+
+/// Token ids may be an int, a list of ints, or null; negative means none.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum Ids {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+impl Ids {
+    fn list(&self) -> Vec<u32> {
+        match self {
+            Ids::One(v) => u32::try_from(*v).ok().into_iter().collect(),
+            Ids::Many(v) => v.iter().filter_map(|&x| u32::try_from(x).ok()).collect(),
+        }
+    }
+}
+
+/// config.json as written by transformers, every field optional.
+#[derive(Deserialize, Debug, Default, Clone)]
+pub struct RawConfig {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<Json>,
+    rope_parameters: Option<Json>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    hidden_act: Option<String>,
+    hidden_activation: Option<String>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    bos_token_id: Option<Ids>,
+    eos_token_id: Option<Ids>,
+    pad_token_id: Option<Ids>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    sliding_window_pattern: Option<usize>,
+    #[serde(rename = "_sliding_window_pattern")]
+    sliding_window_pattern_private: Option<usize>,
+    query_pre_attn_scalar: Option<f64>,
+    rope_local_base_freq: Option<f64>,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    num_local_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+    text_config: Option<Json>,
+}
+
+fn parse_rope(v: &Json, origin: &str, key: &str) -> Result<RopeScaling> {
+    if v.is_null() {
+        return Ok(RopeScaling::None);
+    }
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::config(origin, format!("`{key}` is not an object")))?;
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Json::as_str)
+        .unwrap_or("default");
+    let num = |k: &str| -> Result<f64> {
+        obj.get(k).and_then(Json::as_f64).ok_or_else(|| {
+            Error::config(
+                origin,
+                format!("`{key}` of type `{kind}` needs a number `{k}`"),
+            )
+        })
+    };
+    match kind {
+        "default" => Ok(RopeScaling::None),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
+        }),
+        other => Err(Error::unsupported(
+            origin,
+            format!("`{key}` type `{other}` (supported: default, linear, llama3)"),
+        )),
+    }
+}
+
+fn positive(origin: &str, name: &str, v: Option<usize>) -> Result<usize> {
+    match v {
+        Some(0) => Err(Error::config(
+            origin,
+            format!("`{name}` must be positive, got 0"),
+        )),
+        Some(v) => Ok(v),
+        None => Err(Error::config(origin, format!("`{name}` is missing"))),
+    }
+}
+
+impl ModelConfig {
+    /// Reads and checks a Hugging Face config.json.
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_path(path)?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks config.json text; `origin` names it in errors.
+    pub fn from_json_str(s: &str, origin: &str) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(s)
+            .map_err(|e| Error::config(origin, format!("invalid config.json: {e}")))?;
+        Self::from_raw(raw, origin)
+    }
+
+    /// Resolves defaults and checks a [`RawConfig`].
+    pub fn from_raw(mut raw: RawConfig, origin: &str) -> Result<Self> {
+        let model_type = raw.model_type.clone().ok_or_else(|| {
+            Error::config(
+                origin,
+                format!(
+                    "`model_type` is missing; supported: {}",
+                    SUPPORTED_MODEL_TYPES.join(", ")
+                ),
+            )
+        })?;
+        let arch = Architecture::from_model_type(&model_type).ok_or_else(|| {
+            Error::config(
+                origin,
+                format!(
+                    "unknown model_type `{model_type}`; supported: {}",
+                    SUPPORTED_MODEL_TYPES.join(", ")
+                ),
+            )
+        })?;
+        // A multimodal Gemma 3 config nests the language model under `text_config`.
+        if model_type == "gemma3" {
+            if let Some(text) = raw.text_config.take() {
+                let mut inner: RawConfig = serde_json::from_value(text)
+                    .map_err(|e| Error::config(origin, format!("invalid `text_config`: {e}")))?;
+                inner.model_type = Some("gemma3_text".into());
+                inner.bos_token_id = inner.bos_token_id.or(raw.bos_token_id);
+                inner.eos_token_id = inner.eos_token_id.or(raw.eos_token_id);
+                inner.pad_token_id = inner.pad_token_id.or(raw.pad_token_id);
+                inner.torch_dtype = inner.torch_dtype.or(raw.torch_dtype).or(raw.dtype);
+                raw = inner;
+            }
+        }
+        let gemma = arch == Architecture::Gemma3;
+
+        let vocab_size = positive(origin, "vocab_size", raw.vocab_size)?;
+        let hidden_size = positive(origin, "hidden_size", raw.hidden_size)?;
+        let intermediate_size = positive(origin, "intermediate_size", raw.intermediate_size)?;
+        let num_hidden_layers = positive(origin, "num_hidden_layers", raw.num_hidden_layers)?;
+        let num_attention_heads = positive(origin, "num_attention_heads", raw.num_attention_heads)?;
+        let num_key_value_heads = positive(
+            origin,
+            "num_key_value_heads",
+            raw.num_key_value_heads.or(Some(num_attention_heads)),
+        )?;
+        let head_dim = match raw.head_dim {
+            Some(h) => positive(origin, "head_dim", Some(h))?,
+            None if gemma => 256,
+            None => {
+                if hidden_size % num_attention_heads != 0 {
+                    return Err(Error::config(
+                        origin,
+                        format!(
+                            "hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({num_attention_heads}) and no head_dim is given"
+                        ),
+                    ));
+                }
+                hidden_size / num_attention_heads
+            }
+        };
+
+        // RoPE: transformers 5 `rope_parameters`, else `rope_theta` + `rope_scaling`.
+        let default_theta = match arch {
+            Architecture::Mixtral | Architecture::Gemma3 => 1_000_000.0,
+            _ => 10_000.0,
+        };
+        let mut rope_theta = raw.rope_theta;
+        let mut rope_scaling = match &raw.rope_scaling {
+            Some(v) => parse_rope(v, origin, "rope_scaling")?,
+            None => RopeScaling::None,
+        };
+        let mut local_theta = raw.rope_local_base_freq;
+        if let Some(params) = &raw.rope_parameters {
+            let full = params.get("full_attention");
+            let main = full.unwrap_or(params);
+            if !main.is_null() {
+                rope_scaling = parse_rope(main, origin, "rope_parameters")?;
+                rope_theta = main.get("rope_theta").and_then(Json::as_f64).or(rope_theta);
+            }
+            if let Some(local) = params.get("sliding_attention") {
+                local_theta = local
+                    .get("rope_theta")
+                    .and_then(Json::as_f64)
+                    .or(local_theta);
+            }
+        }
+        let rope_theta = rope_theta.unwrap_or(default_theta);
+
+        let hidden_act_name = if gemma {
+            raw.hidden_activation
+                .clone()
+                .or(raw.hidden_act.clone())
+                .unwrap_or_else(|| "gelu_pytorch_tanh".into())
+        } else {
+            raw.hidden_act.clone().unwrap_or_else(|| "silu".into())
+        };
+        let hidden_act = match hidden_act_name.as_str() {
+            "silu" | "swish" => Activation::Silu,
+            "gelu_pytorch_tanh" | "gelu_new" => Activation::GeluTanh,
+            other => {
+                return Err(Error::unsupported(
+                    origin,
+                    format!(
+                    "hidden_act `{other}` (supported: silu, swish, gelu_pytorch_tanh, gelu_new)"
+                ),
+                ))
+            }
+        };
+        if raw.mlp_bias == Some(true) {
+            return Err(Error::unsupported(origin, "mlp_bias = true"));
+        }
+        let attention_bias = match arch {
+            Architecture::Qwen2 => true,
+            _ => raw.attention_bias.unwrap_or(false),
+        };
+
+        let eos_token_ids = raw.eos_token_id.as_ref().map(Ids::list).unwrap_or_default();
+        let first = |ids: &Option<Ids>| ids.as_ref().and_then(|i| i.list().first().copied());
+
+        // Sliding windows.
+        let (sliding_window, layer_types) = match arch {
+            Architecture::Gemma3 => {
+                let window = raw.sliding_window.unwrap_or(4096);
+                let types = match &raw.layer_types {
+                    Some(names) => names
+                        .iter()
+                        .map(|n| match n.as_str() {
+                            "full_attention" => Ok(LayerAttention::Full),
+                            "sliding_attention" => Ok(LayerAttention::Sliding),
+                            other => Err(Error::config(
+                                origin,
+                                format!("layer_types: unknown `{other}` (expected full_attention or sliding_attention)"),
+                            )),
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                    None => {
+                        let p = raw.sliding_window_pattern.or(raw.sliding_window_pattern_private).unwrap_or(6);
+                        if p == 0 {
+                            return Err(Error::config(origin, "`sliding_window_pattern` must be positive"));
+                        }
+                        (0..num_hidden_layers)
+                            .map(|i| if (i + 1) % p == 0 { LayerAttention::Full } else { LayerAttention::Sliding })
+                            .collect()
+                    }
+                };
+                (Some(window), types)
+            }
+            Architecture::Qwen2 => {
+                match (raw.use_sliding_window.unwrap_or(false), raw.sliding_window) {
+                    (true, Some(w)) => {
+                        let from = raw.max_window_layers.unwrap_or(num_hidden_layers);
+                        let types = (0..num_hidden_layers)
+                            .map(|i| {
+                                if i >= from {
+                                    LayerAttention::Sliding
+                                } else {
+                                    LayerAttention::Full
+                                }
+                            })
+                            .collect();
+                        (Some(w), types)
+                    }
+                    _ => (None, vec![LayerAttention::Full; num_hidden_layers]),
+                }
+            }
+            Architecture::Mistral | Architecture::Mixtral => match raw.sliding_window {
+                Some(w) => (Some(w), vec![LayerAttention::Sliding; num_hidden_layers]),
+                None => (None, vec![LayerAttention::Full; num_hidden_layers]),
+            },
+            Architecture::Llama => (None, vec![LayerAttention::Full; num_hidden_layers]),
+        };
+
+        let arch_params = match arch {
+            Architecture::Mixtral => ArchParams::Mixtral(MoeParams {
+                num_local_experts: positive(
+                    origin,
+                    "num_local_experts",
+                    raw.num_local_experts.or(Some(8)),
+                )?,
+                num_experts_per_tok: positive(
+                    origin,
+                    "num_experts_per_tok",
+                    raw.num_experts_per_tok.or(Some(2)),
+                )?,
+            }),
+            Architecture::Gemma3 => ArchParams::Gemma3(Gemma3Params {
+                query_pre_attn_scalar: raw.query_pre_attn_scalar.unwrap_or(256.0),
+                rope_local_base_freq: local_theta.unwrap_or(10_000.0),
+                final_logit_softcapping: raw.final_logit_softcapping,
+                attn_logit_softcapping: raw.attn_logit_softcapping,
+            }),
+            _ => ArchParams::Dense,
+        };
+
+        let dtype_name = raw.torch_dtype.clone().or(raw.dtype.clone());
+        let torch_dtype = match dtype_name.as_deref() {
+            None => DType::F32,
+            Some(s) => DType::from_torch_name(s).ok_or_else(|| {
+                Error::unsupported(
+                    origin,
+                    format!("torch_dtype `{s}` (supported: float32, float16, bfloat16)"),
+                )
+            })?,
+        };
+
+        let config = ModelConfig {
+            architecture: arch,
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: raw
+                .rms_norm_eps
+                .unwrap_or(if arch == Architecture::Mixtral {
+                    1e-5
+                } else {
+                    1e-6
+                }),
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(match arch {
+                Architecture::Llama => 2048,
+                Architecture::Qwen2 => 32768,
+                Architecture::Mistral | Architecture::Mixtral => 4096 * 32,
+                Architecture::Gemma3 => 131_072,
+            }),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(gemma),
+            hidden_act,
+            attention_bias,
+            bos_token_id: first(&raw.bos_token_id),
+            eos_token_id: eos_token_ids.first().copied(),
+            eos_token_ids,
+            pad_token_id: first(&raw.pad_token_id),
+            sliding_window,
+            layer_types,
+            torch_dtype,
+            arch: arch_params,
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks the consistency of the settings; `origin` names the configuration in errors.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |msg: String| Err(Error::config(origin, msg));
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return bad(format!("`{name}` must be positive, got 0"));
+            }
+        }
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return bad(format!(
+                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim ({}) must be even for RoPE",
+                self.head_dim
+            ));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return bad(format!(
+                "rms_norm_eps ({}) must be a positive number",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return bad(format!(
+                "rope_theta ({}) must be a positive number",
+                self.rope_theta
+            ));
+        }
+        match self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } if factor > 0.0 => {}
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } if factor > 0.0
+                && low_freq_factor > 0.0
+                && high_freq_factor > low_freq_factor
+                && original_max_position_embeddings > 0 => {}
+            other => return bad(format!("invalid rope_scaling {other:?}")),
+        }
+        if self.layer_types.len() != self.num_hidden_layers {
+            return bad(format!(
+                "layer_types has {} entries for {} layers",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            ));
+        }
+        if self.layer_types.contains(&LayerAttention::Sliding)
+            && self.sliding_window.is_none_or(|w| w == 0)
+        {
+            return bad("sliding layers need a positive sliding_window".into());
+        }
+        for (name, id) in [
+            ("bos_token_id", self.bos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ]
+        .into_iter()
+        .chain(
+            self.eos_token_ids
+                .iter()
+                .map(|&e| ("eos_token_id", Some(e))),
+        ) {
+            if let Some(id) = id {
+                if id as usize >= self.vocab_size {
+                    return bad(format!(
+                        "{name} {id} is outside the vocabulary of {}",
+                        self.vocab_size
+                    ));
+                }
+            }
+        }
+        match self.arch {
+            ArchParams::Mixtral(m) if m.num_experts_per_tok > m.num_local_experts => bad(format!(
+                "num_experts_per_tok ({}) exceeds num_local_experts ({})",
+                m.num_experts_per_tok, m.num_local_experts
+            )),
+            ArchParams::Gemma3(g)
+                if g.query_pre_attn_scalar.is_nan() || g.query_pre_attn_scalar <= 0.0 =>
+            {
+                bad(format!(
+                    "query_pre_attn_scalar ({}) must be positive",
+                    g.query_pre_attn_scalar
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `o_proj` carries a bias.
+    pub fn o_proj_bias(&self) -> bool {
+        self.attention_bias && self.architecture != Architecture::Qwen2
+    }
+
+    /// The Gemma 3 settings, if this is Gemma 3.
+    pub fn gemma3(&self) -> Option<&Gemma3Params> {
+        match &self.arch {
+            ArchParams::Gemma3(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The mixture-of-experts settings, if this is Mixtral.
+    pub fn moe(&self) -> Option<&MoeParams> {
+        match &self.arch {
+            ArchParams::Mixtral(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The configuration of a GGUF file, from its `{arch}.*` metadata and tensors.
+    ///
+    /// GGUF keeps fewer settings than config.json; what it lacks is filled in as llama.cpp does:
+    /// `head_dim` = `attention.key_length` or `hidden / heads`; tied embeddings when there is no
+    /// `output.weight`; for Gemma 3 a local RoPE base of 10000, every 6th layer global and
+    /// `query_pre_attn_scalar = head_dim` (llama.cpp `llama-model.cpp`).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let origin = file.path().display().to_string();
+        let arch_name = file.architecture()?.to_string();
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let req = |k: &str| -> Result<usize> {
+            match file.get_u64(&key(k))? {
+                Some(v) => Ok(v as usize),
+                None => Err(Error::config(
+                    &origin,
+                    format!("metadata `{}` is missing", key(k)),
+                )),
+            }
+        };
+        let n_expert = file.get_u64(&key("expert_count"))?.unwrap_or(0) as usize;
+        let architecture = match arch_name.as_str() {
+            "llama" if n_expert > 0 => Architecture::Mixtral,
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            "gemma3" => Architecture::Gemma3,
+            other => {
+                return Err(Error::unsupported(
+                    &origin,
+                    format!("GGUF architecture `{other}` (supported: llama, qwen2, gemma3)"),
+                ))
+            }
+        };
+        if file.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::unsupported(
+                &origin,
+                "RoPE frequency factors (`rope_freqs.weight`, Llama 3.1 scaling) in GGUF",
+            ));
+        }
+        let hidden_size = req("embedding_length")?;
+        let heads = req("attention.head_count")?;
+        let kv_heads = file
+            .get_u64(&key("attention.head_count_kv"))?
+            .map_or(heads, |v| v as usize);
+        let head_dim = match file.get_u64(&key("attention.key_length"))? {
+            Some(v) => v as usize,
+            None if heads > 0 => hidden_size / heads,
+            None => 0,
+        };
+        if let Some(rot) = file.get_u64(&key("rope.dimension_count"))? {
+            if rot as usize != head_dim {
+                return Err(Error::unsupported(
+                    &origin,
+                    format!("partial rotary embeddings (rope.dimension_count {rot} < head_dim {head_dim})"),
+                ));
+            }
+        }
+        let layers = req("block_count")?;
+        let vocab_size = match file.get_u64(&key("vocab_size"))? {
+            Some(v) => v as usize,
+            None => match file.tensor("token_embd.weight") {
+                Some(t) => t.dims.get(1).copied().unwrap_or(0) as usize,
+                None => file
+                    .get_array("tokenizer.ggml.tokens")?
+                    .map_or(0, <[_]>::len),
+            },
+        };
+        let rms_norm_eps = file
+            .get_f64(&key("attention.layer_norm_rms_epsilon"))?
+            .ok_or_else(|| {
+                Error::config(
+                    &origin,
+                    format!(
+                        "metadata `{}` is missing",
+                        key("attention.layer_norm_rms_epsilon")
+                    ),
+                )
+            })?;
+        let rope_scaling = match file.get_str(&key("rope.scaling.type"))? {
+            None | Some("none") => RopeScaling::None,
+            Some("linear") => RopeScaling::Linear {
+                factor: file.get_f64(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            },
+            Some(other) => {
+                return Err(Error::unsupported(
+                    &origin,
+                    format!("rope.scaling.type `{other}` (supported: none, linear)"),
+                ))
+            }
+        };
+        let id = |k: &str| -> Result<Option<u32>> {
+            Ok(file.get_u64(k)?.and_then(|v| u32::try_from(v).ok()))
+        };
+        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let gemma = architecture == Architecture::Gemma3;
+        let (sliding_window, layer_types) = if gemma {
+            let window = file
+                .get_u64(&key("attention.sliding_window"))?
+                .unwrap_or(512) as usize;
+            // `attention.sliding_window_pattern`: a period, or one bool per layer (true = sliding);
+            // llama.cpp's default for Gemma 3 is a period of 6.
+            let pattern_key = key("attention.sliding_window_pattern");
+            let types = match file.get(&pattern_key) {
+                Some(crate::gguf::Value::Array(_, items)) => items
+                    .iter()
+                    .map(|b| match b.as_bool() {
+                        Some(true) => Ok(LayerAttention::Sliding),
+                        Some(false) => Ok(LayerAttention::Full),
+                        None => Err(Error::config(
+                            &origin,
+                            format!("metadata `{pattern_key}` is not an array of bools"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                _ => {
+                    let period = file.get_u64(&pattern_key)?.unwrap_or(6).max(1) as usize;
+                    (0..layers)
+                        .map(|i| {
+                            if (i + 1) % period == 0 {
+                                LayerAttention::Full
+                            } else {
+                                LayerAttention::Sliding
+                            }
+                        })
+                        .collect()
+                }
+            };
+            (Some(window), types)
+        } else {
+            (None, vec![LayerAttention::Full; layers])
+        };
+        let arch = match architecture {
+            Architecture::Mixtral => ArchParams::Mixtral(MoeParams {
+                num_local_experts: n_expert,
+                num_experts_per_tok: req("expert_used_count")?,
+            }),
+            Architecture::Gemma3 => ArchParams::Gemma3(Gemma3Params {
+                // llama.cpp: 1/sqrt(n_embd / n_head) for the 27B model (62 layers), else 1/sqrt(head_dim).
+                query_pre_attn_scalar: if layers == 62 {
+                    (hidden_size / heads.max(1)) as f64
+                } else {
+                    head_dim as f64
+                },
+                rope_local_base_freq: 10_000.0,
+                final_logit_softcapping: file.get_f64(&key("final_logit_softcapping"))?,
+                attn_logit_softcapping: file.get_f64(&key("attn_logit_softcapping"))?,
+            }),
+            _ => ArchParams::Dense,
+        };
+        let config = ModelConfig {
+            architecture,
+            vocab_size,
+            hidden_size,
+            intermediate_size: req("feed_forward_length")?,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv_heads,
+            head_dim,
+            rms_norm_eps,
+            rope_theta: file.get_f64(&key("rope.freq_base"))?.unwrap_or(if gemma {
+                1_000_000.0
+            } else {
+                10_000.0
+            }),
+            rope_scaling,
+            max_position_embeddings: file
+                .get_u64(&key("context_length"))?
+                .map_or(2048, |v| v as usize),
+            tie_word_embeddings: file.tensor("output.weight").is_none(),
+            hidden_act: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
+            bos_token_id: id("tokenizer.ggml.bos_token_id")?,
+            eos_token_id: eos,
+            eos_token_ids: eos.into_iter().collect(),
+            pad_token_id: id("tokenizer.ggml.padding_token_id")?,
+            sliding_window,
+            layer_types,
+            torch_dtype: DType::F32,
+            arch,
+        };
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// A config.json that transformers loads as is (`AutoModelForCausalLM.from_pretrained`).
+    pub fn to_hf_json(&self) -> Json {
+        let rope_scaling = match self.rope_scaling {
+            RopeScaling::None => Json::Null,
+            RopeScaling::Linear { factor } => {
+                json!({"rope_type": "linear", "type": "linear", "factor": factor})
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+        };
+        let eos = match self.eos_token_ids.as_slice() {
+            [] => Json::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        let mut j = json!({
+            "architectures": [self.architecture.hf_class()],
+            "model_type": self.architecture.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "pad_token_id": self.pad_token_id,
+            "torch_dtype": self.torch_dtype.torch_name(),
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "use_cache": true,
+        });
+        let Some(obj) = j.as_object_mut() else {
+            return j;
+        };
+        let mut set = |k: &str, v: Json| {
+            obj.insert(k.to_string(), v);
+        };
+        match self.architecture {
+            Architecture::Gemma3 => {
+                set("hidden_activation", json!(self.hidden_act.hf_name()));
+                set("attention_bias", json!(self.attention_bias));
+                set("sliding_window", json!(self.sliding_window));
+                let names: Vec<&str> = self
+                    .layer_types
+                    .iter()
+                    .map(|t| match t {
+                        LayerAttention::Full => "full_attention",
+                        LayerAttention::Sliding => "sliding_attention",
+                    })
+                    .collect();
+                set("layer_types", json!(names));
+                if let Some(p) = regular_pattern(&self.layer_types) {
+                    set("sliding_window_pattern", json!(p));
+                }
+                if let Some(g) = self.gemma3() {
+                    // transformers 5 types this field as an int: write whole values without a fraction.
+                    let q = g.query_pre_attn_scalar;
+                    let q = if q.fract() == 0.0 && q.abs() < 1e15 {
+                        json!(q as i64)
+                    } else {
+                        json!(q)
+                    };
+                    set("query_pre_attn_scalar", q);
+                    set("rope_local_base_freq", json!(g.rope_local_base_freq));
+                    set("final_logit_softcapping", json!(g.final_logit_softcapping));
+                    set("attn_logit_softcapping", json!(g.attn_logit_softcapping));
+                }
+            }
+            Architecture::Qwen2 => {
+                set("hidden_act", json!(self.hidden_act.hf_name()));
+                set("use_sliding_window", json!(self.sliding_window.is_some()));
+                set("sliding_window", json!(self.sliding_window));
+                let first_sliding = self
+                    .layer_types
+                    .iter()
+                    .position(|t| *t == LayerAttention::Sliding);
+                set(
+                    "max_window_layers",
+                    json!(first_sliding.unwrap_or(self.num_hidden_layers)),
+                );
+            }
+            Architecture::Llama | Architecture::Mistral | Architecture::Mixtral => {
+                set("hidden_act", json!(self.hidden_act.hf_name()));
+                set("attention_bias", json!(self.attention_bias));
+                if self.architecture == Architecture::Llama {
+                    set("mlp_bias", json!(false));
+                    set("pretraining_tp", json!(1));
+                } else {
+                    set("sliding_window", json!(self.sliding_window));
+                }
+                if let Some(m) = self.moe() {
+                    set("num_local_experts", json!(m.num_local_experts));
+                    set("num_experts_per_tok", json!(m.num_experts_per_tok));
+                }
+            }
+        }
+        j
+    }
+}
+
+/// `Some(p)` when layer `i` is global exactly when `(i + 1) % p == 0`.
+fn regular_pattern(types: &[LayerAttention]) -> Option<usize> {
+    let p = types.iter().position(|t| *t == LayerAttention::Full)? + 1;
+    types
+        .iter()
+        .enumerate()
+        .all(|(i, t)| (*t == LayerAttention::Full) == ((i + 1) % p == 0))
+        .then_some(p)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+        "num_hidden_layers":2,"num_attention_heads":2}"#;
+
+    #[test]
+    fn llama_defaults() {
+        let c = ModelConfig::from_json_str(TINY, "tiny").unwrap();
+        assert_eq!(c.num_key_value_heads, 2);
+        assert_eq!(c.head_dim, 4);
+        assert_eq!(c.rope_theta, 10000.0);
+        assert_eq!(c.rms_norm_eps, 1e-6);
+        assert!(!c.tie_word_embeddings);
+        assert_eq!(c.hidden_act, Activation::Silu);
+        assert_eq!(c.layer_types, vec![LayerAttention::Full; 2]);
+    }
+
+    #[test]
+    fn pattern_detection() {
+        use LayerAttention::*;
+        assert_eq!(regular_pattern(&[Sliding, Full, Sliding, Full]), Some(2));
+        assert_eq!(regular_pattern(&[Sliding, Full, Full]), None);
+        assert_eq!(regular_pattern(&[Sliding, Sliding]), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! [`Accumulator`]: per-row values of one metric for one pruned model, finalised in row order.
+
+use rayon::prelude::*;
+
+use crate::{DenseRows, Error, Metric, Result};
+
+/// Rows per chunk below which [`Accumulator::add_rows`] stays on the calling thread.
+const PARALLEL_MIN_VALUES: usize = 1 << 16;
+
+/// Collects the per-row values of one [`Metric`] for one pruned model.
+///
+/// Rows may be given in chunks, in any order, from a streaming evaluation; each row exactly once.
+/// [`Accumulator::finish`] sums the stored values in row order with compensated summation, so
+/// the score is the same whatever the chunking, order or thread count.
+#[derive(Debug, Clone)]
+pub struct Accumulator<'a> {
+    metric: Metric,
+    dense: &'a DenseRows,
+    values: Vec<f64>,
+    given: Vec<bool>,
+    num_given: usize,
+}
+
+impl<'a> Accumulator<'a> {
+    /// A new, empty accumulator of `metric` against `dense`.
+    pub fn new(metric: Metric, dense: &'a DenseRows) -> Result<Self> {
+        dense.check_supports(metric)?;
+        let n = dense.num_rows();
+        Ok(Accumulator {
+            metric,
+            dense,
+            values: vec![0.0; n],
+            given: vec![false; n],
+            num_given: 0,
+        })
+    }
+
+    /// The metric.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// Adds pruned rows `first_row ..` given as `rows.len() / vocab` consecutive rows.
+    pub fn add_rows(&mut self, first_row: usize, rows: &[f32]) -> Result<()> {
+        let vocab = self.dense.vocab();
+        if !rows.len().is_multiple_of(vocab) {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "chunk of pruned rows starting at row {first_row} (vocabulary {vocab})"
+                ),
+                expected: (rows.len() / vocab + 1) * vocab,
+                got: rows.len(),
+            });
+        }
+        let n = rows.len() / vocab;
+        let end = first_row.saturating_add(n);
+        if end > self.values.len() {
+            return Err(Error::RowOutOfRange {
+                first: first_row,
+                end,
+                num_rows: self.values.len(),
+            });
+        }
+        if let Some(k) = self.given[first_row..end].iter().position(|&g| g) {
+            return Err(Error::RowTwice {
+                row: first_row + k,
+                metric: self.metric,
+            });
+        }
+        let (metric, dense) = (self.metric, self.dense);
+        let out = &mut self.values[first_row..end];
+        if rows.len() >= PARALLEL_MIN_VALUES && n > 1 {
+            out.par_iter_mut()
+                .zip(rows.par_chunks(vocab))
+                .enumerate()
+                .for_each(|(k, (v, row))| {
+                    *v = dense.row_value_unchecked(metric, first_row + k, row);
+                });
+        } else {
+            for (k, (v, row)) in out.iter_mut().zip(rows.chunks(vocab)).enumerate() {
+                *v = dense.row_value_unchecked(metric, first_row + k, row);
+            }
+        }
+        self.given[first_row..end]
+            .iter_mut()
+            .for_each(|g| *g = true);
+        self.num_given += n;
+        Ok(())
+    }
+
+    /// Whether every row has been given.
+    pub fn is_complete(&self) -> bool {
+        self.num_given == self.values.len()
+    }
+
+    /// The stored per-row values (0 for rows not yet given).
+    pub fn row_values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// The score: the mean of the row values (`js`, `js-reference`, `kl`, `angular`),
+    /// the square root of their sum (`euclidean`), or `exp` of their mean over rows with a
+    /// target (`ppl`). An error if any row is missing.
+    pub fn finish(&self) -> Result<f64> {
+        if !self.is_complete() {
+            let first = self.given.iter().position(|&g| !g).unwrap_or(0);
+            return Err(Error::MissingRows {
+                metric: self.metric,
+                missing: self.values.len() - self.num_given,
+                num_rows: self.values.len(),
+                first,
+            });
+        }
+        let mut sum = NeumaierSum::default();
+        let mut count = 0usize;
+        for (row, &v) in self.values.iter().enumerate() {
+            if self.dense.counts(self.metric, row) {
+                sum.add(v);
+                count += 1;
+            }
+        }
+        let total = sum.value();
+        Ok(match self.metric {
+            Metric::Euclidean => total.sqrt(),
+            Metric::Ppl => (total / count.max(1) as f64).exp(),
+            _ => total / count.max(1) as f64,
+        })
+    }
+}
+
+/// Compensated (Neumaier) summation; the order of `add` calls fixes the result.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct NeumaierSum {
+    sum: f64,
+    comp: f64,
+}
+
+impl NeumaierSum {
+    pub(crate) fn add(&mut self, x: f64) {
+        let t = self.sum + x;
+        if self.sum.abs() >= x.abs() {
+            self.comp += (self.sum - t) + x;
+        } else {
+            self.comp += (x - t) + self.sum;
+        }
+        self.sum = t;
+    }
+
+    pub(crate) fn value(&self) -> f64 {
+        self.sum + self.comp
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_repeated_rows_are_errors() {
+        let dense = DenseRows::new(vec![0.0, 1.0, 2.0, 3.0], 2).unwrap();
+        let mut acc = Accumulator::new(Metric::Kl, &dense).unwrap();
+        acc.add_rows(1, &[2.0, 3.0]).unwrap();
+        let err = acc.finish().unwrap_err().to_string();
+        assert!(err.contains("first: row 0"), "{err}");
+        assert!(acc.add_rows(1, &[2.0, 3.0]).is_err());
+        assert!(acc.add_rows(1, &[2.0, 3.0, 4.0, 5.0]).is_err());
+        assert!(acc.add_rows(0, &[2.0]).is_err());
+        acc.add_rows(0, &[0.0, 1.0]).unwrap();
+        assert_eq!(acc.finish().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn neumaier_recovers_small_terms() {
+        let mut s = NeumaierSum::default();
+        for x in [1e16, 1.0, -1e16, 1.0] {
+            s.add(x);
+        }
+        assert_eq!(s.value(), 2.0);
+    }
+
+    #[test]
+    fn perplexity_skips_rows_without_target() {
+        let dense = DenseRows::targets_only(vec![Some(0), None], 2).unwrap();
+        let mut acc = Accumulator::new(Metric::Ppl, &dense).unwrap();
+        acc.add_rows(0, &[0.0, 0.0, 9.0, -9.0]).unwrap();
+        assert!((acc.finish().unwrap() - 2.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,279 @@
+//! The pieces of a decoder: RMSNorm, linear layers, attention and gated FFN branches, and the
+//! [`Sublayer`] that pairs a norm with a branch.
+//!
+//! A decoder block is two residual sublayers (FinerCut, arXiv 2405.18218, §3):
+//! `h = x + Attn(norm1(x))` and `y = h + FFN(norm2(h))`. They are kept as data, one [`Sublayer`] per
+//! branch, so a removal plan can skip any of them (norm and branch together), unlike the reference
+//! implementation (github.com/YaNgZhAnG-V5/llm_dissect), which zeroes the branch output and still
+//! computes it.
+
+use crate::weights::Weights;
+use crate::{Error, Result, SublayerId};
+use finercut_tensor::{
+    causal_attention, causal_attention_with_prefix, Activation, AttentionSpec, NormWeight, Rope,
+    Tensor,
+};
+
+/// RMSNorm with its weight.
+pub(crate) struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+    pub kind: NormWeight,
+}
+
+impl RmsNorm {
+    pub(crate) fn load(
+        w: &Weights<'_>,
+        name: &str,
+        dim: usize,
+        eps: f32,
+        kind: NormWeight,
+    ) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: w.get(&format!("{name}.weight"), &[dim])?,
+            eps,
+            kind,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.rms_norm(&self.weight, self.eps, self.kind)?)
+    }
+
+    /// Normalises rows `row..row+n` of `x` into rows `dst..` of `out`.
+    pub(crate) fn rows_into(
+        &self,
+        x: &Tensor,
+        row: usize,
+        n: usize,
+        out: &mut Tensor,
+        dst: usize,
+    ) -> Result<()> {
+        Ok(x.rms_norm_rows_into(row, n, &self.weight, self.eps, self.kind, out, dst)?)
+    }
+
+    pub(crate) fn param_count(&self) -> usize {
+        self.weight.elem_count()
+    }
+}
+
+/// `y = x·Wᵀ + b`.
+pub(crate) struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn load(
+        w: &Weights<'_>,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
+        let bias = if bias {
+            Some(w.get(&format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(finercut_tensor::linear(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+        )?)
+    }
+
+    pub(crate) fn param_count(&self) -> usize {
+        self.weight.elem_count() + self.bias.as_ref().map_or(0, Tensor::elem_count)
+    }
+}
+
+/// Sequences and positions of the rows in one batch.
+pub(crate) struct Batch {
+    /// Lengths of the sequences whose rows are stacked in the batch (they sum to the row count).
+    pub seq_lens: Vec<usize>,
+    /// Position of every row.
+    pub positions: Vec<usize>,
+}
+
+impl Batch {
+    /// `n` sequences of `t` tokens, each starting at position `start`.
+    pub(crate) fn uniform(n: usize, t: usize, start: usize) -> Batch {
+        Batch {
+            seq_lens: vec![t; n],
+            positions: (0..n).flat_map(|_| start..start + t).collect(),
+        }
+    }
+}
+
+/// Keys and values of the attention sublayers for a shared prefix.
+pub(crate) type Kv = (Tensor, Tensor);
+
+/// What an attention branch does with keys and values.
+pub(crate) enum KvMode<'a> {
+    /// Plain causal attention over the batch.
+    Plain,
+    /// Plain attention, and keep this batch's keys and values (post-RoPE).
+    Store(&'a mut Option<Kv>),
+    /// Every sequence continues the prefix whose keys and values are given.
+    Continue(&'a Kv),
+}
+
+/// Self-attention with grouped-query heads and RoPE (optionally Qwen2 biases, Gemma QK-norm).
+pub(crate) struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub rope: Rope,
+    pub spec: AttentionSpec,
+}
+
+impl Attention {
+    pub(crate) fn forward(&self, h: &Tensor, batch: &Batch, kv: KvMode<'_>) -> Result<Tensor> {
+        let mut q = self.q.forward(h)?;
+        let mut k = self.k.forward(h)?;
+        let v = self.v.forward(h)?;
+        if let Some(n) = &self.q_norm {
+            q = per_head(n, q, self.spec.head_dim)?;
+        }
+        if let Some(n) = &self.k_norm {
+            k = per_head(n, k, self.spec.head_dim)?;
+        }
+        self.rope.apply(&mut q, &batch.positions)?;
+        self.rope.apply(&mut k, &batch.positions)?;
+        let a = match kv {
+            KvMode::Plain => causal_attention(&q, &k, &v, &batch.seq_lens, &self.spec)?,
+            KvMode::Store(slot) => {
+                let a = causal_attention(&q, &k, &v, &batch.seq_lens, &self.spec)?;
+                *slot = Some((k, v));
+                a
+            }
+            KvMode::Continue((pk, pv)) => {
+                causal_attention_with_prefix(&q, &k, &v, &batch.seq_lens, pk, pv, &self.spec)?
+            }
+        };
+        self.o.forward(&a)
+    }
+
+    pub(crate) fn param_count(&self) -> usize {
+        [&self.q, &self.k, &self.v, &self.o]
+            .iter()
+            .map(|l| l.param_count())
+            .sum::<usize>()
+            + self.q_norm.as_ref().map_or(0, RmsNorm::param_count)
+            + self.k_norm.as_ref().map_or(0, RmsNorm::param_count)
+    }
+}
+
+/// RMSNorm of every head vector of `x` (`[rows, heads·head_dim]`).
+fn per_head(norm: &RmsNorm, x: Tensor, head_dim: usize) -> Result<Tensor> {
+    let (rows, cols) = (x.rows(), x.cols());
+    let y = norm.forward(&x.reshape(&[rows * cols / head_dim, head_dim])?)?;
+    Ok(y.reshape(&[rows, cols])?)
+}
+
+/// Gated feed-forward: `down(act(gate(x)) · up(x))`.
+pub(crate) struct Mlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    pub act: Activation,
+}
+
+impl Mlp {
+    pub(crate) fn forward(&self, h: &Tensor) -> Result<Tensor> {
+        let mut g = self.gate.forward(h)?;
+        let u = self.up.forward(h)?;
+        g.gated_in_place(&u, self.act)?;
+        self.down.forward(&g)
+    }
+
+    pub(crate) fn param_count(&self) -> usize {
+        self.gate.param_count() + self.up.param_count() + self.down.param_count()
+    }
+}
+
+/// The residual branch of a sublayer.
+#[allow(clippy::large_enum_variant)] // One per sublayer: the size does not matter.
+pub(crate) enum Branch {
+    Attn(Attention),
+    Mlp(Mlp),
+    /// Not in the checkpoint (a pruned export): every plan must remove it (checked by
+    /// `Model::check_plan`), so it is never run.
+    Absent,
+}
+
+/// One residual sublayer: `x + post_norm(branch(norm(x)))` (`post_norm` only for Gemma's sandwich
+/// norms). Removing it skips all of it.
+pub(crate) struct Sublayer {
+    pub id: SublayerId,
+    pub norm: RmsNorm,
+    pub branch: Branch,
+    pub post_norm: Option<RmsNorm>,
+}
+
+/// Rows `row..row+rows` of a residual stream: one piece of a batched sublayer evaluation.
+pub(crate) struct Part<'a> {
+    pub x: &'a mut Tensor,
+    pub row: usize,
+    pub rows: usize,
+}
+
+impl Sublayer {
+    /// Applies this sublayer to every part, as one batch: the parts' normalised rows are stacked, the
+    /// branch runs once (one GEMM per weight), and each part gets its rows of the output added.
+    pub(crate) fn apply(
+        &self,
+        parts: &mut [Part<'_>],
+        batch: &Batch,
+        kv: KvMode<'_>,
+    ) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.rows).sum();
+        let Some(first) = parts.first() else {
+            return Ok(());
+        };
+        let d = first.x.cols();
+        let mut h = Tensor::empty(&[total, d], &first.x.device())?;
+        let mut off = 0;
+        for p in parts.iter() {
+            self.norm.rows_into(p.x, p.row, p.rows, &mut h, off)?;
+            off += p.rows;
+        }
+        let mut out = match &self.branch {
+            Branch::Attn(a) => a.forward(&h, batch, kv)?,
+            Branch::Mlp(m) => m.forward(&h)?,
+            Branch::Absent => return Err(Error::Absent(self.id)),
+        };
+        drop(h);
+        if let Some(n) = &self.post_norm {
+            out = n.forward(&out)?;
+        }
+        let mut off = 0;
+        for p in parts.iter_mut() {
+            p.x.add_rows_from(p.row, &out, off, p.rows)?;
+            off += p.rows;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn param_count(&self) -> usize {
+        if matches!(self.branch, Branch::Absent) {
+            return 0;
+        }
+        self.norm.param_count()
+            + self.post_norm.as_ref().map_or(0, RmsNorm::param_count)
+            + match &self.branch {
+                Branch::Attn(a) => a.param_count(),
+                Branch::Mlp(m) => m.param_count(),
+                Branch::Absent => 0,
+            }
+    }
+}

@@ -1,0 +1,88 @@
+//! Llama-family transformer whose attention and FFN sublayers can be removed: the forward passes that
+//! FinerCut (Zhang et al., arXiv 2405.18218) searches over.
+//!
+//! A decoder block is two residual sublayers, `h = x + Attn(norm1(x))` and `y = h + FFN(norm2(h))`, so
+//! an L-block model has 2L sublayers `L0.attn, L0.mlp, L1.attn, …` ([`SublayerId`], index
+//! `2·block + (kind == Mlp)`). A [`Plan`] names removed sublayers; a removed sublayer is skipped
+//! entirely (norm and branch), turning its branch into the identity.
+//!
+//! # Key types
+//!
+//! - [`Model`]: built from a `finercut_format::ModelConfig` and a `TensorSource` (Hugging Face tensor
+//!   names) by [`Model::load`]. Supports Llama 2/3 (incl. Llama 3 RoPE scaling), SmolLM2, Mistral,
+//!   Qwen2 (q/k/v biases) and Gemma 3 (QK-norm, sandwich norms, sliding-window layers); not Mixtral.
+//! - [`Model::forward`], [`Model::trace`], [`Model::resume`] and [`Model::advance`]: logits under a
+//!   plan, the residual stream entering every sublayer, continuing from one of those states to the
+//!   logits, or to the stream entering a later sublayer.
+//! - [`Model::stream_candidates`]: one greedy step's candidates evaluated in a single walk over the
+//!   sublayers, each candidate's logits streamed to a sink in row chunks ([`StreamStats`] counts the
+//!   work in forward-equivalents).
+//! - [`Model::continuation_logits`]: a shared prefix run once, many continuations scored against its
+//!   cached keys and values.
+//!
+//! # Design
+//!
+//! The sublayers are data (`Vec` of norm + [`SublayerKind`] branch), not a hard-coded block: the one
+//! forward path skips what the plan removes, and the same per-sublayer step serves the dense forward,
+//! resuming from a trace, and the candidate streams, which batch the rows of many streams into one GEMM
+//! per weight (design.md §2). This crate does no file I/O: weights come through `TensorSource`, and
+//! aligned `f32` weights are used in place from the memory map.
+//!
+//! Work is cut into batches of whole sequences of at most 8192 rows and LM-head chunks of
+//! [`HEAD_ROWS`] rows, sizes fixed by the shapes: like the tensor kernels, results do not depend on the
+//! number of threads.
+//!
+//! # Example
+//!
+//! ```
+//! use finercut_format::{ModelConfig, RawTensor, TensorSource, Bytes, DType};
+//! use finercut_model::{Model, Plan};
+//! use finercut_tensor::Device;
+//! use std::collections::HashMap;
+//!
+//! /// Weights held in memory, every value 0.01.
+//! struct Mem(HashMap<String, Vec<usize>>);
+//! impl TensorSource for Mem {
+//!     fn names(&self) -> Vec<String> { self.0.keys().cloned().collect() }
+//!     fn contains(&self, name: &str) -> bool { self.0.contains_key(name) }
+//!     fn get(&self, name: &str) -> finercut_format::Result<RawTensor> {
+//!         let shape = self.0[name].clone();
+//!         let n: usize = shape.iter().product();
+//!         Ok(RawTensor { name: name.into(), dtype: DType::F32, shape, data: Bytes::from_f32_vec(vec![0.01; n]) })
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ModelConfig::from_json_str(r#"{"model_type": "llama", "vocab_size": 32, "hidden_size": 8,
+//!     "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+//!     "num_key_value_heads": 1, "tie_word_embeddings": true}"#, "example")?;
+//! let mut w = HashMap::new();
+//! w.insert("model.embed_tokens.weight".to_string(), vec![32, 8]);
+//! w.insert("model.norm.weight".to_string(), vec![8]);
+//! for (name, shape) in [("input_layernorm", vec![8]), ("post_attention_layernorm", vec![8]),
+//!     ("self_attn.q_proj", vec![8, 8]), ("self_attn.k_proj", vec![4, 8]), ("self_attn.v_proj", vec![4, 8]),
+//!     ("self_attn.o_proj", vec![8, 8]), ("mlp.gate_proj", vec![16, 8]), ("mlp.up_proj", vec![16, 8]),
+//!     ("mlp.down_proj", vec![8, 16])] {
+//!     w.insert(format!("model.layers.0.{name}.weight"), shape);
+//! }
+//! let model = Model::load(&config, &Mem(w), &Device::Cpu)?;
+//! assert_eq!(model.num_sublayers(), 2);
+//! let logits = model.forward(&[vec![1, 2, 3]], &Plan::from_removed([1]))?; // L0.mlp removed
+//! assert_eq!(logits.shape(), &[1, 3, 32]);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod continuation;
+mod error;
+mod layers;
+mod model;
+mod plan;
+mod stream;
+mod weights;
+
+pub use error::{Error, Result};
+pub use model::Model;
+pub use plan::{Plan, SublayerId, SublayerKind};
+pub use stream::{Sink, StreamStats, HEAD_ROWS};

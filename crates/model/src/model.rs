@@ -1,0 +1,499 @@
+//! [`Model`]: loading, the forward pass under a removal plan, traces and resuming.
+
+use crate::layers::{Attention, Batch, Branch, KvMode, Linear, Mlp, Part, RmsNorm, Sublayer};
+use crate::weights::Weights;
+use std::collections::BTreeSet;
+
+use crate::{Error, Plan, Result, SublayerId, SublayerKind};
+use finercut_format::{
+    Activation as FmtActivation, Architecture, LayerAttention, ModelConfig, RopeScaling as FmtRope,
+    TensorSource,
+};
+use finercut_tensor::{
+    embedding, Activation, AttentionSpec, Device, NormWeight, Rope, RopeScaling, Tensor,
+};
+
+/// Rows evaluated together in one batched sublayer call (whole sequences; at least one sequence).
+/// A constant, not a function of the thread count, so results are reproducible.
+pub(crate) const CHUNK_ROWS: usize = 8192;
+
+/// A Llama-family decoder whose 2L sublayers can be removed (skipped) by a [`Plan`].
+pub struct Model {
+    pub(crate) config: ModelConfig,
+    pub(crate) device: Device,
+    pub(crate) embed: Tensor,
+    pub(crate) embed_scale: Option<f32>,
+    pub(crate) sublayers: Vec<Sublayer>,
+    pub(crate) final_norm: RmsNorm,
+    /// `None` when the LM head is the embedding matrix.
+    pub(crate) lm_head: Option<Tensor>,
+    pub(crate) final_softcap: Option<f32>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("architecture", &self.config.architecture)
+            .field("blocks", &self.config.num_hidden_layers)
+            .field("hidden_size", &self.config.hidden_size)
+            .field("vocab_size", &self.config.vocab_size)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+fn rope_scaling(s: &FmtRope) -> RopeScaling {
+    match *s {
+        FmtRope::None => RopeScaling::None,
+        FmtRope::Linear { factor } => RopeScaling::Linear { factor },
+        FmtRope::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        },
+    }
+}
+
+impl Model {
+    /// Builds the model from `config` and the weights of `weights` (Hugging Face names), on `device`.
+    ///
+    /// Aligned `f32` weights are used in place (e.g. straight from a memory map); other dtypes are
+    /// converted to `f32`. A missing weight or a wrong shape is an error naming the full tensor name.
+    pub fn load(
+        config: &ModelConfig,
+        weights: &dyn TensorSource,
+        device: &Device,
+    ) -> Result<Model> {
+        Self::load_pruned(config, weights, device, &BTreeSet::new())
+    }
+
+    /// [`Model::load`] for a pruned checkpoint (`finercut export`) whose sublayers `absent` are not
+    /// stored: their weights are not looked up, and every plan given to the model must remove them.
+    pub fn load_pruned(
+        config: &ModelConfig,
+        weights: &dyn TensorSource,
+        device: &Device,
+        absent: &BTreeSet<usize>,
+    ) -> Result<Model> {
+        let c = config;
+        if let Some(&index) = absent.iter().find(|&&i| i >= 2 * c.num_hidden_layers) {
+            return Err(Error::SublayerIndex {
+                index,
+                count: 2 * c.num_hidden_layers,
+            });
+        }
+        let gemma = match c.architecture {
+            Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => None,
+            Architecture::Gemma3 => c.gemma3().copied(),
+            Architecture::Mixtral => {
+                return Err(Error::Unsupported(
+                    "mixtral (mixture-of-experts FFN) is not implemented".into(),
+                ));
+            }
+        };
+        if c.architecture == Architecture::Gemma3 && gemma.is_none() {
+            return Err(Error::Config(
+                "gemma3 architecture without gemma3 parameters".into(),
+            ));
+        }
+        let (d, hd, heads, kvh, ffn, vocab) = (
+            c.hidden_size,
+            c.head_dim,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.intermediate_size,
+            c.vocab_size,
+        );
+        if d == 0
+            || hd == 0
+            || heads == 0
+            || kvh == 0
+            || ffn == 0
+            || vocab == 0
+            || c.num_hidden_layers == 0
+        {
+            return Err(Error::Config(format!("zero size in {c:?}")));
+        }
+        if heads % kvh != 0 {
+            return Err(Error::Config(format!(
+                "{heads} attention heads not divisible by {kvh} key/value heads"
+            )));
+        }
+        if c.layer_types.len() != c.num_hidden_layers {
+            return Err(Error::Config(format!(
+                "{} layer types for {} layers",
+                c.layer_types.len(),
+                c.num_hidden_layers
+            )));
+        }
+        let eps = c.rms_norm_eps as f32;
+        let norm_kind = if gemma.is_some() {
+            NormWeight::OnePlus
+        } else {
+            NormWeight::Plain
+        };
+        let act = match c.hidden_act {
+            FmtActivation::Silu => Activation::Silu,
+            FmtActivation::GeluTanh => Activation::GeluTanh,
+        };
+        let root = Weights::new(weights, *device);
+        let m = root.pp("model");
+        let embed = m.pp("embed_tokens").get("weight", &[vocab, d])?;
+        let global_rope = Rope::new(hd, c.rope_theta, rope_scaling(&c.rope_scaling))?;
+        let local_rope = match gemma {
+            Some(g) => Rope::new(hd, g.rope_local_base_freq, RopeScaling::None)?,
+            None => global_rope.clone(),
+        };
+        let mut sublayers = Vec::with_capacity(2 * c.num_hidden_layers);
+        for b in 0..c.num_hidden_layers {
+            let l = m.pp("layers").pp(b);
+            let sliding = c.layer_types[b] == LayerAttention::Sliding;
+            let mut spec = AttentionSpec::new(heads, kvh, hd);
+            spec.sliding_window = if sliding { c.sliding_window } else { None };
+            let norm = |name: &str| RmsNorm::load(&l, name, d, eps, norm_kind);
+            let attn_id = SublayerId {
+                block: b,
+                kind: SublayerKind::Attn,
+            };
+            let mlp_id = SublayerId {
+                block: b,
+                kind: SublayerKind::Mlp,
+            };
+            let absent_sublayer = |id: SublayerId| -> Result<Sublayer> {
+                Ok(Sublayer {
+                    id,
+                    norm: RmsNorm {
+                        weight: Tensor::zeros(&[d], device)?,
+                        eps,
+                        kind: norm_kind,
+                    },
+                    branch: Branch::Absent,
+                    post_norm: None,
+                })
+            };
+            if absent.contains(&attn_id.index()) {
+                sublayers.push(absent_sublayer(attn_id)?);
+            } else {
+                let attn_w = l.pp("self_attn");
+                let (q_norm, k_norm) = match gemma {
+                    Some(g) => {
+                        spec.scale = (1.0 / g.query_pre_attn_scalar.sqrt()) as f32;
+                        spec.softcap = g.attn_logit_softcapping.map(|x| x as f32);
+                        (
+                            Some(RmsNorm::load(&attn_w, "q_norm", hd, eps, norm_kind)?),
+                            Some(RmsNorm::load(&attn_w, "k_norm", hd, eps, norm_kind)?),
+                        )
+                    }
+                    None => (None, None),
+                };
+                let qkv_bias = c.attention_bias;
+                let attn = Attention {
+                    q: Linear::load(&attn_w, "q_proj", heads * hd, d, qkv_bias)?,
+                    k: Linear::load(&attn_w, "k_proj", kvh * hd, d, qkv_bias)?,
+                    v: Linear::load(&attn_w, "v_proj", kvh * hd, d, qkv_bias)?,
+                    o: Linear::load(&attn_w, "o_proj", d, heads * hd, c.o_proj_bias())?,
+                    q_norm,
+                    k_norm,
+                    rope: if sliding {
+                        local_rope.clone()
+                    } else {
+                        global_rope.clone()
+                    },
+                    spec,
+                };
+                let attn_post = if gemma.is_some() {
+                    Some(norm("post_attention_layernorm")?)
+                } else {
+                    None
+                };
+                sublayers.push(Sublayer {
+                    id: attn_id,
+                    norm: norm("input_layernorm")?,
+                    branch: Branch::Attn(attn),
+                    post_norm: attn_post,
+                });
+            }
+            if absent.contains(&mlp_id.index()) {
+                sublayers.push(absent_sublayer(mlp_id)?);
+            } else {
+                let mlp_w = l.pp("mlp");
+                let mlp = Mlp {
+                    gate: Linear::load(&mlp_w, "gate_proj", ffn, d, false)?,
+                    up: Linear::load(&mlp_w, "up_proj", ffn, d, false)?,
+                    down: Linear::load(&mlp_w, "down_proj", d, ffn, false)?,
+                    act,
+                };
+                let (mlp_norm, mlp_post) = if gemma.is_some() {
+                    (
+                        norm("pre_feedforward_layernorm")?,
+                        Some(norm("post_feedforward_layernorm")?),
+                    )
+                } else {
+                    (norm("post_attention_layernorm")?, None)
+                };
+                sublayers.push(Sublayer {
+                    id: mlp_id,
+                    norm: mlp_norm,
+                    branch: Branch::Mlp(mlp),
+                    post_norm: mlp_post,
+                });
+            }
+        }
+        let final_norm = RmsNorm::load(&m, "norm", d, eps, norm_kind)?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(root.pp("lm_head").get("weight", &[vocab, d])?)
+        };
+        Ok(Model {
+            config: c.clone(),
+            device: *device,
+            embed,
+            embed_scale: gemma.map(|_| (d as f32).sqrt()),
+            sublayers,
+            final_norm,
+            lm_head,
+            final_softcap: gemma
+                .and_then(|g| g.final_logit_softcapping)
+                .map(|x| x as f32),
+        })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device holding the weights.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Number of sublayers, 2L.
+    pub fn num_sublayers(&self) -> usize {
+        self.sublayers.len()
+    }
+
+    /// The identity of sublayer `i` (`L{i/2}.attn` or `.mlp`; defined for any `i`).
+    pub fn sublayer(&self, i: usize) -> SublayerId {
+        self.sublayers
+            .get(i)
+            .map_or(SublayerId::from_index(i), |s| s.id)
+    }
+
+    /// Parameters of sublayer `i`: its norm(s) and its branch (0 when `i` is out of range).
+    pub fn param_count_of(&self, i: usize) -> usize {
+        self.sublayers.get(i).map_or(0, Sublayer::param_count)
+    }
+
+    /// All parameters: embeddings, sublayers, final norm and (untied) LM head.
+    pub fn param_count(&self) -> usize {
+        self.embed.elem_count()
+            + self
+                .sublayers
+                .iter()
+                .map(Sublayer::param_count)
+                .sum::<usize>()
+            + self.final_norm.param_count()
+            + self.lm_head.as_ref().map_or(0, Tensor::elem_count)
+    }
+
+    /// Logits `[n, t, vocab]` of `n` token sequences of equal length `t` under `plan`.
+    pub fn forward(&self, tokens: &[Vec<u32>], plan: &Plan) -> Result<Tensor> {
+        let (n, t) = self.check_tokens(tokens)?;
+        self.check_plan(plan)?;
+        let mut x = self.embed_batch(tokens)?;
+        for s in 0..self.sublayers.len() {
+            if !plan.is_removed(s) {
+                self.apply_stream(s, &mut x, n, t)?;
+            }
+        }
+        Ok(self.logits(&x)?.reshape(&[n, t, self.config.vocab_size])?)
+    }
+
+    /// The residual stream `[n, t, d]` entering every sublayer under `plan` (2L states), then the stream
+    /// after the last sublayer, before the final norm (2L + 1 states in all). A removed sublayer's
+    /// entering state equals the next one's.
+    pub fn trace(&self, tokens: &[Vec<u32>], plan: &Plan) -> Result<Vec<Tensor>> {
+        let (n, t) = self.check_tokens(tokens)?;
+        self.check_plan(plan)?;
+        let d = self.config.hidden_size;
+        let mut x = self.embed_batch(tokens)?;
+        let mut states = Vec::with_capacity(self.sublayers.len() + 1);
+        for s in 0..self.sublayers.len() {
+            states.push(x.clone().reshape(&[n, t, d])?);
+            if !plan.is_removed(s) {
+                self.apply_stream(s, &mut x, n, t)?;
+            }
+        }
+        states.push(x.reshape(&[n, t, d])?);
+        Ok(states)
+    }
+
+    /// Logits `[n, t, vocab]` continuing from `state` (`[n, t, d]`, the stream entering sublayer
+    /// `from`, as given by [`Model::trace`]) through sublayers `from..2L` under `plan`.
+    pub fn resume(&self, state: &Tensor, from: usize, plan: &Plan) -> Result<Tensor> {
+        self.check_plan(plan)?;
+        let count = self.sublayers.len();
+        if from > count {
+            return Err(Error::SublayerIndex { index: from, count });
+        }
+        let d = self.config.hidden_size;
+        let (n, t) = self.check_state(state)?;
+        let mut x = state.clone().reshape(&[n * t, d])?;
+        for s in from..count {
+            if !plan.is_removed(s) {
+                self.apply_stream(s, &mut x, n, t)?;
+            }
+        }
+        Ok(self.logits(&x)?.reshape(&[n, t, self.config.vocab_size])?)
+    }
+
+    /// The residual stream entering sublayer `to`, continuing from `state` (`[n, t, d]`, the stream
+    /// entering sublayer `from`) through sublayers `from..to` under `plan`: a piece of a trace, without
+    /// the LM head.
+    pub fn advance(&self, state: &Tensor, from: usize, to: usize, plan: &Plan) -> Result<Tensor> {
+        self.check_plan(plan)?;
+        let count = self.sublayers.len();
+        if to > count || from > to {
+            return Err(Error::SublayerIndex {
+                index: if to > count { to } else { from },
+                count,
+            });
+        }
+        let (n, t) = self.check_state(state)?;
+        let d = self.config.hidden_size;
+        let mut x = state.clone().reshape(&[n * t, d])?;
+        for s in from..to {
+            if !plan.is_removed(s) {
+                self.apply_stream(s, &mut x, n, t)?;
+            }
+        }
+        Ok(x.reshape(&[n, t, d])?)
+    }
+
+    /// `(n, t)` of a residual state `[n, t, d]`.
+    fn check_state(&self, state: &Tensor) -> Result<(usize, usize)> {
+        let d = self.config.hidden_size;
+        match *state.shape() {
+            [n, t, sd] if sd == d && n > 0 && t > 0 => Ok((n, t)),
+            _ => Err(Error::Input(format!(
+                "a residual state must have shape [n, t, {d}], got {:?}",
+                state.shape()
+            ))),
+        }
+    }
+
+    /// `(n, t)` of a token batch, checked: non-empty, equal lengths, ids below the vocabulary size.
+    pub(crate) fn check_tokens(&self, tokens: &[Vec<u32>]) -> Result<(usize, usize)> {
+        let Some(first) = tokens.first() else {
+            return Err(Error::Input("empty batch of token sequences".into()));
+        };
+        let t = first.len();
+        if t == 0 {
+            return Err(Error::Input("empty token sequence".into()));
+        }
+        if let Some((i, row)) = tokens.iter().enumerate().find(|(_, r)| r.len() != t) {
+            return Err(Error::Input(format!(
+                "sequence {i} has {} tokens, sequence 0 has {t}: rows must be equally long",
+                row.len()
+            )));
+        }
+        for row in tokens {
+            self.check_ids(row)?;
+        }
+        Ok((tokens.len(), t))
+    }
+
+    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(id) => Err(Error::Input(format!(
+                "token id {id} out of range for a vocabulary of {vocab}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_plan(&self, plan: &Plan) -> Result<()> {
+        let count = self.sublayers.len();
+        if let Some(&index) = plan.removed().iter().find(|&&i| i >= count) {
+            return Err(Error::SublayerIndex { index, count });
+        }
+        match self
+            .sublayers
+            .iter()
+            .find(|s| matches!(s.branch, Branch::Absent) && !plan.is_removed(s.id.index()))
+        {
+            Some(s) => Err(Error::Absent(s.id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sublayers absent from the checkpoint (see [`Model::load_pruned`]).
+    pub fn absent_sublayers(&self) -> BTreeSet<usize> {
+        self.sublayers
+            .iter()
+            .filter(|s| matches!(s.branch, Branch::Absent))
+            .map(|s| s.id.index())
+            .collect()
+    }
+
+    /// Embeddings of the concatenated rows `[Σ len, d]`.
+    pub(crate) fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
+        let mut x = embedding(&self.embed, ids)?;
+        if let Some(s) = self.embed_scale {
+            x.scale_in_place(s)?;
+        }
+        Ok(x)
+    }
+
+    fn embed_batch(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
+        let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
+        self.embed_ids(&ids)
+    }
+
+    /// Applies sublayer `s` to a stream of `n` sequences of `t` tokens (`[n·t, d]`), in chunks of
+    /// whole sequences.
+    pub(crate) fn apply_stream(&self, s: usize, x: &mut Tensor, n: usize, t: usize) -> Result<()> {
+        let per = (CHUNK_ROWS / t).max(1);
+        let mut seq = 0;
+        while seq < n {
+            let k = per.min(n - seq);
+            let batch = Batch::uniform(k, t, 0);
+            self.sublayers[s].apply(
+                &mut [Part {
+                    x,
+                    row: seq * t,
+                    rows: k * t,
+                }],
+                &batch,
+                KvMode::Plain,
+            )?;
+            seq += k;
+        }
+        Ok(())
+    }
+
+    /// The LM-head weight `[vocab, d]`.
+    pub(crate) fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Logits `[rows, vocab]` of residual rows `[rows, d]`: final norm, LM head, optional softcap.
+    pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.final_norm.forward(x)?;
+        let mut y = h.matmul_t(self.head_weight())?;
+        drop(h);
+        if let Some(cap) = self.final_softcap {
+            y.softcap_in_place(cap)?;
+        }
+        Ok(y)
+    }
+}

@@ -1,0 +1,175 @@
+//! Candidate-batched streaming evaluation (design.md §2, points 1-3).
+//!
+//! One greedy step must score every candidate `c`: the model with `base ∪ c` removed. The reference
+//! re-runs the full model per candidate, zeroing the branch. Here:
+//!
+//! 1. a removed sublayer is skipped, not zeroed;
+//! 2. candidate `c` shares the base model's residual stream up to its first removed sublayer `b(c)`:
+//!    its stream is born there as a copy of the base stream entering `b(c)`;
+//! 3. the sublayers are walked once, in order, carrying the base stream (while later candidates still
+//!    need it) and every live candidate stream; at each sublayer the streams that go through it are
+//!    stacked into one batch, so each weight matrix is applied to all of them in one GEMM.
+//!
+//! At the end the final norm and LM head run per candidate on chunks of [`HEAD_ROWS`] rows, and each
+//! chunk goes to the caller's sink: no candidate's full logits are ever held.
+
+use crate::layers::{Batch, KvMode, Part};
+use crate::model::CHUNK_ROWS;
+use crate::{Error, Model, Plan, Result};
+use finercut_tensor::Tensor;
+use std::collections::BTreeSet;
+
+/// Rows of logits handed to the sink at a time (`HEAD_ROWS × vocab` floats: 50 MB for SmolLM2).
+pub const HEAD_ROWS: usize = 256;
+
+/// Work done by [`Model::stream_candidates`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StreamStats {
+    /// Sublayer evaluations, counted per stream (one sublayer applied to the rows of one stream).
+    pub sublayer_evals: usize,
+    /// `sublayer_evals / 2L`: the work in units of one full forward pass (LM heads not counted).
+    pub forward_equivalents: f64,
+}
+
+/// The sink of [`Model::stream_candidates`]: `(candidate, first_row, rows)` with `rows` holding
+/// `nrows × vocab` logits.
+pub type Sink<'a> = dyn FnMut(usize, usize, &[f32]) -> Result<()> + Send + 'a;
+
+impl Model {
+    /// Candidate-batched streaming evaluation (design.md §2): for each candidate (sublayer indices to
+    /// remove in addition to `base`), the logits of the model `base ∪ candidate`, delivered in chunks
+    /// of rows so that no candidate's full logits are ever materialised.
+    ///
+    /// Calls `sink(candidate_index, first_row, rows)` where `rows` holds `nrows × vocab` logits; rows
+    /// are the flattened (sequence, position) pairs in order, and candidates come one after another in
+    /// order. Exact: equal, to float rounding, to `forward(tokens, base ∪ candidate)`.
+    pub fn stream_candidates(
+        &self,
+        tokens: &[Vec<u32>],
+        base: &Plan,
+        candidates: &[Vec<usize>],
+        sink: &mut Sink<'_>,
+    ) -> Result<StreamStats> {
+        let (n, t) = self.check_tokens(tokens)?;
+        self.check_plan(base)?;
+        let count = self.num_sublayers();
+        if let Some(&index) = candidates.iter().flatten().find(|&&i| i >= count) {
+            return Err(Error::SublayerIndex { index, count });
+        }
+        // Removals beyond the base, and the sublayer where each candidate's stream is born.
+        let extra: Vec<BTreeSet<usize>> = candidates
+            .iter()
+            .map(|c| c.iter().copied().filter(|&i| !base.is_removed(i)).collect())
+            .collect();
+        let birth: Vec<usize> = extra
+            .iter()
+            .map(|e| e.first().copied().unwrap_or(count))
+            .collect();
+        let last_birth = birth.iter().copied().max().unwrap_or(0);
+
+        let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
+        let mut base_x = Some(self.embed_ids(&ids)?);
+        let mut streams: Vec<Option<Tensor>> = candidates.iter().map(|_| None).collect();
+        let mut evals = 0;
+        for s in 0..count {
+            for (c, &b) in birth.iter().enumerate() {
+                if b == s {
+                    streams[c] = base_x.clone();
+                }
+            }
+            if s >= last_birth {
+                // Every candidate is born: the base stream is no longer needed.
+                base_x = None;
+            }
+            if base.is_removed(s) {
+                continue;
+            }
+            let mut active: Vec<&mut Tensor> = Vec::with_capacity(candidates.len() + 1);
+            if let Some(x) = base_x.as_mut() {
+                active.push(x);
+            }
+            for (c, st) in streams.iter_mut().enumerate() {
+                if let Some(x) = st {
+                    if !extra[c].contains(&s) {
+                        active.push(x);
+                    }
+                }
+            }
+            evals += active.len();
+            self.apply_streams(s, &mut active, n, t)?;
+        }
+        // Candidates that remove nothing beyond the base are the base model.
+        for (c, &b) in birth.iter().enumerate() {
+            if b == count {
+                streams[c] = base_x.clone();
+            }
+        }
+        drop(base_x);
+        self.stream_heads(&mut streams, sink)?;
+        Ok(StreamStats {
+            sublayer_evals: evals,
+            forward_equivalents: evals as f64 / count as f64,
+        })
+    }
+
+    /// Applies sublayer `s` to several streams of `n × t` rows: as many whole streams per batch as fit
+    /// in [`CHUNK_ROWS`] rows, or one stream at a time in chunks of sequences when a stream is larger.
+    fn apply_streams(
+        &self,
+        s: usize,
+        streams: &mut [&mut Tensor],
+        n: usize,
+        t: usize,
+    ) -> Result<()> {
+        let rows = n * t;
+        if rows >= CHUNK_ROWS {
+            for x in streams.iter_mut() {
+                self.apply_stream(s, x, n, t)?;
+            }
+            return Ok(());
+        }
+        for group in streams.chunks_mut(CHUNK_ROWS / rows) {
+            let batch = Batch::uniform(n * group.len(), t, 0);
+            let mut parts: Vec<Part<'_>> =
+                group.iter_mut().map(|x| Part { x, row: 0, rows }).collect();
+            self.sublayers[s].apply(&mut parts, &batch, KvMode::Plain)?;
+        }
+        Ok(())
+    }
+
+    /// Final norm and LM head of every stream in chunks of [`HEAD_ROWS`] rows, handed to `sink`; each
+    /// stream is freed once delivered.
+    fn stream_heads(&self, streams: &mut [Option<Tensor>], sink: &mut Sink<'_>) -> Result<()> {
+        let (d, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        let w = self.head_weight();
+        // One buffer pair for full chunks and one for the last, shorter chunk: no allocation per chunk.
+        let mut bufs: Vec<(Tensor, Tensor)> = Vec::with_capacity(2);
+        for (c, slot) in streams.iter_mut().enumerate() {
+            let Some(x) = slot.take() else { continue };
+            let rows = x.rows();
+            let mut r0 = 0;
+            while r0 < rows {
+                let k = HEAD_ROWS.min(rows - r0);
+                let i = match bufs.iter().position(|(h, _)| h.rows() == k) {
+                    Some(i) => i,
+                    None => {
+                        bufs.push((
+                            Tensor::empty(&[k, d], &self.device)?,
+                            Tensor::empty(&[k, vocab], &self.device)?,
+                        ));
+                        bufs.len() - 1
+                    }
+                };
+                let (h, out) = &mut bufs[i];
+                self.final_norm.rows_into(&x, r0, k, h, 0)?;
+                h.matmul_t_into(w, out)?;
+                if let Some(cap) = self.final_softcap {
+                    out.softcap_in_place(cap)?;
+                }
+                sink(c, r0, out.as_slice_f32()?)?;
+                r0 += k;
+            }
+        }
+        Ok(())
+    }
+}

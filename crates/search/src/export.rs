@@ -1,0 +1,174 @@
+//! Export helper: which Hugging Face tensors go away when a plan removes sublayers, so the CLI's
+//! `export` can drop them, and how whole removed blocks renumber the rest.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, SearchResult, Unit};
+
+/// How an architecture names the tensors of one sublayer (norm and branch go together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TensorLayout {
+    /// Llama, Mistral, Qwen2: attention = `self_attn.` + `input_layernorm.`;
+    /// FFN = `mlp.` + `post_attention_layernorm.`.
+    Llama,
+    /// Mixtral: as Llama, with the FFN under `block_sparse_moe.`.
+    Mixtral,
+    /// Gemma 3 (sandwich norms): attention = `self_attn.` + `input_layernorm.` +
+    /// `post_attention_layernorm.`; FFN = `mlp.` + `pre_feedforward_layernorm.` +
+    /// `post_feedforward_layernorm.`.
+    Gemma3,
+}
+
+impl TensorLayout {
+    /// The layout of a Hugging Face `model_type` / architecture name (`llama`, `mistral`,
+    /// `qwen2`, `mixtral`, `gemma3`, `gemma3_text`), case-insensitive.
+    pub fn for_architecture(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "llama" | "mistral" | "qwen2" => Some(TensorLayout::Llama),
+            "mixtral" => Some(TensorLayout::Mixtral),
+            "gemma3" | "gemma3_text" => Some(TensorLayout::Gemma3),
+            _ => None,
+        }
+    }
+
+    /// Tensor name prefixes (ending in `.`) of sublayer `i`.
+    pub fn sublayer_prefixes(self, i: usize) -> Vec<String> {
+        let b = i / 2;
+        let names: &[&str] = match (self, i.is_multiple_of(2)) {
+            (TensorLayout::Llama | TensorLayout::Mixtral, true) => {
+                &["self_attn", "input_layernorm"]
+            }
+            (TensorLayout::Llama, false) => &["mlp", "post_attention_layernorm"],
+            (TensorLayout::Mixtral, false) => &["block_sparse_moe", "post_attention_layernorm"],
+            (TensorLayout::Gemma3, true) => {
+                &["self_attn", "input_layernorm", "post_attention_layernorm"]
+            }
+            (TensorLayout::Gemma3, false) => &[
+                "mlp",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+            ],
+        };
+        names
+            .iter()
+            .map(|n| format!("model.layers.{b}.{n}."))
+            .collect()
+    }
+}
+
+/// Tensor name prefixes of every sublayer in `removed`, in sublayer order.
+pub fn removed_tensor_prefixes(removed: &BTreeSet<usize>, layout: TensorLayout) -> Vec<String> {
+    removed
+        .iter()
+        .flat_map(|&i| layout.sublayer_prefixes(i))
+        .collect()
+}
+
+/// Whether tensor `name` starts with one of `prefixes`.
+pub fn is_removed_tensor(name: &str, prefixes: &[String]) -> bool {
+    prefixes.iter().any(|p| name.starts_with(p.as_str()))
+}
+
+/// Blocks whose two sublayers are both in `removed`.
+pub fn whole_blocks(removed: &BTreeSet<usize>, num_blocks: usize) -> Vec<usize> {
+    (0..num_blocks)
+        .filter(|b| removed.contains(&(2 * b)) && removed.contains(&(2 * b + 1)))
+        .collect()
+}
+
+/// For each block, its index once whole removed blocks are dropped (`None` for those).
+pub fn block_renumbering(removed: &BTreeSet<usize>, num_blocks: usize) -> Vec<Option<usize>> {
+    let gone = whole_blocks(removed, num_blocks);
+    let mut next = 0;
+    (0..num_blocks)
+        .map(|b| {
+            if gone.contains(&b) {
+                None
+            } else {
+                next += 1;
+                Some(next - 1)
+            }
+        })
+        .collect()
+}
+
+/// Everything an export needs for one ratio of a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportPlan {
+    /// The pruning ratio.
+    pub ratio: f64,
+    /// Units removed, in removal order.
+    pub removed_units: Vec<Unit>,
+    /// Sublayer indices removed.
+    pub removed_sublayers: BTreeSet<usize>,
+    /// Hugging Face tensor name prefixes that go away.
+    pub tensor_prefixes: Vec<String>,
+    /// Blocks removed whole.
+    pub whole_blocks: Vec<usize>,
+    /// New index of each block once whole removed blocks are dropped.
+    pub block_renumbering: Vec<Option<usize>>,
+}
+
+impl ExportPlan {
+    /// The export plan of `result` at `ratio` for tensors named as in `layout`.
+    pub fn new(result: &SearchResult, ratio: f64, layout: TensorLayout) -> Result<Self> {
+        let removed_units = result.units_for_ratio(ratio)?;
+        let removed_sublayers: BTreeSet<usize> =
+            removed_units.iter().flat_map(|u| u.sublayers()).collect();
+        Ok(ExportPlan {
+            ratio,
+            tensor_prefixes: removed_tensor_prefixes(&removed_sublayers, layout),
+            whole_blocks: whole_blocks(&removed_sublayers, result.num_blocks),
+            block_renumbering: block_renumbering(&removed_sublayers, result.num_blocks),
+            removed_units,
+            removed_sublayers,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_prefixes() {
+        let p = removed_tensor_prefixes(&BTreeSet::from([0, 5]), TensorLayout::Llama);
+        assert_eq!(
+            p,
+            vec![
+                "model.layers.0.self_attn.",
+                "model.layers.0.input_layernorm.",
+                "model.layers.2.mlp.",
+                "model.layers.2.post_attention_layernorm.",
+            ]
+        );
+        assert!(is_removed_tensor("model.layers.2.mlp.up_proj.weight", &p));
+        assert!(!is_removed_tensor("model.layers.20.mlp.up_proj.weight", &p));
+        assert!(!is_removed_tensor(
+            "model.layers.1.self_attn.q_proj.weight",
+            &p
+        ));
+    }
+
+    #[test]
+    fn gemma_and_mixtral_prefixes() {
+        assert_eq!(TensorLayout::Gemma3.sublayer_prefixes(0).len(), 3);
+        assert!(TensorLayout::Mixtral.sublayer_prefixes(1)[0].ends_with("block_sparse_moe."));
+        assert_eq!(
+            TensorLayout::for_architecture("Qwen2"),
+            Some(TensorLayout::Llama)
+        );
+        assert_eq!(TensorLayout::for_architecture("gpt2"), None);
+    }
+
+    #[test]
+    fn renumbering_skips_whole_blocks() {
+        let removed = BTreeSet::from([2, 3, 4]);
+        assert_eq!(whole_blocks(&removed, 3), vec![1]);
+        assert_eq!(block_renumbering(&removed, 3), vec![Some(0), None, Some(1)]);
+    }
+}

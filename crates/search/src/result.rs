@@ -1,0 +1,512 @@
+//! The result file of a run ([`SearchResult`]): settings, provenance, removal order with scores
+//! and costs; atomic checkpoints; resume validation; plans for a ratio.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::ratio_to_sublayers;
+use crate::{Error, Provenance, Result, Settings, Unit};
+
+/// Version of the result file layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How many runners-up each step records.
+pub const RUNNERS_UP: usize = 5;
+
+/// One scored candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The unit.
+    pub unit: Unit,
+    /// Its score (lower is better); NaN or infinite scores are written as strings.
+    #[serde(with = "float")]
+    pub score: f64,
+}
+
+/// One step of a removal order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The unit removed.
+    pub unit: Unit,
+    /// Its score.
+    #[serde(with = "float")]
+    pub score: f64,
+    /// The next best candidates of the step, best first (at most [`RUNNERS_UP`]).
+    pub runners_up: Vec<Candidate>,
+    /// How many candidates the step scored (0 where the order came from one shared scoring).
+    pub candidates: usize,
+    /// Work of the step in forward-equivalents (sublayer evaluations ÷ 2L).
+    pub forward_equivalents: f64,
+    /// Wall time of the step in seconds.
+    pub wall_s: f64,
+}
+
+/// DeeperLayers: the best window of `blocks` consecutive blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Number of blocks in the window.
+    pub blocks: usize,
+    /// First block of the window.
+    pub start: usize,
+    /// Its angular distance `(1/π)·acos(cos(h_start, h_{start+blocks}))`, averaged.
+    #[serde(with = "float")]
+    pub distance: f64,
+}
+
+/// Work done before the steps (dense forward, hidden-state traces).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Forward-equivalents.
+    pub forward_equivalents: f64,
+    /// Wall time in seconds.
+    pub wall_s: f64,
+}
+
+/// The result (and checkpoint) file of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// `finercut-search` version that wrote the file.
+    pub tool_version: String,
+    /// What was asked.
+    pub settings: Settings,
+    /// Model and data hashes.
+    pub provenance: Provenance,
+    /// Blocks in the model (2L sublayers).
+    pub num_blocks: usize,
+    /// Work before the first step.
+    #[serde(default)]
+    pub preparation: Cost,
+    /// The removal order (empty for DeeperLayers, which records windows).
+    pub steps: Vec<Step>,
+    /// DeeperLayers: the best window for each number of blocks, ascending.
+    #[serde(default)]
+    pub windows: Vec<Window>,
+    /// Whether the run reached its stop (false in a checkpoint of a run still going).
+    pub complete: bool,
+    /// Whether no removable unit was left: every ratio the level allows can be read off.
+    pub exhausted: bool,
+}
+
+impl SearchResult {
+    /// A new, empty result for a model of `num_blocks` blocks; validates the settings.
+    pub fn new(settings: Settings, provenance: Provenance, num_blocks: usize) -> Result<Self> {
+        settings.validate()?;
+        if num_blocks == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "num_blocks",
+                message: "the model has no blocks".into(),
+            });
+        }
+        Ok(SearchResult {
+            format: FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            settings,
+            provenance,
+            num_blocks,
+            preparation: Cost::default(),
+            steps: Vec::new(),
+            windows: Vec::new(),
+            complete: false,
+            exhausted: false,
+        })
+    }
+
+    /// Number of sublayers, 2L.
+    pub fn num_sublayers(&self) -> usize {
+        2 * self.num_blocks
+    }
+
+    /// The removal order.
+    pub fn order(&self) -> Vec<Unit> {
+        self.steps.iter().map(|s| s.unit).collect()
+    }
+
+    /// Sublayers removed by all recorded steps, in removal order.
+    pub fn removed_sublayers(&self) -> Vec<usize> {
+        self.steps.iter().flat_map(|s| s.unit.sublayers()).collect()
+    }
+
+    /// Total forward-equivalents (preparation and steps).
+    pub fn total_forward_equivalents(&self) -> f64 {
+        self.preparation.forward_equivalents
+            + self
+                .steps
+                .iter()
+                .map(|s| s.forward_equivalents)
+                .sum::<f64>()
+    }
+
+    /// Total wall time in seconds (preparation and steps).
+    pub fn total_wall_s(&self) -> f64 {
+        self.preparation.wall_s + self.steps.iter().map(|s| s.wall_s).sum::<f64>()
+    }
+
+    /// The units removed at `ratio`: `k = floor(2L·ratio)` sublayers, taken as the longest prefix
+    /// of the removal order whose sublayers number at most `k` (for whole blocks, an odd `k`
+    /// rounds down). DeeperLayers: the best window of `floor(k/2)` blocks.
+    ///
+    /// An error when the result does not reach `k` (a run stopped earlier) or the level cannot
+    /// remove `k` sublayers.
+    pub fn units_for_ratio(&self, ratio: f64) -> Result<Vec<Unit>> {
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Error::InvalidSetting {
+                setting: "ratio",
+                message: format!("{ratio} is not in [0, 1]"),
+            });
+        }
+        let k = ratio_to_sublayers(ratio, self.num_sublayers());
+        if self.settings.method == crate::Method::DeeperLayers {
+            let n = k / 2;
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let w = self
+                .windows
+                .iter()
+                .find(|w| w.blocks == n)
+                .ok_or(Error::RatioNotCovered {
+                    ratio,
+                    sublayers: k,
+                    covered: 2 * self.windows.iter().map(|w| w.blocks).max().unwrap_or(0),
+                })?;
+            return Ok((w.start..w.start + n).map(Unit::Block).collect());
+        }
+        let mut units = Vec::new();
+        let mut count = 0;
+        for step in &self.steps {
+            let size = step.unit.sublayers().len();
+            if count + size > k {
+                return Ok(units);
+            }
+            count += size;
+            units.push(step.unit);
+        }
+        if count == k {
+            Ok(units)
+        } else if self.exhausted {
+            Err(Error::RatioBeyondLevel {
+                ratio,
+                sublayers: k,
+                max: count,
+                level: self.settings.level,
+            })
+        } else {
+            Err(Error::RatioNotCovered {
+                ratio,
+                sublayers: k,
+                covered: count,
+            })
+        }
+    }
+
+    /// The plan for `ratio`: the set of removed sublayer indices (see [`Self::units_for_ratio`]).
+    pub fn plan_for_ratio(&self, ratio: f64) -> Result<BTreeSet<usize>> {
+        Ok(self
+            .units_for_ratio(ratio)?
+            .into_iter()
+            .flat_map(Unit::sublayers)
+            .collect())
+    }
+
+    /// Writes the result as pretty JSON, atomically: a temporary file next to `path`, fsync,
+    /// rename over `path`, then fsync of the directory.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        write_atomic(path, &json)
+    }
+
+    /// Reads and checks a result or checkpoint file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|e| Error::Io {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let corrupt = |message: String| Error::CorruptCheckpoint {
+            path: path.to_owned(),
+            message,
+        };
+        let r: SearchResult = serde_json::from_slice(&bytes).map_err(|e| {
+            corrupt(format!(
+                "not a valid result file (truncated or corrupt?): {e}"
+            ))
+        })?;
+        if r.format != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {} is not {FORMAT_VERSION}",
+                r.format
+            )));
+        }
+        r.check_consistent().map_err(corrupt)?;
+        Ok(r)
+    }
+
+    /// Loads the checkpoint at `path` to continue a run with `settings` on the model and data of
+    /// `provenance` (a model of `num_blocks` blocks). Everything that determines the outcome must
+    /// match; only `threads` and `stop` may differ, and take the new values.
+    pub fn resume(
+        path: &Path,
+        settings: &Settings,
+        provenance: &Provenance,
+        num_blocks: usize,
+    ) -> Result<Self> {
+        settings.validate()?;
+        let mut r = Self::load(path)?;
+        let mismatch = |what: &'static str, old: String, new: String| Error::ResumeMismatch {
+            path: path.to_owned(),
+            what,
+            checkpoint: old,
+            requested: new,
+        };
+        if r.provenance.model_sha256 != provenance.model_sha256 {
+            return Err(mismatch(
+                "model SHA-256",
+                r.provenance.model_sha256,
+                provenance.model_sha256.clone(),
+            ));
+        }
+        if r.provenance.data_sha256 != provenance.data_sha256 {
+            return Err(mismatch(
+                "data SHA-256",
+                r.provenance.data_sha256,
+                provenance.data_sha256.clone(),
+            ));
+        }
+        if r.num_blocks != num_blocks {
+            return Err(mismatch(
+                "number of blocks",
+                r.num_blocks.to_string(),
+                num_blocks.to_string(),
+            ));
+        }
+        if r.tool_version != env!("CARGO_PKG_VERSION") {
+            return Err(mismatch(
+                "tool version",
+                r.tool_version,
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ));
+        }
+        if let Some((field, old, new)) = r.settings.first_difference(settings) {
+            return Err(mismatch(field, old, new));
+        }
+        if r.settings.stop != settings.stop {
+            r.complete = false;
+        }
+        r.settings.threads = settings.threads;
+        r.settings.stop = settings.stop;
+        Ok(r)
+    }
+
+    /// Checks what a file could get wrong: units inside the model and of the right level, no
+    /// sublayer removed twice, window bounds.
+    fn check_consistent(&self) -> std::result::Result<(), String> {
+        self.settings.validate().map_err(|e| e.to_string())?;
+        let mut seen = BTreeSet::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if !step.unit.fits(self.num_blocks) {
+                return Err(format!(
+                    "step {i}: unit {} is outside a model of {} blocks",
+                    step.unit, self.num_blocks
+                ));
+            }
+            if !self.settings.level.contains(step.unit) {
+                return Err(format!(
+                    "step {i}: unit {} is not of level {}",
+                    step.unit, self.settings.level
+                ));
+            }
+            for s in step.unit.sublayers() {
+                if !seen.insert(s) {
+                    return Err(format!("step {i}: unit {} is removed twice", step.unit));
+                }
+            }
+        }
+        for w in &self.windows {
+            if w.blocks == 0 || w.start + w.blocks > self.num_blocks {
+                return Err(format!(
+                    "window of {} blocks at {} is outside the model",
+                    w.blocks, w.start
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| Error::Io {
+        path: p.to_owned(),
+        message: e.to_string(),
+    };
+    let name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.to_owned(),
+        message: "not a file path".to_owned(),
+    })?;
+    let mut tmp_name = name.to_owned();
+    tmp_name.push(".tmp");
+    let tmp: PathBuf = path.with_file_name(tmp_name);
+    {
+        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    // Make the rename itself durable; some platforms cannot open a directory, which is fine.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Serde of an `f64` that may be NaN or infinite: finite values as JSON numbers, the rest as
+/// the strings `"NaN"`, `"inf"`, `"-inf"` (JSON has no such numbers).
+pub(crate) mod float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else if x.is_nan() {
+            s.serialize_str("NaN")
+        } else if *x > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Str(String),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(x) => Ok(x),
+            Repr::Str(s) => match s.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                _ => Err(serde::de::Error::custom(format!("{s:?} is not a number"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Level, Method, Stop};
+
+    fn prov() -> Provenance {
+        Provenance {
+            model_sha256: "aa".into(),
+            data_sha256: "bb".into(),
+        }
+    }
+
+    fn step(unit: Unit, score: f64) -> Step {
+        Step {
+            unit,
+            score,
+            runners_up: vec![],
+            candidates: 1,
+            forward_equivalents: 0.5,
+            wall_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn ratio_plans_take_prefixes() {
+        let mut r = SearchResult::new(Settings::new(Method::Finercut), prov(), 4).unwrap();
+        r.steps = [5, 2, 7, 0]
+            .into_iter()
+            .map(|i| step(Unit::Sublayer(i), 0.1))
+            .collect();
+        assert_eq!(r.plan_for_ratio(0.25).unwrap(), BTreeSet::from([5, 2]));
+        assert_eq!(r.plan_for_ratio(0.0).unwrap(), BTreeSet::new());
+        assert!(matches!(
+            r.plan_for_ratio(0.75),
+            Err(Error::RatioNotCovered { .. })
+        ));
+        r.exhausted = true;
+        assert!(matches!(
+            r.plan_for_ratio(0.75),
+            Err(Error::RatioBeyondLevel { .. })
+        ));
+        assert!(r.plan_for_ratio(1.5).is_err());
+    }
+
+    #[test]
+    fn block_plans_round_down() {
+        let mut s = Settings::new(Method::Finercut);
+        s.level = Level::Block;
+        let mut r = SearchResult::new(s, prov(), 4).unwrap();
+        r.steps = [2, 1]
+            .into_iter()
+            .map(|b| step(Unit::Block(b), 0.1))
+            .collect();
+        // 8 sublayers: ratio 0.375 → 3 sublayers → one block.
+        assert_eq!(r.units_for_ratio(0.375).unwrap(), vec![Unit::Block(2)]);
+        assert_eq!(r.plan_for_ratio(0.5).unwrap(), BTreeSet::from([2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn non_finite_scores_round_trip() {
+        let mut r = SearchResult::new(Settings::new(Method::Finercut), prov(), 2).unwrap();
+        r.steps = vec![
+            step(Unit::Sublayer(1), f64::NAN),
+            step(Unit::Sublayer(0), f64::INFINITY),
+        ];
+        let j = serde_json::to_string(&r).unwrap();
+        let back: SearchResult = serde_json::from_str(&j).unwrap();
+        assert!(back.steps[0].score.is_nan());
+        assert_eq!(back.steps[1].score, f64::INFINITY);
+    }
+
+    #[test]
+    fn resume_checks_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let mut s = Settings::new(Method::Finercut);
+        s.stop = Stop::Ratio(0.5);
+        let r = SearchResult::new(s.clone(), prov(), 2).unwrap();
+        r.save(&path).unwrap();
+        let mut s2 = s.clone();
+        s2.threads = 8;
+        s2.stop = Stop::End;
+        let back = SearchResult::resume(&path, &s2, &prov(), 2).unwrap();
+        assert_eq!(back.settings.threads, 8);
+        let other = Provenance {
+            model_sha256: "cc".into(),
+            data_sha256: "bb".into(),
+        };
+        let err = SearchResult::resume(&path, &s, &other, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model SHA-256"), "{err}");
+        let mut s3 = s.clone();
+        s3.samples = 3;
+        let err = SearchResult::resume(&path, &s3, &prov(), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("samples"), "{err}");
+        assert!(SearchResult::resume(&path, &s, &prov(), 3).is_err());
+    }
+}

@@ -1,0 +1,231 @@
+//! Model-backed scorers on a tiny random Llama: the streaming scorer gives the same removal
+//! order and scores as the naive one (one full forward per candidate), for every metric.
+
+use std::collections::BTreeMap;
+
+use finercut_format::{Bytes, DType, ModelConfig, RawTensor, TensorSource};
+use finercut_metrics::Metric;
+use finercut_model::Model;
+use finercut_search::model_scorer::{ModelHiddenStates, NaiveScorer, StreamingScorer};
+use finercut_search::{
+    run, Inputs, Level, Method, Provenance, Scorer, SearchResult, Settings, Stop,
+};
+use rand::{Rng, SeedableRng};
+
+/// Tensors held in memory.
+struct MemSource(BTreeMap<String, RawTensor>);
+
+impl TensorSource for MemSource {
+    fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+    fn get(&self, name: &str) -> finercut_format::Result<RawTensor> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| finercut_format::Error::MissingTensor {
+                name: name.to_owned(),
+                origin: "memory".to_owned(),
+            })
+    }
+}
+
+const VOCAB: usize = 40;
+const HIDDEN: usize = 16;
+const FFN: usize = 24;
+const BLOCKS: usize = 4;
+
+fn tiny_config() -> ModelConfig {
+    let json = format!(
+        r#"{{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": {VOCAB},
+        "hidden_size": {HIDDEN}, "intermediate_size": {FFN}, "num_hidden_layers": {BLOCKS},
+        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": false,
+        "hidden_act": "silu"}}"#
+    );
+    ModelConfig::from_json_str(&json, "tiny test config").unwrap()
+}
+
+fn tiny_model(seed: u64) -> Model {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut tensors = BTreeMap::new();
+    let mut add = |name: String, shape: Vec<usize>, center: f32, spread: f32| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| center + rng.gen_range(-spread..spread))
+            .collect();
+        tensors.insert(
+            name.clone(),
+            RawTensor {
+                name,
+                dtype: DType::F32,
+                shape,
+                data: Bytes::from_f32_vec(v),
+            },
+        );
+    };
+    let (kv, hd) = (2, HIDDEN / 4);
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, HIDDEN],
+        0.0,
+        1.0,
+    );
+    for b in 0..BLOCKS {
+        let p = format!("model.layers.{b}.");
+        add(
+            format!("{p}self_attn.q_proj.weight"),
+            vec![HIDDEN, HIDDEN],
+            0.0,
+            0.5,
+        );
+        add(
+            format!("{p}self_attn.k_proj.weight"),
+            vec![kv * hd, HIDDEN],
+            0.0,
+            0.5,
+        );
+        add(
+            format!("{p}self_attn.v_proj.weight"),
+            vec![kv * hd, HIDDEN],
+            0.0,
+            0.5,
+        );
+        add(
+            format!("{p}self_attn.o_proj.weight"),
+            vec![HIDDEN, HIDDEN],
+            0.0,
+            0.5,
+        );
+        add(
+            format!("{p}mlp.gate_proj.weight"),
+            vec![FFN, HIDDEN],
+            0.0,
+            0.5,
+        );
+        add(
+            format!("{p}mlp.up_proj.weight"),
+            vec![FFN, HIDDEN],
+            0.0,
+            0.5,
+        );
+        add(
+            format!("{p}mlp.down_proj.weight"),
+            vec![HIDDEN, FFN],
+            0.0,
+            0.5,
+        );
+        add(format!("{p}input_layernorm.weight"), vec![HIDDEN], 1.0, 0.2);
+        add(
+            format!("{p}post_attention_layernorm.weight"),
+            vec![HIDDEN],
+            1.0,
+            0.2,
+        );
+    }
+    add("model.norm.weight".into(), vec![HIDDEN], 1.0, 0.2);
+    add("lm_head.weight".into(), vec![VOCAB, HIDDEN], 0.0, 1.0);
+    let device = finercut_tensor::Device::Cpu;
+    Model::load(&tiny_config(), &MemSource(tensors), &device).unwrap()
+}
+
+fn tokens(seed: u64, n: usize, t: usize) -> Vec<Vec<u32>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..t).map(|_| rng.gen_range(0..VOCAB as u32)).collect())
+        .collect()
+}
+
+fn prov() -> Provenance {
+    Provenance {
+        model_sha256: "tiny".into(),
+        data_sha256: "random".into(),
+    }
+}
+
+fn search(settings: Settings, scorer: &mut dyn Scorer) -> SearchResult {
+    let mut r = SearchResult::new(settings, prov(), BLOCKS).unwrap();
+    run(&mut r, Inputs::Scorer(scorer), None, &mut ()).unwrap();
+    r
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()) + 1e-12
+}
+
+#[test]
+fn streaming_scorer_equals_naive_scorer() {
+    let model = tiny_model(11);
+    let calib = tokens(5, 3, 7);
+    for metric in Metric::ALL {
+        for (method, level) in [
+            (Method::Finercut, Level::Sublayer),
+            (Method::Finercut, Level::Block),
+            (Method::FinercutOneshot, Level::Sublayer),
+        ] {
+            if metric == Metric::Ppl && method != Method::Finercut {
+                continue;
+            }
+            let mut s = Settings::new(method);
+            s.metric = Some(metric);
+            s.level = level;
+            s.stop = Stop::End;
+            let mut fast = StreamingScorer::new(&model, calib.clone(), metric).unwrap();
+            let mut slow = NaiveScorer::new(&model, calib.clone(), metric).unwrap();
+            let a = search(s.clone(), &mut fast);
+            let b = search(s, &mut slow);
+            assert_eq!(a.order(), b.order(), "{metric} {method} {level}");
+            for (x, y) in a.steps.iter().zip(&b.steps) {
+                assert!(
+                    close(x.score, y.score),
+                    "{metric} {method} {level}: {} vs {}",
+                    x.score,
+                    y.score
+                );
+                for (p, q) in x.runners_up.iter().zip(&y.runners_up) {
+                    assert_eq!(p.unit, q.unit);
+                    assert!(close(p.score, q.score));
+                }
+            }
+            // Streaming does less work than a full forward per candidate.
+            if method == Method::Finercut && level == Level::Sublayer {
+                assert!(a.total_forward_equivalents() < b.total_forward_equivalents());
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_candidate_scores_zero() {
+    // Removing nothing in addition to nothing is the dense model: divergence 0.
+    let model = tiny_model(3);
+    let calib = tokens(9, 2, 5);
+    let mut s = StreamingScorer::new(&model, calib, Metric::Js).unwrap();
+    let scored = s.score(&[], &[vec![], vec![0]], &mut |_| {}).unwrap();
+    assert!(scored.scores[0].abs() < 1e-9, "{}", scored.scores[0]);
+    assert!(scored.scores[1] > 0.0);
+}
+
+#[test]
+fn hidden_state_baselines_run_on_a_model() {
+    let model = tiny_model(7);
+    let calib = tokens(1, 2, 6);
+    for method in [Method::Shortgpt, Method::DeeperLayers] {
+        let mut src = ModelHiddenStates::new(&model, calib.clone()).unwrap();
+        let mut r = SearchResult::new(Settings::new(method), prov(), BLOCKS).unwrap();
+        run(&mut r, Inputs::HiddenStates(&mut src), None, &mut ()).unwrap();
+        assert!(r.complete);
+        assert!(r.plan_for_ratio(0.5).unwrap().len() == 4);
+    }
+}
+
+#[test]
+fn ragged_calibration_is_an_error() {
+    let model = tiny_model(7);
+    assert!(StreamingScorer::new(&model, vec![vec![1, 2], vec![3]], Metric::Js).is_err());
+    assert!(NaiveScorer::new(&model, vec![], Metric::Js).is_err());
+    assert!(ModelHiddenStates::new(&model, vec![vec![]]).is_err());
+}

@@ -1,0 +1,4 @@
+//! Benchmark modules.
+
+pub(crate) mod kernels;
+pub(crate) mod matmul;

@@ -1,0 +1,7 @@
+//! The CPU backend: storage and kernels on `f32` slices.
+
+pub(crate) mod attention;
+pub(crate) mod gemm;
+pub(crate) mod kernels;
+pub(crate) mod pool;
+pub(crate) mod simd;

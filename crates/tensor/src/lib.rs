@@ -1,0 +1,144 @@
+//! Tensor engine for finercut: [`Tensor`], [`DType`], [`Device`], and the operations a Llama-family
+//! forward pass needs, on a CPU backend with a slot for CUDA.
+//!
+//! # Key types
+//!
+//! - [`Tensor`]: a contiguous row-major array with a shape, a [`DType`] and a [`Device`]. Weights can be
+//!   used in place from shared bytes such as a memory map ([`Tensor::from_shared_bytes`]).
+//! - [`Device`]: `Cpu`, or `Cuda(CudaDevice)` where [`CudaDevice`] (and [`CudaStorage`]) are uninhabited
+//!   until the CUDA backend arrives, so the CUDA arms of every `match` are dead code the compiler checks.
+//! - Operations: [`Tensor::matmul_t`] (`x·Wᵀ`), [`Tensor::matmul`], [`Tensor::bmm`], [`embedding`],
+//!   [`Tensor::rms_norm`] (also Gemma's `1 + w`), [`Rope`] (with Llama 3 and linear scaling),
+//!   [`Tensor::gated_in_place`] (SwiGLU/GeGLU), [`Tensor::softmax_last`], [`Tensor::log_softmax_last`],
+//!   [`causal_attention`] (grouped-query heads, optional sliding window and logit soft-capping) and
+//!   residual adds in place ([`Tensor::add_in_place`], [`Tensor::add_rows_from`]).
+//!
+//! # Design
+//!
+//! The public `Tensor` is not generic over a backend: its storage is an enum over devices dispatched with
+//! `match` (candle's shape; see docs/style.md §2), which keeps device choice a run-time matter and
+//! keeps monomorphisation inside this crate. Operands on different devices give
+//! [`Error::DeviceMismatch`].
+//!
+//! On the CPU, GEMMs use OpenBLAS (`cblas_sgemm`) when the build script finds `libopenblas`, else the
+//! pure-Rust `matrixmultiply` (see [`gemm_backend`]); `FINERCUT_BLAS=none` at build time forces the
+//! latter. Other kernels use rayon over rows or heads and are compiled twice, for the baseline CPU and for
+//! AVX2+FMA, picked at run time. **Results do not depend on the number of threads**: work is split into
+//! pieces whose size depends only on the shapes, and every sum runs in a fixed order. In particular
+//! OpenBLAS runs single-threaded inside rayon tasks over output tiles of fixed size (its own threading
+//! partitions by thread count), and a `DYNAMIC_ARCH` OpenBLAS that does not recognise the CPU (Debian 12's
+//! 0.3.21 on Emerald Rapids falls back to SSE3 "Prescott" kernels, 5× slower) is re-initialised with the
+//! best kernel set the CPU's features allow, unless `OPENBLAS_CORETYPE` is set.
+//!
+//! Large `f32` buffers are recycled through a small cache (at most 1 GiB, see
+//! [`release_cached_buffers`]): freshly mapped pages cost a page fault each, which in a virtual machine
+//! made a 50 MB allocation ten times slower than filling it. [`Tensor::empty`] hands out such a buffer
+//! without zeroing it, for outputs that are written entirely.
+//!
+//! # Build configuration
+//!
+//! - `FINERCUT_BLAS=none` (at build time): use `matrixmultiply` even where OpenBLAS is installed;
+//!   `FINERCUT_BLAS=openblas`: fail the build when OpenBLAS is missing.
+//! - `FINERCUT_OPENBLAS_DIR`: a directory to search for `libopenblas` first.
+//! - There is no `cuda` feature yet; [`Device::Cuda`] exists so that code matching on devices is
+//!   already complete.
+//!
+//! # Example
+//!
+//! ```
+//! use finercut_tensor::{Device, NormWeight, Tensor};
+//!
+//! # fn main() -> finercut_tensor::Result<()> {
+//! let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], &Device::Cpu)?;
+//! let w = Tensor::from_vec(vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0], &[2, 3], &Device::Cpu)?;
+//! let y = x.matmul_t(&w)?; // x · wᵀ: picks columns 0 and 1
+//! assert_eq!(y.to_vec_f32()?, vec![1.0, 2.0, 4.0, 5.0]);
+//! let ones = Tensor::from_vec(vec![1.0; 3], &[3], &Device::Cpu)?;
+//! let n = x.rms_norm(&ones, 1e-6, NormWeight::Plain)?;
+//! assert_eq!(n.shape(), &[2, 3]);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod cpu;
+mod device;
+mod dtype;
+mod error;
+mod ops;
+mod rope;
+mod storage;
+mod tensor;
+
+pub use cpu::gemm::backend_name as gemm_backend;
+pub use cpu::pool::release_cached_buffers;
+pub use device::{CudaDevice, CudaStorage, Device};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use ops::{
+    causal_attention, causal_attention_with_prefix, embedding, linear, Activation, AttentionSpec,
+    NormWeight,
+};
+pub use rope::{Rope, RopeScaling};
+pub use storage::SharedBytes;
+pub use tensor::Tensor;
+
+/// Low-level GEMM entry point on `f32` slices, for benchmarks and callers that manage their own buffers.
+pub mod blas {
+    use crate::cpu::gemm::{self, BLayout, Gemm};
+    use crate::Result;
+
+    /// `c[m×n] = a[m×k] · bᵀ` where `b` is `[n, k]` (all row-major, packed): the linear-layer product.
+    pub fn sgemm_nt(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<()> {
+        gemm::sgemm(
+            Gemm {
+                alpha: 1.0,
+                m,
+                n,
+                k,
+                lda: k,
+                ldb: k,
+                ldc: n,
+                b_layout: BLayout::NxK,
+                accumulate: false,
+            },
+            a,
+            b,
+            c,
+        )
+    }
+
+    /// `c[m×n] = a[m×k] · b[k×n]` (all row-major, packed).
+    pub fn sgemm_nn(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<()> {
+        gemm::sgemm(
+            Gemm {
+                alpha: 1.0,
+                m,
+                n,
+                k,
+                lda: k,
+                ldb: n,
+                ldc: n,
+                b_layout: BLayout::KxN,
+                accumulate: false,
+            },
+            a,
+            b,
+            c,
+        )
+    }
+}

@@ -1,0 +1,163 @@
+//! Rotary position embeddings in the Hugging Face `rotate_half` layout, with Llama 3 and linear scaling.
+//!
+//! Frequencies follow `transformers`' `_compute_default_rope_parameters`,
+//! `_compute_linear_scaling_rope_parameters` and `_compute_llama3_parameters`; angles are computed as
+//! the `f32` product `position · inv_freq` like `LlamaRotaryEmbedding`, then `cos`/`sin` are taken.
+
+use crate::cpu::kernels;
+use crate::{Device, Error, Result, Tensor};
+
+/// Frequency scaling of RoPE (mirrors `rope_scaling` in a Hugging Face `config.json`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor` (`"rope_type": "linear"`).
+    Linear {
+        /// Scaling factor.
+        factor: f64,
+    },
+    /// Llama 3.1 frequency-dependent scaling (`"rope_type": "llama3"`).
+    Llama3 {
+        /// Scaling factor of low frequencies.
+        factor: f64,
+        /// Wavelength bound (as a fraction of the original context) above which frequencies are scaled.
+        low_freq_factor: f64,
+        /// Wavelength bound below which frequencies are kept.
+        high_freq_factor: f64,
+        /// Context length of the original model.
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// Precomputed inverse frequencies of a rotary embedding.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    head_dim: usize,
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    /// Rotary embedding of heads of `head_dim` (even) values with base `theta`.
+    pub fn new(head_dim: usize, theta: f64, scaling: RopeScaling) -> Result<Rope> {
+        let op = "Rope::new";
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(Error::Invalid {
+                op,
+                detail: format!("head_dim {head_dim} must be even and positive"),
+            });
+        }
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(Error::Invalid {
+                op,
+                detail: format!("rope_theta {theta} must be positive"),
+            });
+        }
+        let base: Vec<f64> = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .collect();
+        let inv: Vec<f64> = match scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => {
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(Error::Invalid {
+                        op,
+                        detail: format!("linear rope factor {factor}"),
+                    });
+                }
+                base.iter().map(|f| f / factor).collect()
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                if !(factor > 0.0 && low_freq_factor > 0.0 && high_freq_factor > low_freq_factor) {
+                    return Err(Error::Invalid {
+                        op,
+                        detail: format!("llama3 rope scaling {scaling:?}"),
+                    });
+                }
+                let old = original_max_position_embeddings as f64;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Ok(Rope {
+            head_dim,
+            inv_freq: inv.iter().map(|&f| f as f32).collect(),
+        })
+    }
+
+    /// Dimension of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// The inverse frequencies (`head_dim / 2` values).
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// `(cos, sin)` tables for positions `lo..=hi`, `head_dim / 2` values per position.
+    fn tables(&self, lo: usize, hi: usize) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let n = hi - lo + 1;
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for p in lo..=hi {
+            for &f in &self.inv_freq {
+                let angle = f64::from(p as f32 * f);
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Rotates `x` (`[rows, heads·head_dim]`) in place; row `r` is at position `positions[r]`.
+    pub fn apply(&self, x: &mut Tensor, positions: &[usize]) -> Result<()> {
+        let op = "Rope::apply";
+        let c = x.cols();
+        if x.rows() != positions.len() || !c.is_multiple_of(self.head_dim) {
+            return Err(Error::ShapeMismatch {
+                op,
+                detail: format!(
+                    "{:?} with {} positions and head_dim {}",
+                    x.shape(),
+                    positions.len(),
+                    self.head_dim
+                ),
+            });
+        }
+        let (Some(&lo), Some(&hi)) = (positions.iter().min(), positions.iter().max()) else {
+            return Ok(());
+        };
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.tables(lo, hi);
+        match x.device() {
+            Device::Cpu => {
+                kernels::for_rows_mut(x.cpu_f32_mut(op)?, c, |r, row| {
+                    let t = (positions[r] - lo) * half;
+                    kernels::rope_row(row, &cos[t..t + half], &sin[t..t + half]);
+                });
+                Ok(())
+            }
+            Device::Cuda(d) => match d {},
+        }
+    }
+}

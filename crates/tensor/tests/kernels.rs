@@ -1,0 +1,370 @@
+//! Kernels against the `f64` reference (proptest over shapes, including odd sizes and single rows).
+
+use crate::reference::{self as r, assert_close, rand_vec, rng, tensor};
+use finercut_tensor::{
+    causal_attention, causal_attention_with_prefix, embedding, linear, Activation, AttentionSpec,
+    Error, NormWeight, Rope, RopeScaling, Tensor,
+};
+use proptest::prelude::*;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn matmul_t_matches_reference(m in 1usize..40, k in 1usize..70, n in 1usize..50, seed: u64) {
+        let mut g = rng(seed);
+        let (a, b) = (rand_vec(&mut g, m * k, 1.0), rand_vec(&mut g, n * k, 1.0));
+        let y = tensor(&a, &[m, k]).matmul_t(&tensor(&b, &[n, k])).unwrap();
+        prop_assert_eq!(y.shape(), &[m, n]);
+        assert_close(y.as_slice_f32().unwrap(), &r::matmul(&a, &b, m, k, n, true), 1e-5, "matmul_t");
+    }
+
+    #[test]
+    fn matmul_t_keeps_leading_dims(b in 1usize..4, t in 1usize..9, k in 1usize..20, n in 1usize..20, seed: u64) {
+        let mut g = rng(seed);
+        let (a, w) = (rand_vec(&mut g, b * t * k, 1.0), rand_vec(&mut g, n * k, 1.0));
+        let bias = rand_vec(&mut g, n, 1.0);
+        let y = linear(&tensor(&a, &[b, t, k]), &tensor(&w, &[n, k]), Some(&tensor(&bias, &[n]))).unwrap();
+        prop_assert_eq!(y.shape(), &[b, t, n]);
+        let mut want = r::matmul(&a, &w, b * t, k, n, true);
+        for (i, v) in want.iter_mut().enumerate() {
+            *v += f64::from(bias[i % n]);
+        }
+        assert_close(y.as_slice_f32().unwrap(), &want, 1e-5, "linear");
+    }
+
+    #[test]
+    fn matmul_and_bmm_match_reference(bs in 1usize..4, m in 1usize..20, k in 1usize..30, n in 1usize..20, seed: u64) {
+        let mut g = rng(seed);
+        let (a, b) = (rand_vec(&mut g, bs * m * k, 1.0), rand_vec(&mut g, bs * k * n, 1.0));
+        let y = tensor(&a[..m * k], &[m, k]).matmul(&tensor(&b[..k * n], &[k, n])).unwrap();
+        assert_close(y.as_slice_f32().unwrap(), &r::matmul(&a[..m * k], &b[..k * n], m, k, n, false), 1e-5, "matmul");
+        let y = tensor(&a, &[bs, m, k]).bmm(&tensor(&b, &[bs, k, n])).unwrap();
+        let yt = tensor(&a, &[bs, m, k]).bmm_t(&tensor(&b, &[bs, n, k])).unwrap();
+        for i in 0..bs {
+            let (ai, bi) = (&a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n]);
+            assert_close(&y.as_slice_f32().unwrap()[i * m * n..(i + 1) * m * n], &r::matmul(ai, bi, m, k, n, false), 1e-5, "bmm");
+            assert_close(&yt.as_slice_f32().unwrap()[i * m * n..(i + 1) * m * n], &r::matmul(ai, bi, m, k, n, true), 1e-5, "bmm_t");
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_reference(rows in 1usize..20, c in 1usize..300, one_plus: bool, seed: u64) {
+        let mut g = rng(seed);
+        let (x, w) = (rand_vec(&mut g, rows * c, 3.0), rand_vec(&mut g, c, 1.0));
+        let kind = if one_plus { NormWeight::OnePlus } else { NormWeight::Plain };
+        let y = tensor(&x, &[rows, c]).rms_norm(&tensor(&w, &[c]), 1e-5, kind).unwrap();
+        assert_close(y.as_slice_f32().unwrap(), &r::rms_norm(&x, &w, 1e-5, one_plus), 2e-6, "rms_norm");
+    }
+
+    #[test]
+    fn rms_norm_rows_into_places_rows(rows in 1usize..10, c in 1usize..40, off in 0usize..5, seed: u64) {
+        let mut g = rng(seed);
+        let (x, w) = (rand_vec(&mut g, rows * c, 2.0), rand_vec(&mut g, c, 1.0));
+        let mut out = tensor(&vec![7.0; (rows + off) * c], &[rows + off, c]);
+        let src = tensor(&x, &[rows, c]);
+        // Normalise rows 1.. of the source into rows off.. of the output.
+        src.rms_norm_rows_into(1, rows - 1, &tensor(&w, &[c]), 1e-6, NormWeight::Plain, &mut out, off).unwrap();
+        let o = out.as_slice_f32().unwrap();
+        prop_assert!(o[..off * c].iter().all(|&v| v == 7.0));
+        assert_close(&o[off * c..(off + rows - 1) * c], &r::rms_norm(&x[c..], &w, 1e-6, false), 2e-6, "rows_into");
+    }
+
+    #[test]
+    fn activations_match_reference(n in 1usize..5000, seed: u64) {
+        let mut g = rng(seed);
+        let (x, u) = (rand_vec(&mut g, n, 12.0), rand_vec(&mut g, n, 2.0));
+        for (act, f) in [(Activation::Silu, r::silu as fn(f64) -> f64), (Activation::GeluTanh, r::gelu_tanh)] {
+            let y = tensor(&x, &[n]).activation(act).unwrap();
+            let want: Vec<f64> = x.iter().map(|&v| f(f64::from(v))).collect();
+            assert_close(y.as_slice_f32().unwrap(), &want, 1e-6, "activation");
+            let mut gate = tensor(&x, &[n]);
+            gate.gated_in_place(&tensor(&u, &[n]), act).unwrap();
+            let want: Vec<f64> = x.iter().zip(&u).map(|(&a, &b)| f(f64::from(a)) * f64::from(b)).collect();
+            assert_close(gate.as_slice_f32().unwrap(), &want, 1e-6, "gated");
+        }
+    }
+
+    #[test]
+    fn softmaxes_match_reference(rows in 1usize..8, c in 1usize..3000, scale in 0.1f32..60.0, seed: u64) {
+        let mut g = rng(seed);
+        let x = rand_vec(&mut g, rows * c, scale);
+        let t = tensor(&x, &[rows, c]);
+        let lsm = r::log_softmax(&x, c);
+        assert_close(t.log_softmax_last().unwrap().as_slice_f32().unwrap(), &lsm, 2e-6, "log_softmax");
+        let sm: Vec<f64> = lsm.iter().map(|v| v.exp()).collect();
+        assert_close(t.softmax_last().unwrap().as_slice_f32().unwrap(), &sm, 2e-6, "softmax");
+    }
+
+    #[test]
+    fn rope_matches_reference(rows in 1usize..12, heads in 1usize..4, half in 1usize..40, start in 0usize..3000, seed: u64) {
+        let mut g = rng(seed);
+        let hd = 2 * half;
+        let x = rand_vec(&mut g, rows * heads * hd, 1.0);
+        let positions: Vec<usize> = (0..rows).map(|i| start + 3 * i).collect();
+        let rope = Rope::new(hd, 10_000.0, RopeScaling::None).unwrap();
+        let mut t = tensor(&x, &[rows, heads * hd]);
+        rope.apply(&mut t, &positions).unwrap();
+        let inv: Vec<f64> = (0..half).map(|i| 1.0 / 10_000f64.powf(2.0 * i as f64 / hd as f64)).collect();
+        // Angles are f32 products (as in transformers), so allow for their rounding at large positions.
+        assert_close(t.as_slice_f32().unwrap(), &r::rope(&x, heads * hd, hd, &inv, &positions), 2e-4, "rope");
+    }
+
+    #[test]
+    fn attention_matches_reference(
+        seqs in 1usize..4,
+        t in 1usize..24,
+        kv_heads in 1usize..3,
+        group in 1usize..4,
+        hd in 1usize..12,
+        window in proptest::option::of(1usize..8),
+        softcap in proptest::option::of(1.0f64..30.0),
+        seed: u64,
+    ) {
+        let mut g = rng(seed);
+        let heads = kv_heads * group;
+        let (qc, kc) = (heads * hd, kv_heads * hd);
+        let rows = seqs * t;
+        let (q, k, v) = (rand_vec(&mut g, rows * qc, 2.0), rand_vec(&mut g, rows * kc, 2.0), rand_vec(&mut g, rows * kc, 1.0));
+        let mut spec = AttentionSpec::new(heads, kv_heads, hd);
+        spec.sliding_window = window;
+        spec.softcap = softcap.map(|c| c as f32);
+        let y = causal_attention(&tensor(&q, &[rows, qc]), &tensor(&k, &[rows, kc]), &tensor(&v, &[rows, kc]), &vec![t; seqs], &spec).unwrap();
+        let a = r::Attn { heads, kv_heads, head_dim: hd, window, softcap };
+        for s in 0..seqs {
+            let want = r::attention(&q[s * t * qc..(s + 1) * t * qc], &k[s * t * kc..(s + 1) * t * kc], &v[s * t * kc..(s + 1) * t * kc], t, 0, &a);
+            assert_close(&y.as_slice_f32().unwrap()[s * t * qc..(s + 1) * t * qc], &want, 2e-5, "attention");
+        }
+    }
+
+    #[test]
+    fn prefix_attention_matches_full_sequences(
+        plen in 1usize..20,
+        lens in proptest::collection::vec(0usize..9, 1..4),
+        hd in 1usize..10,
+        seed: u64,
+    ) {
+        let mut g = rng(seed);
+        let (heads, kv_heads) = (4, 2);
+        let (qc, kc) = (heads * hd, kv_heads * hd);
+        let rows: usize = lens.iter().sum();
+        let pk = rand_vec(&mut g, plen * kc, 2.0);
+        let pv = rand_vec(&mut g, plen * kc, 1.0);
+        let pq = rand_vec(&mut g, plen * qc, 2.0);
+        let (q, k, v) = (rand_vec(&mut g, rows * qc, 2.0), rand_vec(&mut g, rows * kc, 2.0), rand_vec(&mut g, rows * kc, 1.0));
+        let spec = AttentionSpec::new(heads, kv_heads, hd);
+        let y = causal_attention_with_prefix(
+            &tensor(&q, &[rows, qc]), &tensor(&k, &[rows, kc]), &tensor(&v, &[rows, kc]), &lens,
+            &tensor(&pk, &[plen, kc]), &tensor(&pv, &[plen, kc]), &spec,
+        ).unwrap();
+        let a = r::Attn { heads, kv_heads, head_dim: hd, window: None, softcap: None };
+        let mut row = 0;
+        for &len in &lens {
+            let cat = |p: &[f32], s: &[f32], c: usize| [p, &s[row * c..(row + len) * c]].concat();
+            let want = r::attention(&cat(&pq, &q, qc), &cat(&pk, &k, kc), &cat(&pv, &v, kc), plen + len, plen, &a);
+            assert_close(&y.as_slice_f32().unwrap()[row * qc..(row + len) * qc], &want, 2e-5, "prefix attention");
+            row += len;
+        }
+    }
+}
+
+#[test]
+fn long_sequences_span_several_query_blocks() {
+    // Blocks of 64 queries: 150 tokens make three, with windows and a prefix crossing block edges.
+    let mut g = rng(11);
+    let (heads, kv_heads, hd, t) = (6, 2, 8, 150);
+    let (qc, kc) = (heads * hd, kv_heads * hd);
+    for (window, plen) in [(None, 0), (Some(70), 0), (None, 90), (Some(100), 90)] {
+        let rows = t + plen;
+        let (q, k, v) = (
+            rand_vec(&mut g, rows * qc, 2.0),
+            rand_vec(&mut g, rows * kc, 2.0),
+            rand_vec(&mut g, rows * kc, 1.0),
+        );
+        let mut spec = AttentionSpec::new(heads, kv_heads, hd);
+        spec.sliding_window = window;
+        spec.softcap = Some(20.0);
+        let a = r::Attn {
+            heads,
+            kv_heads,
+            head_dim: hd,
+            window,
+            softcap: Some(20.0),
+        };
+        let want = r::attention(&q, &k, &v, rows, plen, &a);
+        let own = |x: &[f32], c: usize| tensor(&x[plen * c..], &[t, c]);
+        let y = if plen == 0 {
+            causal_attention(&own(&q, qc), &own(&k, kc), &own(&v, kc), &[t], &spec).unwrap()
+        } else {
+            let (pk, pv) = (
+                tensor(&k[..plen * kc], &[plen, kc]),
+                tensor(&v[..plen * kc], &[plen, kc]),
+            );
+            causal_attention_with_prefix(
+                &own(&q, qc),
+                &own(&k, kc),
+                &own(&v, kc),
+                &[t],
+                &pk,
+                &pv,
+                &spec,
+            )
+            .unwrap()
+        };
+        assert_close(
+            y.as_slice_f32().unwrap(),
+            &want,
+            2e-5,
+            &format!("window {window:?}, prefix {plen}"),
+        );
+    }
+}
+
+#[test]
+fn embedding_gathers_rows_and_checks_ids() {
+    let table: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    let t = tensor(&table, &[4, 3]);
+    let e = embedding(&t, &[3, 0, 3]).unwrap();
+    assert_eq!(
+        e.to_vec_f32().unwrap(),
+        vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 9.0, 10.0, 11.0]
+    );
+    assert!(matches!(
+        embedding(&t, &[4]),
+        Err(Error::Index {
+            index: 4,
+            size: 4,
+            ..
+        })
+    ));
+    assert_eq!(embedding(&t, &[]).unwrap().shape(), &[0, 3]);
+}
+
+#[test]
+fn llama3_rope_frequencies_match_reference() {
+    // Llama 3.1 8B settings; reference values from the transformers formula written out in f64.
+    let (hd, theta, factor, low, high, old) = (128, 500_000.0, 8.0, 1.0, 4.0, 8192usize);
+    let rope = Rope::new(
+        hd,
+        theta,
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: old,
+        },
+    )
+    .unwrap();
+    let mut scaled = 0;
+    for (i, &got) in rope.inv_freq().iter().enumerate() {
+        let f = 1.0 / f64::powf(theta, (2 * i) as f64 / hd as f64);
+        let wavelen = 2.0 * std::f64::consts::PI / f;
+        let want = if wavelen < old as f64 / high {
+            f
+        } else if wavelen > old as f64 / low {
+            scaled += 1;
+            f / factor
+        } else {
+            let s = (old as f64 / wavelen - low) / (high - low);
+            (1.0 - s) * f / factor + s * f
+        };
+        assert!(
+            (f64::from(got) - want).abs() <= 1e-6 * want,
+            "{i}: {got} vs {want}"
+        );
+    }
+    assert!(scaled > 0);
+    let linear = Rope::new(8, 10_000.0, RopeScaling::Linear { factor: 4.0 }).unwrap();
+    let plain = Rope::new(8, 10_000.0, RopeScaling::None).unwrap();
+    for (a, b) in linear.inv_freq().iter().zip(plain.inv_freq()) {
+        assert!((a * 4.0 - b).abs() <= 1e-7 * b);
+    }
+    assert!(Rope::new(7, 10_000.0, RopeScaling::None).is_err());
+}
+
+#[test]
+fn shape_errors_name_the_operation() {
+    let a = tensor(&[0.0; 6], &[2, 3]);
+    let b = tensor(&[0.0; 8], &[2, 4]);
+    let err = a.matmul_t(&b).unwrap_err();
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "matmul_t", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("[2, 3]"));
+    assert!(a.clone().reshape(&[5]).is_err());
+    let mut c = a.clone();
+    assert!(c.add_in_place(&b).is_err());
+    assert!(c.add_rows_from(1, &a, 0, 2).is_err());
+    let spec = AttentionSpec::new(3, 2, 1);
+    assert!(causal_attention(&a, &a, &a, &[2], &spec).is_err());
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let mut g = rng(7);
+    let (rows, d, n) = (700, 96, 300);
+    let x = tensor(&rand_vec(&mut g, rows * d, 1.0), &[rows, d]);
+    let w = tensor(&rand_vec(&mut g, n * d, 1.0), &[n, d]);
+    let nw = tensor(&rand_vec(&mut g, d, 1.0), &[d]);
+    let (q, k) = (
+        tensor(&rand_vec(&mut g, rows * 64, 1.0), &[rows, 64]),
+        tensor(&rand_vec(&mut g, rows * 32, 1.0), &[rows, 32]),
+    );
+    let spec = AttentionSpec::new(4, 2, 16);
+    let run = || -> Vec<Vec<f32>> {
+        let y = x.matmul_t(&w).unwrap();
+        let mut l = y.log_softmax_last().unwrap();
+        l.gated_in_place(&y, Activation::Silu).unwrap();
+        vec![
+            l.to_vec_f32().unwrap(),
+            x.rms_norm(&nw, 1e-5, NormWeight::Plain)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap(),
+            causal_attention(&q, &k, &k, &[300, 400], &spec)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap(),
+        ]
+    };
+    let results: Vec<Vec<Vec<f32>>> = [1, 2, 3]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(run)
+        })
+        .collect();
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+}
+
+#[test]
+fn half_dtypes_need_conversion() {
+    let t = Tensor::from_half_bits(
+        vec![0x3f80, 0xc000],
+        finercut_tensor::DType::BF16,
+        &[2],
+        &finercut_tensor::Device::Cpu,
+    )
+    .unwrap();
+    assert!(matches!(t.as_slice_f32(), Err(Error::DType { .. })));
+    assert!(t.matmul_t(&t.clone().reshape(&[1, 2]).unwrap()).is_err());
+    assert_eq!(
+        t.to_dtype(finercut_tensor::DType::F32)
+            .unwrap()
+            .as_slice_f32()
+            .unwrap(),
+        &[1.0, -2.0]
+    );
+}
