@@ -308,7 +308,7 @@ def main() -> int:
         n_tied = sum(1 for x in scores if x[1] == best)
         removed.append(chosen)
         candidates = [c for c in candidates if c is not chosen]
-        if excluded and len(removed) == int(total * args.exclude) + 1:
+        if excluded and (len(removed) == int(total * args.exclude) + 1 or not candidates):
             candidates = candidates + excluded
             excluded = []
         wall = time.perf_counter() - t0

@@ -191,7 +191,11 @@ fn extract_zip(path: &Path, into: &Path) -> anyhow::Result<()> {
             .by_index(i)
             .with_context(|| format!("{}: entry {i} is unreadable", path.display()))?;
         let Some(rel) = entry.enclosed_name() else {
-            bail!("{}: entry `{}` escapes the archive", path.display(), entry.name());
+            bail!(
+                "{}: entry `{}` escapes the archive",
+                path.display(),
+                entry.name()
+            );
         };
         let out = into.join(rel);
         if entry.is_dir() {
@@ -204,9 +208,8 @@ fn extract_zip(path: &Path, into: &Path) -> anyhow::Result<()> {
         }
         let mut w =
             fs::File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
-        std::io::copy(&mut entry, &mut w).with_context(|| {
-            format!("cannot extract {} from {}", out.display(), path.display())
-        })?;
+        std::io::copy(&mut entry, &mut w)
+            .with_context(|| format!("cannot extract {} from {}", out.display(), path.display()))?;
     }
     Ok(())
 }

@@ -38,7 +38,10 @@ fn every_file_has_a_module_doc() {
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! doc comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc comment: {missing:?}"
+    );
 }
 
 /// `cfg(feature = "cuda")` appears only in the tensor crate.
@@ -57,7 +60,10 @@ fn cuda_cfg_only_in_tensor_crate() {
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(offenders.is_empty(), "cuda cfg outside crates/tensor: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "cuda cfg outside crates/tensor: {offenders:?}"
+    );
 }
 
 /// The model crate does no file I/O.

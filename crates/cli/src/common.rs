@@ -168,7 +168,11 @@ pub fn read_text(path: &Path) -> anyhow::Result<String> {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a JSON record", path.display(), i + 1))?;
         let t = v.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-            format_err!("{}:{}: record has no string field `text`", path.display(), i + 1)
+            format_err!(
+                "{}:{}: record has no string field `text`",
+                path.display(),
+                i + 1
+            )
         })?;
         parts.push(t.to_owned());
     }
@@ -208,8 +212,8 @@ pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> anyhow::Resu
             .unwrap_or_default()
     ));
     {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(text.as_bytes())
             .and_then(|()| f.write_all(b"\n"))
             .and_then(|()| f.sync_all())
@@ -223,8 +227,8 @@ pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> anyhow::Resu
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(len: u64, template: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style);
     pb.enable_steady_tick(Duration::from_millis(500));
     pb
@@ -257,7 +261,9 @@ pub fn calibration(
     offset: usize,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
     if samples == 0 || seq_len < 2 {
-        bail!("--samples must be at least 1 and --seq-len at least 2 (got {samples} and {seq_len})");
+        bail!(
+            "--samples must be at least 1 and --seq-len at least 2 (got {samples} and {seq_len})"
+        );
     }
     let ids = tokenizer
         .encode(text, false)

@@ -30,7 +30,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         None => result.removed_sublayers().len() as f64 / result.num_sublayers() as f64,
     };
     let inspection = Inspection::of_result(&result, ratio)?;
-    let svg = args.svg.unwrap_or_else(|| default_svg_path(&args.run, ratio));
+    let svg = args
+        .svg
+        .unwrap_or_else(|| default_svg_path(&args.run, ratio));
     let title = format!(
         "{} ({}, {}) at {:.0}% of sublayers removed",
         result.settings.method,
@@ -47,7 +49,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         method: result.settings.method.to_string(),
         ratio_percent: ratio * 100.0,
         panels: vec![crate::plots::SublayerGrid::from_sublayer_indices(
-            result.provenance.model_sha256.get(..12).unwrap_or("model").to_owned(),
+            result
+                .provenance
+                .model_sha256
+                .get(..12)
+                .unwrap_or("model")
+                .to_owned(),
             result.num_blocks,
             removed,
         )],

