@@ -7,6 +7,7 @@
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
+mod bench;
 mod fetch;
 #[cfg(test)]
 mod tidy;
@@ -50,6 +51,35 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks: `cargo bench` (criterion: kernels, block, forward, greedy step), or with
+    /// --vs-torch the side-by-side comparison with the PyTorch reference (creates a virtual
+    /// environment with pip; writes target/bench/vs-torch.json).
+    Bench {
+        /// Compare with the PyTorch reference instead of running criterion.
+        #[arg(long)]
+        vs_torch: bool,
+        /// Threads on both sides.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Greedy steps to time.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Interleaved rounds (reference, finercut) to take medians over.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Calibration sequences.
+        #[arg(long, default_value_t = 4)]
+        samples: usize,
+        /// Tokens per calibration sequence.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Dense forward shapes, BATCHxSEQ.
+        #[arg(long, default_value = "4x128,10x256")]
+        shapes: String,
+        /// Extra arguments for `cargo bench` (without --vs-torch).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
     Ci,
 }
@@ -61,6 +91,32 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fetch { target } => fetch::fetch(&root, target),
         Cmd::Test { args } => test(&root, &args),
         Cmd::Reproduce { what, args } => reproduce(&root, &what, &args),
+        Cmd::Bench {
+            vs_torch,
+            threads,
+            steps,
+            rounds,
+            samples,
+            seq_len,
+            shapes,
+            args,
+        } => {
+            if vs_torch {
+                bench::vs_torch(
+                    &root,
+                    &bench::VsTorch {
+                        threads,
+                        steps,
+                        rounds,
+                        samples,
+                        seq_len,
+                        shapes,
+                    },
+                )
+            } else {
+                bench::criterion(&root, &args)
+            }
+        }
         Cmd::Ci => ci(&root),
     }
 }

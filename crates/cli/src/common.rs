@@ -281,3 +281,49 @@ pub fn calibration(
         .map(|c| c.to_vec())
         .collect())
 }
+
+/// Calibration from a JSON file of token ids (a list of lists, concatenated in order), cut like
+/// [`calibration`]: `samples` chunks of `seq_len` ids from `offset`.
+pub fn calibration_from_ids(
+    path: &Path,
+    samples: usize,
+    seq_len: usize,
+    offset: usize,
+    vocab: usize,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lists: Vec<Vec<u32>> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a JSON list of lists of token ids",
+            path.display()
+        )
+    })?;
+    let ids: Vec<u32> = lists.into_iter().flatten().collect();
+    if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+        bail!(
+            "{}: token id {bad} is outside the vocabulary ({vocab})",
+            path.display()
+        );
+    }
+    let need = offset + samples * seq_len;
+    if samples == 0 || seq_len < 2 || ids.len() < need {
+        bail!(
+            "{} has {} ids; {samples} samples × {seq_len} tokens from offset {offset} need {need}",
+            path.display(),
+            ids.len()
+        );
+    }
+    Ok(ids[offset..need]
+        .chunks(seq_len)
+        .map(|c| c.to_vec())
+        .collect())
+}
+
+/// Peak resident memory of this process in MiB (`ru_maxrss`), where the platform reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

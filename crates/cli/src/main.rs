@@ -11,6 +11,7 @@ mod plots;
 mod prune;
 mod reproduce;
 mod run;
+mod speed;
 mod tiny;
 
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ enum Command {
     /// Reproduce the paper's Table 2, figures and ablations on the models available here
     /// (`cargo xtask reproduce` builds in release mode and runs this).
     Reproduce(reproduce::Args),
+    /// Time the dense forward pass at given batch × sequence shapes (median tokens per second).
+    Speed(speed::Args),
     /// Write a tiny random Llama (4 blocks, d = 64, byte-level tokenizer) as a Hugging Face
     /// directory: a model for tests and quick experiments.
     MakeTiny {
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => export::main(args),
         Command::Eval(args) => evaluate::main(args),
         Command::Reproduce(args) => reproduce::main(args),
+        Command::Speed(args) => speed::main(args),
         Command::MakeTiny { dir, seed } => tiny::write_tiny_model(
             &dir,
             &tiny::TinySpec {

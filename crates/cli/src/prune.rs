@@ -39,8 +39,13 @@ pub struct Args {
     pub level: Option<Level>,
     /// Calibration text: a text file read as one string, or JSONL with a `text` field
     /// [default: the WikiText-2 test file].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
     pub calib: Option<PathBuf>,
+    /// Calibration as token ids instead of text: a JSON list of equally long lists of ids (what
+    /// the PyTorch reference's --save-tokens writes). --samples, --seq-len and --calib-offset
+    /// then select from it.
+    #[arg(long, value_name = "FILE.json")]
+    pub tokens: Option<PathBuf>,
     /// Number of calibration sequences.
     #[arg(long, default_value_t = 10)]
     pub samples: usize,
@@ -103,19 +108,30 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             loaded.path.display()
         );
     }
-    let calib_path = args
-        .calib
-        .clone()
-        .unwrap_or_else(finercut_eval::default_wikitext2_path);
-    let text = common::read_text(&calib_path)?;
-    let seqs = common::calibration(
-        &loaded.checkpoint.tokenizer,
-        &text,
-        &calib_path,
-        args.samples,
-        args.seq_len,
-        args.calib_offset,
-    )?;
+    let seqs = match &args.tokens {
+        Some(path) => common::calibration_from_ids(
+            path,
+            args.samples,
+            args.seq_len,
+            args.calib_offset,
+            loaded.checkpoint.config.vocab_size,
+        )?,
+        None => {
+            let calib_path = args
+                .calib
+                .clone()
+                .unwrap_or_else(finercut_eval::default_wikitext2_path);
+            let text = common::read_text(&calib_path)?;
+            common::calibration(
+                &loaded.checkpoint.tokenizer,
+                &text,
+                &calib_path,
+                args.samples,
+                args.seq_len,
+                args.calib_offset,
+            )?
+        }
+    };
 
     let mut settings = Settings::new(args.method);
     if let Some(m) = args.metric {

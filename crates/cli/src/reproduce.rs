@@ -106,11 +106,11 @@ impl Profile {
         }
         Profile {
             name: "default".into(),
-            samples: 4,
+            samples: 2,
             seq_len: 128,
             calib_offset: 0,
-            limit: Some(100),
-            mmlu_limit: Some(2),
+            limit: Some(40),
+            mmlu_limit: Some(1),
             ppl_seq_len: 256,
             ppl_max_windows: Some(40),
             ratio: 0.25,

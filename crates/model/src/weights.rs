@@ -73,3 +73,57 @@ pub(crate) fn to_tensor(raw: &RawTensor) -> Result<Tensor> {
     .map_err(|e| Error::Input(format!("weight `{}`: {e}", raw.name)))?;
     Ok(t.to_dtype(DType::F32)?)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use finercut_format::Bytes;
+
+    fn raw(data: Bytes, dtype: RawDType, shape: Vec<usize>) -> RawTensor {
+        RawTensor {
+            name: "w".into(),
+            dtype,
+            shape,
+            data,
+        }
+    }
+
+    #[test]
+    fn aligned_f32_is_shared_and_the_rest_is_converted() {
+        let t = to_tensor(&raw(
+            Bytes::from_f32_vec(vec![1.0, 2.0, 3.0, 4.0]),
+            RawDType::F32,
+            vec![2, 2],
+        ))
+        .unwrap();
+        assert!(t.is_mapped());
+        assert_eq!(t.to_vec_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+
+        // The same floats at every offset of a byte buffer: used in place exactly when aligned.
+        let mut seen_unaligned = false;
+        for off in 0..4 {
+            let mut bytes = vec![0u8; off];
+            bytes.extend([1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()));
+            let data = Bytes::from_vec(bytes).sub(off, 8).unwrap();
+            let aligned = (data.as_ptr() as usize).is_multiple_of(4);
+            seen_unaligned |= !aligned;
+            let t = to_tensor(&raw(data, RawDType::F32, vec![2])).unwrap();
+            assert_eq!(t.is_mapped(), aligned);
+            assert_eq!(t.to_vec_f32().unwrap(), vec![1.5, -2.0]);
+        }
+        assert!(seen_unaligned);
+
+        let bf = Bytes::from_vec(
+            [1.0f32, 0.5]
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+        );
+        let t = to_tensor(&raw(bf, RawDType::BF16, vec![2])).unwrap();
+        assert_eq!(
+            (t.dtype(), t.to_vec_f32().unwrap()),
+            (DType::F32, vec![1.0, 0.5])
+        );
+    }
+}
