@@ -174,6 +174,10 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some(o) = v.as_object_mut() {
+            if let Some(list) = o.remove("windows") {
+                o.insert("window_nll".into(), list);
+            }
+            o.insert("windows".into(), report.windows_scored.into());
             o.insert("ppl".into(), report.perplexity.into());
             o.insert("tokens".into(), report.predicted_tokens.into());
             o.insert("text".into(), path.display().to_string().into());
