@@ -180,8 +180,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             .map(|m| m.to_string())
             .unwrap_or_else(|| "no metric".into()),
         loaded.path.display(),
-        if order.is_empty() {
+        if !result.windows.is_empty() {
             "the windows listed in the result".to_string()
+        } else if order.is_empty() {
+            "nothing (the ratio is below one unit)".to_string()
         } else {
             order.join(" ")
         },

@@ -138,37 +138,58 @@ impl Model {
     }
 
     /// Final norm and LM head of every stream in chunks of [`HEAD_ROWS`] rows, handed to `sink`; each
-    /// stream is freed once delivered.
+    /// stream is freed once its last chunk is computed.
+    ///
+    /// Double-buffered: the LM head of the next chunk runs (`rayon::join`) while the sink consumes the
+    /// previous one, so the GEMM's tiles and the sink's rows share the worker threads instead of
+    /// alternating (each finishing with idle threads). The chunks and the order of the sink calls
+    /// are the same as without the overlap.
     fn stream_heads(&self, streams: &mut [Option<Tensor>], sink: &mut Sink<'_>) -> Result<()> {
         let (d, vocab) = (self.config.hidden_size, self.config.vocab_size);
         let w = self.head_weight();
-        // One buffer pair for full chunks and one for the last, shorter chunk: no allocation per chunk.
-        let mut bufs: Vec<(Tensor, Tensor)> = Vec::with_capacity(2);
+        // Free `(normed rows, logits)` buffer pairs: two per chunk size in use (one being filled,
+        // one being consumed), no allocation per chunk.
+        let mut free: Vec<(Tensor, Tensor)> = Vec::with_capacity(4);
+        // The chunk computed last and not yet handed to the sink: `(candidate, first_row, buffers)`.
+        let mut pending: Option<(usize, usize, (Tensor, Tensor))> = None;
         for (c, slot) in streams.iter_mut().enumerate() {
             let Some(x) = slot.take() else { continue };
             let rows = x.rows();
             let mut r0 = 0;
             while r0 < rows {
                 let k = HEAD_ROWS.min(rows - r0);
-                let i = match bufs.iter().position(|(h, _)| h.rows() == k) {
-                    Some(i) => i,
-                    None => {
-                        bufs.push((
-                            Tensor::empty(&[k, d], &self.device)?,
-                            Tensor::empty(&[k, vocab], &self.device)?,
-                        ));
-                        bufs.len() - 1
-                    }
+                let (mut h, mut out) = match free.iter().position(|(h, _)| h.rows() == k) {
+                    Some(i) => free.swap_remove(i),
+                    None => (
+                        Tensor::empty(&[k, d], &self.device)?,
+                        Tensor::empty(&[k, vocab], &self.device)?,
+                    ),
                 };
-                let (h, out) = &mut bufs[i];
-                self.final_norm.rows_into(&x, r0, k, h, 0)?;
-                h.matmul_t_into(w, out)?;
-                if let Some(cap) = self.final_softcap {
-                    out.softcap_in_place(cap)?;
+                let mut head = || -> Result<()> {
+                    self.final_norm.rows_into(&x, r0, k, &mut h, 0)?;
+                    h.matmul_t_into(w, &mut out)?;
+                    if let Some(cap) = self.final_softcap {
+                        out.softcap_in_place(cap)?;
+                    }
+                    Ok(())
+                };
+                let (computed, consumed) = match &pending {
+                    Some((pc, pr0, (_, pout))) => {
+                        let deliver = || -> Result<()> { sink(*pc, *pr0, pout.as_slice_f32()?) };
+                        rayon::join(head, deliver)
+                    }
+                    None => (head(), Ok(())),
+                };
+                consumed?;
+                computed?;
+                if let Some((_, _, bufs)) = pending.replace((c, r0, (h, out))) {
+                    free.push(bufs);
                 }
-                sink(c, r0, out.as_slice_f32()?)?;
                 r0 += k;
             }
+        }
+        if let Some((c, r0, (_, out))) = pending {
+            sink(c, r0, out.as_slice_f32()?)?;
         }
         Ok(())
     }
