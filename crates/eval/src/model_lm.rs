@@ -1,8 +1,9 @@
 //! [`ModelLm`]: a `finercut_model::Model` under a removal `Plan`, with its tokenizer, as a
 //! [`LanguageModel`].
 //!
-//! Groups with several continuations go through `Model::continuation_logits`, which runs the shared
-//! context once and every continuation from its state.
+//! Groups with several continuations go through `Model::continuation_logits_from`, which runs the
+//! shared context once and every continuation from its state; consecutive groups whose contexts
+//! begin with the same tokens (MMLU's five-shot header) also share the state of that beginning.
 //! Groups with a single continuation (perplexity windows, WinoGrande) are plain sequences: those of equal
 //! length are stacked into one `Model::forward` call, and their log-probabilities are taken in float64
 //! from the float32 logits.
@@ -121,51 +122,125 @@ impl<'a> ModelLm<'a> {
             .collect()
     }
 
-    /// A shared context and its continuations, scored from the context's state.
-    fn score_shared(&self, group: &ScoreGroup) -> Result<Vec<ContinuationScore>> {
-        let rows = self
+    /// Groups with several continuations whose contexts start with the same `prefix` tokens:
+    /// the prefix runs once, then each context's remaining tokens from its state, then the
+    /// continuations from each context's state.
+    fn score_cluster(
+        &self,
+        prefix: usize,
+        members: &[&ScoreGroup],
+    ) -> Result<Vec<Vec<ContinuationScore>>> {
+        let model_err = |e: finercut_model::Error| Error::Model(e.to_string());
+        let first = members
+            .first()
+            .ok_or_else(|| Error::Model("empty group of shared contexts".into()))?;
+        let base = self
             .model
-            .continuation_logits(&group.context, &group.continuations, &self.plan)
-            .map_err(|e| Error::Model(e.to_string()))?;
-        if rows.len() != group.continuations.len() {
-            return Err(Error::Model(format!(
-                "continuation_logits returned {} results for {} continuations",
-                rows.len(),
-                group.continuations.len()
-            )));
-        }
-        rows.iter()
-            .zip(&group.continuations)
-            .map(|(t, cont)| {
-                let data = t.as_slice_f32().map_err(|e| Error::Model(e.to_string()))?;
-                let vocab = t.shape().last().copied().unwrap_or(0);
-                if vocab == 0 || data.len() != cont.len() * vocab {
-                    return Err(Error::Model(format!(
-                        "continuation_logits returned shape {:?} for {} tokens",
-                        t.shape(),
-                        cont.len()
-                    )));
-                }
-                if let Some(&bad) = cont.iter().find(|&&c| c as usize >= vocab) {
-                    return Err(Error::Model(format!(
-                        "token {bad} outside a vocabulary of {vocab}"
-                    )));
-                }
-                let row = |i: usize| &data[i * vocab..(i + 1) * vocab];
-                Ok(continuation_score(
-                    cont,
-                    |i, tok| f64::from(row(i)[tok as usize]),
-                    |i| argmax(row(i)),
-                ))
+            .prefix_state(&first.context[..prefix], &self.plan)
+            .map_err(model_err)?;
+        members
+            .par_iter()
+            .map(|g| {
+                let rest = g.context.get(prefix..).ok_or_else(|| {
+                    Error::Model(format!(
+                        "context of {} tokens shorter than its shared prefix of {prefix}",
+                        g.context.len()
+                    ))
+                })?;
+                let own;
+                let state = if rest.is_empty() {
+                    &base
+                } else {
+                    own = self
+                        .model
+                        .extend_prefix(Some(&base), rest, &self.plan)
+                        .map_err(model_err)?;
+                    &own
+                };
+                let rows = self
+                    .model
+                    .continuation_logits_from(state, &g.continuations, &self.plan)
+                    .map_err(model_err)?;
+                score_rows(&rows, &g.continuations)
             })
             .collect()
     }
 }
 
+/// Scores continuations from their log-softmax rows (`[len, vocab]` each).
+fn score_rows(
+    rows: &[finercut_tensor::Tensor],
+    continuations: &[Vec<u32>],
+) -> Result<Vec<ContinuationScore>> {
+    if rows.len() != continuations.len() {
+        return Err(Error::Model(format!(
+            "continuation_logits returned {} results for {} continuations",
+            rows.len(),
+            continuations.len()
+        )));
+    }
+    rows.iter()
+        .zip(continuations)
+        .map(|(t, cont)| {
+            let data = t.as_slice_f32().map_err(|e| Error::Model(e.to_string()))?;
+            let vocab = t.shape().last().copied().unwrap_or(0);
+            if vocab == 0 || data.len() != cont.len() * vocab {
+                return Err(Error::Model(format!(
+                    "continuation_logits returned shape {:?} for {} tokens",
+                    t.shape(),
+                    cont.len()
+                )));
+            }
+            if let Some(&bad) = cont.iter().find(|&&c| c as usize >= vocab) {
+                return Err(Error::Model(format!(
+                    "token {bad} outside a vocabulary of {vocab}"
+                )));
+            }
+            let row = |i: usize| &data[i * vocab..(i + 1) * vocab];
+            Ok(continuation_score(
+                cont,
+                |i, tok| f64::from(row(i)[tok as usize]),
+                |i| argmax(row(i)),
+            ))
+        })
+        .collect()
+}
+
+/// Length of the longest common prefix of two token sequences.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Shortest token prefix that consecutive multi-continuation groups must share to run it once
+/// (MMLU's five-shot header is several hundred tokens; a few words in common are not worth a state).
+const MIN_SHARED_PREFIX: usize = 32;
+
+/// Clusters consecutive groups (indices into `groups`) whose contexts share at least
+/// [`MIN_SHARED_PREFIX`] tokens; returns `(shared prefix length, members)`. A group alone gets its
+/// whole context as the prefix.
+fn cluster_shared(groups: &[ScoreGroup], shared: &[usize]) -> Vec<(usize, Vec<usize>)> {
+    let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &i in shared {
+        let ctx = &groups[i].context;
+        if let Some((prefix, members)) = out.last_mut() {
+            let head = &groups[members[0]].context[..*prefix];
+            let l = common_prefix(head, ctx);
+            if l >= MIN_SHARED_PREFIX {
+                *prefix = l;
+                members.push(i);
+                continue;
+            }
+        }
+        out.push((ctx.len(), vec![i]));
+    }
+    out
+}
+
 /// A unit of parallel work: a stack of single-continuation groups of equal length, or one shared group.
 enum Work {
     Sequences(Vec<usize>),
-    Shared(usize),
+    /// Multi-continuation groups sharing a context prefix of the given length.
+    Shared(usize, Vec<usize>),
 }
 
 impl LanguageModel for ModelLm<'_> {
@@ -204,6 +279,7 @@ impl LanguageModel for ModelLm<'_> {
         let mut work = Vec::new();
         let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> =
             std::collections::BTreeMap::new();
+        let mut shared = Vec::new();
         for (i, g) in groups.iter().enumerate() {
             if g.continuations.len() == 1 {
                 by_len
@@ -211,9 +287,14 @@ impl LanguageModel for ModelLm<'_> {
                     .or_default()
                     .push(i);
             } else {
-                work.push(Work::Shared(i));
+                shared.push(i);
             }
         }
+        work.extend(
+            cluster_shared(groups, &shared)
+                .into_iter()
+                .map(|(prefix, members)| Work::Shared(prefix, members)),
+        );
         for (len, members) in by_len {
             let per_call = (LOGITS_BUDGET / (len * vocab).max(1)).max(1);
             work.extend(
@@ -225,7 +306,11 @@ impl LanguageModel for ModelLm<'_> {
         let done: Vec<Vec<(usize, Vec<ContinuationScore>)>> = work
             .par_iter()
             .map(|w| match w {
-                Work::Shared(i) => Ok(vec![(*i, self.score_shared(&groups[*i])?)]),
+                Work::Shared(prefix, members) => {
+                    let refs: Vec<&ScoreGroup> = members.iter().map(|&i| &groups[i]).collect();
+                    let scores = self.score_cluster(*prefix, &refs)?;
+                    Ok(members.iter().copied().zip(scores).collect())
+                }
                 Work::Sequences(members) => {
                     let refs: Vec<&ScoreGroup> = members.iter().map(|&i| &groups[i]).collect();
                     let scores = self.score_sequences(&refs)?;

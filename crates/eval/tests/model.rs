@@ -191,6 +191,23 @@ fn model_lm_scores_match_forward() {
                 continuations: vec![vec![31]],
             },
         ];
+        // Consecutive multi-continuation groups behind a shared 40-token header (one state for
+        // the header, one per context): a tail, no tail, a longer tail, then one sharing too
+        // little to join.
+        let header: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 25).collect();
+        let with_tail = |tail: &[u32]| header.iter().chain(tail).copied().collect::<Vec<u32>>();
+        let mut groups = groups;
+        for context in [
+            with_tail(&[5, 9]),
+            header.clone(),
+            with_tail(&[11, 12, 13, 14]),
+            header[..20].iter().chain(&[8, 8]).copied().collect(),
+        ] {
+            groups.push(ScoreGroup {
+                context,
+                continuations: vec![vec![9], vec![10, 11], vec![12]],
+            });
+        }
         let scores = lm.score(&groups).unwrap();
         for (g, group) in groups.iter().enumerate() {
             assert_eq!(scores[g].len(), group.continuations.len());

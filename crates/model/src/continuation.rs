@@ -9,6 +9,36 @@ use crate::model::CHUNK_ROWS;
 use crate::{Error, Model, Plan, Result};
 use finercut_tensor::Tensor;
 
+/// The state a model reaches after a token prefix under one plan: the keys and values of every
+/// attention sublayer, and the log-probabilities it predicts for the next token.
+///
+/// Built by [`Model::prefix_state`], grown by [`Model::extend_prefix`] (for example a few-shot
+/// header shared by many questions, then each question) and continued by
+/// [`Model::continuation_logits_from`].
+pub struct PrefixState {
+    tokens: usize,
+    plan: Plan,
+    kv: Vec<Option<Kv>>,
+    next: Tensor,
+}
+
+impl PrefixState {
+    /// Number of prefix tokens.
+    pub fn len(&self) -> usize {
+        self.tokens
+    }
+
+    /// Whether the prefix is empty (never: states are built from at least one token).
+    pub fn is_empty(&self) -> bool {
+        self.tokens == 0
+    }
+
+    /// Log-softmax `[1, vocab]` of the prediction after the prefix's last token.
+    pub fn next_logprobs(&self) -> &Tensor {
+        &self.next
+    }
+}
+
 impl Model {
     /// Shared-prefix scoring for evaluation: runs `prefix` once, then every suffix continuing it.
     ///
@@ -21,44 +51,93 @@ impl Model {
         suffixes: &[Vec<u32>],
         plan: &Plan,
     ) -> Result<Vec<Tensor>> {
-        if prefix.is_empty() {
-            return Err(Error::Input(
-                "continuation_logits needs a non-empty prefix".into(),
-            ));
-        }
-        self.check_ids(prefix)?;
         for s in suffixes {
             self.check_ids(s)?;
         }
-        self.check_plan(plan)?;
-        let (count, vocab, p) = (self.num_sublayers(), self.config.vocab_size, prefix.len());
+        let state = self.prefix_state(prefix, plan)?;
+        self.continuation_logits_from(&state, suffixes, plan)
+    }
 
-        // The prefix, once, keeping keys and values.
-        let mut x = self.embed_ids(prefix)?;
-        let mut cache: Vec<Option<Kv>> = (0..count).map(|_| None).collect();
-        let batch = Batch::uniform(1, p, 0);
-        for (s, slot) in cache.iter_mut().enumerate() {
+    /// Runs `prefix` (not empty) under `plan` and keeps its state.
+    pub fn prefix_state(&self, prefix: &[u32], plan: &Plan) -> Result<PrefixState> {
+        self.extend_prefix(None, prefix, plan)
+    }
+
+    /// The state after `base`'s prefix (none: the empty prefix) followed by `tokens` (not empty).
+    ///
+    /// Equal, up to float rounding, to [`Model::prefix_state`] of the whole token sequence; the
+    /// base's tokens are not run again.
+    pub fn extend_prefix(
+        &self,
+        base: Option<&PrefixState>,
+        tokens: &[u32],
+        plan: &Plan,
+    ) -> Result<PrefixState> {
+        if tokens.is_empty() {
+            return Err(Error::Input(
+                "a prefix state needs at least one new token".into(),
+            ));
+        }
+        self.check_ids(tokens)?;
+        self.check_plan(plan)?;
+        if let Some(b) = base {
+            check_state_plan(b, plan)?;
+        }
+        let count = self.num_sublayers();
+        let (p0, n) = (base.map_or(0, PrefixState::len), tokens.len());
+        let mut x = self.embed_ids(tokens)?;
+        let mut kv: Vec<Option<Kv>> = (0..count).map(|_| None).collect();
+        let batch = Batch {
+            seq_lens: vec![n],
+            positions: (p0..p0 + n).collect(),
+        };
+        for (s, slot) in kv.iter_mut().enumerate() {
             if plan.is_removed(s) {
                 continue;
             }
             let sub = &self.sublayers[s];
-            let mode = match sub.branch {
-                Branch::Attn(_) => KvMode::Store(slot),
-                Branch::Mlp(_) | Branch::Absent => KvMode::Plain,
+            let mode = match (&sub.branch, base) {
+                (Branch::Attn(_), None) => KvMode::Store(slot),
+                (Branch::Attn(_), Some(b)) => KvMode::Extend(
+                    b.kv[s]
+                        .as_ref()
+                        .ok_or_else(|| Error::Input(format!("no cached keys for sublayer {s}")))?,
+                    slot,
+                ),
+                (Branch::Mlp(_) | Branch::Absent, _) => KvMode::Plain,
             };
             sub.apply(
                 &mut [Part {
                     x: &mut x,
                     row: 0,
-                    rows: p,
+                    rows: n,
                 }],
                 &batch,
                 mode,
             )?;
         }
-        let first = self.logits(&x.slice_rows(p - 1, 1)?)?.log_softmax_last()?;
-        drop(x);
+        let next = self.logits(&x.slice_rows(n - 1, 1)?)?.log_softmax_last()?;
+        Ok(PrefixState {
+            tokens: p0 + n,
+            plan: plan.clone(),
+            kv,
+            next,
+        })
+    }
 
+    /// [`Model::continuation_logits`] from a stored prefix state (computed under the same `plan`).
+    pub fn continuation_logits_from(
+        &self,
+        state: &PrefixState,
+        suffixes: &[Vec<u32>],
+        plan: &Plan,
+    ) -> Result<Vec<Tensor>> {
+        for s in suffixes {
+            self.check_ids(s)?;
+        }
+        self.check_plan(plan)?;
+        check_state_plan(state, plan)?;
+        let (vocab, p) = (self.config.vocab_size, state.len());
         let mut out: Vec<Tensor> = Vec::with_capacity(suffixes.len());
         let mut start = 0;
         while start < suffixes.len() {
@@ -71,7 +150,7 @@ impl Model {
             }
             let group = &suffixes[start..end];
             let logp = if rows > 0 {
-                Some(self.continue_group(group, p, &cache, plan)?)
+                Some(self.continue_group(group, p, &state.kv, plan)?)
             } else {
                 None
             };
@@ -80,7 +159,7 @@ impl Model {
                 let m = s.len();
                 let mut t = Tensor::zeros(&[m, vocab], &self.device)?;
                 if m > 0 {
-                    t.copy_rows_from(0, &first, 0, 1)?;
+                    t.copy_rows_from(0, &state.next, 0, 1)?;
                     if let Some(l) = &logp {
                         t.copy_rows_from(1, l, off, m - 1)?;
                     }
@@ -147,4 +226,16 @@ impl Model {
         drop(y);
         Ok(self.logits(&sel)?.log_softmax_last()?)
     }
+}
+
+/// A state is only valid under the plan it was computed with.
+fn check_state_plan(state: &PrefixState, plan: &Plan) -> Result<()> {
+    if &state.plan != plan {
+        return Err(Error::Input(format!(
+            "prefix state computed with {} removed sublayers used under a plan with {}",
+            state.plan.len(),
+            plan.len()
+        )));
+    }
+    Ok(())
 }

@@ -122,6 +122,9 @@ pub(crate) enum KvMode<'a> {
     Store(&'a mut Option<Kv>),
     /// Every sequence continues the prefix whose keys and values are given.
     Continue(&'a Kv),
+    /// The batch's single sequence continues the given prefix; keep the keys and values of the
+    /// prefix followed by its own.
+    Extend(&'a Kv, &'a mut Option<Kv>),
 }
 
 /// Self-attention with grouped-query heads and RoPE (optionally Qwen2 biases, Gemma QK-norm).
@@ -159,6 +162,18 @@ impl Attention {
             KvMode::Continue((pk, pv)) => {
                 causal_attention_with_prefix(&q, &k, &v, &batch.seq_lens, pk, pv, &self.spec)?
             }
+            KvMode::Extend((pk, pv), slot) => {
+                if batch.seq_lens.len() != 1 {
+                    return Err(Error::Input(format!(
+                        "extending cached keys needs one sequence, got {}",
+                        batch.seq_lens.len()
+                    )));
+                }
+                let a =
+                    causal_attention_with_prefix(&q, &k, &v, &batch.seq_lens, pk, pv, &self.spec)?;
+                *slot = Some((append_rows(pk, &k)?, append_rows(pv, &v)?));
+                a
+            }
         };
         self.o.forward(&a)
     }
@@ -171,6 +186,14 @@ impl Attention {
             + self.q_norm.as_ref().map_or(0, RmsNorm::param_count)
             + self.k_norm.as_ref().map_or(0, RmsNorm::param_count)
     }
+}
+
+/// The rows of `a` followed by those of `b` (same column count).
+fn append_rows(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let mut out = Tensor::empty(&[a.rows() + b.rows(), a.cols()], &a.device())?;
+    out.copy_rows_from(0, a, 0, a.rows())?;
+    out.copy_rows_from(a.rows(), b, 0, b.rows())?;
+    Ok(out)
 }
 
 /// RMSNorm of every head vector of `x` (`[rows, heads·head_dim]`).

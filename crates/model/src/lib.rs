@@ -82,6 +82,7 @@ mod plan;
 mod stream;
 mod weights;
 
+pub use continuation::PrefixState;
 pub use error::{Error, Result};
 pub use model::Model;
 pub use plan::{Plan, SublayerId, SublayerKind};

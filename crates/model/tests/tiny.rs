@@ -177,6 +177,37 @@ proptest! {
             assert_close_f32(out.as_slice_f32().unwrap(), rows, 1e-5, "continuation");
         }
     }
+
+    #[test]
+    fn extended_prefix_states_equal_one_prefix(
+        head_len in 1usize..7,
+        rest_len in 1usize..6,
+        lens in proptest::collection::vec(1usize..5, 1..4),
+        mask in 0u8..64,
+        seed in 0u64..1000,
+    ) {
+        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3][seed as usize % 3];
+        let model = load(&Tiny::new(arch, seed));
+        let plan = plan_from_mask(mask);
+        let head = tokens(1, head_len, seed).remove(0);
+        let rest = tokens(1, rest_len, seed + 7).remove(0);
+        let whole: Vec<u32> = head.iter().chain(&rest).copied().collect();
+        let suffixes: Vec<Vec<u32>> = lens.iter().enumerate().map(|(i, &m)| tokens(1, m, seed + 20 + i as u64).remove(0)).collect();
+        let base = model.prefix_state(&head, &plan).unwrap();
+        let grown = model.extend_prefix(Some(&base), &rest, &plan).unwrap();
+        prop_assert_eq!(grown.len(), head_len + rest_len);
+        let got = model.continuation_logits_from(&grown, &suffixes, &plan).unwrap();
+        let want = model.continuation_logits(&whole, &suffixes, &plan).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            prop_assert_eq!(g.shape(), w.shape());
+            assert_close_f32(g.as_slice_f32().unwrap(), w.as_slice_f32().unwrap(), 1e-5, "extended prefix");
+        }
+        // A state only continues under the plan it was computed with.
+        let other = if plan.is_removed(0) { Plan::dense() } else { plan.with([0]) };
+        prop_assert!(model.continuation_logits_from(&grown, &suffixes, &other).is_err());
+        prop_assert!(model.extend_prefix(Some(&base), &rest, &other).is_err());
+        prop_assert!(model.extend_prefix(Some(&base), &[], &plan).is_err());
+    }
 }
 
 #[test]
