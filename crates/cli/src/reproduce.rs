@@ -355,7 +355,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let t_all = Instant::now();
     let model_path = if args.smoke {
         let dir = args.out.join("smoke-model");
-        crate::tiny::write_tiny_model(&dir, &crate::tiny::TinySpec::default())?;
+        // Six blocks: 25% of 12 sublayers is 3, odd as for SmolLM2's 60, so the block methods'
+        // rounding down to whole blocks is exercised.
+        let spec = crate::tiny::TinySpec {
+            blocks: 6,
+            ..crate::tiny::TinySpec::default()
+        };
+        crate::tiny::write_tiny_model(&dir, &spec)?;
         dir
     } else {
         common::model_path(&args.model)?

@@ -18,7 +18,9 @@
 //!   sublayers, each candidate's logits streamed to a sink in row chunks ([`StreamStats`] counts the
 //!   work in forward-equivalents).
 //! - [`Model::continuation_logits`]: a shared prefix run once, many continuations scored against its
-//!   cached keys and values.
+//!   cached keys and values; [`PrefixState`] keeps such a prefix's state so that it can be grown
+//!   ([`Model::extend_prefix`], e.g. a few-shot header, then each question) and continued
+//!   ([`Model::continuation_logits_from`]).
 //!
 //! # Design
 //!

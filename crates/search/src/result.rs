@@ -187,7 +187,14 @@ impl SearchResult {
             count += size;
             units.push(step.unit);
         }
-        if count == k {
+        // Whole blocks remove sublayers two at a time: a run that stopped at an odd `k` stopped at
+        // `k - 1`.
+        let reachable = if self.settings.level == crate::Level::Block {
+            k - k % 2
+        } else {
+            k
+        };
+        if count == reachable {
             Ok(units)
         } else if self.exhausted {
             Err(Error::RatioBeyondLevel {
@@ -465,6 +472,15 @@ mod tests {
         // 8 sublayers: ratio 0.375 → 3 sublayers → one block.
         assert_eq!(r.units_for_ratio(0.375).unwrap(), vec![Unit::Block(2)]);
         assert_eq!(r.plan_for_ratio(0.5).unwrap(), BTreeSet::from([2, 3, 4, 5]));
+        // A greedy block run that stopped where the ratio asked (SLEB at 0.25 of 8 sublayers
+        // on a 4-block model stops after one block; 0.375 asks for 3, reachable as 2).
+        r.steps.truncate(1);
+        assert_eq!(r.units_for_ratio(0.375).unwrap(), vec![Unit::Block(2)]);
+        assert_eq!(r.units_for_ratio(0.25).unwrap(), vec![Unit::Block(2)]);
+        assert!(matches!(
+            r.units_for_ratio(0.5),
+            Err(Error::RatioNotCovered { .. })
+        ));
     }
 
     #[test]
