@@ -63,6 +63,9 @@ enum Command {
         /// Seed of the random weights.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Number of decoder blocks.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        blocks: u32,
     },
 }
 
@@ -78,10 +81,11 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => evaluate::main(args),
         Command::Reproduce(args) => reproduce::main(args),
         Command::Speed(args) => speed::main(args),
-        Command::MakeTiny { dir, seed } => tiny::write_tiny_model(
+        Command::MakeTiny { dir, seed, blocks } => tiny::write_tiny_model(
             &dir,
             &tiny::TinySpec {
                 seed,
+                blocks: blocks as usize,
                 ..tiny::TinySpec::default()
             },
         ),

@@ -677,7 +677,8 @@ fn figure3(ctx: &mut Ctx) -> anyhow::Result<()> {
                     p
                 }
             };
-            points.push((r * 100.0, ppl));
+            // Rounded so that 0.3 × 100 is written as 30, not 30.000000000000004.
+            points.push(((r * 100.0 * 1e6).round() / 1e6, ppl));
         }
         series.push(plots::MethodCurve {
             method: label.to_owned(),

@@ -315,3 +315,103 @@ fn finercut_tiny_seed(dir: &Path, seed: u64) {
         &seed.to_string(),
     ]);
 }
+
+/// A search killed with SIGKILL in the middle and continued with `--resume` ends with the result of
+/// an uninterrupted run (the checkpoint is rewritten atomically after every step).
+#[test]
+fn prune_resumes_after_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = d.join("tiny12");
+    ok(&[
+        "make-tiny",
+        model.to_str().expect("utf-8"),
+        "--blocks",
+        "12",
+    ]);
+    let text = d.join("calib.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(80),
+    )
+    .expect("write");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "prune",
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--calib",
+            text.to_str().expect("utf-8"),
+            "--samples",
+            "16",
+            "--seq-len",
+            "64",
+            "--to-end",
+            "--threads",
+            "1",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // What a result says, without wall times.
+    let steps = |path: &Path| -> Vec<serde_json::Value> {
+        let mut v = json(path)["steps"].as_array().cloned().unwrap_or_default();
+        for s in &mut v {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("wall_s");
+            }
+        }
+        v
+    };
+
+    let whole = d.join("whole.json");
+    let a = args(&whole);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let want = steps(&whole);
+    assert_eq!(want.len(), 24);
+
+    let killed = d.join("killed.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_finercut"))
+        .args(args(&killed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn finercut");
+    let t0 = std::time::Instant::now();
+    let done_before_kill = loop {
+        if child.try_wait().expect("wait").is_some() {
+            break true;
+        }
+        let written = std::fs::read_to_string(&killed)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["steps"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if written >= 2 {
+            // `Child::kill` is SIGKILL on Unix: no chance to clean up.
+            child.kill().expect("kill");
+            child.wait().expect("reap");
+            break false;
+        }
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(
+        !done_before_kill,
+        "the run finished before it could be killed"
+    );
+    let partial = steps(&killed);
+    assert!(
+        partial.len() >= 2 && partial.len() < want.len(),
+        "{}",
+        partial.len()
+    );
+    assert_eq!(partial[..], want[..partial.len()]);
+
+    let mut resume = args(&killed);
+    resume.push("--resume".into());
+    ok(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(steps(&killed), want);
+}
