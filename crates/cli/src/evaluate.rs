@@ -55,11 +55,22 @@ pub fn evaluate_plan(
             "{prefix:>14} [{bar:30}] {pos}/{len} continuations {per_sec} eta {eta}",
         )
     });
+    // Without a terminal (a log file) the bar is hidden: a line per finished task instead.
+    let plain = show_progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
     let report = evaluate_with(&lm, tasks, options, &mut |p| {
         if let Some(bar) = &bar {
             bar.set_prefix(p.task.to_string());
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
+        }
+        if plain && p.done == p.total {
+            eprintln!(
+                "[{:>7.1}s] {}: {} continuations scored",
+                t0.elapsed().as_secs_f64(),
+                p.task,
+                p.total
+            );
         }
     })?;
     if let Some(bar) = bar {
