@@ -88,6 +88,24 @@ pub mod blas {
     use crate::cpu::gemm::{self, BLayout, Gemm};
     use crate::Result;
 
+    /// A packed, row-major, non-accumulating product of `b`'s layout.
+    fn packed(m: usize, n: usize, k: usize, b_layout: BLayout) -> Gemm {
+        Gemm {
+            alpha: 1.0,
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: match b_layout {
+                BLayout::NxK => k,
+                BLayout::KxN => n,
+            },
+            ldc: n,
+            b_layout,
+            accumulate: false,
+        }
+    }
+
     /// `c[m×n] = a[m×k] · bᵀ` where `b` is `[n, k]` (all row-major, packed): the linear-layer product.
     pub fn sgemm_nt(
         m: usize,
@@ -97,22 +115,7 @@ pub mod blas {
         b: &[f32],
         c: &mut [f32],
     ) -> Result<()> {
-        gemm::sgemm(
-            Gemm {
-                alpha: 1.0,
-                m,
-                n,
-                k,
-                lda: k,
-                ldb: k,
-                ldc: n,
-                b_layout: BLayout::NxK,
-                accumulate: false,
-            },
-            a,
-            b,
-            c,
-        )
+        gemm::sgemm(packed(m, n, k, BLayout::NxK), a, b, c)
     }
 
     /// `c[m×n] = a[m×k] · b[k×n]` (all row-major, packed).
@@ -124,21 +127,6 @@ pub mod blas {
         b: &[f32],
         c: &mut [f32],
     ) -> Result<()> {
-        gemm::sgemm(
-            Gemm {
-                alpha: 1.0,
-                m,
-                n,
-                k,
-                lda: k,
-                ldb: n,
-                ldc: n,
-                b_layout: BLayout::KxN,
-                accumulate: false,
-            },
-            a,
-            b,
-            c,
-        )
+        gemm::sgemm(packed(m, n, k, BLayout::KxN), a, b, c)
     }
 }

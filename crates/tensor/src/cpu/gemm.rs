@@ -100,11 +100,12 @@ impl Gemm {
     }
 }
 
-/// Runs `g` on the given buffers (checked against the dimensions first).
-pub(crate) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+/// Checks `g` against the buffers and handles the products with nothing to multiply (an empty
+/// output, or `k = 0`: `c` becomes zero unless accumulating). Returns whether `c` is final.
+fn check_or_trivial(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<bool> {
     g.check(a, b, c)?;
     if g.m == 0 || g.n == 0 {
-        return Ok(());
+        return Ok(true);
     }
     if g.k == 0 {
         if !g.accumulate {
@@ -112,27 +113,24 @@ pub(crate) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> 
                 c[r * g.ldc..r * g.ldc + g.n].fill(0.0);
             }
         }
-        return Ok(());
+        return Ok(true);
     }
-    backend::sgemm(g, a, b, c);
+    Ok(false)
+}
+
+/// Runs `g` on the given buffers (checked against the dimensions first).
+pub(crate) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+    if !check_or_trivial(&g, a, b, c)? {
+        backend::sgemm(g, a, b, c);
+    }
     Ok(())
 }
 
 /// Runs `g` as one call on the current thread (for small products inside parallel tasks).
 pub(crate) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
-    g.check(a, b, c)?;
-    if g.m == 0 || g.n == 0 {
-        return Ok(());
+    if !check_or_trivial(&g, a, b, c)? {
+        backend::sgemm_serial(g, a, b, c);
     }
-    if g.k == 0 {
-        if !g.accumulate {
-            for r in 0..g.m {
-                c[r * g.ldc..r * g.ldc + g.n].fill(0.0);
-            }
-        }
-        return Ok(());
-    }
-    backend::sgemm_serial(g, a, b, c);
     Ok(())
 }
 
