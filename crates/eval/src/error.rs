@@ -84,5 +84,19 @@ impl Error {
     }
 }
 
+/// Errors of the model under evaluation (bad ids, a plan or state that does not fit) are the
+/// language model's.
+impl From<finercut_model::Error> for Error {
+    fn from(e: finercut_model::Error) -> Self {
+        Error::Model(e.to_string())
+    }
+}
+
+impl From<finercut_tensor::Error> for Error {
+    fn from(e: finercut_tensor::Error) -> Self {
+        Error::Model(e.to_string())
+    }
+}
+
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;

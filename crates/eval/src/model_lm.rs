@@ -88,13 +88,8 @@ impl<'a> ModelLm<'a> {
             })
             .collect();
         let t = inputs[0].len();
-        let logits = self
-            .model
-            .forward(&inputs, &self.plan)
-            .map_err(|e| Error::Model(e.to_string()))?;
-        let data = logits
-            .as_slice_f32()
-            .map_err(|e| Error::Model(e.to_string()))?;
+        let logits = self.model.forward(&inputs, &self.plan)?;
+        let data = logits.as_slice_f32()?;
         let vocab = logits.shape().last().copied().unwrap_or(0);
         if data.len() != inputs.len() * t * vocab || vocab == 0 {
             return Err(Error::Model(format!(
@@ -130,14 +125,12 @@ impl<'a> ModelLm<'a> {
         prefix: usize,
         members: &[&ScoreGroup],
     ) -> Result<Vec<Vec<ContinuationScore>>> {
-        let model_err = |e: finercut_model::Error| Error::Model(e.to_string());
         let first = members
             .first()
             .ok_or_else(|| Error::Model("empty group of shared contexts".into()))?;
         let base = self
             .model
-            .prefix_state(&first.context[..prefix], &self.plan)
-            .map_err(model_err)?;
+            .prefix_state(&first.context[..prefix], &self.plan)?;
         members
             .par_iter()
             .map(|g| {
@@ -151,16 +144,12 @@ impl<'a> ModelLm<'a> {
                 let state = if rest.is_empty() {
                     &base
                 } else {
-                    own = self
-                        .model
-                        .extend_prefix(Some(&base), rest, &self.plan)
-                        .map_err(model_err)?;
+                    own = self.model.extend_prefix(Some(&base), rest, &self.plan)?;
                     &own
                 };
-                let rows = self
-                    .model
-                    .continuation_logits_from(state, &g.continuations, &self.plan)
-                    .map_err(model_err)?;
+                let rows =
+                    self.model
+                        .continuation_logits_from(state, &g.continuations, &self.plan)?;
                 score_rows(&rows, &g.continuations)
             })
             .collect()
@@ -182,7 +171,7 @@ fn score_rows(
     rows.iter()
         .zip(continuations)
         .map(|(t, cont)| {
-            let data = t.as_slice_f32().map_err(|e| Error::Model(e.to_string()))?;
+            let data = t.as_slice_f32()?;
             let vocab = t.shape().last().copied().unwrap_or(0);
             if vocab == 0 || data.len() != cont.len() * vocab {
                 return Err(Error::Model(format!(
