@@ -15,24 +15,6 @@ pub struct GgufBuilder {
     pub tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
 }
 
-fn type_id(v: &Value) -> u32 {
-    match v {
-        Value::U8(_) => 0,
-        Value::I8(_) => 1,
-        Value::U16(_) => 2,
-        Value::I16(_) => 3,
-        Value::U32(_) => 4,
-        Value::I32(_) => 5,
-        Value::F32(_) => 6,
-        Value::Bool(_) => 7,
-        Value::String(_) => 8,
-        Value::Array(..) => 9,
-        Value::U64(_) => 10,
-        Value::I64(_) => 11,
-        Value::F64(_) => 12,
-    }
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -111,7 +93,7 @@ impl GgufBuilder {
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         for (k, v) in &meta {
             put_str(&mut out, k);
-            out.extend_from_slice(&type_id(v).to_le_bytes());
+            out.extend_from_slice(&v.gguf_type().to_le_bytes());
             put_value(&mut out, v);
         }
         let align = |n: u64| n.div_ceil(self.alignment) * self.alignment;

@@ -126,7 +126,12 @@ impl Value {
 
     /// The GGUF type name (`u32`, `string`, `array`, …).
     pub fn type_name(&self) -> &'static str {
-        type_name(match self {
+        type_name(self.gguf_type())
+    }
+
+    /// The GGUF value type id as stored in the file (`gguf_type`: 0 = u8 … 12 = f64).
+    pub fn gguf_type(&self) -> u32 {
+        match self {
             Value::U8(_) => 0,
             Value::I8(_) => 1,
             Value::U16(_) => 2,
@@ -140,7 +145,7 @@ impl Value {
             Value::U64(_) => 10,
             Value::I64(_) => 11,
             Value::F64(_) => 12,
-        })
+        }
     }
 }
 
