@@ -148,6 +148,18 @@ pub fn check_plan_matches(
     Ok(())
 }
 
+/// The text of `--text` or `--calib` and how to name it: the file given (read by [`read_text`]) or,
+/// without one, the WikiText-2 raw test split built into the binary.
+pub fn text_or_wikitext2(path: Option<&Path>) -> anyhow::Result<(String, String)> {
+    match path {
+        Some(path) => Ok((read_text(path)?, path.display().to_string())),
+        None => Ok((
+            finercut_eval::WIKITEXT2_TEST.to_owned(),
+            finercut_eval::WIKITEXT2_TEST_ORIGIN.to_owned(),
+        )),
+    }
+}
+
 /// Reads calibration or evaluation text: a plain text file as it is, or a JSONL file whose
 /// records' `text` fields are joined with blank lines.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
@@ -255,7 +267,7 @@ pub fn init_threads(threads: Option<usize>) -> anyhow::Result<usize> {
 pub fn calibration(
     tokenizer: &finercut_format::Tokenizer,
     text: &str,
-    origin: &Path,
+    origin: &str,
     samples: usize,
     seq_len: usize,
     offset: usize,
@@ -267,12 +279,11 @@ pub fn calibration(
     }
     let ids = tokenizer
         .encode(text, false)
-        .with_context(|| format!("cannot tokenize {}", origin.display()))?;
+        .with_context(|| format!("cannot tokenize {origin}"))?;
     let need = offset + samples * seq_len;
     if ids.len() < need {
         bail!(
-            "{} has {} tokens; {samples} samples × {seq_len} tokens from offset {offset} need {need}",
-            origin.display(),
+            "{origin} has {} tokens; {samples} samples × {seq_len} tokens from offset {offset} need {need}",
             ids.len()
         );
     }

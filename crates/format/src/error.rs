@@ -18,6 +18,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file that `cargo xtask fetch` downloads is absent (see [`crate::cache::check_downloaded`]).
+    #[error(
+        "{} not found: run `cargo xtask fetch` to download it (or set {}=1 to skip the tests that need it)",
+        path.display(),
+        crate::cache::SKIP_DOWNLOADED_TESTS
+    )]
+    MissingDownload {
+        /// The file or directory that should be there.
+        path: PathBuf,
+    },
+
     /// A file whose contents do not follow its format (truncated, inconsistent, malformed).
     #[error("{}: {msg}", path.display())]
     Malformed {

@@ -23,7 +23,7 @@
 //! tokenisations agree except where whitespace precedes a digit after a line break (`"\r\n 1"`:
 //! `čĊĠ`,`1` here, `čĊ`,`Ġ`,`1` in transformers) or on non-ASCII numerals such as `½`; on
 //! WikiText-2 test the first difference is at token 66,531, and this crate reproduces the golden
-//! `smollm` tokenisation (304,830 ids, same SHA-256) exactly (`../shared/golden/README.md`; tested).
+//! `smollm` tokenisation (304,830 ids, same SHA-256) exactly (`data/golden/README.md`; tested).
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! Test helpers: a small GGUF writer, GPT-2's byte-to-unicode table, paths of shared test data.
+//! Test helpers: a small GGUF writer, GPT-2's byte-to-unicode table, the repository's data directory.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use finercut_format::GgmlType;
 use half::f16;
 use rand::Rng;
 
-/// Builds GGUF files in memory (test-only; follows `docs/gguf.md` independently of the reader).
+/// Builds GGUF files in memory (test-only; follows `docs/GGUF.md` independently of the reader).
 pub struct GgufBuilder {
     pub version: u32,
     pub alignment: u64,
@@ -148,23 +148,7 @@ pub fn bytes_to_unicode() -> Vec<char> {
         .collect()
 }
 
-/// `../shared` next to the repository (golden outputs, WikiText), or `$FINERCUT_SHARED`.
-pub fn shared_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FINERCUT_SHARED").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
-/// Returns the path when it exists, else prints the skip line and returns `None`.
-pub fn require(path: PathBuf) -> Option<PathBuf> {
-    if path.exists() {
-        Some(path)
-    } else {
-        println!(
-            "skipping: {} not found; run cargo xtask fetch",
-            path.display()
-        );
-        None
-    }
+/// The repository's `data/` directory (vendored WikiText-2 text, golden outputs).
+pub fn repo_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data")
 }

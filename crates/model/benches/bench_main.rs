@@ -1,4 +1,5 @@
-//! Criterion benchmarks of `finercut-model` on SmolLM2-135M (skipped when the model file is absent).
+//! Criterion benchmarks of `finercut-model` on SmolLM2-135M (fetched by `cargo xtask fetch`; see
+//! `benchmarks::smollm2` for what happens when it is absent).
 
 mod benchmarks;
 

@@ -1,5 +1,5 @@
 //! Parity with Hugging Face transformers on SmolLM2-135M-Instruct (the golden files in
-//! `../shared/golden`, produced in float32 on the CPU): top-10 logits and log-sum-exp at every position
+//! `data/golden`, produced in float32 on the CPU): top-10 logits and log-sum-exp at every position
 //! of three prompts, and all 49,152 logits at the last position of prompt 1. Tolerance 1e-3 (transformers'
 //! own `sdpa` and `eager` attention differ by up to 1.4e-4).
 
@@ -10,31 +10,18 @@ use std::path::{Path, PathBuf};
 
 const TOL: f64 = 1e-3;
 
+/// The golden files committed to the repository (`data/golden/README.md` says how they were made).
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden")
 }
 
-/// The model and golden directory, or `None` (with the one-line notice) when a file is absent.
+/// The model and golden directory; `None` only when the model is absent and
+/// `FINERCUT_SKIP_DOWNLOADED_TESTS` is set (otherwise an absent model fails the test).
 fn setup() -> Option<(Model, PathBuf)> {
-    let path = cache::default_model_path();
-    if !path.exists() {
-        println!(
-            "skipping: {} not found; run cargo xtask fetch",
-            path.display()
-        );
-        return None;
-    }
-    let golden = golden_dir();
-    if !golden.join("smollm2_logits_prompts.json").exists() {
-        println!(
-            "skipping: {} not found",
-            golden.join("smollm2_logits_prompts.json").display()
-        );
-        return None;
-    }
+    let path = cache::require_downloaded(cache::default_model_path())?;
     let ckpt = Checkpoint::open(&path).unwrap();
     let model = Model::load(&ckpt.config, ckpt.weights.as_ref(), &Device::Cpu).unwrap();
-    Some((model, golden))
+    Some((model, golden_dir()))
 }
 
 /// The `f32` array of a little-endian `.npy` file (format 1.0 or 2.0, C order).
