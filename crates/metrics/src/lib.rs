@@ -1,7 +1,7 @@
 //! Divergences between next-token distributions and similarities of hidden states.
 //!
 //! FinerCut scores a pruned model by how far its final logits move away from the dense model's
-//! logits on a calibration set (design.md §1).
+//! logits on a calibration set (`docs/DESIGN.md`, Metrics).
 //! This crate holds those scores and nothing else: it knows rows of `f32` logits, not models.
 //!
 //! Key types:

@@ -18,7 +18,7 @@ pub enum Metric {
     Js,
     /// The reference code's `js_divergence`: `½[KL(M‖P) + KL(M‖Q)]` as PyTorch's
     /// `kl_div(log_softmax(x), M, reduction="mean")` computes it, i.e. the sum over every element
-    /// divided by rows × vocabulary (design.md §1).
+    /// divided by rows × vocabulary (`docs/DESIGN.md`, `js-reference` is not textbook JS).
     /// The reference configurations behind the paper's tables use this variant
     /// (`js_divergence`), so reproductions of those tables should select it.
     JsReference,

@@ -27,8 +27,8 @@
 //! The sublayers are data (`Vec` of norm + [`SublayerKind`] branch), not a hard-coded block: the one
 //! forward path skips what the plan removes, and the same per-sublayer step serves the dense forward,
 //! resuming from a trace, and the candidate streams, which batch the rows of many streams into one GEMM
-//! per weight (design.md §2). This crate does no file I/O: weights come through `TensorSource`, and
-//! aligned `f32` weights are used in place from the memory map.
+//! per weight (`docs/DESIGN.md`, The cost of the search). This crate does no file I/O: weights come
+//! through `TensorSource`, and aligned `f32` weights are used in place from the memory map.
 //!
 //! Work is cut into batches of whole sequences of at most 8192 rows and LM-head chunks of
 //! [`HEAD_ROWS`] rows, sizes fixed by the shapes: like the tensor kernels, results do not depend on the

@@ -1,4 +1,5 @@
-//! Candidate-batched streaming evaluation (design.md §2, points 1-3).
+//! Candidate-batched streaming evaluation (`docs/DESIGN.md`, The cost of the search,
+//! points 1-3).
 //!
 //! One greedy step must score every candidate `c`: the model with `base ∪ c` removed. The reference
 //! re-runs the full model per candidate, zeroing the branch. Here:
@@ -36,9 +37,10 @@ pub struct StreamStats {
 pub type Sink<'a> = dyn FnMut(usize, usize, &[f32]) -> Result<()> + Send + 'a;
 
 impl Model {
-    /// Candidate-batched streaming evaluation (design.md §2): for each candidate (sublayer indices to
-    /// remove in addition to `base`), the logits of the model `base ∪ candidate`, delivered in chunks
-    /// of rows so that no candidate's full logits are ever materialised.
+    /// Candidate-batched streaming evaluation (`docs/DESIGN.md`, The cost of the search): for each
+    /// candidate (sublayer indices to remove in addition to `base`), the logits of the model
+    /// `base ∪ candidate`, delivered in chunks of rows so that no candidate's full logits are ever
+    /// materialised.
     ///
     /// Calls `sink(candidate_index, first_row, rows)` where `rows` holds `nrows × vocab` logits; rows
     /// are the flattened (sequence, position) pairs in order, and candidates come one after another in

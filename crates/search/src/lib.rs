@@ -1,9 +1,9 @@
 //! Greedy FinerCut sublayer search, baselines, result files and checkpoints.
 //!
-//! FinerCut (design.md §1) removes, one step at a time, the attention or FFN sublayer whose
-//! removal moves the model's final logits least from the dense model's; one run yields every
-//! pruning ratio. This crate runs that search and the baselines the paper compares against
-//! (ShortGPT, DeeperLayers, SLEB, BlockPruner, one-shot FinerCut, random), writes results and
+//! FinerCut (`docs/DESIGN.md`, The search) removes, one step at a time, the attention or FFN
+//! sublayer whose removal moves the model's final logits least from the dense model's; one run
+//! yields every pruning ratio. This crate runs that search and the baselines the paper compares
+//! against (ShortGPT, DeeperLayers, SLEB, BlockPruner, one-shot FinerCut, random), writes results and
 //! atomic checkpoints, resumes interrupted runs, and turns results into plans, export lists and
 //! the Figure-4 grid.
 //!

@@ -2,8 +2,9 @@
 //! crate that touches the model.
 //!
 //! - [`StreamingScorer`]: one candidate-batched streaming pass per step
-//!   (`Model::stream_candidates`, design.md §2); logits arrive in chunks of rows and go straight
-//!   into one [`Accumulator`] per candidate, so no candidate's logits are ever materialised.
+//!   (`Model::stream_candidates`, `docs/DESIGN.md`, The cost of the search); logits arrive in
+//!   chunks of rows and go straight into one [`Accumulator`] per candidate, so no candidate's
+//!   logits are ever materialised.
 //! - [`NaiveScorer`]: the reference procedure, one full `Model::forward` per candidate; slow,
 //!   kept to check the streaming scorer (same removal order and scores).
 //! - [`ModelHiddenStates`]: dense block-boundary states from `Model::trace` for ShortGPT and
@@ -66,8 +67,8 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
     ))
 }
 
-/// Candidate-batched streaming scorer (design.md §2): exact, and about half a forward per
-/// candidate.
+/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and about
+/// half a forward per candidate.
 pub struct StreamingScorer<'m> {
     model: &'m Model,
     tokens: Vec<Vec<u32>>,

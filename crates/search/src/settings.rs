@@ -12,8 +12,8 @@ use crate::{Error, Level, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Greedy FinerCut (design.md §1): each step removes the unit whose removal moves the
-    /// final logits least from the dense model's.
+    /// Greedy FinerCut (`docs/DESIGN.md`, The search): each step removes the unit whose removal
+    /// moves the final logits least from the dense model's.
     Finercut,
     /// One-shot FinerCut: every unit scored once against the dense model, removed in that order.
     FinercutOneshot,
@@ -183,8 +183,8 @@ pub struct Settings {
     pub level: Level,
     /// When to stop.
     pub stop: Stop,
-    /// FinerCut's front exclusion `x` (design.md §1): the first `⌊2L·x/2⌋+1` blocks are not
-    /// candidates until `⌊2L·x⌋+1` sublayers are removed. `None`: off.
+    /// FinerCut's front exclusion `x` (`docs/DESIGN.md`, Front exclusion): the first
+    /// `⌊2L·x/2⌋+1` blocks are not candidates until `⌊2L·x⌋+1` sublayers are removed. `None`: off.
     pub front_exclusion: Option<f64>,
     /// Number of calibration sequences.
     pub samples: usize,

@@ -16,7 +16,7 @@
 //! # Design
 //!
 //! The public `Tensor` is not generic over a backend: its storage is an enum over devices dispatched with
-//! `match` (candle's shape; see docs/style.md §2), which keeps device choice a run-time matter and
+//! `match` (candle's shape; see `docs/STYLE.md`), which keeps device choice a run-time matter and
 //! keeps monomorphisation inside this crate. Operands on different devices give
 //! [`Error::DeviceMismatch`].
 //!

@@ -1,4 +1,4 @@
-//! Tensor storage: one enum over devices, dispatched with `match` (the candle shape, docs/style.md §2).
+//! Tensor storage: one enum over devices, dispatched with `match` (the candle shape, `docs/STYLE.md`).
 
 use crate::cpu::pool;
 use crate::device::CudaStorage;

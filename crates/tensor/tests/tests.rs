@@ -1,6 +1,6 @@
 //! Integration tests of `finercut-tensor`: every kernel against a plain `f64` reference on random inputs.
 
-#![allow(clippy::unwrap_used)] // Tests may unwrap (docs/style.md).
+#![allow(clippy::unwrap_used)] // Tests may unwrap (`docs/STYLE.md`).
 
 mod construct;
 mod kernels;

@@ -1,6 +1,6 @@
 //! GGUF files (versions 2 and 3): header, metadata, tensor infos and memory-mapped tensor data.
 //!
-//! Layout (ggml `docs/gguf.md`), all little-endian:
+//! Layout (`docs/GGUF.md`, after ggml's specification), all little-endian:
 //! `"GGUF"`, `u32 version`, `u64 tensor_count`, `u64 metadata_kv_count`, the metadata
 //! (`string key`, `u32 value_type`, value), the tensor infos (`string name`, `u32 n_dims`,
 //! `u64 ne[n_dims]`, `u32 ggml_type`, `u64 offset`), padding to `general.alignment` (default 32),

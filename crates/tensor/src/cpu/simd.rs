@@ -1,6 +1,6 @@
 //! Vector-friendly scalar kernels and run-time dispatch to AVX2/FMA code.
 //!
-//! The crate is compiled for the baseline target (no `-C target-cpu=native`, see docs/style.md §10), so
+//! The crate is compiled for the baseline target (no `-C target-cpu=native`, see `docs/STYLE.md`), so
 //! hot loops are compiled twice by [`multiversion!`]: once for the baseline and once with AVX2 and FMA
 //! enabled, chosen at run time. Reductions are written with explicit lanes (`[f32; LANES]`
 //! accumulators combined in a fixed order) so the summation order, and therefore the result, is the same
