@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Check a Hugging Face SmolLM2-135M directory against the golden outputs in shared/golden/.
+"""Check a Hugging Face SmolLM2-135M directory against the golden outputs in data/golden/.
 
 For each golden prompt: the tokenizer's ids (no special tokens) must equal the golden ids; then the dense
 float32 logits of the golden ids are compared position by position: the golden top-10 logits (at the
 golden top-10 ids) and the log-sum-exp, and for prompt 1 all 49,152 logits at the last position
-(smollm2_prompt1_last_logits.npy). Also compares the first 2048 ids of WikiText-2 test, if the text is
-found. Exits 1 if any logit differs by more than --tol (default 1e-3; sdpa vs eager differ by ~1.4e-4).
+(smollm2_prompt1_last_logits.npy). Also compares the first 2048 ids of the WikiText-2 test text
+(data/wikitext-2-raw/wiki.test.raw, or --text). Exits 1 if any logit differs by more than --tol
+(default 1e-3; sdpa vs eager differ by ~1.4e-4).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import torch  # noqa: E402
 from refcommon import load_llama, set_threads  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_GOLDEN = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "golden"))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+DEFAULT_GOLDEN = os.path.join(REPO, "data", "golden")
+DEFAULT_TEXT = os.path.join(REPO, "data", "wikitext-2-raw", "wiki.test.raw")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("model", help="HF Llama directory converted from SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--golden", default=DEFAULT_GOLDEN, help=f"golden directory (default {DEFAULT_GOLDEN})")
+    ap.add_argument("--text", default=DEFAULT_TEXT, help=f"WikiText-2 raw test file (default {DEFAULT_TEXT})")
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--tol", type=float, default=1e-3)
@@ -75,9 +79,8 @@ def main() -> int:
                 print(f"prompt1: last position, all {full.size} logits: max |diff| {d_full:.2e}")
 
     wiki = golden_tokens.get("wiki", {})
-    path = os.path.normpath(os.path.join(args.golden, "..", "data", "wikitext-2-raw", "wiki.test.raw"))
-    if wiki.get("first_2048_ids") and os.path.exists(path):
-        with open(path, encoding="utf-8", newline="") as f:
+    if wiki.get("first_2048_ids"):
+        with open(args.text, encoding="utf-8", newline="") as f:
             text = f.read()
         ids = tok(text, add_special_tokens=False)["input_ids"]
         first = wiki["first_2048_ids"]

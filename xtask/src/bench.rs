@@ -89,7 +89,7 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
         .current_dir(root)
         .arg("benches/reference/setup_venv.sh"))?;
     let python = root.join(".venv-reference/bin/python");
-    let text = root.join("../shared/data/wikitext-2-raw/wiki.test.raw");
+    let text = root.join("data/wikitext-2-raw/wiki.test.raw");
     let tokens = out.join("calib.json");
     let threads = s.threads.to_string();
     let (samples, seq_len) = (s.samples.to_string(), s.seq_len.to_string());
@@ -340,6 +340,8 @@ fn machine() -> Value {
 
 /// `cargo bench` over the workspace (criterion; no Python).
 pub fn criterion(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    // The model benchmarks need SmolLM2 and fail without it.
+    fetch::fetch(root, fetch::Target::Smollm2)?;
     run(Command::new("cargo")
         .current_dir(root)
         .args(["bench", "--workspace"])

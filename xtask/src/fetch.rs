@@ -30,6 +30,9 @@ pub enum Target {
 #[derive(Debug, Deserialize)]
 struct Checksums {
     packages: BTreeMap<String, Package>,
+    /// Data files committed to the repository, by path from the repository root.
+    #[serde(default)]
+    vendored: Vec<Product>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,13 +75,39 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache").join("finercut")
 }
 
-/// Fetches `target` unless the cache already holds it complete.
-pub fn fetch(root: &Path, target: Target) -> anyhow::Result<()> {
+/// Reads `data/checksums.json`.
+fn read_checksums(root: &Path) -> anyhow::Result<Checksums> {
     let path = root.join("data/checksums.json");
     let text =
         fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let sums: Checksums =
-        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+}
+
+/// Checks every data file committed to the repository against its SHA-256 in
+/// `data/checksums.json` (`vendored`), and returns their paths from the repository root.
+pub fn check_vendored(root: &Path) -> anyhow::Result<Vec<String>> {
+    let sums = read_checksums(root)?;
+    for file in &sums.vendored {
+        let path = root.join(&file.path);
+        let got = sha256_file(&path)?;
+        if got != file.sha256 {
+            bail!(
+                "{}: SHA-256 {got} does not match the {} recorded in data/checksums.json; \
+                 was the file changed, or were its line endings converted?",
+                path.display(),
+                file.sha256
+            );
+        }
+    }
+    Ok(sums.vendored.into_iter().map(|f| f.path).collect())
+}
+
+/// Fetches `target` unless the cache already holds it complete, after checking the data files
+/// committed to the repository.
+pub fn fetch(root: &Path, target: Target) -> anyhow::Result<()> {
+    check_vendored(root)?;
+    let path = root.join("data/checksums.json");
+    let sums = read_checksums(root)?;
     let names: &[&str] = match target {
         Target::Smollm2 => &["smollm2"],
         Target::Gemma3 => &["gemma3"],

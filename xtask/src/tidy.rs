@@ -79,3 +79,266 @@ fn model_crate_does_no_file_io() {
         }
     }
 }
+
+/// The repository's tracked files (from `git ls-files`), or, outside a git checkout, every file
+/// under the root except `target/` and hidden directories.
+fn tracked_files(root: &Path) -> Vec<PathBuf> {
+    let listed = std::process::Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "-z"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match listed {
+        Some(out) => out
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| root.join(String::from_utf8_lossy(name).as_ref()))
+            .filter(|p| p.is_file())
+            .collect(),
+        None => {
+            fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+                let Ok(entries) = fs::read_dir(dir) else {
+                    return;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if path.is_dir() {
+                        if !name.starts_with('.') && name != "target" {
+                            walk(&path, out);
+                        }
+                    } else {
+                        out.push(path);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(root, &mut out);
+            out
+        }
+    }
+}
+
+/// How many directories below the root `dir` is (`crates/eval` → 2).
+fn depth(root: &Path, dir: &Path) -> usize {
+    dir.strip_prefix(root)
+        .map(|rel| rel.components().count())
+        .unwrap_or(0)
+}
+
+/// The deepest `..` climb of each relative path in `line`: runs of `../` (or `..\`), and a final
+/// bare `..` between a `/` or quote and a quote or the end of the line. A `..` preceded by a
+/// letter, digit, `.`, `_` or `-` (ranges such as `1..L`, names such as `a..b`) does not start one.
+fn climbs(line: &str) -> Vec<usize> {
+    let b = line.as_bytes();
+    let is_quote = |c: u8| c == b'"' || c == b'\'' || c == b'`';
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        let starts = b[i] == b'.'
+            && b[i + 1] == b'.'
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"._-".contains(&b[i - 1])));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut k = 0;
+        let mut j = i;
+        loop {
+            let dots = j + 1 < b.len() && b[j] == b'.' && b[j + 1] == b'.';
+            if dots && j + 2 < b.len() && (b[j + 2] == b'/' || b[j + 2] == b'\\') {
+                k += 1;
+                j += 3;
+            } else if dots
+                && (j + 2 == b.len() || is_quote(b[j + 2]))
+                && j > 0
+                && (b[j - 1] == b'/' || is_quote(b[j - 1]))
+            {
+                k += 1;
+                j += 2;
+                break;
+            } else {
+                break;
+            }
+        }
+        if k > 0 {
+            found.push(k);
+        }
+        i = j.max(i + 2);
+    }
+    found
+}
+
+/// The problems of one file's text for [`nothing_names_a_path_outside_the_repository`]; `base`
+/// is how deep the directory that relative paths in the file start from lies below the root.
+fn outside_paths(text: &str, base: usize) -> Vec<String> {
+    // Written in pieces so that this file does not match itself.
+    let shared = concat!("sha", "red");
+    let needles = [
+        format!("../{shared}"),
+        format!("{shared}/golden"),
+        format!("{shared}/data"),
+        format!("{shared}/docs"),
+        concat!("/wo", "rk/").to_owned(),
+        concat!("/ho", "me/").to_owned(),
+        concat!("/Us", "ers/").to_owned(),
+    ];
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        // Path components passed one by one (`join("..", "..", "data")`) read as one path.
+        let joined = line.replace("\", \"", "/").replace("', '", "/");
+        for needle in &needles {
+            if joined.contains(needle.as_str()) {
+                problems.push(format!("line {}: names `{needle}`: {}", n + 1, line.trim()));
+            }
+        }
+        for k in climbs(&joined) {
+            if k > base {
+                problems.push(format!(
+                    "line {}: climbs {k} directories from a directory {base} below the repository root: {}",
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Nothing in the product, its tests, benchmarks, scripts, CI or docs names a path outside the
+/// repository: not the developers' `../shared` directory, not an absolute path of a machine, and no
+/// relative path that climbs above the root. In Rust files relative paths count from the crate
+/// root (where `CARGO_MANIFEST_DIR` points and tests run), elsewhere from the file's directory.
+/// Committed data (everything under `data/` and `docs/results/` but Markdown) is left out: it
+/// records where it was produced.
+#[test]
+fn nothing_names_a_path_outside_the_repository() {
+    let root = crate::project_root();
+    let files = tracked_files(&root);
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let mut problems = Vec::new();
+    for path in &files {
+        let rel = path.strip_prefix(&root).unwrap_or(path);
+        let is_md = rel.extension().is_some_and(|e| e == "md");
+        let is_data = rel.starts_with("data") || rel.starts_with("docs/results");
+        if (is_data && !is_md) || rel == Path::new("xtask/src/tidy.rs") {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(path) else {
+            continue; // not text
+        };
+        let dir = path.parent().unwrap_or(&root);
+        let base = if rel.extension().is_some_and(|e| e == "rs") {
+            let krate = dir
+                .ancestors()
+                .find(|d| d.join("Cargo.toml").is_file())
+                .unwrap_or(&root);
+            depth(&root, krate)
+        } else {
+            depth(&root, dir)
+        };
+        for p in outside_paths(&text, base) {
+            problems.push(format!("{}: {p}", rel.display()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "paths outside the repository (copy what is needed into the repository instead):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_outside_path_check_catches_what_it_should() {
+    let shared = concat!("sha", "red");
+    let bad = [
+        format!("Path::new(env!(\"CARGO_MANIFEST_DIR\")).join(\"../../../{shared}/golden\")"),
+        format!("os.path.join(HERE, \"..\", \"..\", \"..\", \"{shared}\", \"golden\")"),
+        concat!("let p = \"/wo", "rk/main/data\";").to_owned(),
+        "include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/../../../x\"))".to_owned(),
+        "cd \"$(dirname \"$0\")/../../..\"".to_owned(),
+    ];
+    for line in &bad {
+        assert!(!outside_paths(line, 2).is_empty(), "not caught: {line}");
+    }
+    let good = [
+        "Path::new(env!(\"CARGO_MANIFEST_DIR\")).join(\"../../data/golden\")",
+        "for i in 1..L { x[..]; y[1..] }",
+        "see ../ARCHITECTURE.md and (`0..n`), 1..255, a..b",
+        "os.path.join(HERE, \"..\", \"..\", \"data\")",
+        "a shared prefix; shared_context(x)",
+    ];
+    for line in good {
+        assert_eq!(outside_paths(line, 2), Vec::<String>::new(), "{line}");
+    }
+    assert!(!outside_paths("cd ../other", 0).is_empty());
+}
+
+/// Every data file committed to the repository matches its SHA-256 in `data/checksums.json`, and
+/// every file under `data/wikitext-2-raw/` and `data/golden/` (but the READMEs) has an entry.
+#[test]
+fn vendored_data_matches_its_checksums() {
+    let root = crate::project_root();
+    let listed = crate::fetch::check_vendored(&root).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(listed
+        .iter()
+        .any(|p| p == "data/wikitext-2-raw/wiki.test.raw"));
+    for dir in ["data/wikitext-2-raw", "data/golden"] {
+        let entries = fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = format!("{dir}/{name}");
+            assert!(
+                name == "README.md" || listed.contains(&rel),
+                "{rel} has no SHA-256 in data/checksums.json (`vendored`)"
+            );
+        }
+    }
+}
+
+/// Every Markdown document that a comment in the Rust code cites (`docs/DESIGN.md`,
+/// `data/golden/README.md`) exists in the repository, as a path from the root or a file name.
+#[test]
+fn cited_documents_are_in_the_repository() {
+    let root = crate::project_root();
+    let files = tracked_files(&root);
+    let names: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut missing = Vec::new();
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+    {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let Some(at) = line.find("//") else { continue };
+            let comment = &line[at..];
+            let is_path_char = |c: char| c.is_ascii_alphanumeric() || "_./-".contains(c);
+            for word in comment.split(|c: char| !is_path_char(c)) {
+                let word = word.trim_end_matches('.');
+                if !word.ends_with(".md") || word == ".md" {
+                    continue;
+                }
+                let found = if word.contains('/') {
+                    root.join(word).is_file()
+                } else {
+                    names.contains(word)
+                };
+                if !found {
+                    let rel = path.strip_prefix(&root).unwrap_or(path);
+                    missing.push(format!("{}:{}: {word}", rel.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "comments cite documents that are not in the repository:\n{}",
+        missing.join("\n")
+    );
+}
