@@ -209,9 +209,10 @@ fn outside_paths(text: &str, base: usize) -> Vec<String> {
 }
 
 /// Nothing in the product, its tests, benchmarks, scripts, CI or docs names a path outside the
-/// repository: not the developers' `../shared` directory, not an absolute path of a machine, and no
-/// relative path that climbs above the root. In Rust files relative paths count from the crate
-/// root (where `CARGO_MANIFEST_DIR` points and tests run), elsewhere from the file's directory.
+/// repository: not the developers' data directory next to the clone, not an absolute path of a
+/// machine, and no relative path that climbs above the root. In Rust files relative paths count
+/// from the crate root (where `CARGO_MANIFEST_DIR` points and tests run), elsewhere from the
+/// file's directory.
 /// Committed data (everything under `data/` and `docs/results/` but Markdown) is left out: it
 /// records where it was produced.
 #[test]
