@@ -153,7 +153,7 @@ mod tests {
         write_atomically(&p, |w| w.write_all(b"ok").with_path(&p)).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"ok");
         assert_eq!(
-            sha256_files(&[p.clone()]).unwrap(),
+            sha256_files(std::slice::from_ref(&p)).unwrap(),
             "2689367b205c16ce32ed4200942b8b8b1e262dfc70d9bc9fbc77c49699a4f1df"
         );
         // A failed write keeps the old file whole.

@@ -124,8 +124,7 @@ fn conversion_refuses_a_checkpoint_and_replacing_removes_stale_shards() {
     // A second conversion into the same directory is refused and changes nothing.
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     let e = convert_gguf_to_hf(&gguf, &out, DType::BF16)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(e.contains("already holds a checkpoint"), "{e}");
     assert!(e.contains("model.safetensors"), "{e}");
