@@ -1,8 +1,7 @@
 //! Pieces every command shares: finding and opening the model, reading calibration text,
-//! checking a plan against a model, atomic JSON output and progress bars.
+//! checking a plan against a model, parsing ratios, atomic output files and progress bars.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,9 +38,19 @@ pub fn model_path(arg: &ModelArg) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Opens a checkpoint, naming the path in the error.
+/// Opens a checkpoint, naming the path in the error; keys of its config.json that were ignored
+/// as unknown are listed in one warning on stderr.
 pub fn open_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
-    Checkpoint::open(path).with_context(|| format!("cannot open model {}", path.display()))
+    let ckpt =
+        Checkpoint::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
+    if !ckpt.unknown_config_keys.is_empty() {
+        eprintln!(
+            "warning: {}: ignoring unknown config.json keys: {}",
+            path.display(),
+            ckpt.unknown_config_keys.join(", ")
+        );
+    }
+    Ok(ckpt)
 }
 
 /// Sublayers removed by a `finercut export` checkpoint (its `config.json` section `finercut`).
@@ -114,12 +123,14 @@ pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
     })
 }
 
-/// Checks a pruning ratio.
-pub fn check_ratio(ratio: f64) -> anyhow::Result<()> {
-    if !(ratio > 0.0 && ratio < 1.0) {
-        bail!("--ratio {ratio} is outside (0, 1)");
-    }
-    Ok(())
+/// Parses a ratio option under the one rule for ratios ([`finercut_search::check_ratio`]): clap
+/// reports a bad value with the option's name.
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    let ratio: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    finercut_search::check_ratio(ratio).map_err(|e| e.to_string())
 }
 
 /// Checks that a result file belongs to this model (hash and size).
@@ -196,43 +207,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// SHA-256 (hex) of calibration token ids (little-endian u32), what a result file records as its
-/// data hash.
-pub fn sha256_tokens(seqs: &[Vec<u32>]) -> String {
-    let mut h = Sha256::new();
-    for s in seqs {
-        h.update((s.len() as u64).to_le_bytes());
-        for t in s {
-            h.update(t.to_le_bytes());
-        }
-    }
-    hex::encode(h.finalize())
+/// Writes JSON to `path` atomically (pretty, with a final newline; see
+/// [`finercut_format::io::write_atomically`]), creating its directory if needed.
+pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    create_parent(path)?;
+    Ok(finercut_format::io::write_json(path, value)?)
 }
 
-/// Writes JSON to `path` atomically (temporary file, fsync, rename).
-pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+/// Writes `bytes` to `path` atomically (see [`finercut_format::io::write_atomically`]),
+/// creating its directory if needed.
+pub fn write_file_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    create_parent(path)?;
+    Ok(finercut_format::io::write_bytes_atomically(
+        path,
+        bytes.as_ref(),
+    )?)
+}
+
+fn create_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 

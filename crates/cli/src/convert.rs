@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use finercut_format::{convert_gguf_to_hf, DType};
+use finercut_format::{convert_gguf_to_hf, prepare_output_dir, DType, GgufFile, Overwrite};
 
 /// Arguments of `finercut convert`.
 #[derive(Debug, clap::Args)]
@@ -11,9 +11,14 @@ pub struct Args {
     /// The GGUF file to convert.
     #[arg(value_name = "MODEL.gguf")]
     pub gguf: PathBuf,
-    /// The output directory (created if missing; files are written atomically).
+    /// The output directory (created if missing; files are written atomically); refused if it
+    /// already holds a checkpoint, unless --force.
     #[arg(value_name = "OUT_DIR")]
     pub out: PathBuf,
+    /// Replace a checkpoint already in OUT_DIR: its weight shards, index and JSON files are
+    /// removed first, so none of the old weights can be loaded in place of the new ones.
+    #[arg(long)]
+    pub force: bool,
     /// Data type of the written weights: f32 is bit-identical to the GGUF's dequantisation.
     #[arg(long, value_enum, default_value_t = OutDtype::F32)]
     pub dtype: OutDtype,
@@ -33,6 +38,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         OutDtype::F32 => DType::F32,
         OutDtype::Bf16 => DType::BF16,
     };
+    let overwrite = if args.force {
+        // Only a readable GGUF may replace what is there.
+        GgufFile::open(&args.gguf)
+            .with_context(|| format!("cannot convert {}", args.gguf.display()))?;
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    };
+    prepare_output_dir(&args.out, overwrite)?;
     convert_gguf_to_hf(&args.gguf, &args.out, dtype).with_context(|| {
         format!(
             "cannot convert {} into {}",

@@ -7,11 +7,13 @@
 //! Hugging Face transformers loads it and computes the same logits: a removed branch then adds zero.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use finercut_format::{write_safetensors_streamed, Bytes, Checkpoint, TensorSpec};
-use finercut_search::export::{ExportPlan, TensorLayout};
+use finercut_format::{
+    prepare_output_dir, write_safetensors_streamed, Bytes, Checkpoint, Overwrite, TensorSpec,
+};
+use finercut_search::export::{is_removed_tensor, ExportPlan, TensorLayout};
 use finercut_search::{sublayer_name, SearchResult};
 
 use crate::common;
@@ -24,12 +26,18 @@ pub struct Args {
     /// The result file of `finercut prune` whose plan to apply.
     #[arg(long, value_name = "RUN.json")]
     pub plan: PathBuf,
-    /// Pruning ratio: the first ⌊2L·ratio⌋ sublayers of the run's removal order are removed.
-    #[arg(long)]
+    /// Pruning ratio in (0, 1): the first ⌊2L·ratio⌋ sublayers of the run's removal order are
+    /// removed.
+    #[arg(long, value_parser = common::parse_ratio)]
     pub ratio: f64,
-    /// Output directory (model.safetensors, config.json, tokenizer.json).
+    /// Output directory (model.safetensors, config.json, tokenizer.json); refused if it already
+    /// holds a checkpoint, unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace a checkpoint already in --out: its weight shards, index and JSON files are removed
+    /// first, so none of the old weights can be loaded in place of the new ones.
+    #[arg(long)]
+    pub force: bool,
     /// Keep the stock Llama layout with zeroed o_proj / down_proj, loadable by unmodified
     /// transformers, instead of dropping the removed sublayers' tensors.
     #[arg(long)]
@@ -40,7 +48,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let model_path = common::model_path(&args.model)?;
     let ckpt = common::open_checkpoint(&model_path)?;
     let result = SearchResult::load(&args.plan)?;
-    common::check_ratio(args.ratio)?;
     let model_sha = ckpt.sha256()?;
     common::check_plan_matches(&result, &args.plan, &model_sha, &ckpt)?;
     let already = common::removed_in_checkpoint(&model_path)?;
@@ -55,6 +62,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let layout = TensorLayout::for_architecture(arch)
         .with_context(|| format!("export does not know the tensor layout of `{arch}`"))?;
     let plan = ExportPlan::new(&result, args.ratio, layout)?;
+    if same_directory(&model_path, &args.out) {
+        bail!(
+            "--out {} is the model being exported; write the export to another directory",
+            args.out.display()
+        );
+    }
+    prepare_output_dir(
+        &args.out,
+        if args.force {
+            Overwrite::Replace
+        } else {
+            Overwrite::Refuse
+        },
+    )?;
     write_export(&ckpt, &plan, &result, &model_sha, &args)?;
     let names: Vec<String> = plan
         .removed_sublayers
@@ -75,6 +96,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `a` and `b` name the same existing directory.
+fn same_directory(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 fn write_export(
     ckpt: &Checkpoint,
     plan: &ExportPlan,
@@ -82,8 +111,6 @@ fn write_export(
     model_sha: &str,
     args: &Args,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut names = ckpt.weights.names();
     names.sort();
     let zeroed: Vec<String> = plan
@@ -109,7 +136,7 @@ fn write_export(
     } else {
         names
             .into_iter()
-            .filter(|n| !plan.tensor_prefixes.iter().any(|p| n.starts_with(p)))
+            .filter(|n| !is_removed_tensor(n, &plan.tensor_prefixes))
             .collect()
     };
     let mut specs = Vec::with_capacity(keep.len());

@@ -1,5 +1,6 @@
 //! `finercut inspect`: the Figure 4 view of a result file, in the terminal and as SVG.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -12,8 +13,9 @@ pub struct Args {
     /// A result file written by `finercut prune`.
     #[arg(value_name = "RUN.json")]
     pub run: PathBuf,
-    /// Pruning ratio to show (fraction of the 2L sublayers) [default: everything the run removed].
-    #[arg(long)]
+    /// Pruning ratio to show, in (0, 1): the fraction of the 2L sublayers [default: everything
+    /// the run removed].
+    #[arg(long, value_parser = crate::common::parse_ratio)]
     pub ratio: Option<f64>,
     /// Where to write the SVG grid [default: RUN.ratio-R.svg next to the result file].
     #[arg(long, value_name = "FILE.svg")]
@@ -25,11 +27,15 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let result = SearchResult::load(&args.run)?;
-    let ratio = match args.ratio {
-        Some(r) => r,
-        None => result.removed_sublayers().len() as f64 / result.num_sublayers() as f64,
+    let (removed, ratio) = match args.ratio {
+        Some(r) => (result.plan_for_ratio(r)?, r),
+        None => {
+            let all: BTreeSet<usize> = result.removed_sublayers().into_iter().collect();
+            let share = all.len() as f64 / result.num_sublayers() as f64;
+            (all, share)
+        }
     };
-    let inspection = Inspection::of_result(&result, ratio)?;
+    let inspection = Inspection::new(result.num_blocks, &removed);
     let svg = args
         .svg
         .unwrap_or_else(|| default_svg_path(&args.run, ratio));
@@ -44,7 +50,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         result.settings.level,
         ratio * 100.0
     );
-    let removed = result.plan_for_ratio(ratio)?;
     let data = crate::plots::Figure4Data {
         method: result.settings.method.to_string(),
         ratio_percent: ratio * 100.0,

@@ -21,7 +21,6 @@ mod draw;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -354,18 +353,16 @@ pub fn ablation(path: &Path, data: &AblationData) -> Result<Rendered> {
     write_all(path, &svg, data, &csv)
 }
 
-/// Writes the SVG, the JSON and the CSV, then tries the PNG.
+/// Writes the SVG, the JSON and the CSV, then tries the PNG; each file atomically.
 fn write_all<T: Serialize>(path: &Path, svg: &str, data: &T, csv: &str) -> Result<Rendered> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
-    }
-    fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    crate::common::write_file_atomic(path, svg)?;
     let json_path = path.with_extension("json");
-    let json = serde_json::to_string_pretty(data).context("serialising figure data")?;
-    fs::write(&json_path, json + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    crate::common::write_json_atomic(
+        &json_path,
+        &serde_json::to_value(data).context("serialising figure data")?,
+    )?;
     let csv_path = path.with_extension("csv");
-    fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    crate::common::write_file_atomic(&csv_path, csv)?;
     let png = svg_to_png(path, &path.with_extension("png"));
     Ok(Rendered {
         svg: path.to_path_buf(),
@@ -375,25 +372,18 @@ fn write_all<T: Serialize>(path: &Path, svg: &str, data: &T, csv: &str) -> Resul
     })
 }
 
-/// Converts an SVG to a PNG at twice the SVG's pixel size: `rsvg-convert` first, then ImageMagick `convert`.
+/// Converts an SVG to a PNG at twice the SVG's pixel size: `rsvg-convert` first, then ImageMagick
+/// `convert`. The converter writes to its standard output and the PNG is written atomically.
 pub fn svg_to_png(svg: &Path, png: &Path) -> Png {
     let attempts: [(&str, Vec<&std::ffi::OsStr>); 2] = [
-        (
-            "rsvg-convert",
-            vec![
-                "--zoom=2".as_ref(),
-                "--output".as_ref(),
-                png.as_os_str(),
-                svg.as_os_str(),
-            ],
-        ),
+        ("rsvg-convert", vec!["--zoom=2".as_ref(), svg.as_os_str()]),
         (
             "convert",
             vec![
                 "-density".as_ref(),
                 "192".as_ref(),
                 svg.as_os_str(),
-                png.as_os_str(),
+                "png:-".as_ref(),
             ],
         ),
     ];
@@ -404,11 +394,16 @@ pub fn svg_to_png(svg: &Path, png: &Path) -> Png {
                 notes.push(format!("{program} not found"))
             }
             Err(e) => notes.push(format!("{program} could not start: {e}")),
-            Ok(out) if out.status.success() && png.is_file() => {
-                return Png::Written {
-                    path: png.to_path_buf(),
-                    converter: program.to_string(),
-                };
+            Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+                match crate::common::write_file_atomic(png, &out.stdout) {
+                    Ok(()) => {
+                        return Png::Written {
+                            path: png.to_path_buf(),
+                            converter: program.to_string(),
+                        }
+                    }
+                    Err(e) => notes.push(format!("{program}: {e:#}")),
+                }
             }
             Ok(out) => {
                 let err = String::from_utf8_lossy(&out.stderr);
@@ -453,6 +448,7 @@ fn csv_row(out: &mut String, fields: &[&str]) {
 #[allow(clippy::unwrap_used)] // Tests may unwrap (project rules).
 mod tests {
     use super::*;
+    use std::fs;
 
     fn synthetic_grid(model: &str, l: usize, attn: &[usize], mlp: &[usize]) -> SublayerGrid {
         SublayerGrid {

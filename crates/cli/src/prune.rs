@@ -22,9 +22,9 @@ pub struct Args {
     /// Pruning method: FinerCut (greedy) or a baseline.
     #[arg(long, default_value = "finercut", value_parser = parse_method)]
     pub method: Method,
-    /// Stop once this fraction of the 2L sublayers is removed; every smaller ratio can be read off
-    /// the same run. Use --to-end to run until nothing is left.
-    #[arg(long, default_value_t = 0.25, conflicts_with = "to_end")]
+    /// Stop once this fraction of the 2L sublayers is removed, in (0, 1); every smaller ratio can
+    /// be read off the same run. Use --to-end to run until nothing is left.
+    #[arg(long, default_value_t = 0.25, conflicts_with = "to_end", value_parser = common::parse_ratio)]
     pub ratio: f64,
     /// Run until every unit is removed (all ratios from one run).
     #[arg(long)]
@@ -92,9 +92,6 @@ fn parse_level(s: &str) -> Result<Level, String> {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let threads = common::init_threads(args.threads)?;
-    if !args.to_end {
-        common::check_ratio(args.ratio)?;
-    }
     if args.out.exists() && !args.resume && !args.force {
         bail!(
             "{} exists: pass --resume to continue it or --force to overwrite it",
@@ -155,7 +152,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     eprintln!("hashing {}", loaded.path.display());
     let provenance = Provenance {
         model_sha256: loaded.checkpoint.sha256()?,
-        data_sha256: common::sha256_tokens(&seqs),
+        data_sha256: Provenance::tokens_sha256(&seqs),
     };
     let t0 = Instant::now();
     let result = execute(

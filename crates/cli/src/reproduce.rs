@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{format_err, Context};
+use anyhow::Context;
 use finercut_eval::{EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName};
 use finercut_metrics::Metric;
 use finercut_search::inspect::Inspection;
@@ -381,7 +381,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         profile.seq_len,
         profile.calib_offset,
     )?;
-    let data_sha = common::sha256_tokens(&seqs);
+    let data_sha = Provenance::tokens_sha256(&seqs);
     let model_name = if args.smoke {
         "tiny random Llama (smoke)".to_owned()
     } else {
@@ -541,9 +541,7 @@ fn table2(ctx: &mut Ctx) -> anyhow::Result<()> {
         });
     }
     let md = render_table2(ctx, &tasks, &rows);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join("table2.md"), &md)
-        .with_context(|| format!("cannot write {}", dir.join("table2.md").display()))?;
+    common::write_file_atomic(&dir.join("table2.md"), &md)?;
     let results = json!({
         "table": "table2",
         "model": ctx.model_name,
@@ -725,8 +723,7 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> anyhow::Result<()> 
             )],
         };
         let files = plots::figure4(&dir.join("figure4.svg"), &data)?;
-        std::fs::write(dir.join("figure4.txt"), inspection.text())
-            .with_context(|| format!("cannot write {}", dir.display()))?;
+        common::write_file_atomic(&dir.join("figure4.txt"), inspection.text())?;
         println!("{}", inspection.text());
         println!("figure4: {files}");
     }
@@ -851,12 +848,4 @@ fn ablation(ctx: &mut Ctx) -> anyhow::Result<()> {
                 "caption": ctx.profile.caption(), "rows": rows, "version": env!("CARGO_PKG_VERSION")}),
     )?;
     Ok(())
-}
-
-/// Reads a finished Table 2 (for tests).
-#[allow(dead_code)]
-pub fn read_results(out: &Path) -> anyhow::Result<serde_json::Value> {
-    let p = out.join("table2").join("results.json");
-    let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    serde_json::from_str(&t).map_err(|e| format_err!("{}: {e}", p.display()))
 }

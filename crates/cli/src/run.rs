@@ -30,8 +30,8 @@ pub struct PlanArgs {
     /// A result file of `finercut prune` to apply (needs --ratio).
     #[arg(long, value_name = "RUN.json", requires = "ratio")]
     pub plan: Option<PathBuf>,
-    /// Pruning ratio of the plan.
-    #[arg(long, requires = "plan")]
+    /// Pruning ratio of the plan, in (0, 1).
+    #[arg(long, requires = "plan", value_parser = common::parse_ratio)]
     pub ratio: Option<f64>,
 }
 
@@ -41,7 +41,6 @@ impl PlanArgs {
         let (Some(path), Some(ratio)) = (&self.plan, self.ratio) else {
             return Ok(BTreeSet::new());
         };
-        common::check_ratio(ratio)?;
         let result = SearchResult::load(path)?;
         let sha = loaded.checkpoint.sha256()?;
         common::check_plan_matches(&result, path, &sha, &loaded.checkpoint)?;
@@ -65,7 +64,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let all = logits.to_vec_f32()?;
     let vocab = loaded.checkpoint.config.vocab_size;
     let last = &all[all.len() - vocab..];
-    let lse = log_sum_exp(last);
+    let lse = finercut_metrics::log_sum_exp(last);
     let mut order: Vec<usize> = (0..vocab).collect();
     order.sort_by(|&a, &b| last[b].total_cmp(&last[a]).then(a.cmp(&b)));
     println!(
@@ -84,15 +83,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn log_sum_exp(row: &[f32]) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + row
-        .iter()
-        .map(|&x| (x as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
 }
 
 /// Arguments of `finercut ppl`.

@@ -255,11 +255,69 @@ fn prune_export_reload() {
         e,
     ]);
     assert!(msg.contains("SHA-256"), "{msg}");
-    // A ratio outside (0, 1).
+    // One rule and one message for every option that takes a ratio.
+    let rule = "is outside (0, 1): a pruning ratio is the fraction of the sublayers to remove";
+    for (bad, args) in [
+        ("1.5", vec!["export", "--model", m, "--plan", r, "--out", e]),
+        ("1", vec!["prune", "--model", m, "--calib", t, "--out", r]),
+        ("0", vec!["inspect", r]),
+        (
+            "-0.1",
+            vec!["run", "--model", m, "--prompt", "hi", "--plan", r],
+        ),
+        ("1", vec!["ppl", "--model", m, "--text", t, "--plan", r]),
+    ] {
+        let option = format!("--ratio={bad}");
+        let mut all = args.clone();
+        all.push(&option);
+        let msg = err(&all);
+        assert!(
+            msg.contains(&format!("ratio {bad} {rule}")) && msg.contains("--ratio"),
+            "{all:?}: {msg}"
+        );
+    }
+
+    // An export does not overwrite a checkpoint unless forced, and forcing removes stale shards:
+    // here an index (which would take precedence over model.safetensors) pointing at another
+    // model's weights.
+    let msg = err(&[
+        "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", e,
+    ]);
     assert!(
-        err(&["export", "--model", m, "--plan", r, "--ratio", "1.5", "--out", e])
-            .contains("outside (0, 1)")
+        msg.contains("already holds a checkpoint") && msg.contains("--force"),
+        "{msg}"
     );
+    let stale = "model-00001-of-00001.safetensors";
+    std::fs::copy(other.join("model.safetensors"), exported.join(stale)).expect("copy");
+    std::fs::write(
+        exported.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": weight_map(&other, stale)}).to_string(),
+    )
+    .expect("write index");
+    assert_ne!(ppl(&["--model", e]), planned, "the stale index wins");
+    ok(&[
+        "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", e, "--force",
+    ]);
+    assert!(!exported.join(stale).exists());
+    assert!(!exported.join("model.safetensors.index.json").exists());
+    assert_eq!(ppl(&["--model", e]), planned);
+    let msg = err(&[
+        "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", m, "--force",
+    ]);
+    assert!(msg.contains("the model being exported"), "{msg}");
+    assert!(model.join("model.safetensors").is_file());
+
+    // `convert` refuses the same way; a forced conversion of a file that is not a GGUF leaves
+    // the checkpoint in place.
+    let bogus = d.join("bogus.gguf");
+    std::fs::write(&bogus, b"not a gguf").expect("write");
+    let b = bogus.to_str().expect("utf-8");
+    let msg = err(&["convert", b, e]);
+    assert!(msg.contains("already holds a checkpoint"), "{msg}");
+    let msg = err(&["convert", b, e, "--force"]);
+    assert!(msg.contains("bogus.gguf"), "{msg}");
+    assert_eq!(ppl(&["--model", e]), planned);
+    no_temporary_files(d);
     // Calibration text shorter than samples × seq-len.
     let msg = err(&[
         "prune",
@@ -299,6 +357,109 @@ fn bad_files_are_clear_errors() {
         "hi",
     ]);
     assert!(msg.contains("model.safetensors"), "{msg}");
+}
+
+/// The `weight_map` of a sharded index that puts every tensor of the single-file checkpoint in
+/// `dir` into `shard`.
+fn weight_map(dir: &Path, shard: &str) -> serde_json::Value {
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let map: serde_json::Map<String, serde_json::Value> = header
+        .as_object()
+        .expect("object")
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .map(|k| (k.clone(), shard.into()))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+/// Asserts that no temporary file of an atomic write is left under `dir`.
+fn no_temporary_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            no_temporary_files(&path);
+        } else {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            assert!(
+                !name.unwrap_or_default().contains(".tmp"),
+                "stray temporary file {}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// `finercut` with stderr.
+fn run_stderr(args: &[&str]) -> (bool, String) {
+    let out = finercut(args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A tokenizer with more ids than the embedding has rows is refused when the model is opened.
+#[test]
+fn a_tokenizer_that_does_not_fit_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny");
+    finercut_tiny(&model);
+    let path = model.join("tokenizer.json");
+    let mut tok = json(&path);
+    let vocab = tok["model"]["vocab"].as_object_mut().expect("vocab");
+    for i in 0..50 {
+        vocab.insert(format!("<extra_{i}>"), serde_json::json!(257 + i));
+    }
+    std::fs::write(&path, tok.to_string()).expect("write");
+    let msg = err(&[
+        "run",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--prompt",
+        "hi",
+    ]);
+    for want in ["tokenizer.json", "307 tokens", "257 rows"] {
+        assert!(msg.contains(want), "`{msg}` lacks `{want}`");
+    }
+}
+
+/// Unknown config.json keys give one warning that lists them; a setting that would change the
+/// computation and is not implemented is an error naming it.
+#[test]
+fn unknown_config_keys_are_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny");
+    finercut_tiny(&model);
+    let m = model.to_str().expect("utf-8");
+    let path = model.join("config.json");
+    let original = json(&path);
+    let (ok_run, stderr) = run_stderr(&["run", "--model", m, "--prompt", "hi"]);
+    assert!(ok_run && !stderr.contains("warning"), "{stderr}");
+
+    let mut config = original.clone();
+    config["zeta_scale"] = serde_json::json!(2.0);
+    config["alpha_mode"] = serde_json::json!("x");
+    std::fs::write(&path, config.to_string()).expect("write");
+    let (ok_run, stderr) = run_stderr(&["run", "--model", m, "--prompt", "hi"]);
+    assert!(ok_run, "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("alpha_mode, zeta_scale"), "{stderr}");
+
+    let mut config = original;
+    config["rope_interleaved"] = serde_json::json!(true);
+    std::fs::write(&path, config.to_string()).expect("write");
+    let msg = err(&["run", "--model", m, "--prompt", "hi"]);
+    assert!(
+        msg.contains("`rope_interleaved`") && msg.contains("config.json"),
+        "{msg}"
+    );
 }
 
 fn finercut_tiny(dir: &Path) {

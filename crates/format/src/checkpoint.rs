@@ -26,12 +26,22 @@ pub struct Checkpoint {
     pub weights: Box<dyn TensorSource>,
     /// The weight files, in the order [`Checkpoint::sha256`] hashes them.
     pub files: Vec<PathBuf>,
+    /// Keys of `config.json` that were ignored as unknown ([`crate::RawConfig::unknown_keys`]);
+    /// empty for GGUF. Worth a warning: a setting this crate does not know may be one the model
+    /// needs.
+    pub unknown_config_keys: Vec<String>,
 }
+
+/// The name of the input embedding, whose rows every token id must index.
+const EMBEDDING: &str = "model.embed_tokens.weight";
 
 impl Checkpoint {
     /// Opens `path`: a Hugging Face directory (config.json, tokenizer.json, model.safetensors or
     /// a sharded index), a `.gguf` file, or a directory holding exactly one `.gguf` file and no
     /// config.json.
+    ///
+    /// A tokenizer that can produce ids beyond the embedding's rows is refused here, naming the
+    /// tokenizer, its vocabulary size and the rows, rather than at the first forward pass.
     pub fn open(path: &Path) -> Result<Self> {
         if path.is_dir() {
             let config_path = path.join("config.json");
@@ -49,16 +59,18 @@ impl Checkpoint {
                     )),
                 };
             }
-            let config = ModelConfig::from_json_file(&config_path)?;
+            let (config, unknown_config_keys) = ModelConfig::read_json_file(&config_path)?;
             let mut tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"))?;
             tokenizer.set_special_ids_if_missing(config.bos_token_id, config.eos_token_id);
             let store = SafetensorsStore::open(path)?;
+            check_tokenizer(&tokenizer, &config, store.shape(EMBEDDING))?;
             let files = store.files();
             Ok(Checkpoint {
                 config,
                 tokenizer,
                 weights: Box::new(store),
                 files,
+                unknown_config_keys,
             })
         } else {
             Self::open_gguf(path)
@@ -70,11 +82,13 @@ impl Checkpoint {
         let config = ModelConfig::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let store = GgufStore::new(file)?;
+        check_tokenizer(&tokenizer, &config, store.shape(EMBEDDING))?;
         Ok(Checkpoint {
             config,
             tokenizer,
             weights: Box::new(store),
             files: vec![path.to_path_buf()],
+            unknown_config_keys: Vec::new(),
         })
     }
 
@@ -84,6 +98,94 @@ impl Checkpoint {
     }
 }
 
+/// Checks that the tokenizer's ids index the embedding: its rows as stored (`shape`), or
+/// `vocab_size` of the configuration when the tensor is not there (the model reports that).
+fn check_tokenizer(
+    tokenizer: &Tokenizer,
+    config: &ModelConfig,
+    shape: Option<&[usize]>,
+) -> Result<()> {
+    match shape.and_then(|s| s.first()) {
+        Some(&rows) => tokenizer.check_fits_embedding(rows, EMBEDDING),
+        None => tokenizer.check_fits_embedding(config.vocab_size, "vocab_size of config.json"),
+    }
+}
+
+/// What to do when an output directory already holds a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Refuse, with an error that names the directory and the files found.
+    Refuse,
+    /// Remove the old checkpoint's files first (see [`prepare_output_dir`]).
+    Replace,
+}
+
+/// Names of the files in `dir` that make it (part of) a Hugging Face checkpoint: `config.json`,
+/// the tokenizer and generation settings, `*.safetensors` shards and `*.safetensors.index.json`
+/// indexes, sorted. Empty when `dir` does not exist.
+pub fn checkpoint_files(dir: &Path) -> Result<Vec<String>> {
+    const FILES: [&str; 5] = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ];
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_path(dir)? {
+        let entry = entry.with_path(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if FILES.contains(&name.as_str())
+            || name.ends_with(".safetensors")
+            || name.ends_with(".safetensors.index.json")
+        {
+            found.push(name);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Makes `dir` ready to receive a checkpoint: creates it if missing; if it already holds one
+/// ([`checkpoint_files`]), refuses or removes those files, as `overwrite` says.
+///
+/// Removing matters because a checkpoint may be sharded: a `model.safetensors.index.json` left
+/// from an earlier checkpoint takes precedence over a newly written `model.safetensors` when the
+/// directory is opened, so the old weights would load without a word. Other files (a README, a
+/// `.gguf`) are left alone.
+pub fn prepare_output_dir(dir: &Path, overwrite: Overwrite) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::malformed(
+            dir,
+            "is not a directory; cannot write a checkpoint into it",
+        ));
+    }
+    let found = checkpoint_files(dir)?;
+    if !found.is_empty() {
+        match overwrite {
+            Overwrite::Refuse => {
+                return Err(Error::malformed(
+                    dir,
+                    format!(
+                        "already holds a checkpoint ({}); choose another directory or overwrite it with --force",
+                        found.join(", ")
+                    ),
+                ))
+            }
+            Overwrite::Replace => {
+                for name in &found {
+                    let path = dir.join(name);
+                    std::fs::remove_file(&path).with_path(&path)?;
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).with_path(dir)
+}
+
 /// Converts a GGUF model into a Hugging Face directory that transformers loads as is:
 /// `model.safetensors` (tensors dequantised, Q/K un-permuted, stored as `dtype`, with
 /// `__metadata__` `{"format": "pt", …}`), `config.json`, `tokenizer.json`,
@@ -91,13 +193,16 @@ impl Checkpoint {
 ///
 /// Every file is written under a temporary name in `out_dir` and renamed into place, so a failure
 /// leaves no half-written file behind. Tensors are dequantised one at a time.
+///
+/// An `out_dir` that already holds a checkpoint is refused; clear it first with
+/// [`prepare_output_dir`] and [`Overwrite::Replace`] to replace one.
 pub fn convert_gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<()> {
     let file = Arc::new(GgufFile::open(gguf)?);
     let mut config = ModelConfig::from_gguf(&file)?;
     config.torch_dtype = dtype;
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let store = GgufStore::new(file.clone())?;
-    std::fs::create_dir_all(out_dir).with_path(out_dir)?;
+    prepare_output_dir(out_dir, Overwrite::Refuse)?;
 
     let names = store.names();
     let specs: Vec<TensorSpec> = names

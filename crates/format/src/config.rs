@@ -10,6 +10,7 @@
 //! `rope_parameters` (transformers 5). [`ModelConfig::to_hf_json`] writes the transformers 4
 //! spelling, which both versions load.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -274,6 +275,134 @@ pub struct RawConfig {
     torch_dtype: Option<String>,
     dtype: Option<String>,
     text_config: Option<Json>,
+    /// Every other key, with its value: checked by `check_unimplemented_keys` and reported by
+    /// [`RawConfig::unknown_keys`].
+    #[serde(flatten)]
+    other: BTreeMap<String, Json>,
+}
+
+/// Keys of config.json that are known and do not change what the model computes: training
+/// settings, bookkeeping, the vision tower of a multimodal Gemma 3, and the `finercut` section of
+/// an export (read by the `finercut` tool). They are ignored without a warning.
+const IGNORED_KEYS: &[&str] = &[
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "initializer_range",
+    "use_cache",
+    "attention_dropout",
+    // Splits the projections into slices whose products are summed: the same function.
+    "pretraining_tp",
+    "is_llama_config",
+    "output_router_logits",
+    "router_aux_loss_coef",
+    "router_jitter_noise",
+    "id2label",
+    "label2id",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+    "tokenizer_class",
+    "cache_implementation",
+    "vision_config",
+    "mm_tokens_per_image",
+    "boi_token_index",
+    "eoi_token_index",
+    "image_token_index",
+    "finercut",
+];
+
+/// Keys that would change what the model computes and are not implemented: accepted only with
+/// the value that leaves the computation as implemented (see `check_unimplemented_keys`).
+const CHECKED_KEYS: &[&str] = &[
+    "rope_interleaved",
+    "use_bidirectional_attention",
+    "partial_rotary_factor",
+    "quantization_config",
+];
+
+impl RawConfig {
+    /// Keys of the config.json that this crate neither reads nor knows to be harmless, sorted;
+    /// keys of a nested `text_config` are listed as `text_config.KEY`. They are ignored: a caller
+    /// should show them to the user (a key that changes the computation and is not implemented
+    /// is an error, not an unknown key).
+    pub fn unknown_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .other
+            .keys()
+            .filter(|k| !IGNORED_KEYS.contains(&k.as_str()) && !CHECKED_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if let Some(inner) = self
+            .text_config
+            .as_ref()
+            .and_then(|t| serde_json::from_value::<RawConfig>(t.clone()).ok())
+        {
+            keys.extend(
+                inner
+                    .unknown_keys()
+                    .into_iter()
+                    .map(|k| format!("text_config.{k}")),
+            );
+        }
+        keys.sort();
+        keys
+    }
+}
+
+/// Refuses settings that would change what the model computes in a way this crate does not
+/// implement; the error names the key. Settings of another architecture count too (softcaps
+/// outside Gemma 3, experts outside Mixtral): ignoring them would compute a different model.
+fn check_unimplemented_keys(raw: &RawConfig, arch: Architecture, origin: &str) -> Result<()> {
+    let unsupported = |key: &str, value: &Json| {
+        Err(Error::unsupported(
+            origin,
+            format!("`{key}` = {value} is not implemented"),
+        ))
+    };
+    for (key, value) in &raw.other {
+        let harmless = match key.as_str() {
+            "rope_interleaved" | "use_bidirectional_attention" => {
+                value.is_null() || value == &Json::Bool(false)
+            }
+            "partial_rotary_factor" => value.is_null() || value.as_f64() == Some(1.0),
+            "quantization_config" => value.is_null(),
+            _ => true,
+        };
+        if !harmless {
+            return unsupported(key, value);
+        }
+    }
+    let set = |v: Option<f64>| v.map(|x| json!(x));
+    let foreign: Vec<(&str, Option<Json>)> = match arch {
+        Architecture::Gemma3 => Vec::new(),
+        _ => vec![
+            ("final_logit_softcapping", set(raw.final_logit_softcapping)),
+            ("attn_logit_softcapping", set(raw.attn_logit_softcapping)),
+        ],
+    };
+    let moe: Vec<(&str, Option<Json>)> = match arch {
+        Architecture::Mixtral => Vec::new(),
+        _ => vec![
+            ("num_local_experts", raw.num_local_experts.map(|n| json!(n))),
+            (
+                "num_experts_per_tok",
+                raw.num_experts_per_tok.map(|n| json!(n)),
+            ),
+        ],
+    };
+    for (key, value) in foreign.into_iter().chain(moe) {
+        if let Some(value) = value {
+            return Err(Error::unsupported(
+                origin,
+                format!(
+                    "`{key}` = {value} is not implemented for model_type `{}`",
+                    arch.model_type()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_rope(v: &Json, origin: &str, key: &str) -> Result<RopeScaling> {
@@ -328,15 +457,28 @@ fn positive(origin: &str, name: &str, v: Option<usize>) -> Result<usize> {
 impl ModelConfig {
     /// Reads and checks a Hugging Face config.json.
     pub fn from_json_file(path: &Path) -> Result<Self> {
+        Ok(Self::read_json_file(path)?.0)
+    }
+
+    /// Reads and checks a Hugging Face config.json, and lists the keys it ignored as unknown
+    /// ([`RawConfig::unknown_keys`]).
+    pub fn read_json_file(path: &Path) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path).with_path(path)?;
-        Self::from_json_str(&text, &path.display().to_string())
+        Self::parse_json_str(&text, &path.display().to_string())
     }
 
     /// Parses and checks config.json text; `origin` names it in errors.
     pub fn from_json_str(s: &str, origin: &str) -> Result<Self> {
+        Ok(Self::parse_json_str(s, origin)?.0)
+    }
+
+    /// Parses and checks config.json text, and lists the keys it ignored as unknown
+    /// ([`RawConfig::unknown_keys`]); `origin` names the text in errors.
+    pub fn parse_json_str(s: &str, origin: &str) -> Result<(Self, Vec<String>)> {
         let raw: RawConfig = serde_json::from_str(s)
             .map_err(|e| Error::config(origin, format!("invalid config.json: {e}")))?;
-        Self::from_raw(raw, origin)
+        let unknown = raw.unknown_keys();
+        Ok((Self::from_raw(raw, origin)?, unknown))
     }
 
     /// Resolves defaults and checks a [`RawConfig`].
@@ -359,6 +501,7 @@ impl ModelConfig {
                 ),
             )
         })?;
+        check_unimplemented_keys(&raw, arch, origin)?;
         // A multimodal Gemma 3 config nests the language model under `text_config`.
         if model_type == "gemma3" {
             if let Some(text) = raw.text_config.take() {
@@ -370,6 +513,7 @@ impl ModelConfig {
                 inner.pad_token_id = inner.pad_token_id.or(raw.pad_token_id);
                 inner.torch_dtype = inner.torch_dtype.or(raw.torch_dtype).or(raw.dtype);
                 raw = inner;
+                check_unimplemented_keys(&raw, arch, origin)?;
             }
         }
         let gemma = arch == Architecture::Gemma3;

@@ -61,7 +61,9 @@ mod safetensors;
 mod tensor;
 mod tokenizer;
 
-pub use checkpoint::{convert_gguf_to_hf, Checkpoint};
+pub use checkpoint::{
+    checkpoint_files, convert_gguf_to_hf, prepare_output_dir, Checkpoint, Overwrite,
+};
 pub use config::{
     Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
     RawConfig, RopeScaling, SUPPORTED_MODEL_TYPES,

@@ -321,6 +321,35 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// One more than the largest id this tokenizer can produce (vocabulary and added tokens):
+    /// the number of embedding rows it needs. At least [`Tokenizer::vocab_size`] when the ids
+    /// have gaps.
+    pub fn id_bound(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1)
+    }
+
+    /// Checks that every id this tokenizer can produce is a row of an embedding of `rows` rows;
+    /// the error names the tokenizer's file, its vocabulary size and `embedding`.
+    pub fn check_fits_embedding(&self, rows: usize, embedding: &str) -> Result<()> {
+        let bound = self.id_bound();
+        if bound > rows {
+            return Err(Error::tokenizer(
+                &self.origin,
+                format!(
+                    "its vocabulary of {} tokens (ids up to {}) does not fit the model's embedding \
+                     of {rows} rows ({embedding}); the tokenizer belongs to another model",
+                    self.vocab_size(),
+                    bound - 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The id of a token string.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

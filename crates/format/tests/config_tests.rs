@@ -330,14 +330,18 @@ fn inconsistent_values_are_rejected() {
         ),
     ];
     for (base, patch, want) in cases {
-        let e = ModelConfig::from_json_str(&with(base, patch.clone()), base)
-            .err()
-            .unwrap_or_else(|| panic!("{base} with {patch} accepted"))
-            .to_string();
-        assert!(
-            e.contains(want) && e.contains(base),
-            "{base} {patch}: `{e}` lacks `{want}`"
-        );
+        refused(base, patch, &[want, base]);
+    }
+}
+
+/// Asserts that `base` patched with `patch` is refused with an error containing every `want`.
+fn refused(base: &str, patch: Value, want: &[&str]) {
+    let e = ModelConfig::from_json_str(&with(base, patch.clone()), base)
+        .err()
+        .unwrap_or_else(|| panic!("{base} with {patch} accepted"))
+        .to_string();
+    for w in want {
+        assert!(e.contains(w), "{base} {patch}: `{e}` lacks `{w}`");
     }
 }
 
@@ -368,4 +372,102 @@ fn configs_saved_by_transformers_5_parse_the_same() {
     ] {
         assert_eq!(load(v5), load(v4), "{v5}");
     }
+}
+
+const FIXTURES: [&str; 9] = [
+    "gemma-3-270m.json",
+    "gemma-3-270m.transformers5.json",
+    "llama-2-7b.json",
+    "llama-3.1-8b.json",
+    "llama-3.1-8b.transformers5.json",
+    "mistral-7b-v0.1.json",
+    "mixtral-8x7b-v0.1.json",
+    "qwen2-7b.json",
+    "smollm2-135m-instruct.json",
+];
+
+#[test]
+fn unknown_keys_are_listed() {
+    // Every key of the real configurations, and of what `to_hf_json` writes, is known.
+    for name in FIXTURES {
+        let (c, unknown) = ModelConfig::read_json_file(&fixture(name)).unwrap();
+        assert!(unknown.is_empty(), "{name}: {unknown:?}");
+        let (_, unknown) = ModelConfig::parse_json_str(&c.to_hf_json().to_string(), name).unwrap();
+        assert!(unknown.is_empty(), "{name} written back: {unknown:?}");
+    }
+    let j = with(
+        "llama-2-7b.json",
+        json!({"zeta_setting": 1, "alpha_setting": {"x": true}, "finercut": {"removed_sublayers": []}}),
+    );
+    let (c, unknown) = ModelConfig::parse_json_str(&j, "cfg.json").unwrap();
+    assert_eq!(unknown, ["alpha_setting", "zeta_setting"]);
+    assert_eq!(c, load("llama-2-7b.json"), "unknown keys change nothing");
+    // Keys of a multimodal Gemma 3's text part are listed with their prefix.
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("gemma-3-270m.json")).unwrap())
+            .unwrap();
+    let mut text = g.clone();
+    text["new_norm_kind"] = json!("x");
+    let wrapped = json!({"model_type": "gemma3", "text_config": text, "vision_config": {}, "mm_tokens_per_image": 256});
+    let (_, unknown) = ModelConfig::parse_json_str(&wrapped.to_string(), "mm.json").unwrap();
+    assert_eq!(unknown, ["text_config.new_norm_kind"]);
+}
+
+#[test]
+fn settings_that_change_the_computation_are_refused_by_name() {
+    let cases = [
+        (
+            "smollm2-135m-instruct.json",
+            json!({"rope_interleaved": true}),
+            "`rope_interleaved`",
+        ),
+        (
+            "llama-2-7b.json",
+            json!({"partial_rotary_factor": 0.5}),
+            "`partial_rotary_factor`",
+        ),
+        (
+            "llama-2-7b.json",
+            json!({"quantization_config": {"quant_method": "bitsandbytes"}}),
+            "`quantization_config`",
+        ),
+        (
+            "llama-2-7b.json",
+            json!({"final_logit_softcapping": 30.0}),
+            "`final_logit_softcapping`",
+        ),
+        (
+            "qwen2-7b.json",
+            json!({"attn_logit_softcapping": 50.0}),
+            "`attn_logit_softcapping`",
+        ),
+        (
+            "mistral-7b-v0.1.json",
+            json!({"num_local_experts": 8}),
+            "`num_local_experts`",
+        ),
+        (
+            "llama-2-7b.json",
+            json!({"num_experts_per_tok": 2}),
+            "`num_experts_per_tok`",
+        ),
+        (
+            "gemma-3-270m.json",
+            json!({"use_bidirectional_attention": true}),
+            "`use_bidirectional_attention`",
+        ),
+        ("llama-2-7b.json", json!({"mlp_bias": true}), "mlp_bias"),
+    ];
+    for (base, patch, want) in cases {
+        refused(base, patch, &[want, base, "unsupported"]);
+    }
+    // Their harmless values are accepted and not reported as unknown.
+    let j = with(
+        "llama-2-7b.json",
+        json!({"rope_interleaved": false, "partial_rotary_factor": 1.0, "quantization_config": null,
+               "use_bidirectional_attention": false}),
+    );
+    let (c, unknown) = ModelConfig::parse_json_str(&j, "cfg.json").unwrap();
+    assert_eq!(c, load("llama-2-7b.json"));
+    assert!(unknown.is_empty(), "{unknown:?}");
 }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod checkpoint_tests;
 mod common;
 mod config_tests;
 mod gguf_tests;

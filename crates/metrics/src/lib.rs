@@ -42,6 +42,19 @@ pub use accumulate::Accumulator;
 pub use dense::{next_token_targets, DenseRows};
 pub use metric::Metric;
 
+/// `ln Σ exp(x)` over one row of logits, in `f64` and numerically stable (the row's maximum is
+/// taken out first), with the same kernel the metrics use: token `i` has probability
+/// `exp(row[i] − log_sum_exp(row))`. NaN if the row holds a NaN or `+∞`, or has no finite
+/// maximum (an empty row or one of `−∞` only).
+///
+/// ```
+/// let lse = finercut_metrics::log_sum_exp(&[1000.0, 1000.0]);
+/// assert!((lse - (1000.0 + std::f64::consts::LN_2)).abs() < 1e-9);
+/// ```
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    dense::log_sum_exp(row)
+}
+
 /// Errors of this crate; each names the metric, row or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

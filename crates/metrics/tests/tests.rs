@@ -131,6 +131,29 @@ fn kernels_match_f64_oracle_on_random_inputs() {
 }
 
 #[test]
+fn log_sum_exp_matches_f64_oracle() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for &(n, scale) in &[(1usize, 1.0f32), (5, 3.0), (1000, 30.0), (50_000, 10.0)] {
+        let row = random_logits(&mut rng, n, scale);
+        let max = row
+            .iter()
+            .map(|&x| f64::from(x))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let want = max + kahan(row.iter().map(|&x| (f64::from(x) - max).exp())).ln();
+        let got = finercut_metrics::log_sum_exp(&row);
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+            "n={n}: got {got}, want {want}"
+        );
+    }
+    // Large logits do not overflow; non-finite rows are NaN, not a number that looks right.
+    let big = finercut_metrics::log_sum_exp(&[1e30, 1e30]);
+    assert!((big - f64::from(1e30f32)).abs() <= 1e-12 * big, "{big}");
+    assert!(finercut_metrics::log_sum_exp(&[f32::NAN, 0.0]).is_nan());
+    assert!(finercut_metrics::log_sum_exp(&[]).is_nan());
+}
+
+#[test]
 fn js_is_bounded_for_disjoint_distributions() {
     // Nearly disjoint supports: JS approaches ln 2, js-reference stays finite.
     let dense = DenseRows::new(vec![100.0, -100.0, -100.0, 100.0], 2).unwrap();

@@ -390,8 +390,9 @@ impl Model {
         }
     }
 
-    /// `(n, t)` of a token batch, checked: non-empty, equal lengths, ids below the vocabulary size.
-    pub(crate) fn check_tokens(&self, tokens: &[Vec<u32>]) -> Result<(usize, usize)> {
+    /// `(n, t)` of a token batch, checked: at least one sequence, all of the same non-zero
+    /// length, every id below the vocabulary size. Every method that takes a batch checks it so.
+    pub fn check_tokens(&self, tokens: &[Vec<u32>]) -> Result<(usize, usize)> {
         let Some(first) = tokens.first() else {
             return Err(Error::Input("empty batch of token sequences".into()));
         };

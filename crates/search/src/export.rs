@@ -1,5 +1,5 @@
-//! Export helper: which Hugging Face tensors go away when a plan removes sublayers, so the CLI's
-//! `export` can drop them, and how whole removed blocks renumber the rest.
+//! What an export drops: which Hugging Face tensors go away when a plan removes sublayers, so the
+//! CLI's `export` can leave them out.
 
 use std::collections::BTreeSet;
 
@@ -72,29 +72,6 @@ pub fn is_removed_tensor(name: &str, prefixes: &[String]) -> bool {
     prefixes.iter().any(|p| name.starts_with(p.as_str()))
 }
 
-/// Blocks whose two sublayers are both in `removed`.
-pub fn whole_blocks(removed: &BTreeSet<usize>, num_blocks: usize) -> Vec<usize> {
-    (0..num_blocks)
-        .filter(|b| removed.contains(&(2 * b)) && removed.contains(&(2 * b + 1)))
-        .collect()
-}
-
-/// For each block, its index once whole removed blocks are dropped (`None` for those).
-pub fn block_renumbering(removed: &BTreeSet<usize>, num_blocks: usize) -> Vec<Option<usize>> {
-    let gone = whole_blocks(removed, num_blocks);
-    let mut next = 0;
-    (0..num_blocks)
-        .map(|b| {
-            if gone.contains(&b) {
-                None
-            } else {
-                next += 1;
-                Some(next - 1)
-            }
-        })
-        .collect()
-}
-
 /// Everything an export needs for one ratio of a result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportPlan {
@@ -106,10 +83,6 @@ pub struct ExportPlan {
     pub removed_sublayers: BTreeSet<usize>,
     /// Hugging Face tensor name prefixes that go away.
     pub tensor_prefixes: Vec<String>,
-    /// Blocks removed whole.
-    pub whole_blocks: Vec<usize>,
-    /// New index of each block once whole removed blocks are dropped.
-    pub block_renumbering: Vec<Option<usize>>,
 }
 
 impl ExportPlan {
@@ -121,8 +94,6 @@ impl ExportPlan {
         Ok(ExportPlan {
             ratio,
             tensor_prefixes: removed_tensor_prefixes(&removed_sublayers, layout),
-            whole_blocks: whole_blocks(&removed_sublayers, result.num_blocks),
-            block_renumbering: block_renumbering(&removed_sublayers, result.num_blocks),
             removed_units,
             removed_sublayers,
         })
@@ -163,12 +134,5 @@ mod tests {
             Some(TensorLayout::Llama)
         );
         assert_eq!(TensorLayout::for_architecture("gpt2"), None);
-    }
-
-    #[test]
-    fn renumbering_skips_whole_blocks() {
-        let removed = BTreeSet::from([2, 3, 4]);
-        assert_eq!(whole_blocks(&removed, 3), vec![1]);
-        assert_eq!(block_renumbering(&removed, 3), vec![Some(0), None, Some(1)]);
     }
 }

@@ -16,6 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, SearchResult};
 
+/// Blocks (of a model of `num_blocks`) whose two sublayers are both in `removed`, ascending.
+pub fn whole_blocks(removed: &BTreeSet<usize>, num_blocks: usize) -> Vec<usize> {
+    (0..num_blocks)
+        .filter(|b| removed.contains(&(2 * b)) && removed.contains(&(2 * b + 1)))
+        .collect()
+}
+
 /// A range of consecutive blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
@@ -85,9 +92,7 @@ impl Inspection {
                 b += 1;
             }
         }
-        let whole_blocks = (0..num_blocks)
-            .filter(|&b| attn_removed[b] && mlp_removed[b])
-            .collect();
+        let whole_blocks = whole_blocks(removed, num_blocks);
         let merged_blocks = (0..num_blocks.saturating_sub(1))
             .filter(|&b| {
                 mlp_removed[b] && attn_removed[b + 1] && !attn_removed[b] && !mlp_removed[b + 1]
@@ -223,6 +228,8 @@ mod tests {
             vec![Run { start: 1, len: 3 }, Run { start: 5, len: 1 }]
         );
         assert_eq!(i.whole_blocks, vec![3]);
+        // Sublayers beyond the model (block 4 of 3) do not make a whole block.
+        assert_eq!(whole_blocks(&BTreeSet::from([2, 3, 4, 8, 9]), 3), vec![1]);
         // L0.mlp and L1.attn removed, L0.attn and L1.mlp kept.
         assert_eq!(i.merged_blocks, vec![0]);
         let g = i.grid();

@@ -55,7 +55,7 @@ pub use result::{Candidate, Cost, SearchResult, Step, Window, FORMAT_VERSION, RU
 pub use run::{front_exclusion, run, Inputs};
 pub use scorer::{BlockStates, FnScorer, HiddenStates, Observer, Scored, Scorer};
 pub use settings::{
-    ratio_to_sublayers, Family, Method, Provenance, Settings, Stop, TokenSelection,
+    check_ratio, ratio_to_sublayers, Family, Method, Provenance, Settings, Stop, TokenSelection,
 };
 pub use unit::{sublayer_name, Level, Unit};
 
@@ -89,6 +89,12 @@ pub enum Error {
     Scorer {
         /// What happened.
         message: String,
+    },
+    /// A pruning ratio outside `(0, 1)` ([`check_ratio`]).
+    #[error("ratio {ratio} is outside (0, 1): a pruning ratio is the fraction of the sublayers to remove, strictly between 0 and 1")]
+    InvalidRatio {
+        /// The ratio given.
+        ratio: f64,
     },
     /// A ratio beyond where the run stopped.
     #[error("ratio {ratio} needs {sublayers} sublayers removed, but the run stopped after {covered}; continue it with a larger ratio")]
@@ -142,6 +148,9 @@ pub enum Error {
         /// Value requested now.
         requested: String,
     },
+    /// An error writing a result or checkpoint file.
+    #[error(transparent)]
+    File(#[from] finercut_format::Error),
     /// An error of a metric.
     #[error(transparent)]
     Metrics(#[from] finercut_metrics::Error),

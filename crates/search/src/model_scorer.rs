@@ -23,21 +23,6 @@ pub fn model_plan(removed: impl IntoIterator<Item = usize>) -> Plan {
     Plan::from_removed(removed)
 }
 
-/// Checks calibration sequences: at least one, all of the same non-zero length.
-fn check_tokens(tokens: &[Vec<u32>]) -> Result<(usize, usize)> {
-    let t = tokens.first().map_or(0, Vec::len);
-    if t == 0 || tokens.iter().any(|s| s.len() != t) {
-        return Err(Error::InvalidSetting {
-            setting: "calibration",
-            message: format!(
-                "need at least one sequence and all of the same non-zero length; got lengths {:?}",
-                tokens.iter().map(Vec::len).take(8).collect::<Vec<_>>()
-            ),
-        });
-    }
-    Ok((tokens.len(), t))
-}
-
 /// The dense rows `metric` needs: the dense model's logits (one forward) unless the metric is
 /// perplexity, plus next-token targets for perplexity.
 fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(DenseRows, Cost)> {
@@ -67,9 +52,9 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
     ))
 }
 
-/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and about
-/// half a forward per candidate.
-pub struct StreamingScorer<'m> {
+/// What both logit scorers hold: the model, the checked calibration tokens, the metric and the
+/// dense rows it compares against.
+struct Calibrated<'m> {
     model: &'m Model,
     tokens: Vec<Vec<u32>>,
     metric: Metric,
@@ -77,13 +62,13 @@ pub struct StreamingScorer<'m> {
     preparation: Cost,
 }
 
-impl<'m> StreamingScorer<'m> {
-    /// A scorer of `metric` on calibration `tokens` (sequences of equal length); runs the dense
-    /// model once (except for perplexity).
-    pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
-        check_tokens(&tokens)?;
+impl<'m> Calibrated<'m> {
+    /// Checks `tokens` (sequences of equal length, ids in the vocabulary) and runs the dense
+    /// model once (except for perplexity, which needs none).
+    fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
+        model.check_tokens(&tokens)?;
         let (dense, preparation) = dense_rows(model, &tokens, metric)?;
-        Ok(StreamingScorer {
+        Ok(Calibrated {
             model,
             tokens,
             metric,
@@ -91,21 +76,33 @@ impl<'m> StreamingScorer<'m> {
             preparation,
         })
     }
+}
+
+/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and about half a forward per
+/// candidate.
+pub struct StreamingScorer<'m>(Calibrated<'m>);
+
+impl<'m> StreamingScorer<'m> {
+    /// A scorer of `metric` on calibration `tokens` (sequences of equal length); runs the dense
+    /// model once (except for perplexity).
+    pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
+        Ok(StreamingScorer(Calibrated::new(model, tokens, metric)?))
+    }
 
     /// The cost of the dense forward (record it as the result's preparation).
     pub fn preparation(&self) -> &Cost {
-        &self.preparation
+        &self.0.preparation
     }
 
     /// The cached dense rows.
     pub fn dense(&self) -> &DenseRows {
-        &self.dense
+        &self.0.dense
     }
 }
 
 impl Scorer for StreamingScorer<'_> {
     fn num_sublayers(&self) -> usize {
-        self.model.num_sublayers()
+        self.0.model.num_sublayers()
     }
 
     fn score(
@@ -117,11 +114,11 @@ impl Scorer for StreamingScorer<'_> {
         let base = Plan::from_removed(removed.iter().copied());
         let mut accs = candidates
             .iter()
-            .map(|_| Accumulator::new(self.metric, &self.dense))
+            .map(|_| Accumulator::new(self.0.metric, &self.0.dense))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut done = 0usize;
-        let stats = self.model.stream_candidates(
-            &self.tokens,
+        let stats = self.0.model.stream_candidates(
+            &self.0.tokens,
             &base,
             candidates,
             &mut |c, first_row, rows| {
@@ -152,37 +149,23 @@ impl Scorer for StreamingScorer<'_> {
 }
 
 /// The reference procedure: one full forward per candidate.
-pub struct NaiveScorer<'m> {
-    model: &'m Model,
-    tokens: Vec<Vec<u32>>,
-    metric: Metric,
-    dense: DenseRows,
-    preparation: Cost,
-}
+pub struct NaiveScorer<'m>(Calibrated<'m>);
 
 impl<'m> NaiveScorer<'m> {
     /// A scorer of `metric` on calibration `tokens`; runs the dense model once.
     pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
-        check_tokens(&tokens)?;
-        let (dense, preparation) = dense_rows(model, &tokens, metric)?;
-        Ok(NaiveScorer {
-            model,
-            tokens,
-            metric,
-            dense,
-            preparation,
-        })
+        Ok(NaiveScorer(Calibrated::new(model, tokens, metric)?))
     }
 
     /// The cost of the dense forward.
     pub fn preparation(&self) -> &Cost {
-        &self.preparation
+        &self.0.preparation
     }
 }
 
 impl Scorer for NaiveScorer<'_> {
     fn num_sublayers(&self) -> usize {
-        self.model.num_sublayers()
+        self.0.model.num_sublayers()
     }
 
     fn score(
@@ -191,14 +174,17 @@ impl Scorer for NaiveScorer<'_> {
         candidates: &[Vec<usize>],
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<Scored> {
-        let n = self.model.num_sublayers().max(1);
+        let n = self.0.model.num_sublayers().max(1);
         let mut scores = Vec::with_capacity(candidates.len());
         let mut evals = 0usize;
         for (i, c) in candidates.iter().enumerate() {
             let set: BTreeSet<usize> = removed.iter().chain(c).copied().collect();
             evals += n.saturating_sub(set.len());
-            let logits = self.model.forward(&self.tokens, &Plan::from_removed(set))?;
-            let mut acc = Accumulator::new(self.metric, &self.dense)?;
+            let logits = self
+                .0
+                .model
+                .forward(&self.0.tokens, &Plan::from_removed(set))?;
+            let mut acc = Accumulator::new(self.0.metric, &self.0.dense)?;
             match logits.as_slice_f32() {
                 Ok(rows) => acc.add_rows(0, rows)?,
                 Err(_) => {
@@ -226,7 +212,7 @@ pub struct ModelHiddenStates<'m> {
 impl<'m> ModelHiddenStates<'m> {
     /// A source of states of `model` on calibration `tokens` (sequences of equal length).
     pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>) -> Result<Self> {
-        check_tokens(&tokens)?;
+        model.check_tokens(&tokens)?;
         Ok(ModelHiddenStates { model, tokens })
     }
 }
@@ -237,7 +223,7 @@ impl HiddenStates for ModelHiddenStates<'_> {
     }
 
     fn block_states(&mut self) -> Result<BlockStates> {
-        let (n, t) = check_tokens(&self.tokens)?;
+        let (n, t) = self.model.check_tokens(&self.tokens)?;
         let trace = self.model.trace(&self.tokens, &Plan::dense())?;
         let expected = self.model.num_sublayers() + 1;
         if trace.len() != expected {

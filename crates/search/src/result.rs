@@ -2,13 +2,12 @@
 //! and costs; atomic checkpoints; resume validation; plans for a ratio.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::ratio_to_sublayers;
+use crate::settings::{check_ratio, ratio_to_sublayers};
 use crate::{Error, Provenance, Result, Settings, Unit};
 
 /// Version of the result file layout.
@@ -151,15 +150,10 @@ impl SearchResult {
     /// of the removal order whose sublayers number at most `k` (for whole blocks, an odd `k`
     /// rounds down). DeeperLayers: the best window of `floor(k/2)` blocks.
     ///
-    /// An error when the result does not reach `k` (a run stopped earlier) or the level cannot
-    /// remove `k` sublayers.
+    /// An error when `ratio` is outside `(0, 1)` ([`crate::check_ratio`]), the result does not
+    /// reach `k` (a run stopped earlier) or the level cannot remove `k` sublayers.
     pub fn units_for_ratio(&self, ratio: f64) -> Result<Vec<Unit>> {
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(Error::InvalidSetting {
-                setting: "ratio",
-                message: format!("{ratio} is not in [0, 1]"),
-            });
-        }
+        check_ratio(ratio)?;
         let k = ratio_to_sublayers(ratio, self.num_sublayers());
         if self.settings.method == crate::Method::DeeperLayers {
             let n = k / 2;
@@ -221,14 +215,15 @@ impl SearchResult {
             .collect())
     }
 
-    /// Writes the result as pretty JSON, atomically: a temporary file next to `path`, fsync,
-    /// rename over `path`, then fsync of the directory.
+    /// Writes the result as pretty JSON, atomically (`finercut_format::io::write_atomically`:
+    /// a temporary file next to `path`, fsync, rename over `path`, fsync of the directory), so a
+    /// run killed at any moment leaves the previous checkpoint or the new one.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Io {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        write_atomic(path, &json)
+        Ok(finercut_format::io::write_bytes_atomically(path, &json)?)
     }
 
     /// Reads and checks a result or checkpoint file.
@@ -348,36 +343,6 @@ impl SearchResult {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path, e: std::io::Error| Error::Io {
-        path: p.to_owned(),
-        message: e.to_string(),
-    };
-    let name = path.file_name().ok_or_else(|| Error::Io {
-        path: path.to_owned(),
-        message: "not a file path".to_owned(),
-    })?;
-    let mut tmp_name = name.to_owned();
-    tmp_name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    {
-        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    // Make the rename itself durable; some platforms cannot open a directory, which is fine.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Serde of an `f64` that may be NaN or infinite: finite values as JSON numbers, the rest as
 /// the strings `"NaN"`, `"inf"`, `"-inf"` (JSON has no such numbers).
 pub(crate) mod float {
@@ -447,7 +412,11 @@ mod tests {
             .map(|i| step(Unit::Sublayer(i), 0.1))
             .collect();
         assert_eq!(r.plan_for_ratio(0.25).unwrap(), BTreeSet::from([5, 2]));
-        assert_eq!(r.plan_for_ratio(0.0).unwrap(), BTreeSet::new());
+        assert_eq!(r.plan_for_ratio(0.1).unwrap(), BTreeSet::new());
+        assert!(matches!(
+            r.plan_for_ratio(0.0),
+            Err(Error::InvalidRatio { .. })
+        ));
         assert!(matches!(
             r.plan_for_ratio(0.75),
             Err(Error::RatioNotCovered { .. })
@@ -457,7 +426,10 @@ mod tests {
             r.plan_for_ratio(0.75),
             Err(Error::RatioBeyondLevel { .. })
         ));
-        assert!(r.plan_for_ratio(1.5).is_err());
+        assert!(matches!(
+            r.plan_for_ratio(1.5),
+            Err(Error::InvalidRatio { .. })
+        ));
     }
 
     #[test]

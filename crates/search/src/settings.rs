@@ -149,6 +149,18 @@ impl Stop {
     }
 }
 
+/// Checks a pruning ratio, the fraction of the 2L sublayers to remove: it must lie strictly
+/// between 0 and 1 (0 removes nothing, 1 everything; neither is a pruning). This is the one rule
+/// for ratios: every setting, method and command that takes one checks it here, so all say the
+/// same thing ([`Error::InvalidRatio`]). Returns the ratio.
+pub fn check_ratio(ratio: f64) -> Result<f64> {
+    if ratio > 0.0 && ratio < 1.0 {
+        Ok(ratio)
+    } else {
+        Err(Error::InvalidRatio { ratio })
+    }
+}
+
 /// `floor(2L·r)`, computed as the reference code does (`int(total * rate)` on doubles), so that
 /// ratios map to the same counts.
 pub fn ratio_to_sublayers(ratio: f64, num_sublayers: usize) -> usize {
@@ -250,9 +262,7 @@ impl Settings {
             _ => {}
         }
         if let Stop::Ratio(r) = self.stop {
-            if !(r > 0.0 && r <= 1.0) {
-                return bad("stop", format!("ratio {r} is not in (0, 1]"));
-            }
+            check_ratio(r)?;
         }
         if let Some(x) = self.front_exclusion {
             if m.family() != Family::Greedy {
@@ -376,6 +386,21 @@ mod tests {
         let mut s = Settings::new(Method::Random);
         s.seed = None;
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn one_rule_for_ratios() {
+        for bad in [0.0, 1.0, -0.1, 1.5, f64::NAN, f64::INFINITY] {
+            let e = check_ratio(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidRatio { .. }), "{bad}");
+            assert!(e.to_string().contains("outside (0, 1)"), "{e}");
+            let mut s = Settings::new(Method::Finercut);
+            s.stop = Stop::Ratio(bad);
+            assert_eq!(s.validate().unwrap_err().to_string(), e.to_string());
+        }
+        for good in [f64::MIN_POSITIVE, 0.25, 0.999] {
+            assert_eq!(check_ratio(good).unwrap(), good);
+        }
     }
 
     #[test]

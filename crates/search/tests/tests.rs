@@ -630,8 +630,8 @@ fn export_and_inspect_a_result() {
             "model.layers.2.input_layernorm.",
         ]
     );
-    assert!(plan.whole_blocks.is_empty());
     let i = Inspection::of_result(&r, 0.5).unwrap();
+    assert!(i.whole_blocks.is_empty());
     assert_eq!(i.merged_blocks, vec![0]);
     assert_eq!(i.attn_runs.len(), 1);
     assert!(i.text().contains("attn  .##"));

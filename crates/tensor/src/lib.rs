@@ -7,11 +7,11 @@
 //!   used in place from shared bytes such as a memory map ([`Tensor::from_shared_bytes`]).
 //! - [`Device`]: `Cpu`, or `Cuda(CudaDevice)` where [`CudaDevice`] (and [`CudaStorage`]) are uninhabited
 //!   until the CUDA backend arrives, so the CUDA arms of every `match` are dead code the compiler checks.
-//! - Operations: [`Tensor::matmul_t`] (`x·Wᵀ`), [`Tensor::matmul`], [`Tensor::bmm`], [`embedding`],
+//! - Operations: [`Tensor::matmul_t`] (`x·Wᵀ`), [`linear`], [`embedding`],
 //!   [`Tensor::rms_norm`] (also Gemma's `1 + w`), [`Rope`] (with Llama 3 and linear scaling),
-//!   [`Tensor::gated_in_place`] (SwiGLU/GeGLU), [`Tensor::softmax_last`], [`Tensor::log_softmax_last`],
+//!   [`Tensor::gated_in_place`] (SwiGLU/GeGLU), [`Tensor::log_softmax_last`],
 //!   [`causal_attention`] (grouped-query heads, optional sliding window and logit soft-capping) and
-//!   residual adds in place ([`Tensor::add_in_place`], [`Tensor::add_rows_from`]).
+//!   residual adds in place ([`Tensor::add_rows_from`]).
 //!
 //! # Design
 //!
@@ -116,17 +116,5 @@ pub mod blas {
         c: &mut [f32],
     ) -> Result<()> {
         gemm::sgemm(packed(m, n, k, BLayout::NxK), a, b, c)
-    }
-
-    /// `c[m×n] = a[m×k] · b[k×n]` (all row-major, packed).
-    pub fn sgemm_nn(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        b: &[f32],
-        c: &mut [f32],
-    ) -> Result<()> {
-        gemm::sgemm(packed(m, n, k, BLayout::KxN), a, b, c)
     }
 }

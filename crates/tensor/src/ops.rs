@@ -159,25 +159,6 @@ impl Tensor {
         check_rows(op, src, src_row, n)
     }
 
-    /// `self += other` elementwise (same shape): the residual add.
-    pub fn add_in_place(&mut self, other: &Tensor) -> Result<()> {
-        let op = "add_in_place";
-        if self.shape != other.shape {
-            return Err(shape_err(
-                op,
-                format!("{:?} vs {:?}", self.shape, other.shape),
-            ));
-        }
-        match same_device(op, self, other)? {
-            Device::Cpu => {
-                let o = other.cpu_f32(op)?;
-                kernels::add_assign(self.cpu_f32_mut(op)?, o);
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
-    }
-
     /// Adds the vector `v` (`[cols]`) to every row (a bias).
     pub fn add_row_vector_in_place(&mut self, v: &Tensor) -> Result<()> {
         let op = "add_row_vector_in_place";
@@ -310,93 +291,6 @@ impl Tensor {
         }
     }
 
-    /// `self · rhs` for `[m, k] · [k, n]`.
-    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        let op = "matmul";
-        if self.rank() != 2 || rhs.rank() != 2 || self.shape[1] != rhs.shape[0] {
-            return Err(shape_err(op, format!("{:?} · {:?}", self.shape, rhs.shape)));
-        }
-        let (m, k, n) = (self.shape[0], self.shape[1], rhs.shape[1]);
-        match same_device(op, self, rhs)? {
-            Device::Cpu => {
-                let mut out = pool::take(m * n);
-                let g = Gemm {
-                    alpha: 1.0,
-                    m,
-                    n,
-                    k,
-                    lda: k,
-                    ldb: n,
-                    ldc: n,
-                    b_layout: BLayout::KxN,
-                    accumulate: false,
-                };
-                gemm::sgemm(g, self.cpu_f32(op)?, rhs.cpu_f32(op)?, &mut out)?;
-                Ok(Tensor::cpu(out, vec![m, n]))
-            }
-            Device::Cuda(d) => match d {},
-        }
-    }
-
-    /// Batched `[b, m, k] · [b, k, n] → [b, m, n]`.
-    pub fn bmm(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.batched("bmm", rhs, BLayout::KxN)
-    }
-
-    /// Batched `[b, m, k] · [b, n, k]ᵀ → [b, m, n]`.
-    pub fn bmm_t(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.batched("bmm_t", rhs, BLayout::NxK)
-    }
-
-    fn batched(&self, op: &'static str, rhs: &Tensor, layout: BLayout) -> Result<Tensor> {
-        let fits = self.rank() == 3
-            && rhs.rank() == 3
-            && self.shape[0] == rhs.shape[0]
-            && match layout {
-                BLayout::KxN => self.shape[2] == rhs.shape[1],
-                BLayout::NxK => self.shape[2] == rhs.shape[2],
-            };
-        if !fits {
-            return Err(shape_err(
-                op,
-                format!("{:?} with {:?}", self.shape, rhs.shape),
-            ));
-        }
-        let (b, m, k) = (self.shape[0], self.shape[1], self.shape[2]);
-        let n = match layout {
-            BLayout::KxN => rhs.shape[2],
-            BLayout::NxK => rhs.shape[1],
-        };
-        let ldb = if layout == BLayout::KxN { n } else { k };
-        match same_device(op, self, rhs)? {
-            Device::Cpu => {
-                let (a, bm) = (self.cpu_f32(op)?, rhs.cpu_f32(op)?);
-                let mut out = pool::take(b * m * n);
-                let g = Gemm {
-                    alpha: 1.0,
-                    m,
-                    n,
-                    k,
-                    lda: k,
-                    ldb,
-                    ldc: n,
-                    b_layout: layout,
-                    accumulate: false,
-                };
-                for i in 0..b {
-                    gemm::sgemm(
-                        g,
-                        &a[i * m * k..(i + 1) * m * k],
-                        &bm[i * k * n..(i + 1) * k * n],
-                        &mut out[i * m * n..(i + 1) * m * n],
-                    )?;
-                }
-                Ok(Tensor::cpu(out, vec![b, m, n]))
-            }
-            Device::Cuda(d) => match d {},
-        }
-    }
-
     /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps)` times the weight (`[cols]`).
     pub fn rms_norm(&self, weight: &Tensor, eps: f32, kind: NormWeight) -> Result<Tensor> {
         let op = "rms_norm";
@@ -447,24 +341,6 @@ impl Tensor {
         }
     }
 
-    /// `act(self)` elementwise.
-    pub fn activation(&self, act: Activation) -> Result<Tensor> {
-        let op = "activation";
-        let mut out = self.clone();
-        match out.device() {
-            Device::Cpu => {
-                let x = out.cpu_f32_mut(op)?;
-                let f = match act {
-                    Activation::Silu => kernels::silu_in_place,
-                    Activation::GeluTanh => kernels::gelu_tanh_in_place,
-                };
-                x.par_chunks_mut(1 << 14).for_each(f);
-                Ok(out)
-            }
-            Device::Cuda(d) => match d {},
-        }
-    }
-
     /// `self = act(self) · up` elementwise (the gated feed-forward product; same shapes).
     pub fn gated_in_place(&mut self, up: &Tensor, act: Activation) -> Result<()> {
         let op = "gated_in_place";
@@ -482,26 +358,6 @@ impl Tensor {
                     Activation::Silu => kernels::for_chunks_zip(g, u, kernels::silu_mul),
                     Activation::GeluTanh => kernels::for_chunks_zip(g, u, kernels::gelu_tanh_mul),
                 }
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
-    }
-
-    /// Softmax over the last dimension.
-    pub fn softmax_last(&self) -> Result<Tensor> {
-        let mut out = self.clone();
-        out.softmax_last_in_place()?;
-        Ok(out)
-    }
-
-    /// Softmax over the last dimension, in place.
-    pub fn softmax_last_in_place(&mut self) -> Result<()> {
-        let op = "softmax_last_in_place";
-        match self.device() {
-            Device::Cpu => {
-                let c = self.cols();
-                kernels::for_rows_mut(self.cpu_f32_mut(op)?, c, |_, r| kernels::softmax_row(r));
                 Ok(())
             }
             Device::Cuda(d) => match d {},

@@ -132,7 +132,7 @@ fn rows_and_slices() {
     );
     assert!(t.slice_rows(3, 2).is_err());
     let mut v = t.clone();
-    v.add_in_place(&t).unwrap();
+    v.add_rows_from(0, &t, 0, t.rows()).unwrap();
     v.scale_in_place(0.5).unwrap();
     assert_eq!(v.to_vec_f32().unwrap(), t.to_vec_f32().unwrap());
     assert_eq!(format!("{t:?}"), "Tensor[[2, 2, 3], f32, cpu]");

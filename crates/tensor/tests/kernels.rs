@@ -41,21 +41,6 @@ proptest! {
     }
 
     #[test]
-    fn matmul_and_bmm_match_reference(bs in 1usize..4, m in 1usize..20, k in 1usize..30, n in 1usize..20, seed: u64) {
-        let mut g = rng(seed);
-        let (a, b) = (rand_vec(&mut g, bs * m * k, 1.0), rand_vec(&mut g, bs * k * n, 1.0));
-        let y = tensor(&a[..m * k], &[m, k]).matmul(&tensor(&b[..k * n], &[k, n])).unwrap();
-        assert_close(y.as_slice_f32().unwrap(), &r::matmul(&a[..m * k], &b[..k * n], m, k, n, false), 1e-5, "matmul");
-        let y = tensor(&a, &[bs, m, k]).bmm(&tensor(&b, &[bs, k, n])).unwrap();
-        let yt = tensor(&a, &[bs, m, k]).bmm_t(&tensor(&b, &[bs, n, k])).unwrap();
-        for i in 0..bs {
-            let (ai, bi) = (&a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n]);
-            assert_close(&y.as_slice_f32().unwrap()[i * m * n..(i + 1) * m * n], &r::matmul(ai, bi, m, k, n, false), 1e-5, "bmm");
-            assert_close(&yt.as_slice_f32().unwrap()[i * m * n..(i + 1) * m * n], &r::matmul(ai, bi, m, k, n, true), 1e-5, "bmm_t");
-        }
-    }
-
-    #[test]
     fn rms_norm_matches_reference(rows in 1usize..20, c in 1usize..300, one_plus: bool, seed: u64) {
         let mut g = rng(seed);
         let (x, w) = (rand_vec(&mut g, rows * c, 3.0), rand_vec(&mut g, c, 1.0));
@@ -82,9 +67,6 @@ proptest! {
         let mut g = rng(seed);
         let (x, u) = (rand_vec(&mut g, n, 12.0), rand_vec(&mut g, n, 2.0));
         for (act, f) in [(Activation::Silu, r::silu as fn(f64) -> f64), (Activation::GeluTanh, r::gelu_tanh)] {
-            let y = tensor(&x, &[n]).activation(act).unwrap();
-            let want: Vec<f64> = x.iter().map(|&v| f(f64::from(v))).collect();
-            assert_close(y.as_slice_f32().unwrap(), &want, 1e-6, "activation");
             let mut gate = tensor(&x, &[n]);
             gate.gated_in_place(&tensor(&u, &[n]), act).unwrap();
             let want: Vec<f64> = x.iter().zip(&u).map(|(&a, &b)| f(f64::from(a)) * f64::from(b)).collect();
@@ -99,8 +81,6 @@ proptest! {
         let t = tensor(&x, &[rows, c]);
         let lsm = r::log_softmax(&x, c);
         assert_close(t.log_softmax_last().unwrap().as_slice_f32().unwrap(), &lsm, 2e-6, "log_softmax");
-        let sm: Vec<f64> = lsm.iter().map(|v| v.exp()).collect();
-        assert_close(t.softmax_last().unwrap().as_slice_f32().unwrap(), &sm, 2e-6, "softmax");
     }
 
     #[test]
@@ -301,7 +281,6 @@ fn shape_errors_name_the_operation() {
     assert!(err.to_string().contains("[2, 3]"));
     assert!(a.clone().reshape(&[5]).is_err());
     let mut c = a.clone();
-    assert!(c.add_in_place(&b).is_err());
     assert!(c.add_rows_from(1, &a, 0, 2).is_err());
     let spec = AttentionSpec::new(3, 2, 1);
     assert!(causal_attention(&a, &a, &a, &[2], &spec).is_err());

@@ -94,43 +94,10 @@ multiversion! {
 }
 
 multiversion! {
-    /// `x = silu(x)`, elementwise.
-    pub(crate) fn silu_in_place(x: &mut [f32]) {
-        for a in x.iter_mut() {
-            *a = simd::silu(*a);
-        }
-    }
-}
-
-multiversion! {
-    /// `x = gelu_tanh(x)`, elementwise.
-    pub(crate) fn gelu_tanh_in_place(x: &mut [f32]) {
-        for a in x.iter_mut() {
-            *a = simd::gelu_tanh(*a);
-        }
-    }
-}
-
-multiversion! {
     /// `x = cap · tanh(x / cap)`, elementwise.
     pub(crate) fn softcap_in_place(x: &mut [f32], cap: f32) {
         for a in x.iter_mut() {
             *a = cap * simd::tanh(*a / cap);
-        }
-    }
-}
-
-multiversion! {
-    /// Softmax of one row, in place.
-    pub(crate) fn softmax_row(x: &mut [f32]) {
-        if x.is_empty() {
-            return;
-        }
-        let m = simd::max(x);
-        let s = simd::exp_shift_sum(x, m);
-        let inv = (1.0 / s) as f32;
-        for v in x.iter_mut() {
-            *v *= inv;
         }
     }
 }
