@@ -78,8 +78,8 @@ impl<'m> Calibrated<'m> {
     }
 }
 
-/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and about half a forward per
-/// candidate.
+/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and
+/// about half a forward per candidate.
 pub struct StreamingScorer<'m>(Calibrated<'m>);
 
 impl<'m> StreamingScorer<'m> {
