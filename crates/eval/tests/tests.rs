@@ -1,6 +1,7 @@
 //! Integration tests of `finercut-eval`.
 #![allow(clippy::unwrap_used)]
 
+mod families;
 mod mock;
 mod model;
 mod prompts;

