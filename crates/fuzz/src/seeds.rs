@@ -243,12 +243,7 @@ fn tiny_gguf(quant: GgmlType) -> Seed {
         ));
     };
     let norm = |name: String| -> GgufTensor {
-        (
-            name,
-            vec![D as u64],
-            GgmlType::F32,
-            f32_bytes(&vec![1.0; D]),
-        )
+        (name, vec![D as u64], GgmlType::F32, f32_bytes(&[1.0; D]))
     };
     matrix("token_embd.weight".into(), VOCAB, D, &mut tensors);
     for b in 0..2 {
