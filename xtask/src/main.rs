@@ -17,6 +17,7 @@
 
 mod bench;
 mod fetch;
+mod fuzz;
 #[cfg(test)]
 mod tidy;
 
@@ -90,6 +91,20 @@ enum Cmd {
     },
     /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
     Ci,
+    /// Fuzz every file loader (GGUF, safetensors, config.json, tokenizer.json, result files and
+    /// checkpoints) with `finercut-fuzz`, built in release mode; crash files go to
+    /// target/fuzz/crashes.
+    Fuzz {
+        /// Number of cases.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
+        /// Seed of the campaign (case K of seed S is always the same input).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Further arguments for `finercut-fuzz` (--jobs, --case, --save, --max-alloc-mib, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Ci => ci(&root),
+        Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
     }
 }
 

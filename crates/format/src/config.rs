@@ -443,6 +443,21 @@ fn parse_rope(v: &Json, origin: &str, key: &str) -> Result<RopeScaling> {
     }
 }
 
+/// Most blocks a configuration may declare. Per-layer settings are allocated from this number
+/// before any weight confirms it; the largest published models have a few hundred blocks.
+pub(crate) const MAX_LAYERS: usize = 1 << 16;
+
+/// Checks a block count against [`MAX_LAYERS`].
+fn layer_count(origin: &str, name: &str, n: usize) -> Result<usize> {
+    if n > MAX_LAYERS {
+        return Err(Error::config(
+            origin,
+            format!("`{name}` = {n} exceeds the limit of {MAX_LAYERS} blocks"),
+        ));
+    }
+    Ok(n)
+}
+
 fn positive(origin: &str, name: &str, v: Option<usize>) -> Result<usize> {
     match v {
         Some(0) => Err(Error::config(
@@ -521,7 +536,11 @@ impl ModelConfig {
         let vocab_size = positive(origin, "vocab_size", raw.vocab_size)?;
         let hidden_size = positive(origin, "hidden_size", raw.hidden_size)?;
         let intermediate_size = positive(origin, "intermediate_size", raw.intermediate_size)?;
-        let num_hidden_layers = positive(origin, "num_hidden_layers", raw.num_hidden_layers)?;
+        let num_hidden_layers = layer_count(
+            origin,
+            "num_hidden_layers",
+            positive(origin, "num_hidden_layers", raw.num_hidden_layers)?,
+        )?;
         let num_attention_heads = positive(origin, "num_attention_heads", raw.num_attention_heads)?;
         let num_key_value_heads = positive(
             origin,
@@ -911,7 +930,7 @@ impl ModelConfig {
                 ));
             }
         }
-        let layers = req("block_count")?;
+        let layers = layer_count(&origin, &key("block_count"), req("block_count")?)?;
         let vocab_size = match file.get_u64(&key("vocab_size"))? {
             Some(v) => v as usize,
             None => match file.tensor("token_embd.weight") {
@@ -1187,6 +1206,23 @@ mod tests {
         assert!(!c.tie_word_embeddings);
         assert_eq!(c.hidden_act, Activation::Silu);
         assert_eq!(c.layer_types, vec![LayerAttention::Full; 2]);
+    }
+
+    /// Found by `cargo xtask fuzz`: the per-layer attention types were allocated from
+    /// `num_hidden_layers` alone, so a corrupt count aborted the process.
+    #[test]
+    fn a_huge_block_count_is_an_error() {
+        let json = TINY.replace(
+            r#""num_hidden_layers":2"#,
+            r#""num_hidden_layers":1152921504606846976"#,
+        );
+        let e = ModelConfig::from_json_str(&json, "huge")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("num_hidden_layers") && e.contains("limit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,14 +3,22 @@
 //! Format (huggingface/safetensors): an 8-byte little-endian header length `N`, `N` bytes of JSON
 //! mapping each tensor name to `{dtype, shape, data_offsets: [begin, end]}` (offsets relative to
 //! the data section that follows the header) plus an optional `__metadata__` string map, then the
-//! data. The header is parsed and checked here rather than by the `safetensors` crate so that
-//! every error names the file and the tensor; the tests check files written here against that
-//! crate.
+//! data.
+//!
+//! The `safetensors` crate parses and validates headers ([`SafeTensors::read_metadata`]: header
+//! size limit, UTF-8, JSON, dtypes, offsets that tile the data section exactly, shape arithmetic
+//! without overflow) and its types serialise the headers written here. This module keeps what the
+//! crate does not do: memory maps shared with the tensor engine (zero copy), the sharded index,
+//! streaming writes and error messages that name the file and the tensor. When the crate rejects a
+//! header, [`explain`] looks at the header again to say which tensor is at fault; the crate stays
+//! the only judge of what is accepted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorInfo};
+use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::error::IoResultExt;
@@ -18,34 +26,14 @@ use crate::io::{map_model_file, write_atomically};
 use crate::tensor::{Bytes, DType, Owner, RawTensor, TensorSource};
 use crate::{Error, Result};
 
-/// Largest header accepted (the reference implementation uses the same limit).
+/// Largest header the `safetensors` crate accepts (its `MAX_HEADER_SIZE`), for error messages.
 const MAX_HEADER: u64 = 100_000_000;
-
-/// Every dtype a safetensors header may name, with its size in bytes.
-const STORED_DTYPES: &[(&str, usize)] = &[
-    ("BOOL", 1),
-    ("U8", 1),
-    ("I8", 1),
-    ("F8_E5M2", 1),
-    ("F8_E4M3", 1),
-    ("F8_E8M0", 1),
-    ("I16", 2),
-    ("U16", 2),
-    ("F16", 2),
-    ("BF16", 2),
-    ("I32", 4),
-    ("U32", 4),
-    ("F32", 4),
-    ("F64", 8),
-    ("I64", 8),
-    ("U64", 8),
-];
 
 #[derive(Debug, Clone)]
 struct Entry {
     name: String,
     /// The dtype as written in the header.
-    stored: &'static str,
+    stored: Dtype,
     dtype: Option<DType>,
     shape: Vec<usize>,
     /// Offset inside the file's bytes.
@@ -61,117 +49,77 @@ struct SafeFile {
     metadata: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
-struct RawEntry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: (u64, u64),
+/// The dtypes a [`RawTensor`] can carry, by their safetensors name.
+fn float_dtype(stored: Dtype) -> Option<DType> {
+    match stored {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// The safetensors dtype of a [`DType`].
+fn stored_dtype(dtype: DType) -> Dtype {
+    match dtype {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+    }
+}
+
+/// The header's spelling of `dtype`, as a static string.
+fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::BOOL => "BOOL",
+        Dtype::F4 => "F4",
+        Dtype::F6_E2M3 => "F6_E2M3",
+        Dtype::F6_E3M2 => "F6_E3M2",
+        Dtype::U8 => "U8",
+        Dtype::I8 => "I8",
+        Dtype::F8_E5M2 => "F8_E5M2",
+        Dtype::F8_E4M3 => "F8_E4M3",
+        Dtype::F8_E8M0 => "F8_E8M0",
+        Dtype::I16 => "I16",
+        Dtype::U16 => "U16",
+        Dtype::F16 => "F16",
+        Dtype::BF16 => "BF16",
+        Dtype::I32 => "I32",
+        Dtype::U32 => "U32",
+        Dtype::F32 => "F32",
+        Dtype::F64 => "F64",
+        Dtype::I64 => "I64",
+        Dtype::U64 => "U64",
+        // `Dtype` is non-exhaustive: a dtype added by a later version of the crate.
+        _ => "(a dtype unknown to this version)",
+    }
 }
 
 impl SafeFile {
     fn parse(path: &Path, data: Bytes) -> Result<SafeFile> {
         let bytes: &[u8] = &data;
-        let total = bytes.len();
-        if total < 8 {
-            return Err(Error::malformed(
-                path,
-                format!("truncated: {total} bytes, but a safetensors file starts with an 8-byte header length"),
-            ));
-        }
-        let mut n8 = [0u8; 8];
-        n8.copy_from_slice(&bytes[..8]);
-        let n = u64::from_le_bytes(n8);
-        if n > MAX_HEADER {
-            return Err(Error::malformed(
-                path,
-                format!("header length {n} exceeds the limit of {MAX_HEADER} bytes"),
-            ));
-        }
-        if n > (total - 8) as u64 {
-            return Err(Error::malformed(
-                path,
-                format!("header length {n} goes beyond the end of the file ({total} bytes): truncated or not safetensors"),
-            ));
-        }
-        let header_end = 8 + n as usize;
-        let text = std::str::from_utf8(&bytes[8..header_end])
-            .map_err(|e| Error::malformed(path, format!("header is not UTF-8: {e}")))?;
-        let json: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
-            .map_err(|e| Error::malformed(path, format!("header is not a JSON object: {e}")))?;
-        let data_len = total - header_end;
-        let mut entries = Vec::with_capacity(json.len());
-        let mut metadata = BTreeMap::new();
-        for (name, value) in json {
-            if name == "__metadata__" {
-                metadata = serde_json::from_value(value).map_err(|e| {
-                    Error::malformed(
-                        path,
-                        format!("`__metadata__` is not a map of strings to strings: {e}"),
-                    )
-                })?;
-                continue;
-            }
-            let raw: RawEntry = serde_json::from_value(value).map_err(|e| {
-                Error::bad_tensor(path, &name, format!("invalid header entry: {e}"))
-            })?;
-            let (stored, size) = STORED_DTYPES
-                .iter()
-                .find(|(s, _)| *s == raw.dtype)
-                .copied()
-                .ok_or_else(|| {
-                    Error::bad_tensor(path, &name, format!("unknown dtype `{}`", raw.dtype))
-                })?;
-            let (begin, end) = raw.data_offsets;
-            if begin > end || end > data_len as u64 {
-                return Err(Error::bad_tensor(
-                    path,
-                    &name,
-                    format!("data_offsets [{begin}, {end}] out of range: the data section has {data_len} bytes"),
-                ));
-            }
-            let need = raw
-                .shape
-                .iter()
-                .try_fold(size, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| {
-                    Error::bad_tensor(path, &name, format!("shape {:?} overflows", raw.shape))
-                })?;
-            if need as u64 != end - begin {
-                return Err(Error::bad_tensor(
-                    path,
-                    &name,
-                    format!(
-                        "shape {:?} of {stored} needs {need} bytes but data_offsets [{begin}, {end}] span {}",
-                        raw.shape,
-                        end - begin
-                    ),
-                ));
-            }
-            let dtype = match stored {
-                "F32" => Some(DType::F32),
-                "F16" => Some(DType::F16),
-                "BF16" => Some(DType::BF16),
-                _ => None,
-            };
-            entries.push(Entry {
+        let (header_len, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| explain(path, bytes, e))?;
+        let header_end = 8 + header_len;
+        let mut entries: Vec<Entry> = header
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| Entry {
                 name,
-                stored,
-                dtype,
-                shape: raw.shape,
-                start: header_end + begin as usize,
-                len: (end - begin) as usize,
-            });
-        }
+                stored: info.dtype,
+                dtype: float_dtype(info.dtype),
+                shape: info.shape.clone(),
+                start: header_end + info.data_offsets.0,
+                len: info.data_offsets.1 - info.data_offsets.0,
+            })
+            .collect();
         entries.sort_by(|a, b| (a.start, a.len, &a.name).cmp(&(b.start, b.len, &b.name)));
-        for w in entries.windows(2) {
-            if w[0].len > 0 && w[1].len > 0 && w[0].start + w[0].len > w[1].start {
-                return Err(Error::bad_tensor(
-                    path,
-                    &w[1].name,
-                    format!("data overlaps tensor `{}`", w[0].name),
-                ));
-            }
-        }
+        let metadata = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         Ok(SafeFile {
             path: path.to_path_buf(),
             data,
@@ -186,6 +134,139 @@ impl SafeFile {
         let owner: Owner = mmap;
         SafeFile::parse(path, Bytes::slice(owner, 0, len))
     }
+}
+
+/// Turns the `safetensors` crate's rejection of `bytes` into an error that names `path` and, where
+/// the fault lies in one tensor's entry, that tensor. Falls back to the crate's own message.
+fn explain(path: &Path, bytes: &[u8], error: SafeTensorError) -> Error {
+    let total = bytes.len();
+    let claimed = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    match (&error, claimed) {
+        (SafeTensorError::HeaderTooSmall, _) | (_, None) => {
+            return Error::malformed(
+                path,
+                format!("truncated: {total} bytes, but a safetensors file starts with an 8-byte header length"),
+            )
+        }
+        (SafeTensorError::HeaderTooLarge, Some(n)) => {
+            return Error::malformed(
+                path,
+                format!("header length {n} exceeds the limit of {MAX_HEADER} bytes"),
+            )
+        }
+        (SafeTensorError::InvalidHeaderLength, Some(n)) => {
+            return Error::malformed(
+                path,
+                format!("header length {n} goes beyond the end of the file ({total} bytes): truncated or not safetensors"),
+            )
+        }
+        (SafeTensorError::InvalidHeader(e), _) => {
+            return Error::malformed(path, format!("header is not UTF-8: {e}"))
+        }
+        _ => {}
+    }
+    // The length prefix was accepted, so the header text lies within the file.
+    let header_len = claimed.unwrap_or(0) as usize;
+    let text = bytes
+        .get(8..8 + header_len)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("");
+    let fallback = || Error::malformed(path, format!("invalid safetensors header: {error}"));
+    let json: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+        Ok(json) => json,
+        Err(e) => return Error::malformed(path, format!("header is not a JSON object: {e}")),
+    };
+    let mut infos = Vec::with_capacity(json.len());
+    for (name, value) in json {
+        if name == "__metadata__" {
+            if let Err(e) = serde_json::from_value::<HashMap<String, String>>(value) {
+                return Error::malformed(
+                    path,
+                    format!("`__metadata__` is not a map of strings to strings: {e}"),
+                );
+            }
+            continue;
+        }
+        if let Some(dtype) = value.get("dtype").and_then(|d| d.as_str()) {
+            if serde_json::from_value::<Dtype>(dtype.into()).is_err() {
+                return Error::bad_tensor(path, &name, format!("unknown dtype `{dtype}`"));
+            }
+        }
+        match serde_json::from_value::<TensorInfo>(value) {
+            Ok(info) => infos.push((name, info)),
+            Err(e) => return Error::bad_tensor(path, &name, format!("invalid header entry: {e}")),
+        }
+    }
+    let data_len = total - 8 - header_len;
+    for (name, info) in &infos {
+        let (begin, end) = info.data_offsets;
+        if begin > end || end > data_len {
+            return Error::bad_tensor(
+                path,
+                name,
+                format!("data_offsets [{begin}, {end}] out of range: the data section has {data_len} bytes"),
+            );
+        }
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize(), |acc, &d| acc.checked_mul(d));
+        let Some(bits) = bits else {
+            return Error::bad_tensor(path, name, format!("shape {:?} overflows", info.shape));
+        };
+        if bits % 8 != 0 {
+            return Error::bad_tensor(
+                path,
+                name,
+                format!(
+                    "shape {:?} of {} needs {bits} bits, not a whole number of bytes",
+                    info.shape, info.dtype
+                ),
+            );
+        }
+        if bits / 8 != end - begin {
+            return Error::bad_tensor(
+                path,
+                name,
+                format!(
+                    "shape {:?} of {} needs {} bytes but data_offsets [{begin}, {end}] span {}",
+                    info.shape,
+                    info.dtype,
+                    bits / 8,
+                    end - begin
+                ),
+            );
+        }
+    }
+    infos.sort_by(|a, b| (a.1.data_offsets, &a.0).cmp(&(b.1.data_offsets, &b.0)));
+    let mut covered = 0;
+    let mut previous: Option<&str> = None;
+    for (name, info) in &infos {
+        let (begin, end) = info.data_offsets;
+        if begin < covered {
+            let other = previous.unwrap_or("?");
+            return Error::bad_tensor(path, name, format!("data overlaps tensor `{other}`"));
+        }
+        if begin > covered {
+            return Error::bad_tensor(
+                path,
+                name,
+                format!("data starts at {begin}, leaving bytes {covered}..{begin} of the data section to no tensor"),
+            );
+        }
+        covered = end;
+        previous = Some(name);
+    }
+    if covered != data_len {
+        return Error::malformed(
+            path,
+            format!("the tensors cover {covered} bytes of a {data_len}-byte data section: truncated, padded or not safetensors"),
+        );
+    }
+    fallback()
 }
 
 /// A safetensors checkpoint, memory-mapped: one file, or shards routed by
@@ -355,7 +436,7 @@ impl SafetensorsStore {
     pub fn stored_dtype(&self, name: &str) -> Option<&'static str> {
         self.index
             .get(name)
-            .map(|&(f, e)| self.files[f].entries[e].stored)
+            .map(|&(f, e)| dtype_name(self.files[f].entries[e].stored))
     }
 }
 
@@ -379,7 +460,10 @@ impl TensorSource for SafetensorsStore {
             Error::bad_tensor(
                 &file.path,
                 name,
-                format!("dtype {} is not a float type (F32, F16, BF16)", e.stored),
+                format!(
+                    "dtype {} is not a float type (F32, F16, BF16)",
+                    dtype_name(e.stored)
+                ),
             )
         })?;
         let data = file
@@ -444,38 +528,42 @@ pub fn write_safetensors_streamed(
     metadata: &BTreeMap<String, String>,
     mut data: impl FnMut(usize) -> Result<Bytes>,
 ) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).unwrap_or_default(),
-        );
-    }
+    let mut seen = BTreeSet::new();
+    let mut infos = Vec::with_capacity(specs.len());
     let mut offset = 0usize;
     for s in specs {
-        if s.name == "__metadata__" || header.contains_key(&s.name) {
+        if s.name == "__metadata__" || !seen.insert(s.name.as_str()) {
             return Err(Error::bad_tensor(
                 path,
                 &s.name,
                 "duplicate or reserved tensor name",
             ));
         }
-        let n = s
+        let end = s
             .nbytes()
+            .and_then(|n| offset.checked_add(n))
             .ok_or_else(|| Error::bad_tensor(path, &s.name, "shape overflows"))?;
-        header.insert(
+        infos.push((
             s.name.clone(),
-            serde_json::json!({
-                "dtype": s.dtype.safetensors_name(),
-                "shape": s.shape,
-                "data_offsets": [offset, offset + n],
-            }),
-        );
-        offset += n;
+            TensorInfo {
+                dtype: stored_dtype(s.dtype),
+                shape: s.shape.clone(),
+                data_offsets: (offset, end),
+            },
+        ));
+        offset = end;
     }
-    let mut text = serde_json::to_string(&header)
-        .map_err(|e| Error::malformed(path, format!("cannot serialise header: {e}")))?
-        .into_bytes();
+    // The crate checks the layout; the header is serialised from its types but through
+    // `Header`, because the crate keeps `__metadata__` in a `HashMap` whose order (and so the
+    // file's bytes and hash) would change from run to run.
+    Metadata::new(None, infos.clone())
+        .map_err(|e| Error::malformed(path, format!("cannot lay out the tensors: {e}")))?;
+    let mut text = serde_json::to_string(&Header {
+        metadata,
+        infos: &infos,
+    })
+    .map_err(|e| Error::malformed(path, format!("cannot serialise header: {e}")))?
+    .into_bytes();
     while text.len() % 8 != 0 {
         text.push(b' ');
     }
@@ -502,6 +590,32 @@ pub fn write_safetensors_streamed(
         }
         Ok(())
     })
+}
+
+/// A safetensors header in a fixed order: `__metadata__` (sorted by key, omitted when empty), then
+/// the tensors in file order.
+struct Header<'a> {
+    metadata: &'a BTreeMap<String, String>,
+    infos: &'a [(String, TensorInfo)],
+}
+
+impl serde::Serialize for Header<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let with_metadata = !self.metadata.is_empty();
+        let mut map =
+            serializer.serialize_map(Some(self.infos.len() + usize::from(with_metadata)))?;
+        if with_metadata {
+            map.serialize_entry("__metadata__", self.metadata)?;
+        }
+        for (name, info) in self.infos {
+            map.serialize_entry(name, info)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -550,6 +664,61 @@ mod tests {
         assert!(e.contains("overlaps"), "{e}");
         let e = err("not json", 0);
         assert!(e.contains("JSON"), "{e}");
+    }
+
+    #[test]
+    fn layout_errors_name_the_tensor() {
+        let cases: [(&str, usize, &[&str]); 5] = [
+            (
+                r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                12,
+                &["x.safetensors", "cover 8 bytes"],
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+                12,
+                &["`b`", "4..8"],
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[1152921504606846976,16],"data_offsets":[0,8]}}"#,
+                8,
+                &["`w`", "overflows"],
+            ),
+            (
+                r#"{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
+                2,
+                &["`w`", "12 bits"],
+            ),
+            (r#"{"__metadata__":{"a":1}}"#, 0, &["__metadata__"]),
+        ];
+        for (header, data_len, needles) in cases {
+            let e = err(header, data_len);
+            assert!(needles.iter().all(|n| e.contains(n)), "{e}");
+        }
+    }
+
+    #[test]
+    fn written_headers_are_deterministic_and_read_by_the_crate() {
+        let dir = std::env::temp_dir().join(format!("finercut-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta: BTreeMap<String, String> =
+            (0..8).map(|i| (format!("k{i}"), i.to_string())).collect();
+        let data = [0u8; 16];
+        let tensors = [
+            ("z".to_string(), DType::F32, vec![2], &data[..8]),
+            ("a".to_string(), DType::BF16, vec![2, 2], &data[8..]),
+        ];
+        let (p1, p2) = (dir.join("1.safetensors"), dir.join("2.safetensors"));
+        write_safetensors(&p1, &tensors, &meta).unwrap();
+        write_safetensors(&p2, &tensors, &meta).unwrap();
+        let bytes = std::fs::read(&p1).unwrap();
+        assert_eq!(bytes, std::fs::read(&p2).unwrap());
+        let parsed = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(parsed.tensor("a").unwrap().shape(), &[2, 2]);
+        let store = SafetensorsStore::open(&p1).unwrap();
+        assert_eq!(store.names(), vec!["z", "a"]);
+        assert_eq!(store.metadata(), meta);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

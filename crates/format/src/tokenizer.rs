@@ -85,8 +85,13 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let origin = path.display().to_string();
         let bytes = std::fs::read(path).with_path(path)?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::tokenizer(&origin, e))?;
+        // Parse the JSON first and build the tokenizer from the tree: tokenizers 0.22 panics
+        // (`expect("Helper")` in `decoders/mod.rs`) instead of returning an error when it meets a
+        // syntax error inside the `decoder` section while parsing text.
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::tokenizer(&origin, format!("not valid JSON: {e}")))?;
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(json).map_err(|e| Error::tokenizer(&origin, e))?;
         let mut t = Tokenizer {
             inner,
             origin,

@@ -281,3 +281,29 @@ fn sentencepiece_vocabularies_match_transformers() {
         assert_eq!(round, "hello   world\n\nab ba", "{arch}");
     }
 }
+
+/// Found by `cargo xtask fuzz`: tokenizers 0.22 panics (`expect("Helper")`) on a syntax error or
+/// invalid UTF-8 inside the `decoder` section of tokenizer.json; loading it must be an error.
+#[test]
+fn a_broken_decoder_section_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    let model = r#""model":{"type":"WordLevel","vocab":{"a":0,"b":1},"unk_token":"a"}"#;
+    let head = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":null,"#;
+    for decoder in [
+        &br#""decoder":{"type":"ByteLevel",},"#[..],
+        &b"\"decoder\":{\"type\":\"Byte\xf6Level\"},"[..],
+    ] {
+        let mut json = head.as_bytes().to_vec();
+        json.extend_from_slice(decoder);
+        json.extend_from_slice(model.as_bytes());
+        json.push(b'}');
+        std::fs::write(&path, &json).unwrap();
+        let e = Tokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(e.contains("tokenizer.json") && e.contains("JSON"), "{e}");
+    }
+    // The same file with a valid decoder loads.
+    let json = format!(r#"{head}"decoder":null,{model}}}"#);
+    std::fs::write(&path, json).unwrap();
+    Tokenizer::from_file(&path).unwrap();
+}

@@ -145,10 +145,29 @@ impl Model {
         let root = Weights::new(weights, *device);
         let m = root.pp("model");
         let embed = m.pp("embed_tokens").get("weight", &[vocab, d])?;
-        let global_rope = Rope::new(hd, c.rope_theta, rope_scaling(&c.rope_scaling))?;
-        let local_rope = match gemma {
-            Some(g) => Rope::new(hd, g.rope_local_base_freq, RopeScaling::None)?,
-            None => global_rope.clone(),
+        let (q_rows, kv_rows) = match (heads.checked_mul(hd), kvh.checked_mul(hd)) {
+            (Some(q), Some(kv)) => (q, kv),
+            _ => {
+                return Err(Error::Config(format!(
+                    "{heads} attention heads of head_dim {hd} overflow"
+                )))
+            }
+        };
+        // The rotary tables are sized by `head_dim`, a number from the configuration alone: they
+        // are built once the first attention weights have confirmed it, so a configuration that
+        // claims a huge head_dim fails on a shape, not on an allocation.
+        let mut ropes: Option<(Rope, Rope)> = None;
+        let mut confirmed_ropes = || -> Result<(Rope, Rope)> {
+            if let Some(r) = &ropes {
+                return Ok(r.clone());
+            }
+            let global = Rope::new(hd, c.rope_theta, rope_scaling(&c.rope_scaling))?;
+            let local = match gemma {
+                Some(g) => Rope::new(hd, g.rope_local_base_freq, RopeScaling::None)?,
+                None => global.clone(),
+            };
+            ropes = Some((global.clone(), local.clone()));
+            Ok((global, local))
         };
         let mut sublayers = Vec::with_capacity(2 * c.num_hidden_layers);
         for b in 0..c.num_hidden_layers {
@@ -193,18 +212,19 @@ impl Model {
                     None => (None, None),
                 };
                 let qkv_bias = c.attention_bias;
+                let q = Linear::load(&attn_w, "q_proj", q_rows, d, qkv_bias)?;
+                let k = Linear::load(&attn_w, "k_proj", kv_rows, d, qkv_bias)?;
+                let v = Linear::load(&attn_w, "v_proj", kv_rows, d, qkv_bias)?;
+                let o = Linear::load(&attn_w, "o_proj", d, q_rows, c.o_proj_bias())?;
+                let (global_rope, local_rope) = confirmed_ropes()?;
                 let attn = Attention {
-                    q: Linear::load(&attn_w, "q_proj", heads * hd, d, qkv_bias)?,
-                    k: Linear::load(&attn_w, "k_proj", kvh * hd, d, qkv_bias)?,
-                    v: Linear::load(&attn_w, "v_proj", kvh * hd, d, qkv_bias)?,
-                    o: Linear::load(&attn_w, "o_proj", d, heads * hd, c.o_proj_bias())?,
+                    q,
+                    k,
+                    v,
+                    o,
                     q_norm,
                     k_norm,
-                    rope: if sliding {
-                        local_rope.clone()
-                    } else {
-                        global_rope.clone()
-                    },
+                    rope: if sliding { local_rope } else { global_rope },
                     spec,
                 };
                 let attn_post = if gemma.is_some() {

@@ -395,3 +395,16 @@ fn results_do_not_depend_on_thread_count() {
     assert_eq!(one, run(2));
     assert_eq!(one, run(3));
 }
+
+/// Found by `cargo xtask fuzz`: a configuration that claims a huge `head_dim` made the loader
+/// allocate the rotary tables (`head_dim / 2` values) before any weight confirmed the size.
+#[test]
+fn a_huge_head_dim_fails_on_a_shape_not_an_allocation() {
+    let mut tiny = Tiny::new(Arch::Llama, 5);
+    tiny.config.head_dim = 1 << 40;
+    let err = Model::load(&tiny.config, &tiny.source, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("q_proj"), "{err}");
+    tiny.config.head_dim = usize::MAX - 1;
+    let err = Model::load(&tiny.config, &tiny.source, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("overflow"), "{err}");
+}

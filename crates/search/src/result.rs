@@ -92,6 +92,10 @@ pub struct SearchResult {
     pub exhausted: bool,
 }
 
+/// Most blocks a result file may describe (the largest published models have a few hundred): a
+/// larger count in a file is corruption, and would overflow the arithmetic on sublayer indices.
+const MAX_BLOCKS: usize = 1 << 16;
+
 impl SearchResult {
     /// A new, empty result for a model of `num_blocks` blocks; validates the settings.
     pub fn new(settings: Settings, provenance: Provenance, num_blocks: usize) -> Result<Self> {
@@ -311,6 +315,12 @@ impl SearchResult {
     /// sublayer removed twice, window bounds.
     fn check_consistent(&self) -> std::result::Result<(), String> {
         self.settings.validate().map_err(|e| e.to_string())?;
+        if !(1..=MAX_BLOCKS).contains(&self.num_blocks) {
+            return Err(format!(
+                "num_blocks {} is not between 1 and {MAX_BLOCKS}",
+                self.num_blocks
+            ));
+        }
         let mut seen = BTreeSet::new();
         for (i, step) in self.steps.iter().enumerate() {
             if !step.unit.fits(self.num_blocks) {
@@ -332,7 +342,7 @@ impl SearchResult {
             }
         }
         for w in &self.windows {
-            if w.blocks == 0 || w.start + w.blocks > self.num_blocks {
+            if w.blocks == 0 || w.start.saturating_add(w.blocks) > self.num_blocks {
                 return Err(format!(
                     "window of {} blocks at {} is outside the model",
                     w.blocks, w.start
@@ -401,6 +411,25 @@ mod tests {
             candidates: 1,
             forward_equivalents: 0.5,
             wall_s: 0.0,
+        }
+    }
+
+    /// Found by `cargo xtask fuzz`: a result file claiming `usize::MAX` blocks overflowed
+    /// `num_sublayers` (a panic in debug builds, a wrong count in release builds).
+    #[test]
+    fn a_huge_block_count_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        let r = SearchResult::new(Settings::new(Method::Finercut), prov(), 4).unwrap();
+        r.save(&path).unwrap();
+        SearchResult::load(&path).unwrap();
+        for blocks in [0, usize::MAX, MAX_BLOCKS + 1] {
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            json["num_blocks"] = blocks.into();
+            fs::write(&path, json.to_string()).unwrap();
+            let e = SearchResult::load(&path).unwrap_err().to_string();
+            assert!(e.contains("num_blocks"), "{e}");
         }
     }
 

@@ -31,6 +31,11 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DEPTH: usize = 8;
 /// Most dimensions a ggml tensor has.
 const MAX_DIMS: u32 = 4;
+/// Most elements reserved ahead for a count read from the file. A count is only checked against
+/// the bytes left (one byte per `u8`), while each parsed element takes far more memory (a
+/// [`Value`] is 32 bytes), so reserving the full count would turn a corrupt count into an
+/// allocation many times the file's size; beyond this many, vectors grow as elements arrive.
+const MAX_RESERVE: usize = 1 << 12;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -345,7 +350,7 @@ impl<'a> Cursor<'a> {
                     _ => 1,
                 };
                 let n = self.count(min_each, &format!("length of array `{key}`"))?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     v.push(self.value(et, key, depth + 1)?);
                 }
@@ -402,8 +407,8 @@ impl GgufFile {
         }
         let n_tensors = c.count(8 + 4 + 4 + 8, "tensor_count")?;
         let n_kv = c.count(8 + 4 + 1, "metadata_kv_count")?;
-        let mut metadata = Vec::with_capacity(n_kv);
-        let mut meta_index = HashMap::with_capacity(n_kv);
+        let mut metadata = Vec::with_capacity(n_kv.min(MAX_RESERVE));
+        let mut meta_index = HashMap::with_capacity(n_kv.min(MAX_RESERVE));
         for i in 0..n_kv {
             let key = c.string(&format!("key of metadata entry {i}"))?;
             let ty = c.u32(&key)?;
@@ -428,8 +433,8 @@ impl GgufFile {
                 }
             },
         };
-        let mut tensors = Vec::with_capacity(n_tensors);
-        let mut tensor_index = HashMap::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(n_tensors.min(MAX_RESERVE));
+        let mut tensor_index = HashMap::with_capacity(n_tensors.min(MAX_RESERVE));
         for i in 0..n_tensors {
             let name = c.string(&format!("name of tensor {i}"))?;
             let n_dims = c.u32(&name)?;

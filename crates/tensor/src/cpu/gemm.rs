@@ -152,31 +152,13 @@ impl<T> SendPtr<T> {
 #[cfg(finercut_openblas)]
 mod backend {
     use super::{tiling, BLayout, Gemm, SendPtr, SMALL};
+    use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT, CBLAS_TRANSPOSE};
     use rayon::prelude::*;
     use std::os::raw::c_int;
     use std::sync::Once;
 
-    const CBLAS_ROW_MAJOR: c_int = 101;
-    const CBLAS_NO_TRANS: c_int = 111;
-    const CBLAS_TRANS: c_int = 112;
-
+    // OpenBLAS' own extensions (not CBLAS, so not in `cblas-sys`).
     unsafe extern "C" {
-        fn cblas_sgemm(
-            order: c_int,
-            trans_a: c_int,
-            trans_b: c_int,
-            m: c_int,
-            n: c_int,
-            k: c_int,
-            alpha: f32,
-            a: *const f32,
-            lda: c_int,
-            b: *const f32,
-            ldb: c_int,
-            beta: f32,
-            c: *mut f32,
-            ldc: c_int,
-        );
         fn openblas_set_num_threads(n: c_int);
         fn openblas_get_corename() -> *const std::os::raw::c_char;
     }
@@ -186,12 +168,11 @@ mod backend {
     /// Name of the backend, for reports.
     pub(crate) const NAME: &str = "openblas";
 
-    /// One-time setup: OpenBLAS runs single-threaded (rayon provides the parallelism), and a CPU that a
-    /// `DYNAMIC_ARCH` OpenBLAS failed to recognise gets the best kernel its features allow.
+    /// One-time setup: OpenBLAS runs single-threaded (rayon provides the parallelism). The kernel set
+    /// was fixed before `main` (see [`FIX_CORE_BEFORE_MAIN`]).
     fn init() {
         // SAFETY: plain FFI call without pointers.
         unsafe { openblas_set_num_threads(1) };
-        fix_core_detection();
     }
 
     /// The name of the kernel set OpenBLAS uses (lower case), e.g. `"skylakex"`, after setup.
@@ -200,7 +181,7 @@ mod backend {
         raw_core_name()
     }
 
-    fn raw_core_name() -> String {
+    pub(super) fn raw_core_name() -> String {
         // SAFETY: returns a pointer to a static NUL-terminated string (or null).
         let p = unsafe { openblas_get_corename() };
         if p.is_null() {
@@ -212,10 +193,30 @@ mod backend {
             .to_ascii_lowercase()
     }
 
+    /// Runs [`fix_core_detection`] before `main`: the dynamic loader calls the functions listed in
+    /// an ELF executable's `.init_array` after the shared libraries (OpenBLAS included) are
+    /// initialised and before `main` starts. The variable `OPENBLAS_CORETYPE` that OpenBLAS reads
+    /// must be set for the call, and `setenv` races with any other thread that reads the
+    /// environment; before `main` the program has no thread of its own (no rayon pool, no test
+    /// harness), and the only others are OpenBLAS' idle workers, which read no environment.
+    /// `#[used]` keeps the entry in the binary even though nothing refers to it.
+    #[cfg(target_os = "linux")]
+    #[used]
+    #[link_section = ".init_array"]
+    static FIX_CORE_BEFORE_MAIN: extern "C" fn() = fix_core_before_main;
+
+    #[cfg(target_os = "linux")]
+    extern "C" fn fix_core_before_main() {
+        fix_core_detection();
+    }
+
     /// OpenBLAS 0.3.21 (Debian 12) does not know e.g. Emerald Rapids (family 6, model 207) and falls back
     /// to its generic "Prescott" SSE3 kernels, about 5× slower than its AVX-512 ones. When that happened
     /// and the user did not choose a core with `OPENBLAS_CORETYPE`, re-run OpenBLAS' dynamic
-    /// initialisation with the core the CPU's features allow.
+    /// initialisation with the core the CPU's features allow. Runs only before `main`, while the
+    /// process is single-threaded (see [`FIX_CORE_BEFORE_MAIN`]); it must not panic (a panic before
+    /// `main` aborts).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn fix_core_detection() {
         if std::env::var_os("OPENBLAS_CORETYPE").is_some() || raw_core_name() != "prescott" {
             return;
@@ -232,9 +233,9 @@ mod backend {
         if quit.is_null() || init.is_null() {
             return;
         }
-        // SAFETY: both symbols are `void f(void)` in OpenBLAS' dynamic.c. No BLAS call can run
-        // concurrently: every call in this crate waits for `INIT`. `setenv` is called before any other
-        // thread of this crate reads the environment, and the variable is removed right after.
+        // SAFETY: both symbols are `void f(void)` in OpenBLAS' dynamic.c. This runs before `main`,
+        // so no BLAS call runs concurrently and no other thread of the program reads the
+        // environment while it is changed; the variable is removed right after.
         unsafe {
             let quit: extern "C" fn() =
                 std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(quit);
@@ -247,7 +248,8 @@ mod backend {
         }
     }
 
-    fn best_core() -> Option<&'static std::ffi::CStr> {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(super) fn best_core() -> Option<&'static std::ffi::CStr> {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
@@ -280,12 +282,12 @@ mod backend {
         // SAFETY: guaranteed by the caller.
         unsafe {
             cblas_sgemm(
-                CBLAS_ROW_MAJOR,
-                CBLAS_NO_TRANS,
+                CBLAS_LAYOUT::CblasRowMajor,
+                CBLAS_TRANSPOSE::CblasNoTrans,
                 if g.b_layout == BLayout::NxK {
-                    CBLAS_TRANS
+                    CBLAS_TRANSPOSE::CblasTrans
                 } else {
-                    CBLAS_NO_TRANS
+                    CBLAS_TRANSPOSE::CblasNoTrans
                 },
                 m as c_int,
                 n as c_int,
@@ -342,6 +344,22 @@ mod backend {
             (0..tiles).for_each(run_tile);
         } else {
             (0..tiles).into_par_iter().for_each(run_tile);
+        }
+    }
+}
+
+#[cfg(all(test, finercut_openblas, target_os = "linux"))]
+mod core_tests {
+    /// The kernel set was chosen before the test harness started its threads: where the CPU allows
+    /// better kernels than the generic Prescott ones, they are in use, and the variable set for the
+    /// re-initialisation is gone.
+    #[test]
+    fn kernels_are_chosen_before_main() {
+        if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+            return; // The user chose the kernels.
+        }
+        if super::backend::best_core().is_some() {
+            assert_ne!(super::backend::raw_core_name(), "prescott");
         }
     }
 }
