@@ -64,7 +64,7 @@ mod tokenizer;
 pub use checkpoint::{convert_gguf_to_hf, Checkpoint};
 pub use config::{
     Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
-    RawConfig, RopeScaling, SUPPORTED_MODEL_TYPES,
+    RawConfig, RopeScaling, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{Error, Result};
 pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo};
