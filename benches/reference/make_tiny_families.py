@@ -213,7 +213,7 @@ def js_reference(dense: np.ndarray, pruned: np.ndarray) -> float:
     m = 0.5 * (p + q)
     lm = np.log(m)
     total = 0.5 * (m * (lm - lp) + m * (lm - lq)).sum()
-    return float(total / (dense.shape[0] * dense.shape[1]))
+    return float(total / (dense.shape[0] * dense.shape[1] * dense.shape[2]))
 
 
 class Zero:
