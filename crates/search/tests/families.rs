@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use finercut_format::{ModelConfig, SafetensorsStore};
+use finercut_format::{ModelConfig, SafetensorsStore, TensorSource};
 use finercut_metrics::Metric;
 use finercut_model::Model;
+use finercut_search::export::{is_removed_tensor, TensorLayout};
 use finercut_search::model_scorer::StreamingScorer;
 use finercut_search::{run, Inputs, Method, Provenance, SearchResult, Settings, Stop};
 
@@ -61,5 +62,27 @@ fn greedy_orders_match_the_transformers_reference() {
             );
         }
         println!("{family}: order {want:?}, worst relative score difference {worst:.1e}");
+    }
+}
+
+#[test]
+fn every_block_tensor_belongs_to_exactly_one_sublayer() {
+    // What `finercut export` drops for a removed sublayer covers each family's tensors once.
+    for family in FAMILIES {
+        let dir = family_dir(family);
+        let config = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
+        let layout = TensorLayout::for_architecture(config.architecture.model_type()).unwrap();
+        let store = SafetensorsStore::open(&dir).unwrap();
+        for name in store.names() {
+            let owners: Vec<usize> = (0..2 * config.num_hidden_layers)
+                .filter(|&i| is_removed_tensor(&name, &layout.sublayer_prefixes(i)))
+                .collect();
+            let in_block = name.starts_with("model.layers.");
+            assert_eq!(
+                owners.len(),
+                usize::from(in_block),
+                "{family}: {name} in {owners:?}"
+            );
+        }
     }
 }
