@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::ModelConfig;
+use crate::config::{llama3_from_rope_factors, ModelConfig, RopeScaling, ROPE_FREQS_TENSOR};
 use crate::error::IoResultExt;
 use crate::gguf::{GgufFile, GgufStore};
 use crate::io::{sha256_files, write_json};
@@ -202,9 +202,26 @@ pub fn convert_gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<(
     config.torch_dtype = dtype;
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let store = GgufStore::new(file.clone())?;
+    if config.rope_scaling == RopeScaling::Factors {
+        // config.json has no per-frequency factors: write the `llama3` scaling that gives them.
+        let factors = store.get_f32(ROPE_FREQS_TENSOR)?;
+        config.rope_scaling =
+            llama3_from_rope_factors(&factors, config.rope_theta, config.head_dim).ok_or_else(
+                || {
+                    Error::unsupported(
+                        gguf.display().to_string(),
+                        format!("the RoPE frequency factors of tensor `{ROPE_FREQS_TENSOR}` match no `llama3` scaling, and config.json cannot hold them"),
+                    )
+                },
+            )?;
+    }
     prepare_output_dir(out_dir, Overwrite::Refuse)?;
 
-    let names = store.names();
+    let names: Vec<String> = store
+        .names()
+        .into_iter()
+        .filter(|n| n != ROPE_FREQS_TENSOR)
+        .collect();
     let specs: Vec<TensorSpec> = names
         .iter()
         .map(|n| TensorSpec {

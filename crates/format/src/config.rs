@@ -30,6 +30,9 @@ pub enum Architecture {
     Mistral,
     /// `qwen2`: Llama with biases on the q/k/v projections.
     Qwen2,
+    /// `qwen3`: Llama with an RMSNorm over every query and key head before RoPE (no q/k/v biases
+    /// by default; `head_dim` need not be `hidden_size / num_attention_heads`).
+    Qwen3,
     /// `mixtral`: Mistral with a mixture-of-experts FFN.
     Mixtral,
     /// `gemma3_text` (and the text part of `gemma3`): GeGLU, QK-norm, sandwich norms, local/global
@@ -42,6 +45,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "llama",
     "mistral",
     "qwen2",
+    "qwen3",
     "mixtral",
     "gemma3",
     "gemma3_text",
@@ -54,6 +58,7 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::Mistral => "mistral",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
             Architecture::Mixtral => "mixtral",
             Architecture::Gemma3 => "gemma3_text",
         }
@@ -65,6 +70,7 @@ impl Architecture {
             Architecture::Llama => "LlamaForCausalLM",
             Architecture::Mistral => "MistralForCausalLM",
             Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
             Architecture::Mixtral => "MixtralForCausalLM",
             Architecture::Gemma3 => "Gemma3ForCausalLM",
         }
@@ -75,6 +81,7 @@ impl Architecture {
             "llama" => Architecture::Llama,
             "mistral" => Architecture::Mistral,
             "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
             "mixtral" => Architecture::Mixtral,
             "gemma3" | "gemma3_text" => Architecture::Gemma3,
             _ => return None,
@@ -103,7 +110,15 @@ pub enum RopeScaling {
         /// Context length of pre-training.
         original_max_position_embeddings: usize,
     },
+    /// The inverse frequencies divided by per-frequency factors stored with the weights, in the
+    /// tensor [`ROPE_FREQS_TENSOR`] (`head_dim / 2` values), as llama.cpp applies the
+    /// `rope_freqs` tensor of a GGUF file (Llama 3.1's scaling, written out by its converter).
+    Factors,
 }
+
+/// The name under which a source serves the RoPE frequency factors of [`RopeScaling::Factors`]
+/// (the GGUF tensor's own name: Hugging Face checkpoints have no such tensor).
+pub const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
 
 /// The FFN gate activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,7 +420,15 @@ fn check_unimplemented_keys(raw: &RawConfig, arch: Architecture, origin: &str) -
     Ok(())
 }
 
-fn parse_rope(v: &Json, origin: &str, key: &str) -> Result<RopeScaling> {
+/// `rope_scaling` / `rope_parameters` as transformers' `ROPE_INIT_FUNCTIONS` read them; a `llama3`
+/// scaling without `original_max_position_embeddings` falls back to `max_position_embeddings`, as
+/// `_compute_llama3_parameters` does.
+fn parse_rope(
+    v: &Json,
+    origin: &str,
+    key: &str,
+    max_position_embeddings: Option<usize>,
+) -> Result<RopeScaling> {
     if v.is_null() {
         return Ok(RopeScaling::None);
     }
@@ -434,7 +457,24 @@ fn parse_rope(v: &Json, origin: &str, key: &str) -> Result<RopeScaling> {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
             high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
+            original_max_position_embeddings: match obj.get("original_max_position_embeddings") {
+                None => max_position_embeddings.ok_or_else(|| {
+                    Error::config(
+                        origin,
+                        format!("`{key}` of type `llama3` needs `original_max_position_embeddings` (or `max_position_embeddings`)"),
+                    )
+                })?,
+                Some(_) => {
+                    let v = num("original_max_position_embeddings")?;
+                    if !(v >= 1.0 && v.fract() == 0.0) {
+                        return Err(Error::config(
+                            origin,
+                            format!("`{key}`: original_max_position_embeddings {v} is not a positive integer"),
+                        ));
+                    }
+                    v as usize
+                }
+            },
         }),
         other => Err(Error::unsupported(
             origin,
@@ -456,6 +496,23 @@ fn layer_count(origin: &str, name: &str, n: usize) -> Result<usize> {
         ));
     }
     Ok(n)
+}
+
+/// `layer_types` of config.json: one `full_attention` or `sliding_attention` per layer.
+fn parse_layer_types(names: &[String], origin: &str) -> Result<Vec<LayerAttention>> {
+    names
+        .iter()
+        .map(|n| match n.as_str() {
+            "full_attention" => Ok(LayerAttention::Full),
+            "sliding_attention" => Ok(LayerAttention::Sliding),
+            other => Err(Error::config(
+                origin,
+                format!(
+                    "layer_types: unknown `{other}` (expected full_attention or sliding_attention)"
+                ),
+            )),
+        })
+        .collect()
 }
 
 fn positive(origin: &str, name: &str, v: Option<usize>) -> Result<usize> {
@@ -550,6 +607,8 @@ impl ModelConfig {
         let head_dim = match raw.head_dim {
             Some(h) => positive(origin, "head_dim", Some(h))?,
             None if gemma => 256,
+            // transformers' Qwen3Config defaults `head_dim` to 128, whatever the width.
+            None if arch == Architecture::Qwen3 => 128,
             None => {
                 if hidden_size % num_attention_heads != 0 {
                     return Err(Error::config(
@@ -570,7 +629,7 @@ impl ModelConfig {
         };
         let mut rope_theta = raw.rope_theta;
         let mut rope_scaling = match &raw.rope_scaling {
-            Some(v) => parse_rope(v, origin, "rope_scaling")?,
+            Some(v) => parse_rope(v, origin, "rope_scaling", raw.max_position_embeddings)?,
             None => RopeScaling::None,
         };
         let mut local_theta = raw.rope_local_base_freq;
@@ -578,7 +637,8 @@ impl ModelConfig {
             let full = params.get("full_attention");
             let main = full.unwrap_or(params);
             if !main.is_null() {
-                rope_scaling = parse_rope(main, origin, "rope_parameters")?;
+                rope_scaling =
+                    parse_rope(main, origin, "rope_parameters", raw.max_position_embeddings)?;
                 rope_theta = main.get("rope_theta").and_then(Json::as_f64).or(rope_theta);
             }
             if let Some(local) = params.get("sliding_attention") {
@@ -626,42 +686,57 @@ impl ModelConfig {
             Architecture::Gemma3 => {
                 let window = raw.sliding_window.unwrap_or(4096);
                 let types = match &raw.layer_types {
-                    Some(names) => names
-                        .iter()
-                        .map(|n| match n.as_str() {
-                            "full_attention" => Ok(LayerAttention::Full),
-                            "sliding_attention" => Ok(LayerAttention::Sliding),
-                            other => Err(Error::config(
-                                origin,
-                                format!("layer_types: unknown `{other}` (expected full_attention or sliding_attention)"),
-                            )),
-                        })
-                        .collect::<Result<Vec<_>>>()?,
+                    Some(names) => parse_layer_types(names, origin)?,
                     None => {
-                        let p = raw.sliding_window_pattern.or(raw.sliding_window_pattern_private).unwrap_or(6);
+                        let p = raw
+                            .sliding_window_pattern
+                            .or(raw.sliding_window_pattern_private)
+                            .unwrap_or(6);
                         if p == 0 {
-                            return Err(Error::config(origin, "`sliding_window_pattern` must be positive"));
+                            return Err(Error::config(
+                                origin,
+                                "`sliding_window_pattern` must be positive",
+                            ));
                         }
                         (0..num_hidden_layers)
-                            .map(|i| if (i + 1) % p == 0 { LayerAttention::Full } else { LayerAttention::Sliding })
+                            .map(|i| {
+                                if (i + 1) % p == 0 {
+                                    LayerAttention::Full
+                                } else {
+                                    LayerAttention::Sliding
+                                }
+                            })
                             .collect()
                     }
                 };
                 (Some(window), types)
             }
-            Architecture::Qwen2 => {
+            // transformers: `sliding_window` counts only with `use_sliding_window`; then the layers
+            // are those of `layer_types`, or from `max_window_layers` on.
+            Architecture::Qwen2 | Architecture::Qwen3 => {
                 match (raw.use_sliding_window.unwrap_or(false), raw.sliding_window) {
                     (true, Some(w)) => {
-                        let from = raw.max_window_layers.unwrap_or(num_hidden_layers);
-                        let types = (0..num_hidden_layers)
-                            .map(|i| {
-                                if i >= from {
-                                    LayerAttention::Sliding
-                                } else {
-                                    LayerAttention::Full
-                                }
-                            })
-                            .collect();
+                        let types = match &raw.layer_types {
+                            Some(names) => parse_layer_types(names, origin)?,
+                            None => {
+                                let from = raw.max_window_layers.unwrap_or(
+                                    if arch == Architecture::Qwen3 {
+                                        28
+                                    } else {
+                                        num_hidden_layers
+                                    },
+                                );
+                                (0..num_hidden_layers)
+                                    .map(|i| {
+                                        if i >= from {
+                                            LayerAttention::Sliding
+                                        } else {
+                                            LayerAttention::Full
+                                        }
+                                    })
+                                    .collect()
+                            }
+                        };
                         (Some(w), types)
                     }
                     _ => (None, vec![LayerAttention::Full; num_hidden_layers]),
@@ -727,7 +802,7 @@ impl ModelConfig {
             rope_scaling,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(match arch {
                 Architecture::Llama => 2048,
-                Architecture::Qwen2 => 32768,
+                Architecture::Qwen2 | Architecture::Qwen3 => 32768,
                 Architecture::Mistral | Architecture::Mixtral => 4096 * 32,
                 Architecture::Gemma3 => 131_072,
             }),
@@ -792,7 +867,7 @@ impl ModelConfig {
             ));
         }
         match self.rope_scaling {
-            RopeScaling::None => {}
+            RopeScaling::None | RopeScaling::Factors => {}
             RopeScaling::Linear { factor } if factor > 0.0 => {}
             RopeScaling::Llama3 {
                 factor,
@@ -898,20 +973,18 @@ impl ModelConfig {
             "llama" if n_expert > 0 => Architecture::Mixtral,
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
             "gemma3" => Architecture::Gemma3,
             other => {
                 return Err(Error::unsupported(
                     &origin,
-                    format!("GGUF architecture `{other}` (supported: llama, qwen2, gemma3)"),
+                    format!("GGUF architecture `{other}` (supported: llama, qwen2, qwen3, gemma3)"),
                 ))
             }
         };
-        if file.tensor("rope_freqs.weight").is_some() {
-            return Err(Error::unsupported(
-                &origin,
-                "RoPE frequency factors (`rope_freqs.weight`, Llama 3.1 scaling) in GGUF",
-            ));
-        }
+        // Llama 3.1's scaling is stored as per-frequency divisors (llama.cpp `convert_hf_to_gguf.py`,
+        // `LlamaModel.generate_extra_tensors`), applied by the model from the tensor itself.
+        let freq_factors = file.tensor(ROPE_FREQS_TENSOR).is_some();
         let hidden_size = req("embedding_length")?;
         let heads = req("attention.head_count")?;
         let kv_heads = file
@@ -952,6 +1025,7 @@ impl ModelConfig {
                 )
             })?;
         let rope_scaling = match file.get_str(&key("rope.scaling.type"))? {
+            _ if freq_factors => RopeScaling::Factors,
             None | Some("none") => RopeScaling::None,
             Some("linear") => RopeScaling::Linear {
                 factor: file.get_f64(&key("rope.scaling.factor"))?.unwrap_or(1.0),
@@ -1064,7 +1138,9 @@ impl ModelConfig {
     /// A config.json that transformers loads as is (`AutoModelForCausalLM.from_pretrained`).
     pub fn to_hf_json(&self) -> Json {
         let rope_scaling = match self.rope_scaling {
-            RopeScaling::None => Json::Null,
+            // Not expressible in config.json: `convert_gguf_to_hf` rewrites it as `llama3` scaling
+            // or refuses.
+            RopeScaling::None | RopeScaling::Factors => Json::Null,
             RopeScaling::Linear { factor } => {
                 json!({"rope_type": "linear", "type": "linear", "factor": factor})
             }
@@ -1120,15 +1196,7 @@ impl ModelConfig {
                 set("hidden_activation", json!(self.hidden_act.hf_name()));
                 set("attention_bias", json!(self.attention_bias));
                 set("sliding_window", json!(self.sliding_window));
-                let names: Vec<&str> = self
-                    .layer_types
-                    .iter()
-                    .map(|t| match t {
-                        LayerAttention::Full => "full_attention",
-                        LayerAttention::Sliding => "sliding_attention",
-                    })
-                    .collect();
-                set("layer_types", json!(names));
+                set("layer_types", json!(layer_type_names(&self.layer_types)));
                 if let Some(p) = regular_pattern(&self.layer_types) {
                     set("sliding_window_pattern", json!(p));
                 }
@@ -1146,8 +1214,12 @@ impl ModelConfig {
                     set("attn_logit_softcapping", json!(g.attn_logit_softcapping));
                 }
             }
-            Architecture::Qwen2 => {
+            Architecture::Qwen2 | Architecture::Qwen3 => {
                 set("hidden_act", json!(self.hidden_act.hf_name()));
+                if self.architecture == Architecture::Qwen3 {
+                    set("attention_bias", json!(self.attention_bias));
+                    set("layer_types", json!(layer_type_names(&self.layer_types)));
+                }
                 set("use_sliding_window", json!(self.sliding_window.is_some()));
                 set("sliding_window", json!(self.sliding_window));
                 let first_sliding = self
@@ -1176,6 +1248,103 @@ impl ModelConfig {
         }
         j
     }
+}
+
+/// The `llama3` scaling whose per-frequency divisors are `factors` (a GGUF `rope_freqs` tensor for
+/// RoPE base `theta` and heads of `head_dim`), or `None` when no such scaling reproduces them to
+/// 1e-4 (relative). `original_max_position_embeddings` is set to 8192, the value llama.cpp's
+/// converter assumes; only the ratios of the band edges to it matter.
+///
+/// llama.cpp's converter writes factor 1 for wavelengths `λ < old / high_freq_factor`, `factor`
+/// for `λ > old / low_freq_factor`, and `1 / ((1 − s) / factor + s)` with
+/// `s = (old / λ − low_freq_factor) / (high_freq_factor − low_freq_factor)` between: `s` is linear
+/// in `1/λ`, so two or more in-between frequencies determine both factors (least squares); with
+/// none, the edges are put halfway (geometrically) between the neighbouring wavelengths.
+pub(crate) fn llama3_from_rope_factors(
+    factors: &[f32],
+    theta: f64,
+    head_dim: usize,
+) -> Option<RopeScaling> {
+    const OLD: f64 = 8192.0;
+    if head_dim < 2 || factors.len() != head_dim / 2 {
+        return None;
+    }
+    let f: Vec<f64> = factors.iter().map(|&v| f64::from(v)).collect();
+    let wavelen: Vec<f64> = (0..f.len())
+        .map(|i| 2.0 * std::f64::consts::PI * theta.powf((2 * i) as f64 / head_dim as f64))
+        .collect();
+    let factor = *f.last()?;
+    if !(factor.is_finite() && factor > 1.0) {
+        return None;
+    }
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b;
+    let middle: Vec<usize> = (0..f.len())
+        .filter(|&i| !near(f[i], 1.0) && !near(f[i], factor))
+        .collect();
+    let (low, high) = if middle.len() >= 2 {
+        // s_i = a / λ_i − b, fitted by least squares over the in-between frequencies.
+        let pts: Vec<(f64, f64)> = middle
+            .iter()
+            .map(|&i| {
+                (
+                    1.0 / wavelen[i],
+                    (1.0 / f[i] - 1.0 / factor) / (1.0 - 1.0 / factor),
+                )
+            })
+            .collect();
+        let n = pts.len() as f64;
+        let (mx, my) = (
+            pts.iter().map(|p| p.0).sum::<f64>() / n,
+            pts.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        if sxx <= 0.0 {
+            return None;
+        }
+        let a = sxy / sxx;
+        let b = a * mx - my;
+        // a = old / (high − low), b = low / (high − low).
+        let span = OLD / a;
+        (b * span, b * span + span)
+    } else {
+        let last_kept = (0..f.len()).rev().find(|&i| near(f[i], 1.0))?;
+        let first_scaled = (0..f.len()).find(|&i| near(f[i], factor))?;
+        let high_wavelen = (wavelen[last_kept] * wavelen[last_kept + 1]).sqrt();
+        let low_wavelen = (wavelen[first_scaled - 1] * wavelen[first_scaled]).sqrt();
+        (OLD / low_wavelen, OLD / high_wavelen)
+    };
+    if !(low > 0.0 && high > low && low.is_finite() && high.is_finite()) {
+        return None;
+    }
+    let reproduced = wavelen.iter().zip(&f).all(|(&w, &want)| {
+        let got = if w < OLD / high {
+            1.0
+        } else if w > OLD / low {
+            factor
+        } else {
+            let s = (OLD / w - low) / (high - low);
+            1.0 / ((1.0 - s) / factor + s)
+        };
+        (got - want).abs() <= 1e-4 * want
+    });
+    reproduced.then_some(RopeScaling::Llama3 {
+        factor,
+        low_freq_factor: low,
+        high_freq_factor: high,
+        original_max_position_embeddings: OLD as usize,
+    })
+}
+
+/// The `layer_types` of config.json.
+fn layer_type_names(types: &[LayerAttention]) -> Vec<&'static str> {
+    types
+        .iter()
+        .map(|t| match t {
+            LayerAttention::Full => "full_attention",
+            LayerAttention::Sliding => "sliding_attention",
+        })
+        .collect()
 }
 
 /// `Some(p)` when layer `i` is global exactly when `(i + 1) % p == 0`.
@@ -1222,6 +1391,66 @@ mod tests {
         assert!(
             e.contains("num_hidden_layers") && e.contains("limit"),
             "{e}"
+        );
+    }
+
+    /// The divisors llama.cpp's converter writes for a `llama3` scaling.
+    fn converter_factors(
+        hd: usize,
+        theta: f64,
+        factor: f64,
+        low: f64,
+        high: f64,
+        old: f64,
+    ) -> Vec<f32> {
+        (0..hd / 2)
+            .map(|i| {
+                let w = 2.0 * std::f64::consts::PI * theta.powf((2 * i) as f64 / hd as f64);
+                if w < old / high {
+                    1.0
+                } else if w > old / low {
+                    factor as f32
+                } else {
+                    let s = (old / w - low) / (high - low);
+                    (1.0 / ((1.0 - s) / factor + s)) as f32
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn llama3_parameters_are_recovered_from_gguf_factors() {
+        // Llama 3.1 8B: head_dim 128, theta 500000, factor 8, low 1, high 4, context 8192.
+        let f = converter_factors(128, 500_000.0, 8.0, 1.0, 4.0, 8192.0);
+        let Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) = llama3_from_rope_factors(&f, 500_000.0, 128)
+        else {
+            panic!("not recognised");
+        };
+        assert_eq!((factor, original_max_position_embeddings), (8.0, 8192));
+        assert!((low_freq_factor - 1.0).abs() < 1e-3, "{low_freq_factor}");
+        assert!((high_freq_factor - 4.0).abs() < 1e-3, "{high_freq_factor}");
+        // Another original context: only the ratios are recovered, and they reproduce the factors.
+        let g = converter_factors(64, 10_000.0, 4.0, 1.0, 4.0, 2048.0);
+        let RopeScaling::Llama3 {
+            low_freq_factor, ..
+        } = llama3_from_rope_factors(&g, 10_000.0, 64).unwrap()
+        else {
+            panic!("not llama3");
+        };
+        assert!((low_freq_factor - 4.0).abs() < 1e-3, "{low_freq_factor}");
+        // Factors no llama3 scaling produces, and wrong lengths, are not recognised.
+        let mut bad = f.clone();
+        bad[40] *= 1.5;
+        assert_eq!(llama3_from_rope_factors(&bad, 500_000.0, 128), None);
+        assert_eq!(llama3_from_rope_factors(&f[1..], 500_000.0, 128), None);
+        assert_eq!(
+            llama3_from_rope_factors(&vec![1.0; 64], 500_000.0, 128),
+            None
         );
     }
 

@@ -364,6 +364,92 @@ fn hf_json_has_what_transformers_needs() {
 }
 
 #[test]
+fn qwen3_8b_qk_norm_family() {
+    let c = load("qwen3-8b.json");
+    assert_eq!(c.architecture, Architecture::Qwen3);
+    // head_dim 128 with 32 heads of a 4096-wide model; no biases, not even on o_proj.
+    assert_eq!((c.head_dim, c.num_key_value_heads), (128, 8));
+    assert!(!c.attention_bias && !c.o_proj_bias());
+    assert_eq!(c.rope_theta, 1e6);
+    assert_eq!(c.sliding_window, None);
+    assert_eq!(c.layer_types, vec![LayerAttention::Full; 36]);
+    check_round_trip(&c);
+    // transformers' Qwen3Config: head_dim defaults to 128 whatever the width, and q/k/v/o biases
+    // follow `attention_bias`; sliding windows need `use_sliding_window`, then follow `layer_types`.
+    let c = ModelConfig::from_json_str(
+        r#"{"model_type": "qwen3", "vocab_size": 10, "hidden_size": 64, "intermediate_size": 8,
+        "num_hidden_layers": 3, "num_attention_heads": 4, "attention_bias": true,
+        "use_sliding_window": true, "sliding_window": 7,
+        "layer_types": ["full_attention", "sliding_attention", "full_attention"]}"#,
+        "qwen3",
+    )
+    .unwrap();
+    assert_eq!(c.head_dim, 128);
+    assert!(c.attention_bias && c.o_proj_bias());
+    assert_eq!(c.sliding_window, Some(7));
+    use LayerAttention::{Full, Sliding};
+    assert_eq!(c.layer_types, vec![Full, Sliding, Full]);
+    check_round_trip(&c);
+}
+
+#[test]
+fn llama3_scaling_in_both_spellings_and_without_original_context() {
+    // transformers 4: `rope_theta` + `rope_scaling`; transformers 5: one `rope_parameters`.
+    let base = r#""model_type": "llama", "vocab_size": 10, "hidden_size": 64, "intermediate_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "max_position_embeddings": 256"#;
+    let v4 = format!(
+        r#"{{{base}, "rope_theta": 10000.0, "rope_scaling": {{"rope_type": "llama3", "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}}}"#
+    );
+    let v5 = format!(
+        r#"{{{base}, "rope_parameters": {{"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}}}"#
+    );
+    let a = ModelConfig::from_json_str(&v4, "v4").unwrap();
+    let b = ModelConfig::from_json_str(&v5, "v5").unwrap();
+    assert_eq!(a, b);
+    let want = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 64,
+    };
+    assert_eq!((a.rope_theta, a.rope_scaling), (10000.0, want));
+    // The older `type` key names the scaling too.
+    let old = v4.replace(r#""rope_type": "llama3""#, r#""type": "llama3""#);
+    assert_eq!(ModelConfig::from_json_str(&old, "type").unwrap(), a);
+    // Without `original_max_position_embeddings`, transformers uses `max_position_embeddings`.
+    for text in [&v4, &v5] {
+        let text = text.replace(r#", "original_max_position_embeddings": 64"#, "");
+        let c = ModelConfig::from_json_str(&text, "no original").unwrap();
+        let RopeScaling::Llama3 {
+            original_max_position_embeddings,
+            ..
+        } = c.rope_scaling
+        else {
+            panic!("{:?}", c.rope_scaling);
+        };
+        assert_eq!(original_max_position_embeddings, 256);
+    }
+    let bad = v5.replace(
+        r#""original_max_position_embeddings": 64"#,
+        r#""original_max_position_embeddings": 6.5"#,
+    );
+    let err = ModelConfig::from_json_str(&bad, "bad").unwrap_err();
+    assert!(
+        err.to_string().contains("original_max_position_embeddings"),
+        "{err}"
+    );
+    // The tiny Llama 3.1 of the transformers goldens, written by transformers 5.
+    let tiny = ModelConfig::from_json_file(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/golden/tiny/llama3/config.json"),
+    )
+    .unwrap();
+    assert_eq!(tiny.rope_scaling, want);
+}
+
+#[test]
 fn configs_saved_by_transformers_5_parse_the_same() {
     // Written by transformers 5.24 `save_pretrained` (`rope_parameters`, `dtype`).
     for (v5, v4) in [

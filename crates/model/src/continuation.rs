@@ -104,7 +104,7 @@ impl Model {
                         .ok_or_else(|| Error::Input(format!("no cached keys for sublayer {s}")))?,
                     slot,
                 ),
-                (Branch::Mlp(_) | Branch::Absent, _) => KvMode::Plain,
+                (Branch::Mlp(_) | Branch::Moe(_) | Branch::Absent, _) => KvMode::Plain,
             };
             sub.apply(
                 &mut [Part {
@@ -200,7 +200,7 @@ impl Model {
                     kv.as_ref()
                         .ok_or_else(|| Error::Input(format!("no cached keys for sublayer {s}")))?,
                 ),
-                Branch::Mlp(_) | Branch::Absent => KvMode::Plain,
+                Branch::Mlp(_) | Branch::Moe(_) | Branch::Absent => KvMode::Plain,
             };
             sub.apply(
                 &mut [Part {

@@ -7,6 +7,7 @@
 //! implementation (github.com/YaNgZhAnG-V5/llm_dissect), which zeroes the branch output and still
 //! computes it.
 
+use crate::moe::SparseMoe;
 use crate::weights::Weights;
 use crate::{Error, Result, SublayerId};
 use finercut_tensor::{
@@ -127,7 +128,8 @@ pub(crate) enum KvMode<'a> {
     Extend(&'a Kv, &'a mut Option<Kv>),
 }
 
-/// Self-attention with grouped-query heads and RoPE (optionally Qwen2 biases, Gemma QK-norm).
+/// Self-attention with grouped-query heads and RoPE (optionally Qwen2 biases, Gemma and Qwen3
+/// QK-norm).
 pub(crate) struct Attention {
     pub q: Linear,
     pub k: Linear,
@@ -229,6 +231,8 @@ impl Mlp {
 pub(crate) enum Branch {
     Attn(Attention),
     Mlp(Mlp),
+    /// Mixtral's sparse mixture of experts (an FFN sublayer removed as one unit).
+    Moe(SparseMoe),
     /// Not in the checkpoint (a pruned export): every plan must remove it (checked by
     /// `Model::check_plan`), so it is never run.
     Absent,
@@ -273,6 +277,7 @@ impl Sublayer {
         let mut out = match &self.branch {
             Branch::Attn(a) => a.forward(&h, batch, kv)?,
             Branch::Mlp(m) => m.forward(&h)?,
+            Branch::Moe(m) => m.forward(&h)?,
             Branch::Absent => return Err(Error::Absent(self.id)),
         };
         drop(h);
@@ -296,6 +301,7 @@ impl Sublayer {
             + match &self.branch {
                 Branch::Attn(a) => a.param_count(),
                 Branch::Mlp(m) => m.param_count(),
+                Branch::Moe(m) => m.param_count(),
                 Branch::Absent => 0,
             }
     }

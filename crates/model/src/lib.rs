@@ -9,8 +9,10 @@
 //! # Key types
 //!
 //! - [`Model`]: built from a `finercut_format::ModelConfig` and a `TensorSource` (Hugging Face tensor
-//!   names) by [`Model::load`]. Supports Llama 2/3 (incl. Llama 3 RoPE scaling), SmolLM2, Mistral,
-//!   Qwen2 (q/k/v biases) and Gemma 3 (QK-norm, sandwich norms, sliding-window layers); not Mixtral.
+//!   names) by [`Model::load`]. Supports Llama 2/3 (incl. Llama 3.1 RoPE scaling, from config.json or
+//!   from a GGUF's frequency factors), SmolLM2, Mistral (sliding window), Qwen2 (q/k/v biases), Qwen3
+//!   (per-head q/k RMSNorm), Gemma 3 (QK-norm, sandwich norms, sliding-window layers) and Mixtral
+//!   (sparse mixture of experts, removed as one FFN sublayer).
 //! - [`Model::forward`], [`Model::trace`], [`Model::resume`] and [`Model::advance`]: logits under a
 //!   plan, the residual stream entering every sublayer, continuing from one of those states to the
 //!   logits, or to the stream entering a later sublayer.
@@ -80,6 +82,7 @@ mod continuation;
 mod error;
 mod layers;
 mod model;
+mod moe;
 mod plan;
 mod stream;
 mod weights;

@@ -1,13 +1,14 @@
 //! [`Model`]: loading, the forward pass under a removal plan, traces and resuming.
 
 use crate::layers::{Attention, Batch, Branch, KvMode, Linear, Mlp, Part, RmsNorm, Sublayer};
+use crate::moe::SparseMoe;
 use crate::weights::Weights;
 use std::collections::BTreeSet;
 
 use crate::{Error, Plan, Result, SublayerId, SublayerKind};
 use finercut_format::{
     Activation as FmtActivation, Architecture, LayerAttention, ModelConfig, RopeScaling as FmtRope,
-    TensorSource,
+    TensorSource, ROPE_FREQS_TENSOR,
 };
 use finercut_tensor::{
     embedding, Activation, AttentionSpec, Device, NormWeight, Rope, RopeScaling, Tensor,
@@ -44,7 +45,8 @@ impl std::fmt::Debug for Model {
 
 fn rope_scaling(s: &FmtRope) -> RopeScaling {
     match *s {
-        FmtRope::None => RopeScaling::None,
+        // `Factors` is built from the weights instead (see `load_pruned`).
+        FmtRope::None | FmtRope::Factors => RopeScaling::None,
         FmtRope::Linear { factor } => RopeScaling::Linear { factor },
         FmtRope::Llama3 {
             factor,
@@ -89,19 +91,40 @@ impl Model {
             });
         }
         let gemma = match c.architecture {
-            Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => None,
+            Architecture::Llama
+            | Architecture::Mistral
+            | Architecture::Qwen2
+            | Architecture::Qwen3
+            | Architecture::Mixtral => None,
             Architecture::Gemma3 => c.gemma3().copied(),
-            Architecture::Mixtral => {
-                return Err(Error::Unsupported(
-                    "mixtral (mixture-of-experts FFN) is not implemented".into(),
-                ));
-            }
         };
         if c.architecture == Architecture::Gemma3 && gemma.is_none() {
             return Err(Error::Config(
                 "gemma3 architecture without gemma3 parameters".into(),
             ));
         }
+        let moe = c.moe().copied();
+        if c.architecture == Architecture::Mixtral {
+            match moe {
+                None => {
+                    return Err(Error::Config(
+                        "mixtral architecture without mixture-of-experts parameters".into(),
+                    ))
+                }
+                Some(m)
+                    if m.num_local_experts == 0
+                        || m.num_experts_per_tok == 0
+                        || m.num_experts_per_tok > m.num_local_experts =>
+                {
+                    return Err(Error::Config(format!(
+                        "{} experts per token of {} experts",
+                        m.num_experts_per_tok, m.num_local_experts
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let qk_norm = gemma.is_some() || c.architecture == Architecture::Qwen3;
         let (d, hd, heads, kvh, ffn, vocab) = (
             c.hidden_size,
             c.head_dim,
@@ -161,7 +184,13 @@ impl Model {
             if let Some(r) = &ropes {
                 return Ok(r.clone());
             }
-            let global = Rope::new(hd, c.rope_theta, rope_scaling(&c.rope_scaling))?;
+            let global = match c.rope_scaling {
+                FmtRope::Factors => {
+                    let factors = root.get(ROPE_FREQS_TENSOR, &[hd / 2])?.to_vec_f32()?;
+                    Rope::with_freq_factors(hd, c.rope_theta, &factors)?
+                }
+                ref other => Rope::new(hd, c.rope_theta, rope_scaling(other))?,
+            };
             let local = match gemma {
                 Some(g) => Rope::new(hd, g.rope_local_base_freq, RopeScaling::None)?,
                 None => global.clone(),
@@ -200,16 +229,18 @@ impl Model {
                 sublayers.push(absent_sublayer(attn_id)?);
             } else {
                 let attn_w = l.pp("self_attn");
-                let (q_norm, k_norm) = match gemma {
-                    Some(g) => {
-                        spec.scale = (1.0 / g.query_pre_attn_scalar.sqrt()) as f32;
-                        spec.softcap = g.attn_logit_softcapping.map(|x| x as f32);
-                        (
-                            Some(RmsNorm::load(&attn_w, "q_norm", hd, eps, norm_kind)?),
-                            Some(RmsNorm::load(&attn_w, "k_norm", hd, eps, norm_kind)?),
-                        )
-                    }
-                    None => (None, None),
+                if let Some(g) = gemma {
+                    spec.scale = (1.0 / g.query_pre_attn_scalar.sqrt()) as f32;
+                    spec.softcap = g.attn_logit_softcapping.map(|x| x as f32);
+                }
+                // Gemma 3 and Qwen3 normalise every query and key head before RoPE.
+                let (q_norm, k_norm) = if qk_norm {
+                    (
+                        Some(RmsNorm::load(&attn_w, "q_norm", hd, eps, norm_kind)?),
+                        Some(RmsNorm::load(&attn_w, "k_norm", hd, eps, norm_kind)?),
+                    )
+                } else {
+                    (None, None)
                 };
                 let qkv_bias = c.attention_bias;
                 let q = Linear::load(&attn_w, "q_proj", q_rows, d, qkv_bias)?;
@@ -242,12 +273,37 @@ impl Model {
             if absent.contains(&mlp_id.index()) {
                 sublayers.push(absent_sublayer(mlp_id)?);
             } else {
-                let mlp_w = l.pp("mlp");
-                let mlp = Mlp {
-                    gate: Linear::load(&mlp_w, "gate_proj", ffn, d, false)?,
-                    up: Linear::load(&mlp_w, "up_proj", ffn, d, false)?,
-                    down: Linear::load(&mlp_w, "down_proj", d, ffn, false)?,
-                    act,
+                let branch = match moe {
+                    Some(m) => {
+                        // Mixtral checkpoints: `block_sparse_moe.gate` and experts `w1` (gate),
+                        // `w3` (up), `w2` (down).
+                        let moe_w = l.pp("block_sparse_moe");
+                        let experts = (0..m.num_local_experts)
+                            .map(|e| {
+                                let ew = moe_w.pp("experts").pp(e);
+                                Ok(Mlp {
+                                    gate: Linear::load(&ew, "w1", ffn, d, false)?,
+                                    up: Linear::load(&ew, "w3", ffn, d, false)?,
+                                    down: Linear::load(&ew, "w2", d, ffn, false)?,
+                                    act,
+                                })
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        Branch::Moe(SparseMoe {
+                            router: Linear::load(&moe_w, "gate", m.num_local_experts, d, false)?,
+                            experts,
+                            top_k: m.num_experts_per_tok,
+                        })
+                    }
+                    None => {
+                        let mlp_w = l.pp("mlp");
+                        Branch::Mlp(Mlp {
+                            gate: Linear::load(&mlp_w, "gate_proj", ffn, d, false)?,
+                            up: Linear::load(&mlp_w, "up_proj", ffn, d, false)?,
+                            down: Linear::load(&mlp_w, "down_proj", d, ffn, false)?,
+                            act,
+                        })
+                    }
                 };
                 let (mlp_norm, mlp_post) = if gemma.is_some() {
                     (
@@ -260,7 +316,7 @@ impl Model {
                 sublayers.push(Sublayer {
                     id: mlp_id,
                     norm: mlp_norm,
-                    branch: Branch::Mlp(mlp),
+                    branch,
                     post_norm: mlp_post,
                 });
             }

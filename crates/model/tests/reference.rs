@@ -1,5 +1,6 @@
 //! A tiny random model held in memory, and a naive `f64` forward pass of it written from the
-//! transformers modelling code (Llama, Qwen2, Gemma 3), one sequence and one position at a time.
+//! transformers modelling code (Llama, Qwen2, Gemma 3, Mixtral), one sequence and one position at a
+//! time.
 
 use finercut_format::{Bytes, DType, ModelConfig, RawTensor, TensorSource};
 use rand::rngs::StdRng;
@@ -12,6 +13,8 @@ pub enum Arch {
     Llama,
     Qwen2,
     Gemma3,
+    /// Llama attention with a sparse mixture of [`EXPERTS`] experts, [`TOP_K`] per token.
+    Mixtral,
 }
 
 /// Weights in memory, served as F32 (or BF16) raw tensors.
@@ -70,6 +73,8 @@ const LAYERS: usize = 3;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const HD: usize = 16;
+pub const EXPERTS: usize = 4;
+pub const TOP_K: usize = 2;
 
 impl Tiny {
     pub fn new(arch: Arch, seed: u64) -> Tiny {
@@ -91,6 +96,12 @@ impl Tiny {
                 "query_pre_attn_scalar": 24, "sliding_window": 3,
                 "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
                 "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": true}}"#
+            ),
+            Arch::Mixtral => format!(
+                r#"{{"model_type": "mixtral", "vocab_size": {VOCAB}, "hidden_size": {D}, "intermediate_size": {FFN},
+                "num_hidden_layers": {LAYERS}, "num_attention_heads": {HEADS}, "num_key_value_heads": {KV_HEADS},
+                "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "tie_word_embeddings": false,
+                "num_local_experts": {EXPERTS}, "num_experts_per_tok": {TOP_K}}}"#
             ),
         };
         let config = ModelConfig::from_json_str(&json, "tiny").expect("tiny config");
@@ -151,14 +162,36 @@ impl Tiny {
                     );
                 }
             }
-            for (name, out, inp) in [("gate", FFN, D), ("up", FFN, D), ("down", D, FFN)] {
+            if arch == Arch::Mixtral {
+                // A wide router: routing decisions sit far from ties, so float noise never flips one.
                 put(
-                    format!("{p}.mlp.{name}_proj.weight"),
-                    vec![out, inp],
+                    format!("{p}.block_sparse_moe.gate.weight"),
+                    vec![EXPERTS, D],
                     0.0,
-                    0.15,
+                    2.0,
                     &mut rng,
                 );
+                for e in 0..EXPERTS {
+                    for (name, out, inp) in [("w1", FFN, D), ("w3", FFN, D), ("w2", D, FFN)] {
+                        put(
+                            format!("{p}.block_sparse_moe.experts.{e}.{name}.weight"),
+                            vec![out, inp],
+                            0.0,
+                            0.15,
+                            &mut rng,
+                        );
+                    }
+                }
+            } else {
+                for (name, out, inp) in [("gate", FFN, D), ("up", FFN, D), ("down", D, FFN)] {
+                    put(
+                        format!("{p}.mlp.{name}_proj.weight"),
+                        vec![out, inp],
+                        0.0,
+                        0.15,
+                        &mut rng,
+                    );
+                }
             }
             if arch == Arch::Gemma3 {
                 put(
@@ -198,7 +231,7 @@ impl Tiny {
             0.2,
             &mut rng,
         );
-        if arch == Arch::Llama {
+        if matches!(arch, Arch::Llama | Arch::Mixtral) {
             put("lm_head.weight".into(), vec![VOCAB, D], 0.0, 0.3, &mut rng);
         }
         Tiny {
@@ -269,6 +302,35 @@ impl Tiny {
                 head[i + half] = x2 * a.cos() + x1 * a.sin();
             }
         }
+    }
+
+    /// transformers' `MixtralSparseMoeBlock` for one position: softmax over the router logits, the
+    /// `TOP_K` most probable experts, their probabilities renormalised, weighted SwiGLU outputs.
+    fn naive_moe(&self, h: &[f64], p: &str) -> Vec<f64> {
+        let logits = self.linear(h, &format!("{p}.block_sparse_moe.gate"));
+        let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+        let probs: Vec<f64> = logits.iter().map(|l| (l - m).exp() / z).collect();
+        let mut order: Vec<usize> = (0..EXPERTS).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        order.truncate(TOP_K);
+        let total: f64 = order.iter().map(|&e| probs[e]).sum();
+        let mut out = vec![0f64; D];
+        for &e in &order {
+            let q = format!("{p}.block_sparse_moe.experts.{e}");
+            let g = self.linear(h, &format!("{q}.w1"));
+            let u = self.linear(h, &format!("{q}.w3"));
+            let a: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            let y = self.linear(&a, &format!("{q}.w2"));
+            for (o, v) in out.iter_mut().zip(&y) {
+                *o += probs[e] / total * v;
+            }
+        }
+        out
     }
 
     fn naive_sequence(&self, seq: &[u32], removed: &BTreeSet<usize>) -> Vec<Vec<f64>> {
@@ -364,6 +426,11 @@ impl Tiny {
                         "post_attention_layernorm"
                     };
                     let h = self.norm(x, &format!("{p}.{norm}.weight"));
+                    if self.arch == Arch::Mixtral {
+                        let o = self.naive_moe(&h, &p);
+                        x.iter_mut().zip(&o).for_each(|(v, d)| *v += d);
+                        continue;
+                    }
                     let g = self.linear(&h, &format!("{p}.mlp.gate_proj"));
                     let u = self.linear(&h, &format!("{p}.mlp.up_proj"));
                     let a: Vec<f64> = g

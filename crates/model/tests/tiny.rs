@@ -1,7 +1,7 @@
 //! The tiny random models against the naive forward, and the properties of plans, traces, streams
 //! and continuations.
 
-use crate::reference::{assert_close, assert_close_f32, Arch, Tiny, VOCAB};
+use crate::reference::{assert_close, assert_close_f32, Arch, Tiny, EXPERTS, VOCAB};
 use finercut_model::{Error, Model, Plan, StreamStats};
 use finercut_tensor::Device;
 use proptest::prelude::*;
@@ -38,7 +38,7 @@ fn flat(logits: &[Vec<Vec<f64>>]) -> Vec<f64> {
 
 #[test]
 fn tiny_models_match_the_naive_forward() {
-    for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3] {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Gemma3, Arch::Mixtral] {
         let tiny = Tiny::new(arch, 1);
         let model = load(&tiny);
         assert_eq!(model.num_sublayers(), 6);
@@ -63,7 +63,8 @@ proptest! {
 
     #[test]
     fn forward_matches_naive_under_any_plan(mask in 0u8..64, n in 1usize..3, t in 1usize..12, seed in 0u64..1000) {
-        let tiny = Tiny::new(Arch::Llama, seed);
+        let arch = [Arch::Llama, Arch::Mixtral][seed as usize % 2];
+        let tiny = Tiny::new(arch, seed);
         let model = load(&tiny);
         let toks = tokens(n, t, seed);
         let plan = plan_from_mask(mask);
@@ -78,15 +79,21 @@ proptest! {
 
     #[test]
     fn removing_equals_zeroing_the_output_projection(s in 0usize..6, t in 1usize..10, seed in 0u64..1000) {
-        let tiny = Tiny::new(Arch::Llama, seed);
+        // Llama and Mixtral, whose FFN's output projections are every expert's `w2`.
+        let arch = [Arch::Llama, Arch::Mixtral][seed as usize % 2];
+        let tiny = Tiny::new(arch, seed);
         let model = load(&tiny);
-        let mut zeroed = Tiny::new(Arch::Llama, seed);
-        let name = if s % 2 == 0 {
-            format!("model.layers.{}.self_attn.o_proj.weight", s / 2)
-        } else {
-            format!("model.layers.{}.mlp.down_proj.weight", s / 2)
+        let mut zeroed = Tiny::new(arch, seed);
+        let names: Vec<String> = match (s % 2, arch) {
+            (0, _) => vec![format!("model.layers.{}.self_attn.o_proj.weight", s / 2)],
+            (_, Arch::Mixtral) => (0..EXPERTS)
+                .map(|e| format!("model.layers.{}.block_sparse_moe.experts.{e}.w2.weight", s / 2))
+                .collect(),
+            _ => vec![format!("model.layers.{}.mlp.down_proj.weight", s / 2)],
         };
-        zeroed.source.tensors.get_mut(&name).unwrap().1.iter_mut().for_each(|v| *v = 0.0);
+        for name in &names {
+            zeroed.source.tensors.get_mut(name).unwrap().1.iter_mut().for_each(|v| *v = 0.0);
+        }
         let toks = tokens(2, t, seed);
         let removed = model.forward(&toks, &Plan::from_removed([s])).unwrap();
         let zero = load(&zeroed).forward(&toks, &Plan::dense()).unwrap();
@@ -121,7 +128,7 @@ proptest! {
         t in 1usize..8,
         seed in 0u64..1000,
     ) {
-        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3][seed as usize % 3];
+        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3, Arch::Mixtral][seed as usize % 4];
         let tiny = Tiny::new(arch, seed);
         let model = load(&tiny);
         let toks = tokens(n, t, seed);
@@ -157,7 +164,7 @@ proptest! {
         mask in 0u8..64,
         seed in 0u64..1000,
     ) {
-        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3][seed as usize % 3];
+        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3, Arch::Mixtral][seed as usize % 4];
         let tiny = Tiny::new(arch, seed);
         let model = load(&tiny);
         let plan = plan_from_mask(mask);
@@ -186,7 +193,7 @@ proptest! {
         mask in 0u8..64,
         seed in 0u64..1000,
     ) {
-        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3][seed as usize % 3];
+        let arch = [Arch::Llama, Arch::Qwen2, Arch::Gemma3, Arch::Mixtral][seed as usize % 4];
         let model = load(&Tiny::new(arch, seed));
         let plan = plan_from_mask(mask);
         let head = tokens(1, head_len, seed).remove(0);
@@ -358,19 +365,43 @@ fn errors_name_tensors_and_inputs() {
 }
 
 #[test]
-fn mixtral_is_reported_unsupported() {
-    let cfg = finercut_format::ModelConfig::from_json_str(
-        r#"{"model_type": "mixtral", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}"#,
-        "t",
-    )
-    .unwrap();
-    let src = Tiny::new(Arch::Llama, 0).source;
-    assert!(matches!(
-        Model::load(&cfg, &src, &Device::Cpu),
-        Err(Error::Unsupported(_))
-    ));
+fn mixtral_errors_name_expert_weights() {
+    let mut tiny = Tiny::new(Arch::Mixtral, 3);
+    tiny.source
+        .tensors
+        .remove("model.layers.1.block_sparse_moe.experts.3.w3.weight");
+    let err = Model::load(&tiny.config, &tiny.source, &Device::Cpu).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "missing weight `model.layers.1.block_sparse_moe.experts.3.w3.weight`"
+    );
+    // A Llama checkpoint is no Mixtral: the router is missing.
+    let cfg = Tiny::new(Arch::Mixtral, 0).config;
+    let err = Model::load(&cfg, &Tiny::new(Arch::Llama, 0).source, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("block_sparse_moe"), "{err}");
     let _ = BTreeSet::<usize>::new();
+}
+
+#[test]
+fn mixtral_results_do_not_depend_on_thread_count() {
+    let model = load(&Tiny::new(Arch::Mixtral, 8));
+    let toks = tokens(4, 150, 5);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            model
+                .forward(&toks, &Plan::from_removed([2]))
+                .unwrap()
+                .to_vec_f32()
+                .unwrap()
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
 }
 
 #[test]

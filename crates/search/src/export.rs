@@ -11,7 +11,8 @@ use crate::{Result, SearchResult, Unit};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TensorLayout {
-    /// Llama, Mistral, Qwen2: attention = `self_attn.` + `input_layernorm.`;
+    /// Llama, Mistral, Qwen2, Qwen3: attention = `self_attn.` (with Qwen3's `q_norm`/`k_norm`) +
+    /// `input_layernorm.`;
     /// FFN = `mlp.` + `post_attention_layernorm.`.
     Llama,
     /// Mixtral: as Llama, with the FFN under `block_sparse_moe.`.
@@ -24,10 +25,10 @@ pub enum TensorLayout {
 
 impl TensorLayout {
     /// The layout of a Hugging Face `model_type` / architecture name (`llama`, `mistral`,
-    /// `qwen2`, `mixtral`, `gemma3`, `gemma3_text`), case-insensitive.
+    /// `qwen2`, `qwen3`, `mixtral`, `gemma3`, `gemma3_text`), case-insensitive.
     pub fn for_architecture(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
-            "llama" | "mistral" | "qwen2" => Some(TensorLayout::Llama),
+            "llama" | "mistral" | "qwen2" | "qwen3" => Some(TensorLayout::Llama),
             "mixtral" => Some(TensorLayout::Mixtral),
             "gemma3" | "gemma3_text" => Some(TensorLayout::Gemma3),
             _ => None,
@@ -131,6 +132,10 @@ mod tests {
         assert!(TensorLayout::Mixtral.sublayer_prefixes(1)[0].ends_with("block_sparse_moe."));
         assert_eq!(
             TensorLayout::for_architecture("Qwen2"),
+            Some(TensorLayout::Llama)
+        );
+        assert_eq!(
+            TensorLayout::for_architecture("qwen3"),
             Some(TensorLayout::Llama)
         );
         assert_eq!(TensorLayout::for_architecture("gpt2"), None);

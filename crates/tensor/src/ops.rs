@@ -141,6 +141,74 @@ impl Tensor {
         }
     }
 
+    /// The rows `rows[0], rows[1], …` of `self` stacked into a new `[rows.len(), cols]` tensor
+    /// (rows may repeat): the tokens routed to one expert of a mixture.
+    pub fn gather_rows(&self, rows: &[usize]) -> Result<Tensor> {
+        let op = "gather_rows";
+        let (n, c) = (self.rows(), self.cols());
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(shape_err(
+                op,
+                format!("row {bad} of a tensor with {n} rows"),
+            ));
+        }
+        match self.device() {
+            Device::Cpu => {
+                let x = self.cpu_f32(op)?;
+                let mut out = Vec::with_capacity(rows.len() * c);
+                for &r in rows {
+                    out.extend_from_slice(&x[r * c..(r + 1) * c]);
+                }
+                Ok(Tensor::cpu(out, vec![rows.len(), c]))
+            }
+            Device::Cuda(d) => match d {},
+        }
+    }
+
+    /// `self[rows[i]] += scales[i] · src[i]` for every row `i` of `src`, in order of `i` (each
+    /// product rounded to `f32` before the add): the weighted scatter of one expert's outputs.
+    /// Sequential, so the result does not depend on the thread count even when rows repeat.
+    pub fn add_scaled_rows_at(
+        &mut self,
+        rows: &[usize],
+        src: &Tensor,
+        scales: &[f32],
+    ) -> Result<()> {
+        let op = "add_scaled_rows_at";
+        let (n, c) = (self.rows(), self.cols());
+        if src.cols() != c || src.rows() != rows.len() || scales.len() != rows.len() {
+            return Err(shape_err(
+                op,
+                format!(
+                    "{:?} += {:?} at {} rows with {} scales",
+                    self.shape,
+                    src.shape,
+                    rows.len(),
+                    scales.len()
+                ),
+            ));
+        }
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(shape_err(
+                op,
+                format!("row {bad} of a tensor with {n} rows"),
+            ));
+        }
+        match same_device(op, self, src)? {
+            Device::Cpu => {
+                let y = src.cpu_f32(op)?;
+                let x = self.cpu_f32_mut(op)?;
+                for (i, (&r, &s)) in rows.iter().zip(scales).enumerate() {
+                    for (a, &b) in x[r * c..(r + 1) * c].iter_mut().zip(&y[i * c..(i + 1) * c]) {
+                        *a += s * b;
+                    }
+                }
+                Ok(())
+            }
+            Device::Cuda(d) => match d {},
+        }
+    }
+
     fn check_row_op(
         &self,
         op: &'static str,

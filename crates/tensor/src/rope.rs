@@ -104,6 +104,41 @@ impl Rope {
         })
     }
 
+    /// Plain RoPE of base `theta` whose inverse frequencies are divided by `factors` (`head_dim / 2`
+    /// positive values), as llama.cpp applies a GGUF's `rope_freqs` tensor (Llama 3.1 scaling
+    /// stored as per-frequency divisors).
+    pub fn with_freq_factors(head_dim: usize, theta: f64, factors: &[f32]) -> Result<Rope> {
+        // Checks head_dim and theta.
+        Rope::new(head_dim, theta, RopeScaling::None)?;
+        if factors.len() != head_dim / 2 {
+            return Err(Error::ShapeMismatch {
+                op: "Rope::with_freq_factors",
+                detail: format!(
+                    "{} frequency factors for head_dim {head_dim} (expected {})",
+                    factors.len(),
+                    head_dim / 2
+                ),
+            });
+        }
+        if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+            return Err(Error::Invalid {
+                op: "Rope::with_freq_factors",
+                detail: format!("frequency factor {bad} must be positive"),
+            });
+        }
+        let base: Vec<f64> = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .collect();
+        Ok(Rope {
+            head_dim,
+            inv_freq: base
+                .iter()
+                .zip(factors)
+                .map(|(&b, &f)| (b / f64::from(f)) as f32)
+                .collect(),
+        })
+    }
+
     /// Dimension of one head.
     pub fn head_dim(&self) -> usize {
         self.head_dim

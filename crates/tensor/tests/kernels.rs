@@ -270,6 +270,80 @@ fn llama3_rope_frequencies_match_reference() {
 }
 
 #[test]
+fn rope_frequency_factors_divide_the_inverse_frequencies() {
+    // Llama 3.1's factors as llama.cpp's converter writes them give the llama3 frequencies.
+    let (hd, theta) = (64, 500_000.0);
+    let (factor, low, high, old) = (8.0, 1.0, 4.0, 8192.0);
+    let factors: Vec<f32> = (0..hd / 2)
+        .map(|i| {
+            let f = 1.0 / f64::powf(theta, (2 * i) as f64 / hd as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor as f32
+            } else {
+                let s = (old / wavelen - low) / (high - low);
+                (1.0 / ((1.0 - s) / factor + s)) as f32
+            }
+        })
+        .collect();
+    let from_factors = Rope::with_freq_factors(hd, theta, &factors).unwrap();
+    let llama3 = Rope::new(
+        hd,
+        theta,
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: old as usize,
+        },
+    )
+    .unwrap();
+    for (a, b) in from_factors.inv_freq().iter().zip(llama3.inv_freq()) {
+        assert!((a - b).abs() <= 1e-6 * b, "{a} vs {b}");
+    }
+    assert!(Rope::with_freq_factors(hd, theta, &factors[1..]).is_err());
+    let mut bad = factors.clone();
+    bad[3] = 0.0;
+    assert!(Rope::with_freq_factors(hd, theta, &bad).is_err());
+}
+
+#[test]
+fn gathered_and_scattered_rows_match_reference() {
+    let mut g = rng(7);
+    let (n, c) = (9, 5);
+    let x = rand_vec(&mut g, n * c, 1.0);
+    let t = tensor(&x, &[n, c]);
+    let rows = [4, 0, 4, 8];
+    let got = t.gather_rows(&rows).unwrap();
+    assert_eq!(got.shape(), &[4, c]);
+    let want: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| x[r * c..(r + 1) * c].to_vec())
+        .collect();
+    assert_eq!(got.to_vec_f32().unwrap(), want);
+    assert_eq!(t.gather_rows(&[]).unwrap().shape(), &[0, c]);
+    assert!(t.gather_rows(&[9]).is_err());
+
+    let base = rand_vec(&mut g, n * c, 1.0);
+    let mut acc = tensor(&base, &[n, c]);
+    let scales = [0.5f32, -2.0, 0.25, 1.0];
+    acc.add_scaled_rows_at(&rows, &got, &scales).unwrap();
+    let mut want = base.clone();
+    for (i, (&r, &s)) in rows.iter().zip(&scales).enumerate() {
+        for j in 0..c {
+            want[r * c + j] += s * x[rows[i] * c + j];
+        }
+    }
+    assert_eq!(acc.to_vec_f32().unwrap(), want);
+    assert!(acc.add_scaled_rows_at(&rows, &got, &scales[1..]).is_err());
+    assert!(acc
+        .add_scaled_rows_at(&[0, 1, 2, 9], &got, &scales)
+        .is_err());
+}
+
+#[test]
 fn shape_errors_name_the_operation() {
     let a = tensor(&[0.0; 6], &[2, 3]);
     let b = tensor(&[0.0; 8], &[2, 4]);

@@ -17,12 +17,17 @@
 //!
 //! Mixtral's expert tensors (`ffn_{gate,up,down}_exps`, one `[n_expert, rows, cols]` tensor each)
 //! are split into the per-expert `block_sparse_moe.experts.E.{w1,w3,w2}` tensors.
+//!
+//! Llama 3.1's `rope_freqs.weight` (RoPE frequency divisors, no Hugging Face counterpart) is served
+//! under its own name, [`ROPE_FREQS_TENSOR`], for a config whose scaling is
+//! [`RopeScaling::Factors`](crate::RopeScaling::Factors).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{GgufFile, GgufTensorInfo};
+use crate::config::ROPE_FREQS_TENSOR;
 use crate::tensor::{Bytes, DType, RawTensor, TensorSource};
 use crate::{Error, Result};
 
@@ -177,7 +182,12 @@ impl GgufStore {
                     continue;
                 }
             }
-            let Some(name) = hf_tensor_name(&arch, &t.name) else {
+            let mapped = if t.name == ROPE_FREQS_TENSOR {
+                Some(t.name.clone())
+            } else {
+                hf_tensor_name(&arch, &t.name)
+            };
+            let Some(name) = mapped else {
                 unmapped.push(t.name.clone());
                 continue;
             };
