@@ -4,7 +4,15 @@
 //! The comparison runs both implementations on the same converted model directory, the same
 //! calibration token ids and the same thread count, interleaved (reference, finercut, reference,
 //! finercut, …) so that drifts in machine load hit both, and reports medians and ratios in
-//! `target/bench/vs-torch.json`.
+//! `target/bench/vs-torch-{samples}x{seq_len}.json`.
+//!
+//! finercut runs twice per round: with elimination (the default) and with `--exhaustive` (every
+//! candidate scored on every row, as before elimination existed), so the report gives both ratios
+//! from the same run, and the breakdown of elimination (rows scored per candidate, candidates
+//! stopped after the first group of sequences).
+//!
+//! The reference's virtual environment is `$FINERCUT_REFERENCE_VENV` when set, else
+//! `.venv-reference` in the repository (`benches/reference/setup_venv.sh` creates or reuses it).
 
 use std::path::Path;
 use std::process::Command;
@@ -88,9 +96,13 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
     run(Command::new("bash")
         .current_dir(root)
         .arg("benches/reference/setup_venv.sh"))?;
-    let python = root.join(".venv-reference/bin/python");
+    let venv = std::env::var_os("FINERCUT_REFERENCE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-reference"));
+    let python = venv.join("bin/python");
     let text = root.join("data/wikitext-2-raw/wiki.test.raw");
-    let tokens = out.join("calib.json");
+    let shape = format!("{}x{}", s.samples, s.seq_len);
+    let tokens = out.join(format!("calib-{shape}.json"));
     let threads = s.threads.to_string();
     let (samples, seq_len) = (s.samples.to_string(), s.seq_len.to_string());
     let blocks = read_json(&model.join("config.json"))?["num_hidden_layers"]
@@ -104,7 +116,7 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
     let mut rounds = Vec::new();
     for r in 0..s.rounds {
         // Reference first: its first run also writes the calibration ids both sides use.
-        let torch_dense = out.join(format!("torch-dense-{r}.json"));
+        let torch_dense = out.join(format!("torch-dense-{shape}-{r}.json"));
         let (_, torch_dense_rss) = timed(
             Command::new(&python)
                 .arg(root.join("benches/reference/dense_forward.py"))
@@ -120,7 +132,7 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
                 .args(["--repeats", "3", "--no-hash", "--out"])
                 .arg(&torch_dense),
         )?;
-        let rust_dense = out.join(format!("rust-dense-{r}.json"));
+        let rust_dense = out.join(format!("rust-dense-{shape}-{r}.json"));
         let stdout = std::fs::File::create(&rust_dense)
             .with_context(|| format!("cannot create {}", rust_dense.display()))?;
         let (_, rust_dense_rss) = timed(
@@ -139,7 +151,7 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
                 .args(["--repeats", "3", "--json"])
                 .stdout(stdout),
         )?;
-        let torch_search = out.join(format!("torch-search-{r}.json"));
+        let torch_search = out.join(format!("torch-search-{shape}-{r}.json"));
         let mut cmd = Command::new(&python);
         cmd.arg(root.join("benches/reference/reference_search.py"))
             .arg(&model)
@@ -156,10 +168,9 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
                 .arg(&tokens);
         }
         let (torch_wall, torch_rss) = timed(&mut cmd)?;
-        let rust_search = out.join(format!("rust-search-{r}.json"));
-        let (rust_wall, rust_rss) = timed(
-            Command::new(&bin)
-                .arg("prune")
+        let prune = |file: &Path, exhaustive: bool| {
+            let mut cmd = Command::new(&bin);
+            cmd.arg("prune")
                 .arg("--model")
                 .arg(&model)
                 .arg("--tokens")
@@ -167,13 +178,23 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
                 .args(["--samples", &samples, "--seq-len", &seq_len])
                 .args(["--metric", "js-reference", "--ratio", &ratio.to_string()])
                 .args(["--threads", &threads, "--force", "--out"])
-                .arg(&rust_search),
-        )?;
+                .arg(file);
+            if exhaustive {
+                cmd.arg("--exhaustive");
+            }
+            timed(&mut cmd)
+        };
+        let rust_search = out.join(format!("rust-search-{shape}-{r}.json"));
+        let (rust_wall, rust_rss) = prune(&rust_search, false)?;
+        let rust_exhaustive = out.join(format!("rust-search-exhaustive-{shape}-{r}.json"));
+        let (exhaustive_wall, _) = prune(&rust_exhaustive, true)?;
         rounds.push(json!({
             "torch_dense": read_json(&torch_dense)?, "rust_dense": read_json(&rust_dense)?,
             "torch_dense_peak_rss_mib": torch_dense_rss, "rust_dense_peak_rss_mib": rust_dense_rss,
             "torch_search": read_json(&torch_search)?, "rust_search": read_json(&rust_search)?,
+            "rust_search_exhaustive": read_json(&rust_exhaustive)?,
             "torch_search_process_s": torch_wall, "rust_search_process_s": rust_wall,
+            "rust_search_exhaustive_process_s": exhaustive_wall,
             "torch_search_peak_rss_mib": torch_rss, "rust_search_peak_rss_mib": rust_rss,
         }));
     }
@@ -188,7 +209,7 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
         "summary": summary,
         "runs": rounds,
     });
-    let path = out.join("vs-torch.json");
+    let path = out.join(format!("vs-torch-{shape}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("{}", render(&summary));
@@ -235,8 +256,39 @@ fn summarize(rounds: &[Value], s: &VsTorch) -> anyhow::Result<Value> {
     };
     let torch_first = median(step_times("torch_search", "wall_s", 1));
     let rust_first = median(step_times("rust_search", "wall_s", 1));
+    let exhaustive_first = median(step_times("rust_search_exhaustive", "wall_s", 1));
     let torch_all = median(step_times("torch_search", "wall_s", s.steps));
     let rust_all = median(step_times("rust_search", "wall_s", s.steps));
+    let exhaustive_all = median(step_times("rust_search_exhaustive", "wall_s", s.steps));
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    // Elimination, step by step (first round): rows scored per candidate, candidates stopped
+    // after the first group, and whether the exhaustive run removed the same unit with the
+    // same score, bit for bit.
+    let mut elimination = Vec::new();
+    let mut same_as_exhaustive = true;
+    if let (Some(el), Some(ex)) = (
+        rounds
+            .first()
+            .and_then(|r| r["rust_search"]["steps"].as_array()),
+        rounds
+            .first()
+            .and_then(|r| r["rust_search_exhaustive"]["steps"].as_array()),
+    ) {
+        for (i, (a, b)) in el.iter().zip(ex).enumerate() {
+            let same = a["unit"] == b["unit"] && a["score"] == b["score"];
+            same_as_exhaustive &= same;
+            let e = &a["elimination"];
+            let candidates = a["candidates"].as_f64().unwrap_or(0.0).max(1.0);
+            elimination.push(json!({
+                "step": i + 1, "candidates": a["candidates"], "groups": e["groups"],
+                "rows": e["rows"], "completed": e["completed"],
+                "rows_scored_per_candidate": e["rows_scored"].as_f64().map(|r| r / candidates),
+                "stopped_after_first_group": e["stopped_after_first_group"].as_f64().map(|x| x / candidates),
+                "wall_s": a["wall_s"], "exhaustive_wall_s": b["wall_s"],
+                "same_as_exhaustive": same,
+            }));
+        }
+    }
     // Removal orders and scores, side by side (first round).
     let first = rounds.first().cloned().unwrap_or(Value::Null);
     let torch_steps = first["torch_search"]["steps"]
@@ -268,9 +320,15 @@ fn summarize(rounds: &[Value], s: &VsTorch) -> anyhow::Result<Value> {
     Ok(json!({
         "dense": dense,
         "first_step_s": {"torch": torch_first, "rust": rust_first,
-                          "speedup": torch_first.zip(rust_first).map(|(t, r)| t / r)},
+                          "speedup": ratio(torch_first, rust_first),
+                          "rust_exhaustive": exhaustive_first,
+                          "speedup_exhaustive": ratio(torch_first, exhaustive_first)},
         "steps_s": {"steps": s.steps, "torch": torch_all, "rust": rust_all,
-                    "speedup": torch_all.zip(rust_all).map(|(t, r)| t / r)},
+                    "speedup": ratio(torch_all, rust_all),
+                    "rust_exhaustive": exhaustive_all,
+                    "speedup_exhaustive": ratio(torch_all, exhaustive_all)},
+        "elimination": elimination,
+        "elimination_same_as_exhaustive": same_as_exhaustive,
         "peak_rss_mib": {"torch_search": rss("torch_search_peak_rss_mib"), "rust_search": rss("rust_search_peak_rss_mib"),
                          "torch_dense": rss("torch_dense_peak_rss_mib"), "rust_dense": rss("rust_dense_peak_rss_mib")},
         "removal_order": order,
@@ -290,24 +348,52 @@ fn render(s: &Value) -> String {
             f(&d["ratio"])
         );
     }
-    out += &format!(
-        "| first greedy step (s) | {} | {} | {}× faster |\n",
-        f(&s["first_step_s"]["torch"]),
-        f(&s["first_step_s"]["rust"]),
-        f(&s["first_step_s"]["speedup"])
-    );
-    out += &format!(
-        "| first {} steps (s) | {} | {} | {}× faster |\n",
-        s["steps_s"]["steps"],
-        f(&s["steps_s"]["torch"]),
-        f(&s["steps_s"]["rust"]),
-        f(&s["steps_s"]["speedup"])
-    );
+    for (what, key) in [
+        ("first greedy step", "first_step_s"),
+        ("first steps", "steps_s"),
+    ] {
+        let what = if key == "steps_s" {
+            format!("first {} steps", s[key]["steps"])
+        } else {
+            what.to_owned()
+        };
+        out += &format!(
+            "| {what} (s), exhaustive | {} | {} | {}× faster |\n",
+            f(&s[key]["torch"]),
+            f(&s[key]["rust_exhaustive"]),
+            f(&s[key]["speedup_exhaustive"])
+        );
+        out += &format!(
+            "| {what} (s), elimination | {} | {} | **{}× faster** |\n",
+            f(&s[key]["torch"]),
+            f(&s[key]["rust"]),
+            f(&s[key]["speedup"])
+        );
+    }
     out += &format!(
         "| peak RSS, search (MiB) | {} | {} | |\n",
         f(&s["peak_rss_mib"]["torch_search"]),
         f(&s["peak_rss_mib"]["rust_search"])
     );
+    out += "\n| step | candidates | complete | stopped after the first group | rows scored per candidate (of) | s (exhaustive s) | same as exhaustive |\n|---|---|---|---|---|---|---|\n";
+    for e in s["elimination"].as_array().into_iter().flatten() {
+        out += &format!(
+            "| {} | {} | {} | {:.0}% | {:.1} ({}) | {} ({}) | {} |\n",
+            e["step"],
+            e["candidates"],
+            e["completed"],
+            100.0 * e["stopped_after_first_group"].as_f64().unwrap_or(f64::NAN),
+            e["rows_scored_per_candidate"].as_f64().unwrap_or(f64::NAN),
+            e["rows"],
+            f(&e["wall_s"]),
+            f(&e["exhaustive_wall_s"]),
+            if e["same_as_exhaustive"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
     out += "\n| step | PyTorch | score | finercut | score | same |\n|---|---|---|---|---|---|\n";
     for o in s["removal_order"].as_array().into_iter().flatten() {
         out += &format!(

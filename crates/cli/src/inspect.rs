@@ -23,6 +23,10 @@ pub struct Args {
     /// Print the inspection as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also list every step with its score and runners-up (lower bounds of candidates stopped
+    /// early are marked with ≥).
+    #[arg(long)]
+    pub steps: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -71,6 +75,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     } else {
         println!("{title}");
         println!("{}", inspection.text());
+        if args.steps {
+            print!("{}", finercut_search::inspect::steps_text(&result));
+        }
         println!("grid: {rendered}");
     }
     Ok(())

@@ -65,6 +65,11 @@ pub struct Args {
     /// Seed of the random baseline.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Score every candidate of every step on every calibration row. By default a candidate is
+    /// stopped once it provably cannot be the best of its step (same removal order and scores of
+    /// the removed units; the result records such runners-up as lower bounds).
+    #[arg(long)]
+    pub exhaustive: bool,
     /// Worker threads [default: all cores]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -144,6 +149,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     settings.calib_offset = args.calib_offset;
     settings.seed = (args.method == Method::Random).then_some(args.seed);
     settings.threads = threads;
+    settings.exhaustive = args.exhaustive;
     if args.all_tokens {
         settings.token_selection = TokenSelection::All;
     }
@@ -303,8 +309,16 @@ impl Observer for BarObserver {
         if !self.verbose {
             return;
         }
+        let stopped = match &record.elimination {
+            Some(e) => format!(
+                ", {} of {} candidates stopped early",
+                record.candidates.saturating_sub(e.completed),
+                record.candidates
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "step {:>3}: removed {:<9} score {:.6e}  ({:.1} s, {:.1} fwd-eq)",
+            "step {:>3}: removed {:<9} score {:.6e}  ({:.1} s, {:.1} fwd-eq{stopped})",
             step + 1,
             record.unit.to_string(),
             record.score,

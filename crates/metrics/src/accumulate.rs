@@ -111,6 +111,35 @@ impl<'a> Accumulator<'a> {
                 first,
             });
         }
+        let (total, count) = self.sum_in_row_order();
+        Ok(self.finalise(total, count))
+    }
+
+    /// Number of rows given so far.
+    pub fn rows_given(&self) -> usize {
+        self.num_given
+    }
+
+    /// A lower bound of the score that [`Accumulator::finish`] returns once every row is given,
+    /// from the rows given so far; once every row is given, a bound that lies at most a relative
+    /// [`BOUND_MARGIN`] below the score. NaN when a given row's value is NaN.
+    ///
+    /// Why it is a bound, in floating point too: every per-row value is non-negative (the row
+    /// kernels clamp rounding noise at zero; NaN aside), so the exact sum over the given rows is
+    /// at most the exact sum over all rows. [`Accumulator::finish`] sums with compensated
+    /// summation, whose relative error on non-negative terms is at most `2u + O(n·u²)` (Higham,
+    /// *Accuracy and Stability of Numerical Algorithms*, §4.3; `u = 2⁻⁵³`), so the computed partial
+    /// sum shrunk by [`BOUND_MARGIN`] (10⁻¹², far above `4u` for any row count that fits in
+    /// memory) is at most the computed complete sum. The finalisation (division by the row count,
+    /// square root, exponential) is monotone and applied with the complete row count.
+    pub fn lower_bound(&self) -> f64 {
+        let (partial, count) = self.sum_in_row_order();
+        self.finalise(partial * (1.0 - BOUND_MARGIN), count)
+    }
+
+    /// The compensated sum of the stored values of counted rows, in row order (rows not yet given
+    /// hold 0 and leave the sum unchanged), and the number of counted rows.
+    fn sum_in_row_order(&self) -> (f64, usize) {
         let mut sum = NeumaierSum::default();
         let mut count = 0usize;
         for (row, &v) in self.values.iter().enumerate() {
@@ -119,14 +148,22 @@ impl<'a> Accumulator<'a> {
                 count += 1;
             }
         }
-        let total = sum.value();
-        Ok(match self.metric {
+        (sum.value(), count)
+    }
+
+    /// The score from the sum of row values over `count` counted rows.
+    fn finalise(&self, total: f64, count: usize) -> f64 {
+        match self.metric {
             Metric::Euclidean => total.sqrt(),
             Metric::Ppl => (total / count.max(1) as f64).exp(),
             _ => total / count.max(1) as f64,
-        })
+        }
     }
 }
+
+/// Relative margin by which [`Accumulator::lower_bound`] shrinks a partial sum to cover the
+/// rounding of compensated summation.
+pub const BOUND_MARGIN: f64 = 1e-12;
 
 /// Compensated (Neumaier) summation; the order of `add` calls fixes the result.
 #[derive(Debug, Default, Clone, Copy)]

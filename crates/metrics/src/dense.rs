@@ -192,7 +192,7 @@ impl DenseRows {
             Metric::Angular => angular_row(dense(), self.norm[row], pruned),
             Metric::Euclidean => sq_distance(dense(), pruned),
             Metric::Ppl => match self.targets.as_ref().and_then(|t| t[row]) {
-                Some(t) => log_sum_exp(pruned) - f64::from(pruned[t as usize]),
+                Some(t) => clamp_non_negative(log_sum_exp(pruned) - f64::from(pruned[t as usize])),
                 None => 0.0,
             },
         }

@@ -38,7 +38,7 @@ mod fastmath;
 mod metric;
 pub mod similarity;
 
-pub use accumulate::Accumulator;
+pub use accumulate::{Accumulator, BOUND_MARGIN};
 pub use dense::{next_token_targets, DenseRows};
 pub use metric::Metric;
 

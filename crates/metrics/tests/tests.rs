@@ -301,3 +301,55 @@ proptest! {
         check_props(vocab, dense, pruned, split);
     }
 }
+
+/// Every prefix of rows gives a lower bound of the complete score, for every metric; the bound
+/// of the complete rows is the score up to the margin.
+fn check_lower_bounds(vocab: usize, dense: Vec<f32>, pruned: Vec<f32>) {
+    let rows = dense.len() / vocab;
+    let targets: Vec<Option<u32>> = (0..rows)
+        .map(|r| (r % 3 != 2).then_some((r * 7 % vocab) as u32))
+        .collect();
+    let d = DenseRows::new(dense, vocab)
+        .unwrap()
+        .with_targets(targets)
+        .unwrap();
+    for metric in Metric::ALL {
+        let whole = score(metric, &d, &pruned);
+        let mut acc = Accumulator::new(metric, &d).unwrap();
+        assert!(acc.lower_bound() <= whole, "{metric}: empty bound");
+        for r in 0..rows {
+            acc.add_rows(r, &pruned[r * vocab..(r + 1) * vocab])
+                .unwrap();
+            let bound = acc.lower_bound();
+            assert_eq!(acc.rows_given(), r + 1);
+            assert!(
+                bound <= whole,
+                "{metric}: bound {bound} after {} rows exceeds the score {whole}",
+                r + 1
+            );
+        }
+        assert_eq!(acc.finish().unwrap(), whole);
+        let b = acc.lower_bound();
+        assert!(
+            b <= whole && whole - b <= 1e-11 * whole.abs(),
+            "{metric}: {b} vs {whole}"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn partial_sums_are_lower_bounds((vocab, dense, pruned, _split) in pair()) {
+        check_lower_bounds(vocab, dense, pruned);
+    }
+
+    #[test]
+    fn partial_sums_of_near_equal_rows_are_lower_bounds(
+        (vocab, dense, _p, _split) in pair(),
+        eps in 0.0f32..1e-4,
+    ) {
+        // Row values near zero, where rounding noise would make a value negative unclamped.
+        let pruned: Vec<f32> = dense.iter().enumerate().map(|(i, &x)| x + eps * (i % 5) as f32).collect();
+        check_lower_bounds(vocab, dense, pruned);
+    }
+}

@@ -196,6 +196,57 @@ impl Inspection {
     }
 }
 
+/// The steps of `result` as text, one line per step: the unit removed, its score, the work and
+/// the runners-up. A runner-up that was stopped early is written `≥ bound (n rows)`: its score is a
+/// lower bound from the first `n` calibration rows, not its complete score. Steps decided with
+/// elimination also say how many candidates were scored on every row.
+pub fn steps_text(result: &SearchResult) -> String {
+    let mut out = String::new();
+    let mut bounds = false;
+    for (i, step) in result.steps.iter().enumerate() {
+        let _ = write!(
+            out,
+            "step {:>3}: {:<9} {:.6e}",
+            i + 1,
+            step.unit.to_string(),
+            step.score
+        );
+        if let Some(e) = &step.elimination {
+            let _ = write!(
+                out,
+                "  [{} of {} candidates complete, {} stopped after the first group; {:.1} rows scored per candidate of {}]",
+                e.completed,
+                step.candidates,
+                e.stopped_after_first_group,
+                e.rows_scored as f64 / step.candidates.max(1) as f64,
+                e.rows
+            );
+        }
+        out.push('\n');
+        if !step.runners_up.is_empty() {
+            let ups: Vec<String> = step
+                .runners_up
+                .iter()
+                .map(|c| match c.stopped_after_rows {
+                    Some(rows) => {
+                        bounds = true;
+                        format!("{} ≥ {:.3e} ({rows} rows)", c.unit, c.score)
+                    }
+                    None => format!("{} {:.6e}", c.unit, c.score),
+                })
+                .collect();
+            let _ = writeln!(out, "           runners-up: {}", ups.join(", "));
+        }
+    }
+    if bounds {
+        out.push_str(
+            "(≥: a lower bound from the rows shown; the candidate was stopped early because it could \
+             no longer be the best; run with --exhaustive for complete scores)\n",
+        );
+    }
+    out
+}
+
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "none".to_owned()

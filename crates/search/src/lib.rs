@@ -42,6 +42,7 @@
 
 use std::path::PathBuf;
 
+pub mod eliminate;
 pub mod export;
 pub mod inspect;
 pub mod model_scorer;
@@ -51,6 +52,7 @@ mod scorer;
 mod settings;
 mod unit;
 
+pub use eliminate::{eliminate, Elimination, GroupScoring};
 pub use result::{Candidate, Cost, SearchResult, Step, Window, FORMAT_VERSION, RUNNERS_UP};
 pub use run::{front_exclusion, run, Inputs};
 pub use scorer::{BlockStates, FnScorer, HiddenStates, Observer, Scored, Scorer};
@@ -95,6 +97,15 @@ pub enum Error {
     InvalidRatio {
         /// The ratio given.
         ratio: f64,
+    },
+    /// A step whose candidate scores are NaN or infinite: the search stops rather than remove a
+    /// unit on a broken score; the checkpoint keeps the steps before it.
+    #[error("step {step}: candidate scores are not finite: {candidates}; the search stopped (the checkpoint keeps the steps before it)")]
+    NonFiniteScores {
+        /// The step, counted from 1.
+        step: usize,
+        /// The candidates and their values.
+        candidates: String,
     },
     /// A ratio beyond where the run stopped.
     #[error("ratio {ratio} needs {sublayers} sublayers removed, but the run stopped after {covered}; continue it with a larger ratio")]

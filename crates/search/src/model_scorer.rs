@@ -16,7 +16,9 @@ use std::time::Instant;
 use finercut_metrics::{next_token_targets, Accumulator, DenseRows, Metric};
 use finercut_model::{Model, Plan};
 
-use crate::{BlockStates, Cost, Error, HiddenStates, Result, Scored, Scorer};
+use crate::{
+    eliminate, BlockStates, Cost, Error, GroupScoring, HiddenStates, Result, Scored, Scorer,
+};
 
 /// The model's plan removing `removed` (sublayer indices).
 pub fn model_plan(removed: impl IntoIterator<Item = usize>) -> Plan {
@@ -52,57 +54,61 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
     ))
 }
 
-/// What both logit scorers hold: the model, the checked calibration tokens, the metric and the
-/// dense rows it compares against.
-struct Calibrated<'m> {
+/// Rows a group of calibration sequences holds at least under elimination (as few whole
+/// sequences as reach it). One sequence of 128 or more tokens is a group: the live candidates'
+/// streams are stacked into each sublayer's GEMM, so the GEMMs stay large however small a group
+/// is, and the smaller the first group, the less a candidate that is stopped after it costs.
+pub const GROUP_ROWS: usize = 128;
+
+/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and
+/// about half a forward per candidate; with elimination ([`Scorer::score_eliminating`]) most candidates are scored on
+/// the first group of calibration sequences only.
+pub struct StreamingScorer<'m> {
     model: &'m Model,
     tokens: Vec<Vec<u32>>,
     metric: Metric,
     dense: DenseRows,
     preparation: Cost,
+    group_rows: usize,
 }
-
-impl<'m> Calibrated<'m> {
-    /// Checks `tokens` (sequences of equal length, ids in the vocabulary) and runs the dense
-    /// model once (except for perplexity, which needs none).
-    fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
-        model.check_tokens(&tokens)?;
-        let (dense, preparation) = dense_rows(model, &tokens, metric)?;
-        Ok(Calibrated {
-            model,
-            tokens,
-            metric,
-            dense,
-            preparation,
-        })
-    }
-}
-
-/// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and
-/// about half a forward per candidate.
-pub struct StreamingScorer<'m>(Calibrated<'m>);
 
 impl<'m> StreamingScorer<'m> {
     /// A scorer of `metric` on calibration `tokens` (sequences of equal length); runs the dense
     /// model once (except for perplexity).
     pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
-        Ok(StreamingScorer(Calibrated::new(model, tokens, metric)?))
+        model.check_tokens(&tokens)?;
+        let (dense, preparation) = dense_rows(model, &tokens, metric)?;
+        Ok(StreamingScorer {
+            model,
+            tokens,
+            metric,
+            dense,
+            preparation,
+            group_rows: GROUP_ROWS,
+        })
+    }
+
+    /// Sets the rows a group of sequences holds at least under elimination (default
+    /// [`GROUP_ROWS`]; 1 makes every sequence a group). Changes the speed, never a result.
+    pub fn with_group_rows(mut self, rows: usize) -> Self {
+        self.group_rows = rows.max(1);
+        self
     }
 
     /// The cost of the dense forward (record it as the result's preparation).
     pub fn preparation(&self) -> &Cost {
-        &self.0.preparation
+        &self.preparation
     }
 
     /// The cached dense rows.
     pub fn dense(&self) -> &DenseRows {
-        &self.0.dense
+        &self.dense
     }
 }
 
 impl Scorer for StreamingScorer<'_> {
     fn num_sublayers(&self) -> usize {
-        self.0.model.num_sublayers()
+        self.model.num_sublayers()
     }
 
     fn score(
@@ -114,11 +120,11 @@ impl Scorer for StreamingScorer<'_> {
         let base = Plan::from_removed(removed.iter().copied());
         let mut accs = candidates
             .iter()
-            .map(|_| Accumulator::new(self.0.metric, &self.0.dense))
+            .map(|_| Accumulator::new(self.metric, &self.dense))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut done = 0usize;
-        let stats = self.0.model.stream_candidates(
-            &self.0.tokens,
+        let stats = self.model.stream_candidates(
+            &self.tokens,
             &base,
             candidates,
             &mut |c, first_row, rows| {
@@ -141,31 +147,147 @@ impl Scorer for StreamingScorer<'_> {
             .iter()
             .map(Accumulator::finish)
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Scored::complete(scores, stats.forward_equivalents))
+    }
+
+    fn score_eliminating(
+        &mut self,
+        removed: &[usize],
+        candidates: &[Vec<usize>],
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<Scored> {
+        let t = self.tokens.first().map_or(1, Vec::len).max(1);
+        let group_seqs = self
+            .group_rows
+            .div_ceil(t)
+            .clamp(1, self.tokens.len().max(1));
+        let accs = candidates
+            .iter()
+            .map(|_| Accumulator::new(self.metric, &self.dense))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut step = GroupedStep {
+            model: self.model,
+            tokens: &self.tokens,
+            base: Plan::from_removed(removed.iter().copied()),
+            candidates,
+            accs,
+            group_seqs,
+            seq_len: t,
+            forward_equivalents: 0.0,
+        };
+        let outcome = eliminate(&mut step, progress)?;
         Ok(Scored {
-            scores,
-            forward_equivalents: stats.forward_equivalents,
+            scores: outcome.scores,
+            stopped_after_rows: outcome.stopped_after_rows,
+            forward_equivalents: step.forward_equivalents,
+            elimination: Some(outcome.stats),
         })
     }
 }
 
+/// One step of [`StreamingScorer::score_eliminating`]: the candidates' accumulators, filled
+/// group by group of calibration sequences by candidate-batched streaming passes.
+struct GroupedStep<'s, 'm> {
+    model: &'m Model,
+    tokens: &'s [Vec<u32>],
+    base: Plan,
+    candidates: &'s [Vec<usize>],
+    accs: Vec<Accumulator<'s>>,
+    /// Sequences per group (the last group may hold fewer).
+    group_seqs: usize,
+    seq_len: usize,
+    forward_equivalents: f64,
+}
+
+impl GroupedStep<'_, '_> {
+    fn sequences(&self, group: usize) -> std::ops::Range<usize> {
+        let start = (group * self.group_seqs).min(self.tokens.len());
+        start..(start + self.group_seqs).min(self.tokens.len())
+    }
+}
+
+impl GroupScoring for GroupedStep<'_, '_> {
+    fn num_candidates(&self) -> usize {
+        self.candidates.len()
+    }
+
+    fn num_groups(&self) -> usize {
+        self.tokens.len().div_ceil(self.group_seqs).max(1)
+    }
+
+    fn group_rows(&self, group: usize) -> usize {
+        self.sequences(group).len() * self.seq_len
+    }
+
+    fn score_group(&mut self, which: &[usize], group: usize) -> Result<()> {
+        let seqs = self.sequences(group);
+        let first_row = seqs.start * self.seq_len;
+        let share = seqs.len() as f64 / self.tokens.len().max(1) as f64;
+        let sets: Vec<Vec<usize>> = which.iter().map(|&c| self.candidates[c].clone()).collect();
+        let accs = &mut self.accs;
+        let stats = self.model.stream_candidates(
+            &self.tokens[seqs],
+            &self.base,
+            &sets,
+            &mut |k, row, rows| {
+                let acc = which.get(k).and_then(|&c| accs.get_mut(c)).ok_or_else(|| {
+                    finercut_model::Error::Input(format!(
+                        "stream sent candidate {k} of {}",
+                        which.len()
+                    ))
+                })?;
+                acc.add_rows(first_row + row, rows)
+                    .map_err(finercut_model::Error::sink)
+            },
+        )?;
+        self.forward_equivalents += stats.forward_equivalents * share;
+        Ok(())
+    }
+
+    fn bound(&self, c: usize) -> f64 {
+        self.accs.get(c).map_or(f64::NAN, Accumulator::lower_bound)
+    }
+
+    fn score(&self, c: usize) -> Result<f64> {
+        let acc = self.accs.get(c).ok_or_else(|| Error::Scorer {
+            message: format!("no candidate {c} of {}", self.accs.len()),
+        })?;
+        Ok(acc.finish()?)
+    }
+}
+
 /// The reference procedure: one full forward per candidate.
-pub struct NaiveScorer<'m>(Calibrated<'m>);
+pub struct NaiveScorer<'m> {
+    model: &'m Model,
+    tokens: Vec<Vec<u32>>,
+    metric: Metric,
+    dense: DenseRows,
+    preparation: Cost,
+}
 
 impl<'m> NaiveScorer<'m> {
     /// A scorer of `metric` on calibration `tokens`; runs the dense model once.
     pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
-        Ok(NaiveScorer(Calibrated::new(model, tokens, metric)?))
+        model.check_tokens(&tokens)?;
+        let (dense, preparation) = dense_rows(model, &tokens, metric)?;
+        Ok(NaiveScorer {
+            model,
+            tokens,
+            metric,
+            dense,
+            preparation,
+        })
     }
 
     /// The cost of the dense forward.
     pub fn preparation(&self) -> &Cost {
-        &self.0.preparation
+        &self.preparation
     }
 }
 
 impl Scorer for NaiveScorer<'_> {
     fn num_sublayers(&self) -> usize {
-        self.0.model.num_sublayers()
+        self.model.num_sublayers()
     }
 
     fn score(
@@ -174,17 +296,14 @@ impl Scorer for NaiveScorer<'_> {
         candidates: &[Vec<usize>],
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<Scored> {
-        let n = self.0.model.num_sublayers().max(1);
+        let n = self.model.num_sublayers().max(1);
         let mut scores = Vec::with_capacity(candidates.len());
         let mut evals = 0usize;
         for (i, c) in candidates.iter().enumerate() {
             let set: BTreeSet<usize> = removed.iter().chain(c).copied().collect();
             evals += n.saturating_sub(set.len());
-            let logits = self
-                .0
-                .model
-                .forward(&self.0.tokens, &Plan::from_removed(set))?;
-            let mut acc = Accumulator::new(self.0.metric, &self.0.dense)?;
+            let logits = self.model.forward(&self.tokens, &Plan::from_removed(set))?;
+            let mut acc = Accumulator::new(self.metric, &self.dense)?;
             match logits.as_slice_f32() {
                 Ok(rows) => acc.add_rows(0, rows)?,
                 Err(_) => {
@@ -195,10 +314,7 @@ impl Scorer for NaiveScorer<'_> {
             scores.push(acc.finish()?);
             progress(i + 1);
         }
-        Ok(Scored {
-            scores,
-            forward_equivalents: evals as f64 / n as f64,
-        })
+        Ok(Scored::complete(scores, evals as f64 / n as f64))
     }
 }
 

@@ -8,10 +8,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{check_ratio, ratio_to_sublayers};
-use crate::{Error, Provenance, Result, Settings, Unit};
+use crate::{Elimination, Error, Provenance, Result, Settings, Unit};
 
-/// Version of the result file layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the result file layout. Version 2 added the lower bounds of candidates stopped
+/// early (`stopped_after_rows`, `elimination`); version 1 files, whose scores are all complete,
+/// are read as well.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// How many runners-up each step records.
 pub const RUNNERS_UP: usize = 5;
@@ -21,9 +23,22 @@ pub const RUNNERS_UP: usize = 5;
 pub struct Candidate {
     /// The unit.
     pub unit: Unit,
-    /// Its score (lower is better); NaN or infinite scores are written as strings.
+    /// Its score (lower is better), or a lower bound of it where `stopped_after_rows` is set;
+    /// NaN or infinite values are written as strings.
     #[serde(with = "float")]
     pub score: f64,
+    /// Set when the candidate was stopped early because it could no longer be the best: the
+    /// number of calibration rows it was scored on; `score` is then a lower bound of its
+    /// complete score, not the score. Absent when `score` is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_after_rows: Option<usize>,
+}
+
+impl Candidate {
+    /// Whether `score` is only a lower bound of the complete score.
+    pub fn is_bound(&self) -> bool {
+        self.stopped_after_rows.is_some()
+    }
 }
 
 /// One step of a removal order.
@@ -31,10 +46,12 @@ pub struct Candidate {
 pub struct Step {
     /// The unit removed.
     pub unit: Unit,
-    /// Its score.
+    /// Its score (always complete: the best candidate of a step is scored on every row).
     #[serde(with = "float")]
     pub score: f64,
-    /// The next best candidates of the step, best first (at most [`RUNNERS_UP`]).
+    /// The next best candidates of the step, best first (at most [`RUNNERS_UP`]), ranked by
+    /// their recorded value; a candidate stopped early is ranked by its lower bound, so its
+    /// place among the runners-up is not necessarily that of its complete score.
     pub runners_up: Vec<Candidate>,
     /// How many candidates the step scored (0 where the order came from one shared scoring).
     pub candidates: usize,
@@ -42,6 +59,10 @@ pub struct Step {
     pub forward_equivalents: f64,
     /// Wall time of the step in seconds.
     pub wall_s: f64,
+    /// How the step's candidates were eliminated; absent when every candidate was scored on
+    /// every row (`--exhaustive`, or methods that score everything once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elimination: Option<Elimination>,
 }
 
 /// DeeperLayers: the best window of `blocks` consecutive blocks.
@@ -245,9 +266,9 @@ impl SearchResult {
                 "not a valid result file (truncated or corrupt?): {e}"
             ))
         })?;
-        if r.format != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&r.format) {
             return Err(corrupt(format!(
-                "format version {} is not {FORMAT_VERSION}",
+                "format version {} is not between 1 and {FORMAT_VERSION}",
                 r.format
             )));
         }
@@ -257,7 +278,9 @@ impl SearchResult {
 
     /// Loads the checkpoint at `path` to continue a run with `settings` on the model and data of
     /// `provenance` (a model of `num_blocks` blocks). Everything that determines the outcome must
-    /// match; only `threads` and `stop` may differ, and take the new values.
+    /// match; only `threads`, `stop` and `exhaustive` may differ, and take the new values
+    /// (elimination changes no removal order or score of a removed unit, only which runners-up
+    /// are recorded as lower bounds).
     pub fn resume(
         path: &Path,
         settings: &Settings,
@@ -308,6 +331,9 @@ impl SearchResult {
         }
         r.settings.threads = settings.threads;
         r.settings.stop = settings.stop;
+        r.settings.exhaustive = settings.exhaustive;
+        // Steps added from now on may hold lower bounds: the file is written in the current layout.
+        r.format = FORMAT_VERSION;
         Ok(r)
     }
 
@@ -411,6 +437,7 @@ mod tests {
             candidates: 1,
             forward_equivalents: 0.5,
             wall_s: 0.0,
+            elimination: None,
         }
     }
 

@@ -112,21 +112,52 @@ fn ranking(units: &[Unit], scores: &[f64]) -> Vec<usize> {
     idx
 }
 
-fn runners_up(units: &[Unit], scores: &[f64], ranked: &[usize]) -> Vec<Candidate> {
+/// The first [`RUNNERS_UP`] of `ranked`, each marked as a lower bound where `stopped(i)` says
+/// candidate `i` was stopped early.
+fn runners_up(
+    units: &[Unit],
+    scores: &[f64],
+    stopped: &dyn Fn(usize) -> Option<usize>,
+    ranked: &[usize],
+) -> Vec<Candidate> {
     ranked
         .iter()
         .take(RUNNERS_UP)
         .map(|&i| Candidate {
             unit: units[i],
             score: scores[i],
+            stopped_after_rows: stopped(i),
         })
         .collect()
 }
 
-fn check_scores(scored: &crate::Scored, n: usize) -> Result<()> {
+/// Checks that the scorer kept its contract, and that no score is NaN or infinite: a step is
+/// never decided on a broken score (`step` counts from 1 in the message).
+fn check_scores(scored: &crate::Scored, units: &[Unit], step: usize) -> Result<()> {
+    let n = units.len();
     if scored.scores.len() != n {
         return Err(Error::Scorer {
             message: format!("{} scores for {n} candidates", scored.scores.len()),
+        });
+    }
+    if !scored.stopped_after_rows.is_empty() && scored.stopped_after_rows.len() != n {
+        return Err(Error::Scorer {
+            message: format!(
+                "{} stop marks for {n} candidates",
+                scored.stopped_after_rows.len()
+            ),
+        });
+    }
+    let bad: Vec<String> = units
+        .iter()
+        .zip(&scored.scores)
+        .filter(|(_, s)| !s.is_finite())
+        .map(|(u, s)| format!("{u} ({s})"))
+        .collect();
+    if !bad.is_empty() {
+        return Err(Error::NonFiniteScores {
+            step: step + 1,
+            candidates: bad.join(", "),
         });
     }
     Ok(())
@@ -184,19 +215,37 @@ fn greedy(
         observer.step_started(step_index, total);
         let t0 = Instant::now();
         let sets: Vec<Vec<usize>> = candidates.iter().map(|u| u.sublayers()).collect();
-        let scored = scorer.score(&removed, &sets, &mut |done| {
-            observer.candidates_scored(step_index, done, total)
-        })?;
-        check_scores(&scored, total)?;
+        let mut progress = |done| observer.candidates_scored(step_index, done, total);
+        let scored = if result.settings.exhaustive {
+            scorer.score(&removed, &sets, &mut progress)?
+        } else {
+            scorer.score_eliminating(&removed, &sets, &mut progress)?
+        };
+        check_scores(&scored, &candidates, step_index)?;
         let ranked = ranking(&candidates, &scored.scores);
         let best = ranked[0];
+        if let Some(rows) = scored.stopped(best) {
+            return Err(Error::Scorer {
+                message: format!(
+                    "step {}: the best candidate {} was stopped after {rows} rows",
+                    step_index + 1,
+                    candidates[best]
+                ),
+            });
+        }
         let step = Step {
             unit: candidates[best],
             score: scored.scores[best],
-            runners_up: runners_up(&candidates, &scored.scores, &ranked[1..]),
+            runners_up: runners_up(
+                &candidates,
+                &scored.scores,
+                &|i| scored.stopped(i),
+                &ranked[1..],
+            ),
             candidates: total,
             forward_equivalents: scored.forward_equivalents,
             wall_s: t0.elapsed().as_secs_f64(),
+            elimination: scored.elimination.clone(),
         };
         result.steps.push(step);
         result.complete = false;
@@ -217,7 +266,7 @@ fn order_steps(units: &[Unit], scores: &[f64], cost: &Cost) -> Vec<Step> {
         .map(|(k, &i)| Step {
             unit: units[i],
             score: scores[i],
-            runners_up: runners_up(units, scores, &ranked[k + 1..]),
+            runners_up: runners_up(units, scores, &|_| None, &ranked[k + 1..]),
             candidates: if k == 0 { units.len() } else { 0 },
             forward_equivalents: if k == 0 {
                 cost.forward_equivalents
@@ -225,6 +274,7 @@ fn order_steps(units: &[Unit], scores: &[f64], cost: &Cost) -> Vec<Step> {
                 0.0
             },
             wall_s: if k == 0 { cost.wall_s } else { 0.0 },
+            elimination: None,
         })
         .collect()
 }
@@ -251,7 +301,7 @@ fn one_shot(
     let scored = scorer.score(&[], &sets, &mut |done| {
         observer.candidates_scored(0, done, total)
     })?;
-    check_scores(&scored, total)?;
+    check_scores(&scored, &units, 0)?;
     let cost = Cost {
         forward_equivalents: scored.forward_equivalents,
         wall_s: t0.elapsed().as_secs_f64(),

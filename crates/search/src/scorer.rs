@@ -4,15 +4,39 @@
 
 use std::collections::BTreeSet;
 
-use crate::{Error, Result, Step};
+use crate::{Elimination, Error, Result, Step};
 
 /// Scores of one batch of candidates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
-    /// One score per candidate, in the order given; lower is better.
+    /// One score per candidate, in the order given; lower is better. A lower bound of the
+    /// complete score where `stopped_after_rows` says the candidate was stopped.
     pub scores: Vec<f64>,
+    /// Per candidate: `None` when its score is complete, `Some(rows)` when it was stopped after
+    /// `rows` calibration rows because it could no longer be the best ([`crate::eliminate`]).
+    /// Empty when every score is complete.
+    pub stopped_after_rows: Vec<Option<usize>>,
     /// Work done, in forward-equivalents (sublayer evaluations ÷ 2L).
     pub forward_equivalents: f64,
+    /// How elimination went, where it was used.
+    pub elimination: Option<Elimination>,
+}
+
+impl Scored {
+    /// Complete scores of every candidate.
+    pub fn complete(scores: Vec<f64>, forward_equivalents: f64) -> Self {
+        Scored {
+            scores,
+            stopped_after_rows: Vec::new(),
+            forward_equivalents,
+            elimination: None,
+        }
+    }
+
+    /// Where candidate `i` was stopped (`None`: its score is complete).
+    pub fn stopped(&self, i: usize) -> Option<usize> {
+        self.stopped_after_rows.get(i).copied().flatten()
+    }
 }
 
 /// Scores candidate removals: the model with `removed ∪ candidate` taken out, against the dense
@@ -30,6 +54,20 @@ pub trait Scorer {
         candidates: &[Vec<usize>],
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<Scored>;
+
+    /// Like [`Scorer::score`], but only the best candidate needs its complete score: a candidate
+    /// may be stopped once it provably cannot be the best (its lower bound is strictly above
+    /// another candidate's complete score; [`crate::eliminate`]). The best candidate, its score
+    /// and every candidate that ties with it are complete and equal, bit for bit, to what
+    /// [`Scorer::score`] gives. The default scores every candidate completely.
+    fn score_eliminating(
+        &mut self,
+        removed: &[usize],
+        candidates: &[Vec<usize>],
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<Scored> {
+        self.score(removed, candidates, progress)
+    }
 }
 
 /// A [`Scorer`] from a function of the full removed set; each evaluation costs one forward.
@@ -63,10 +101,7 @@ impl<F: FnMut(&BTreeSet<usize>) -> f64> Scorer for FnScorer<F> {
             scores.push((self.f)(&set));
             progress(i + 1);
         }
-        Ok(Scored {
-            scores,
-            forward_equivalents: candidates.len() as f64,
-        })
+        Ok(Scored::complete(scores, candidates.len() as f64))
     }
 }
 

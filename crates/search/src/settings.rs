@@ -211,6 +211,11 @@ pub struct Settings {
     /// DeeperLayers: which token positions are compared.
     #[serde(default)]
     pub token_selection: TokenSelection,
+    /// Greedy methods: score every candidate on every calibration row instead of stopping the
+    /// candidates that can no longer be the best of their step ([`crate::eliminate`]). Same
+    /// removal order and scores of the removed units; every runner-up's score is complete.
+    #[serde(default)]
+    pub exhaustive: bool,
 }
 
 impl Settings {
@@ -230,6 +235,7 @@ impl Settings {
             seed: (method == Method::Random).then_some(0),
             threads: 1,
             token_selection: TokenSelection::Last,
+            exhaustive: false,
         }
     }
 
@@ -284,8 +290,8 @@ impl Settings {
         Ok(())
     }
 
-    /// The first setting (other than `threads` and `stop`, which may change when a run is
-    /// resumed) on which `self` and `other` differ, with both values.
+    /// The first setting (other than `threads`, `stop` and `exhaustive`, which may change when a
+    /// run is resumed) on which `self` and `other` differ, with both values.
     pub fn first_difference(&self, other: &Settings) -> Option<(&'static str, String, String)> {
         macro_rules! cmp {
             ($($f:ident),*) => {$(

@@ -1,5 +1,6 @@
 //! Model-backed scorers on a tiny random Llama: the streaming scorer gives the same removal
-//! order and scores as the naive one (one full forward per candidate), for every metric.
+//! order and scores as the naive one (one full forward per candidate), for every metric; with
+//! elimination, the same order and bit-identical scores of the removed units as exhaustively.
 
 use std::collections::BTreeMap;
 
@@ -173,6 +174,7 @@ fn streaming_scorer_equals_naive_scorer() {
             s.metric = Some(metric);
             s.level = level;
             s.stop = Stop::End;
+            s.exhaustive = true;
             let mut fast = StreamingScorer::new(&model, calib.clone(), metric).unwrap();
             let mut slow = NaiveScorer::new(&model, calib.clone(), metric).unwrap();
             let a = search(s.clone(), &mut fast);
@@ -228,4 +230,187 @@ fn ragged_calibration_is_an_error() {
     assert!(StreamingScorer::new(&model, vec![vec![1, 2], vec![3]], Metric::Js).is_err());
     assert!(NaiveScorer::new(&model, vec![], Metric::Js).is_err());
     assert!(ModelHiddenStates::new(&model, vec![vec![]]).is_err());
+}
+
+/// Every (method, metric, level) a greedy search runs with.
+fn greedy_configurations() -> Vec<(Method, Metric, Level)> {
+    let mut out = Vec::new();
+    for metric in Metric::ALL {
+        for level in [Level::Sublayer, Level::Attn, Level::Mlp, Level::Block] {
+            out.push((Method::Finercut, metric, level));
+        }
+    }
+    out.push((Method::Sleb, Metric::Ppl, Level::Block));
+    for level in [Level::Sublayer, Level::Attn, Level::Mlp] {
+        out.push((Method::Blockpruner, Metric::Ppl, level));
+    }
+    out
+}
+
+/// Checks that elimination gives the exhaustive search's order, bit-identical scores of the
+/// removed units, complete runners-up equal to the exhaustive ones and bounds below them;
+/// returns (rows scored, rows an exhaustive search scores) over the run.
+fn check_elimination(
+    model: &Model,
+    calib: &[Vec<u32>],
+    method: Method,
+    metric: Metric,
+    level: Level,
+) -> (usize, usize) {
+    let mut s = Settings::new(method);
+    s.metric = Some(metric);
+    s.level = level;
+    s.stop = Stop::End;
+    let what = format!("{method} {metric} {level}");
+    let mut fast = StreamingScorer::new(model, calib.to_vec(), metric)
+        .unwrap()
+        .with_group_rows(1);
+    let elim = search(s.clone(), &mut fast);
+    s.exhaustive = true;
+    let mut all = StreamingScorer::new(model, calib.to_vec(), metric).unwrap();
+    let full = search(s, &mut all);
+    assert_eq!(elim.order(), full.order(), "{what}");
+    let (mut scored, mut total) = (0, 0);
+    for (k, (e, f)) in elim.steps.iter().zip(&full.steps).enumerate() {
+        assert_eq!(
+            e.score.to_bits(),
+            f.score.to_bits(),
+            "{what} step {}: {} vs {}",
+            k + 1,
+            e.score,
+            f.score
+        );
+        assert!(f.elimination.is_none());
+        let stats = e.elimination.as_ref().unwrap();
+        assert_eq!(stats.groups, calib.len(), "{what}");
+        assert!(stats.completed >= 1 && stats.completed <= e.candidates);
+        scored += stats.rows_scored;
+        total += stats.rows * e.candidates;
+        let exhaustive: BTreeMap<String, f64> = f
+            .runners_up
+            .iter()
+            .map(|c| (c.unit.to_string(), c.score))
+            .collect();
+        for c in &e.runners_up {
+            let Some(&complete) = exhaustive.get(&c.unit.to_string()) else {
+                assert!(
+                    c.is_bound(),
+                    "{what}: complete runner-up {} unknown",
+                    c.unit
+                );
+                continue;
+            };
+            match c.stopped_after_rows {
+                None => assert_eq!(c.score.to_bits(), complete.to_bits(), "{what} {}", c.unit),
+                Some(rows) => {
+                    assert!(rows < stats.rows, "{what}");
+                    assert!(
+                        c.score <= complete && c.score > e.score,
+                        "{what} {}: bound {} vs score {complete}, best {}",
+                        c.unit,
+                        c.score,
+                        e.score
+                    );
+                }
+            }
+        }
+    }
+    (scored, total)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn elimination_equals_exhaustive_search(
+        model_seed in 0u64..1000,
+        calib_seed in 0u64..1000,
+        samples in 2usize..5,
+        seq_len in 2usize..7,
+    ) {
+        let model = tiny_model(model_seed);
+        let calib = tokens(calib_seed, samples, seq_len);
+        for (method, metric, level) in greedy_configurations() {
+            check_elimination(&model, &calib, method, metric, level);
+        }
+    }
+}
+
+#[test]
+fn elimination_stops_most_candidates_early() {
+    // A fixed case where elimination must save work, so that a driver that scores everything
+    // fails here.
+    let model = tiny_model(21);
+    let calib = tokens(4, 6, 8);
+    let (mut scored, mut total) = (0, 0);
+    for (method, metric, level) in greedy_configurations() {
+        let (s, t) = check_elimination(&model, &calib, method, metric, level);
+        scored += s;
+        total += t;
+    }
+    assert!(
+        (scored as f64) < 0.9 * total as f64,
+        "{scored} of {total} rows scored"
+    );
+}
+
+#[test]
+fn elimination_result_resumes_to_the_uninterrupted_run() {
+    let model = tiny_model(5);
+    let calib = tokens(6, 4, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    let mut s = Settings::new(Method::Finercut);
+    s.stop = Stop::End;
+    let mut scorer = StreamingScorer::new(&model, calib.clone(), Metric::Js)
+        .unwrap()
+        .with_group_rows(1);
+    let full = search(s.clone(), &mut scorer);
+    assert!(full.steps.iter().any(|st| st
+        .runners_up
+        .iter()
+        .any(finercut_search::Candidate::is_bound)));
+
+    let mut part = s.clone();
+    part.stop = Stop::Ratio(0.4);
+    let mut r = SearchResult::new(part, prov(), BLOCKS).unwrap();
+    run(&mut r, Inputs::Scorer(&mut scorer), Some(&path), &mut ()).unwrap();
+    assert_eq!(r.steps.len(), 3);
+    let mut r = SearchResult::resume(&path, &s, &prov(), BLOCKS).unwrap();
+    run(&mut r, Inputs::Scorer(&mut scorer), Some(&path), &mut ()).unwrap();
+    let back = SearchResult::load(&path).unwrap();
+    let timeless = |r: &SearchResult| {
+        let mut r = r.clone();
+        r.preparation.wall_s = 0.0;
+        r.steps.iter_mut().for_each(|st| st.wall_s = 0.0);
+        r
+    };
+    assert_eq!(timeless(&back), timeless(&full));
+}
+
+#[test]
+fn elimination_does_not_depend_on_the_thread_count() {
+    let model = tiny_model(8);
+    let calib = tokens(2, 4, 6);
+    let mut s = Settings::new(Method::Finercut);
+    s.stop = Stop::End;
+    let runs: Vec<SearchResult> = [1, 3]
+        .into_iter()
+        .map(|threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut scorer = StreamingScorer::new(&model, calib.clone(), Metric::Kl)
+                    .unwrap()
+                    .with_group_rows(1);
+                let mut r = search(s.clone(), &mut scorer);
+                r.preparation.wall_s = 0.0;
+                r.steps.iter_mut().for_each(|st| st.wall_s = 0.0);
+                r
+            })
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
 }

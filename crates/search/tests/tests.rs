@@ -158,10 +158,7 @@ impl Scorer for Flaky {
             })
             .collect();
         progress(candidates.len());
-        Ok(Scored {
-            scores,
-            forward_equivalents: candidates.len() as f64 * 0.5,
-        })
+        Ok(Scored::complete(scores, candidates.len() as f64 * 0.5))
     }
 }
 
@@ -636,4 +633,55 @@ fn export_and_inspect_a_result() {
     assert_eq!(i.merged_blocks, vec![0]);
     assert_eq!(i.attn_runs.len(), 1);
     assert!(i.text().contains("attn  .##"));
+}
+
+#[test]
+fn a_nan_score_stops_the_search_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    for exhaustive in [false, true] {
+        // Additive weights, except that removing sublayer 5 on top of two others gives NaN:
+        // step 2 (one sublayer removed) is fine, step 3 sees NaN for L2.mlp.
+        let mut scorer = FnScorer::new(8, |set: &BTreeSet<usize>| {
+            if set.len() == 3 && set.contains(&5) {
+                f64::NAN
+            } else {
+                set.iter().map(|&i| 1.0 + i as f64).sum()
+            }
+        });
+        let mut s = settings(Method::Finercut, Level::Sublayer, Stop::End);
+        s.exhaustive = exhaustive;
+        let mut r = SearchResult::new(s, prov(), 4).unwrap();
+        let err = run(&mut r, Inputs::Scorer(&mut scorer), Some(&path), &mut ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step 3"), "{err}");
+        assert!(err.contains("L2.mlp (NaN)"), "{err}");
+        assert!(!err.contains("L3.attn"), "{err}");
+        let saved = SearchResult::load(&path).unwrap();
+        assert_eq!(saved.steps.len(), 2);
+        assert!(!saved.complete);
+        assert_eq!(saved.order(), vec![Unit::Sublayer(0), Unit::Sublayer(1)]);
+    }
+    // An infinite score too.
+    let mut scorer = FnScorer::new(4, |set: &BTreeSet<usize>| {
+        if set.contains(&3) {
+            f64::INFINITY
+        } else {
+            set.len() as f64
+        }
+    });
+    let mut r = SearchResult::new(
+        settings(Method::Finercut, Level::Sublayer, Stop::End),
+        prov(),
+        2,
+    )
+    .unwrap();
+    let err = run(&mut r, Inputs::Scorer(&mut scorer), None, &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("step 1") && err.contains("L1.mlp (inf)"),
+        "{err}"
+    );
 }
