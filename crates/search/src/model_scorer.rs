@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use finercut_metrics::{next_token_targets, Accumulator, DenseRows, Metric};
-use finercut_model::{Model, Plan};
+use finercut_model::{DenseLogits, Model, Plan, RowMetric};
 
 use crate::{BlockStates, Cost, Error, HiddenStates, Result, Scored, Scorer};
 
@@ -37,16 +37,45 @@ fn check_tokens(tokens: &[Vec<u32>]) -> Result<(usize, usize)> {
     Ok((tokens.len(), t))
 }
 
+/// The per-row kernel of `metric` on a device (the same formulas as `finercut-metrics`).
+fn row_metric(metric: Metric) -> RowMetric {
+    match metric {
+        Metric::Js => RowMetric::Js,
+        Metric::JsReference => RowMetric::JsReference,
+        Metric::Kl => RowMetric::Kl,
+        Metric::Angular => RowMetric::Angular,
+        Metric::Euclidean => RowMetric::Euclidean,
+        Metric::Ppl => RowMetric::Ppl,
+    }
+}
+
 /// The dense rows `metric` needs: the dense model's logits (one forward) unless the metric is
 /// perplexity, plus next-token targets for perplexity.
 fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(DenseRows, Cost)> {
+    let (rows, _, cost) = dense_rows_on(model, tokens, metric)?;
+    Ok((rows, cost))
+}
+
+/// [`dense_rows`], plus, for a model on a device, the dense logits kept there for the device's
+/// divergence kernels.
+fn dense_rows_on(
+    model: &Model,
+    tokens: &[Vec<u32>],
+    metric: Metric,
+) -> Result<(DenseRows, Option<finercut_model::Tensor>, Cost)> {
     let vocab = model.config().vocab_size;
     let t0 = Instant::now();
+    let mut on_device = None;
     let mut rows = if metric.needs_dense_logits() {
         let logits = model.forward(tokens, &Plan::dense())?;
-        let logits = logits.to_vec_f32().map_err(finercut_model::Error::from)?;
-        DenseRows::new(logits, vocab)?
+        let values = logits.to_vec_f32().map_err(finercut_model::Error::from)?;
+        if !model.device().is_cpu() {
+            on_device = Some(logits);
+        }
+        DenseRows::new(values, vocab)?
     } else {
+        // Perplexity needs no dense logits; on a device its rows come to the host (one value per
+        // row would do, but the kernel path is kept for the divergences).
         DenseRows::targets_only(next_token_targets(tokens), vocab)?
     };
     if metric.needs_targets() && rows.targets().is_none() {
@@ -59,6 +88,7 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
     };
     Ok((
         rows,
+        on_device,
         Cost {
             forward_equivalents: fe,
             wall_s: t0.elapsed().as_secs_f64(),
@@ -68,11 +98,16 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
 
 /// Candidate-batched streaming scorer (design.md §2): exact, and about half a forward per
 /// candidate.
+///
+/// On a GPU the logits never leave the device: each chunk of rows is reduced there by the
+/// divergence kernels and only one value per row comes back.
 pub struct StreamingScorer<'m> {
     model: &'m Model,
     tokens: Vec<Vec<u32>>,
     metric: Metric,
     dense: DenseRows,
+    /// The dense logits on the model's device, when it is not the CPU.
+    device_dense: Option<DenseLogits>,
     preparation: Cost,
 }
 
@@ -81,12 +116,27 @@ impl<'m> StreamingScorer<'m> {
     /// model once (except for perplexity).
     pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
         check_tokens(&tokens)?;
-        let (dense, preparation) = dense_rows(model, &tokens, metric)?;
+        let (dense, on_device, preparation) = dense_rows_on(model, &tokens, metric)?;
+        let device_dense = match on_device {
+            Some(logits) => {
+                let n = dense.num_rows();
+                let lse: Vec<f64> = (0..n)
+                    .map(|r| dense.log_sum_exp(r).unwrap_or(f64::NAN))
+                    .collect();
+                let targets = dense.targets().map(<[_]>::to_vec).unwrap_or_default();
+                Some(
+                    DenseLogits::new(&logits, &lse, &targets)
+                        .map_err(finercut_model::Error::from)?,
+                )
+            }
+            None => None,
+        };
         Ok(StreamingScorer {
             model,
             tokens,
             metric,
             dense,
+            device_dense,
             preparation,
         })
     }
@@ -119,6 +169,38 @@ impl Scorer for StreamingScorer<'_> {
             .map(|_| Accumulator::new(self.metric, &self.dense))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut done = 0usize;
+        if let Some(dense_dev) = &self.device_dense {
+            let kernel = row_metric(self.metric);
+            let stats = self.model.stream_candidate_tensors(
+                &self.tokens,
+                &base,
+                candidates,
+                &mut |c, first_row, logits| {
+                    let acc = accs.get_mut(c).ok_or_else(|| {
+                        finercut_model::Error::Input(format!(
+                            "stream sent candidate {c} of {}",
+                            candidates.len()
+                        ))
+                    })?;
+                    let values = logits.row_divergences(dense_dev, first_row, kernel)?;
+                    acc.add_row_values(first_row, &values)
+                        .map_err(finercut_model::Error::sink)?;
+                    if acc.is_complete() {
+                        done += 1;
+                        progress(done);
+                    }
+                    Ok(())
+                },
+            )?;
+            let scores = accs
+                .iter()
+                .map(Accumulator::finish)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            return Ok(Scored {
+                scores,
+                forward_equivalents: stats.forward_equivalents,
+            });
+        }
         let stats = self.model.stream_candidates(
             &self.tokens,
             &base,
