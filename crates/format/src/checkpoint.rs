@@ -1,7 +1,7 @@
 //! [`Checkpoint`]: configuration, tokenizer and weights of a model, from a Hugging Face directory
 //! or a GGUF file; and [`convert_gguf_to_hf`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ pub struct Checkpoint {
     pub weights: Box<dyn TensorSource>,
     /// The weight files, in the order [`Checkpoint::sha256`] hashes them.
     pub files: Vec<PathBuf>,
+    /// Sublayers the checkpoint itself does not have (`2b` = attention of block `b`, `2b + 1`
+    /// its FFN): the removed sublayers of a pruned `deci` GGUF or a Nemotron-NAS
+    /// (`DeciLMForCausalLM`) directory. Empty for other models.
+    pub absent_sublayers: BTreeSet<usize>,
 }
 
 impl Checkpoint {
@@ -49,7 +53,7 @@ impl Checkpoint {
                     )),
                 };
             }
-            let config = ModelConfig::from_json_file(&config_path)?;
+            let (config, absent_sublayers) = crate::nas::read_config(&config_path)?;
             let mut tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"))?;
             tokenizer.set_special_ids_if_missing(config.bos_token_id, config.eos_token_id);
             let store = SafetensorsStore::open(path)?;
@@ -59,6 +63,7 @@ impl Checkpoint {
                 tokenizer,
                 weights: Box::new(store),
                 files,
+                absent_sublayers,
             })
         } else {
             Self::open_gguf(path)
@@ -69,12 +74,19 @@ impl Checkpoint {
         let file = Arc::new(GgufFile::open(path)?);
         let config = ModelConfig::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        let absent_sublayers = if file.architecture()? == "deci" {
+            let (layers, ..) = crate::gguf::deci::deci_layers(&file)?;
+            crate::gguf::deci::absent_sublayers(&layers)
+        } else {
+            BTreeSet::new()
+        };
         let store = GgufStore::new(file)?;
         Ok(Checkpoint {
             config,
             tokenizer,
             weights: Box::new(store),
             files: vec![path.to_path_buf()],
+            absent_sublayers,
         })
     }
 

@@ -37,7 +37,7 @@ pub(crate) fn map_model_file(path: &Path) -> Result<Arc<Mmap>> {
 
 /// Writes `path` through a temporary file in the same directory and renames it into place, so a
 /// failure (a full disk, an error in `fill`) never leaves a half-written `path` behind.
-pub(crate) fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
 ) -> Result<()> {

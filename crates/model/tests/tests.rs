@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap (docs/style.md).
 
+mod export;
 mod golden;
 mod reference;
 mod tiny;
