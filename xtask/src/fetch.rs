@@ -300,7 +300,7 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // Tests may unwrap (docs/style.md).
+#[allow(clippy::unwrap_used)] // Tests may unwrap (docs/STYLE.md).
 mod tests {
     use super::*;
 

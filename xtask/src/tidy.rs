@@ -279,7 +279,8 @@ fn the_outside_path_check_catches_what_it_should() {
 }
 
 /// Every data file committed to the repository matches its SHA-256 in `data/checksums.json`, and
-/// every file under `data/wikitext-2-raw/` and `data/golden/` (but the READMEs) has an entry.
+/// every file under `data/wikitext-2-raw/` and `data/golden/`, subdirectories included (but the
+/// READMEs), has an entry.
 #[test]
 fn vendored_data_matches_its_checksums() {
     let root = crate::project_root();
@@ -287,11 +288,16 @@ fn vendored_data_matches_its_checksums() {
     assert!(listed
         .iter()
         .any(|p| p == "data/wikitext-2-raw/wiki.test.raw"));
-    for dir in ["data/wikitext-2-raw", "data/golden"] {
-        let entries = fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    let mut dirs = vec!["data/wikitext-2-raw".to_owned(), "data/golden".to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = fs::read_dir(root.join(&dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let rel = format!("{dir}/{name}");
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(rel);
+                continue;
+            }
             assert!(
                 name == "README.md" || listed.contains(&rel),
                 "{rel} has no SHA-256 in data/checksums.json (`vendored`)"
