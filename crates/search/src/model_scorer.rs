@@ -61,8 +61,8 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
 pub const GROUP_ROWS: usize = 128;
 
 /// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and
-/// about half a forward per candidate; with elimination ([`Scorer::score_eliminating`]) most candidates are scored on
-/// the first group of calibration sequences only.
+/// about half a forward per candidate; with elimination ([`Scorer::score_eliminating`]) most
+/// candidates are scored on the first group of calibration sequences only.
 pub struct StreamingScorer<'m> {
     model: &'m Model,
     tokens: Vec<Vec<u32>>,
