@@ -85,7 +85,11 @@ impl Tensor {
                 got: data.len(),
             });
         }
-        Tensor::cpu(data, shape.to_vec()).to_device(device)
+        let t = Tensor::cpu(data, shape.to_vec());
+        match device {
+            Device::Cpu => Ok(t),
+            Device::Cuda(_) => t.to_device(device),
+        }
     }
 
     /// A tensor holding a copy of `data`.
@@ -115,11 +119,14 @@ impl Tensor {
                 got: bits.len(),
             });
         }
-        Tensor {
+        let t = Tensor {
             shape: shape.to_vec(),
             storage: Storage::Cpu(CpuStorage::Half { kind, bits }),
+        };
+        match device {
+            Device::Cpu => Ok(t),
+            Device::Cuda(_) => t.to_device(device),
         }
-        .to_device(device)
     }
 
     /// A CPU tensor over `len` little-endian bytes of `owner` starting at `start`.

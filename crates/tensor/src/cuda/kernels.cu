@@ -8,6 +8,9 @@
 typedef unsigned short bf16_t;
 typedef unsigned long long u64;
 
+// Positive infinity (math.h's INFINITY, which NVRTC does not define without headers).
+#define INF_F __int_as_float(0x7f800000)
+
 __device__ __forceinline__ float bf16_to_f32(bf16_t b) {
     return __uint_as_float(((unsigned int)b) << 16);
 }
@@ -78,7 +81,7 @@ __device__ float block_max(float v) {
     if (lane == 0) s[w] = v;
     __syncthreads();
     if (w == 0) {
-        v = lane < nw ? s[lane] : -INFINITY;
+        v = lane < nw ? s[lane] : -INF_F;
         v = warp_max(v);
         if (lane == 0) s[0] = v;
     }
@@ -149,7 +152,7 @@ extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* o
 // Log-sum-exp accumulated in double, as on the host.
 extern "C" __global__ void log_softmax_rows_f32(float* x, unsigned int cols) {
     float* r = x + (u64)blockIdx.x * cols;
-    float m = -INFINITY;
+    float m = -INF_F;
     for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, r[j]);
     m = block_max(m);
     double s = 0.0;
@@ -242,7 +245,7 @@ extern "C" __global__ void attention_f32(
 #pragma unroll
     for (int r = 0; r < ATT_ROWS; r++) {
         unsigned int i = i0 + warp * ATT_ROWS + r;
-        m[r] = -INFINITY;
+        m[r] = -INF_F;
         l[r] = 0.0f;
 #pragma unroll
         for (int jd = 0; jd < ATT_MAXD; jd++) {
@@ -337,11 +340,11 @@ extern "C" __global__ void attention_f32(
 #define DIV_PPL 5
 
 __device__ double row_lse(const float* r, unsigned int vocab) {
-    float m = -INFINITY;
+    float m = -INF_F;
     int bad = 0;
     for (unsigned int j = threadIdx.x; j < vocab; j += blockDim.x) {
         float x = r[j];
-        if (isnan(x) || x == INFINITY) bad = 1;
+        if (isnan(x) || x == INF_F) bad = 1;
         m = fmaxf(m, x);
     }
     m = block_max(m);
