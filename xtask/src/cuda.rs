@@ -154,11 +154,6 @@ pub fn device_check(root: &Path) -> anyhow::Result<()> {
     for f in ["run.sh", "make_models.py", "torch_step.py"] {
         copy(&root.join("xtask/device").join(f), &out.join(f))?;
     }
-    copy(
-        &root.join("benches/reference/torch_forward.py"),
-        &out.join("torch_forward.py"),
-    )
-    .ok();
     let size: u64 = walk(&out)?.iter().map(|p| p.1).sum();
     eprintln!(
         "device-check: {} ready ({:.1} MiB); run it on the GPU machine with \
