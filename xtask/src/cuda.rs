@@ -10,9 +10,10 @@ use anyhow::{bail, Context};
 
 use crate::{fetch, run, target_dir};
 
-/// Without a GPU: the `cuda` feature builds and passes clippy (tensor engine and CLI), the crate's
-/// unit tests pass with it (opening a card is a clear error where there is no driver), and every
-/// kernel compiles to PTX for compute_80 and compute_90 with NVRTC from `fetch cuda-tools`.
+/// Without a GPU: the `cuda` feature builds and passes clippy (tensor engine, model, search with its
+/// GPU test, CLI), the tensor crate's unit tests pass with it (opening a card is a clear error where
+/// there is no driver), and every kernel compiles to PTX for compute_80 and compute_90 with NVRTC
+/// from `fetch cuda-tools`.
 pub fn checks(root: &Path) -> anyhow::Result<()> {
     fetch::fetch(root, fetch::Target::CudaTools)?;
     run(Command::new("cargo").current_dir(root).args([
@@ -20,9 +21,13 @@ pub fn checks(root: &Path) -> anyhow::Result<()> {
         "--package",
         "finercut-tensor",
         "--package",
+        "finercut-model",
+        "--package",
+        "finercut-search",
+        "--package",
         "finercut",
         "--features",
-        "finercut-tensor/cuda,finercut/cuda",
+        "finercut-tensor/cuda,finercut-model/cuda,finercut-search/cuda,finercut/cuda",
         "--all-targets",
         "--",
         "-D",
