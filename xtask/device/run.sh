@@ -9,8 +9,9 @@
 #  2. bin/gpu-test-search: a tiny random model and a SmolLM2-shaped one (f32), GPU vs CPU logits
 #     and the first greedy steps' removal order (10 steps at 4 x 128 on the SmolLM2 shape).
 #  3. A Llama-3-8B-shaped random bf16 checkpoint (PyTorch), one greedy step at 10 x 256:
-#     finercut (--device cuda --precision bf16) and the PyTorch reference procedure
-#     (torch_step.py), interleaved; wall time, GEMM TFLOP/s, peak GPU memory.
+#     finercut (--device cuda --precision bf16; with elimination, and in round 1 also
+#     --exhaustive) and the PyTorch reference procedure (torch_step.py), interleaved; wall time,
+#     GEMM TFLOP/s, peak GPU memory.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/out}
@@ -78,19 +79,30 @@ for round in $(seq 1 "$ROUNDS"); do
         log "round $round skipped (time budget)"
         break
     fi
-    log "round $round: finercut"
-    t0=$(date +%s.%N)
-    timeout 200 "$HERE/bin/finercut" prune --model "$M8" --device cuda --precision bf16 \
-        --tokens "$WORK/tokens.json" --metric js --ratio 0.0234375 --force \
-        --out "$OUT/finercut-8b-$round.json" > "$OUT/finercut-8b-$round.log" 2>&1 &
-    pid=$!
-    peak=$(poll_memory $pid)
-    wait $pid
-    rc=$?
-    t1=$(date +%s.%N)
-    echo "{\"rc\": $rc, \"process_s\": $(awk "BEGIN{print $t1 - $t0}"), \"peak_mib\": $peak}" \
-        > "$OUT/finercut-8b-$round.run.json"
-    log "finercut: exit $rc, $(cat "$OUT/finercut-8b-$round.run.json")"
+    # Elimination is on by default; round 1 also runs the step --exhaustive (every candidate on
+    # every row, the work the PyTorch reference does).
+    variants="default"
+    [ "$round" -eq 1 ] && variants="default exhaustive"
+    for v in $variants; do
+        flag=""
+        [ "$v" = exhaustive ] && flag="--exhaustive"
+        tag="$round"
+        [ "$v" = exhaustive ] && tag="$round-exhaustive"
+        log "round $round: finercut ($v)"
+        t0=$(date +%s.%N)
+        timeout 200 "$HERE/bin/finercut" prune --model "$M8" --device cuda --precision bf16 \
+            --tokens "$WORK/tokens.json" --samples 10 --seq-len 256 --metric js \
+            --ratio 0.0234375 $flag --force \
+            --out "$OUT/finercut-8b-$tag.json" > "$OUT/finercut-8b-$tag.log" 2>&1 &
+        pid=$!
+        peak=$(poll_memory $pid)
+        wait $pid
+        rc=$?
+        t1=$(date +%s.%N)
+        echo "{\"rc\": $rc, \"process_s\": $(awk "BEGIN{print $t1 - $t0}"), \"peak_mib\": $peak}" \
+            > "$OUT/finercut-8b-$tag.run.json"
+        log "finercut ($v): exit $rc, $(cat "$OUT/finercut-8b-$tag.run.json")"
+    done
     log "round $round: PyTorch"
     timeout 200 python3 "$HERE/torch_step.py" "$M8" --tokens "$WORK/tokens.json" \
         > "$OUT/torch-8b-$round.json" 2> "$OUT/torch-8b-$round.log" &
@@ -120,24 +132,32 @@ for t in ("tensor", "search"):
         "failures": re.findall(r"panicked at .*\n.*", text)[:10],
     }
 # GEMM FLOPs of one greedy step on the 8B shape: forward-equivalents x 2 x tokens x the
-# non-embedding matrix parameters, plus every candidate's LM head.
+# non-embedding matrix parameters, plus the LM head over every row scored (every candidate's rows
+# with --exhaustive; under elimination the step records the rows it scored).
 d, ffn, blocks, kvd, vocab, tokens = 4096, 14336, 32, 1024, 128256, 10 * 256
 per_block = d * d * 2 + 2 * d * kvd + 3 * d * ffn
-for r in sorted(glob.glob(f"{out}/finercut-8b-*.run.json")):
-    n = r.split("-")[-1].split(".")[0]
-    run = json.loads(read(r))
-    entry = {"round": int(n), "finercut": run}
-    result = read(f"{out}/finercut-8b-{n}.json")
+def finercut_entry(stem):
+    run = json.loads(read(f"{stem}.run.json"))
+    result = read(f"{stem}.json")
     if result:
-        j = json.loads(result)
-        steps = j.get("steps", [])
+        steps = json.loads(result).get("steps", [])
         if steps:
             s = steps[0]
             fe, wall = s["forward_equivalents"], s["wall_s"]
-            flops = fe * 2 * tokens * blocks * per_block + s["candidates"] * 2 * tokens * vocab * d
-            entry["finercut"].update(step_s=wall, forward_equivalents=fe, choice=s["unit"],
-                                     gemm_tflop=flops / 1e12,
-                                     tflops_lower_bound=flops / wall / 1e12)
+            elim = s.get("elimination")
+            rows = elim["rows_scored"] if elim else s["candidates"] * tokens
+            flops = fe * 2 * tokens * blocks * per_block + 2 * rows * vocab * d
+            run.update(step_s=wall, forward_equivalents=fe, choice=s["unit"], score=s["score"],
+                       rows_scored=rows, elimination=elim, gemm_tflop=flops / 1e12,
+                       tflops_lower_bound=flops / wall / 1e12)
+    return run
+for r in sorted(glob.glob(f"{out}/finercut-8b-*.run.json")):
+    n = r[len(f"{out}/finercut-8b-"):-len(".run.json")]
+    if not n.isdigit():
+        continue
+    entry = {"round": int(n), "finercut": finercut_entry(f"{out}/finercut-8b-{n}")}
+    if os.path.exists(f"{out}/finercut-8b-{n}-exhaustive.run.json"):
+        entry["finercut_exhaustive"] = finercut_entry(f"{out}/finercut-8b-{n}-exhaustive")
     t = read(f"{out}/torch-8b-{n}.json")
     if t and t.strip():
         try:
@@ -148,6 +168,9 @@ for r in sorted(glob.glob(f"{out}/finercut-8b-*.run.json")):
     f, p = entry.get("finercut", {}), entry.get("torch", {})
     if "step_s" in f and p.get("step_s"):
         entry["speedup"] = min(p["step_s"]) / f["step_s"]
+        x = entry.get("finercut_exhaustive", {})
+        if "step_s" in x:
+            entry["speedup_exhaustive"] = min(p["step_s"]) / x["step_s"]
     res["llama3_8b_step"].append(entry)
 with open(f"{out}/results.json", "w") as f:
     json.dump(res, f, indent=1)
