@@ -37,7 +37,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, torch_dtype=torch.bfloat16, attn_implementation="sdpa"
+        args.model, dtype=torch.bfloat16, attn_implementation="sdpa"
     ).cuda().eval()
     torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
