@@ -58,7 +58,7 @@ impl CudaStorage {
     pub(crate) fn divergence_rows(
         &self,
         _op: &'static str,
-        _dense: &crate::storage::Storage,
+        _dense: &CudaStorage,
         _meta: &crate::DenseLogits,
         _vocab: usize,
         _dense_row0: usize,

@@ -6,7 +6,6 @@
 //! `finercut_metrics::Accumulator::add_row_values` combines the values exactly as for rows
 //! computed on the host. On the CPU, use `finercut-metrics` directly on the logits.
 
-use crate::storage::Storage;
 use crate::{Error, Result, Tensor};
 
 /// The per-row value to compute (the metrics of `finercut_metrics::Metric`).
@@ -131,20 +130,13 @@ impl Tensor {
                 ),
             });
         }
-        match &self.storage {
-            Storage::Cpu(_) => Err(Error::Invalid {
-                op,
-                detail: "computed on the host by finercut-metrics; this is for device tensors"
-                    .into(),
-            }),
-            Storage::Cuda(s) => s.divergence_rows(
-                op,
-                &dense.logits.storage,
-                dense,
-                vocab,
-                dense_row0,
-                metric.code(),
-            ),
-        }
+        self.storage.divergence_rows(
+            op,
+            &dense.logits.storage,
+            dense,
+            vocab,
+            dense_row0,
+            metric.code(),
+        )
     }
 }

@@ -278,6 +278,34 @@ impl Storage {
         dispatch!(self, s, s.rope(cols, tables), s.rope(cols, tables))
     }
 
+    /// Per-row divergences of these logits against rows `dense_row0 ..` of `dense` (see
+    /// `Tensor::row_divergences`): a device operation; on the CPU `finercut-metrics` computes the
+    /// same values from the slices.
+    pub(crate) fn divergence_rows(
+        &self,
+        op: &'static str,
+        dense: &Storage,
+        meta: &crate::DenseLogits,
+        vocab: usize,
+        dense_row0: usize,
+        metric: i32,
+    ) -> Result<Vec<f64>> {
+        let dev = self.device();
+        dispatch!(
+            self,
+            s,
+            {
+                let _ = s;
+                Err(Error::Invalid {
+                    op,
+                    detail: "computed on the host by finercut-metrics; this is for device tensors"
+                        .into(),
+                })
+            },
+            s.divergence_rows(op, dense.cuda(op, dev)?, meta, vocab, dense_row0, metric)
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attention(
         &self,

@@ -405,7 +405,8 @@ extern "C" __global__ void divergence_rows(const float* dense, const double* den
         double lse_d = dense_lse[drow];
         if (metric == DIV_PPL) {
             int t = targets[drow];
-            value = t < 0 ? 0.0 : lse_q - (double)b[t];
+            // Clamped at zero like the host's, so every row value is a valid lower-bound term.
+            value = t < 0 ? 0.0 : clamp0(lse_q - (double)b[t]);
         } else {
             double acc = 0.0;
             double shift = lse_q - lse_d;

@@ -468,22 +468,12 @@ impl CudaStorage {
     pub(crate) fn divergence_rows(
         &self,
         op: &'static str,
-        dense: &crate::storage::Storage,
+        dense: &CudaStorage,
         meta: &crate::DenseLogits,
         vocab: usize,
         dense_row0: usize,
         metric: i32,
     ) -> Result<Vec<f64>> {
-        let dense = match dense {
-            crate::storage::Storage::Cuda(d) => d,
-            other => {
-                return Err(Error::DeviceMismatch {
-                    op,
-                    lhs: self.device(),
-                    rhs: other.device(),
-                })
-            }
-        };
         self.same_card(op, dense)?;
         let rows = self.len / vocab.max(1);
         if rows == 0 {
