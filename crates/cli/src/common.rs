@@ -9,7 +9,7 @@ use anyhow::{bail, format_err, Context};
 use finercut_format::{cache, Checkpoint};
 use finercut_model::{Model, Plan};
 use finercut_search::SearchResult;
-use finercut_tensor::Device;
+use finercut_tensor::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -103,16 +103,31 @@ impl Loaded {
     }
 }
 
-/// Opens and loads a model on the CPU.
+/// The device and weight-matrix dtype of `--device` and `--precision`.
+pub fn device_of(arg: &ModelArg) -> anyhow::Result<(Device, DType)> {
+    let device = Device::parse(&arg.device).with_context(|| format!("--device {}", arg.device))?;
+    let dtype = match arg.precision {
+        crate::Precision::F32 => DType::F32,
+        crate::Precision::Bf16 if device.is_cpu() => {
+            bail!("--precision bf16 needs a CUDA device (--device cuda); the CPU computes in f32")
+        }
+        crate::Precision::Bf16 => DType::BF16,
+    };
+    Ok((device, dtype))
+}
+
+/// Opens and loads a model on the device of `--device` (the CPU by default).
 pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
+    let (device, dtype) = device_of(arg)?;
     let path = model_path(arg)?;
     let checkpoint = open_checkpoint(&path)?;
     let base_removed = removed_in_checkpoint(&path)?;
-    let model = Model::load_pruned(
+    let model = Model::load_pruned_as(
         &checkpoint.config,
         checkpoint.weights.as_ref(),
-        &Device::Cpu,
+        &device,
         &base_removed,
+        dtype,
     )
     .with_context(|| format!("cannot build the model from {}", path.display()))?;
     Ok(Loaded {

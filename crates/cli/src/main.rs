@@ -105,4 +105,21 @@ pub struct ModelArg {
     /// A Hugging Face model directory or a .gguf file [default: SmolLM2-135M-Instruct from the cache].
     #[arg(long, value_name = "DIR|FILE.gguf")]
     pub model: Option<PathBuf>,
+    /// Where the model runs: cpu, cuda (card 0) or cuda:N (CUDA needs a build with
+    /// `--features cuda` and an NVIDIA driver).
+    #[arg(long, value_name = "cpu|cuda|cuda:N", default_value = "cpu")]
+    pub device: String,
+    /// Weight matrices and GEMMs in f32 (the CPU's numerics) or bf16 (CUDA only: bf16 GEMM inputs
+    /// with f32 accumulation; norms, softmax and divergences stay f32/f64).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+/// Precision of the weight matrices and GEMMs (`--precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats throughout (TF32 off on CUDA).
+    F32,
+    /// bfloat16 weight matrices and GEMM inputs, f32 accumulation (CUDA only).
+    Bf16,
 }

@@ -574,3 +574,28 @@ fn prune_resumes_after_sigkill() {
     ok(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(steps(&killed), want);
 }
+
+/// `--device` and `--precision`: the CPU by name, and clear errors for an unknown device, for CUDA
+/// where this build or machine has none, and for bf16 on the CPU.
+#[test]
+fn devices_are_chosen_or_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny");
+    finercut_tiny(&model);
+    let m = model.to_str().expect("utf-8");
+    let base = ["run", "--model", m, "--prompt", "hi", "--top", "2"];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    assert_eq!(ok(&with(&["--device", "cpu"])), ok(&base));
+    let msg = err(&with(&["--device", "tpu"]));
+    assert!(msg.contains("unknown device `tpu`"), "{msg}");
+    let msg = err(&with(&["--device", "cpu", "--precision", "bf16"]));
+    assert!(msg.contains("bf16") && msg.contains("CUDA"), "{msg}");
+    // No GPU on the machines that run these tests: a CUDA device is refused with the reason.
+    let out = finercut(&with(&["--device", "cuda:0"]));
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains("cuda:0 is not available"), "{msg}");
+    }
+}

@@ -89,7 +89,13 @@ impl<'a> ModelLm<'a> {
             .collect();
         let t = inputs[0].len();
         let logits = self.model.forward(&inputs, &self.plan)?;
-        let data = logits.as_slice_f32()?;
+        let host;
+        let data = if logits.device().is_cpu() {
+            logits.as_slice_f32()?
+        } else {
+            host = logits.to_vec_f32()?;
+            &host[..]
+        };
         let vocab = logits.shape().last().copied().unwrap_or(0);
         if data.len() != inputs.len() * t * vocab || vocab == 0 {
             return Err(Error::Model(format!(
@@ -171,7 +177,13 @@ fn score_rows(
     rows.iter()
         .zip(continuations)
         .map(|(t, cont)| {
-            let data = t.as_slice_f32()?;
+            let host;
+            let data = if t.device().is_cpu() {
+                t.as_slice_f32()?
+            } else {
+                host = t.to_vec_f32()?;
+                &host[..]
+            };
             let vocab = t.shape().last().copied().unwrap_or(0);
             if vocab == 0 || data.len() != cont.len() * vocab {
                 return Err(Error::Model(format!(

@@ -88,6 +88,31 @@ impl<'a> Accumulator<'a> {
         Ok(())
     }
 
+    /// Adds the per-row values of rows `first_row ..` computed elsewhere with this crate's formulas
+    /// (the CUDA backend's divergence kernels, which return only these values to the host).
+    pub fn add_row_values(&mut self, first_row: usize, values: &[f64]) -> Result<()> {
+        let end = first_row.saturating_add(values.len());
+        if end > self.values.len() {
+            return Err(Error::RowOutOfRange {
+                first: first_row,
+                end,
+                num_rows: self.values.len(),
+            });
+        }
+        if let Some(k) = self.given[first_row..end].iter().position(|&g| g) {
+            return Err(Error::RowTwice {
+                row: first_row + k,
+                metric: self.metric,
+            });
+        }
+        self.values[first_row..end].copy_from_slice(values);
+        self.given[first_row..end]
+            .iter_mut()
+            .for_each(|g| *g = true);
+        self.num_given += values.len();
+        Ok(())
+    }
+
     /// Whether every row has been given.
     pub fn is_complete(&self) -> bool {
         self.num_given == self.values.len()
@@ -192,6 +217,23 @@ impl NeumaierSum {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_values_given_directly_equal_rows_given_as_logits() {
+        let vocab = 4;
+        let dense = DenseRows::new(vec![0.5, -1.0, 2.0, 0.0, 1.0, 1.0, -3.0, 0.25], vocab).unwrap();
+        let pruned = [0.0, -1.5, 2.5, 0.5, 1.0, 0.0, -2.0, 0.0];
+        let mut a = Accumulator::new(Metric::Js, &dense).unwrap();
+        a.add_rows(0, &pruned).unwrap();
+        let values = a.row_values().to_vec();
+        let mut b = Accumulator::new(Metric::Js, &dense).unwrap();
+        b.add_row_values(1, &values[1..]).unwrap();
+        assert!(b.add_row_values(1, &values[1..]).is_err());
+        assert!(b.add_row_values(2, &[0.0]).is_err());
+        assert!(b.finish().is_err());
+        b.add_row_values(0, &values[..1]).unwrap();
+        assert_eq!(a.finish().unwrap(), b.finish().unwrap());
+    }
 
     #[test]
     fn missing_and_repeated_rows_are_errors() {

@@ -72,7 +72,7 @@ impl Linear {
         inp: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
+        let weight = w.get_matrix(&format!("{name}.weight"), &[out, inp])?;
         let bias = if bias {
             Some(w.get(&format!("{name}.bias"), &[out])?)
         } else {

@@ -11,7 +11,7 @@ use finercut_format::{
     TensorSource, ROPE_FREQS_TENSOR,
 };
 use finercut_tensor::{
-    embedding, Activation, AttentionSpec, Device, NormWeight, Rope, RopeScaling, Tensor,
+    embedding, Activation, AttentionSpec, DType, Device, NormWeight, Rope, RopeScaling, Tensor,
 };
 
 /// Rows evaluated together in one batched sublayer call (whole sequences; at least one sequence).
@@ -82,6 +82,20 @@ impl Model {
         weights: &dyn TensorSource,
         device: &Device,
         absent: &BTreeSet<usize>,
+    ) -> Result<Model> {
+        Self::load_pruned_as(config, weights, device, absent, DType::F32)
+    }
+
+    /// [`Model::load_pruned`] with the weight matrices (projections, embeddings, LM head) stored as
+    /// `matrix_dtype`: `BF16` halves their memory and runs their GEMMs with `bf16` inputs and `f32`
+    /// accumulation (a CUDA device's fast mode; the CPU backend multiplies `f32` only). Norm weights
+    /// and biases stay `f32`.
+    pub fn load_pruned_as(
+        config: &ModelConfig,
+        weights: &dyn TensorSource,
+        device: &Device,
+        absent: &BTreeSet<usize>,
+        matrix_dtype: DType,
     ) -> Result<Model> {
         let c = config;
         if let Some(&index) = absent.iter().find(|&&i| i >= 2 * c.num_hidden_layers) {
@@ -165,9 +179,9 @@ impl Model {
             FmtActivation::Silu => Activation::Silu,
             FmtActivation::GeluTanh => Activation::GeluTanh,
         };
-        let root = Weights::new(weights, *device);
+        let root = Weights::new(weights, *device, matrix_dtype);
         let m = root.pp("model");
-        let embed = m.pp("embed_tokens").get("weight", &[vocab, d])?;
+        let embed = m.pp("embed_tokens").get_matrix("weight", &[vocab, d])?;
         let (q_rows, kv_rows) = match (heads.checked_mul(hd), kvh.checked_mul(hd)) {
             (Some(q), Some(kv)) => (q, kv),
             _ => {
@@ -325,7 +339,7 @@ impl Model {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(root.pp("lm_head").get("weight", &[vocab, d])?)
+            Some(root.pp("lm_head").get_matrix("weight", &[vocab, d])?)
         };
         Ok(Model {
             config: c.clone(),

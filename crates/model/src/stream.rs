@@ -36,6 +36,10 @@ pub struct StreamStats {
 /// `nrows × vocab` logits.
 pub type Sink<'a> = dyn FnMut(usize, usize, &[f32]) -> Result<()> + Send + 'a;
 
+/// The sink of [`Model::stream_candidate_tensors`]: `(candidate, first_row, logits)` with the
+/// logits a `[nrows, vocab]` tensor on the model's device.
+pub type TensorSink<'a> = dyn FnMut(usize, usize, &Tensor) -> Result<()> + Send + 'a;
+
 impl Model {
     /// Candidate-batched streaming evaluation (`docs/DESIGN.md`, The cost of the search): for each
     /// candidate (sublayer indices to remove in addition to `base`), the logits of the model
@@ -51,6 +55,21 @@ impl Model {
         base: &Plan,
         candidates: &[Vec<usize>],
         sink: &mut Sink<'_>,
+    ) -> Result<StreamStats> {
+        self.stream_candidate_tensors(tokens, base, candidates, &mut |c, r0, t| {
+            deliver_rows(sink, c, r0, t)
+        })
+    }
+
+    /// [`Model::stream_candidates`] with the logits handed over as tensors on the model's device,
+    /// so that a GPU caller can reduce them there (e.g. `Tensor::row_divergences`) and copy only
+    /// the results to the host.
+    pub fn stream_candidate_tensors(
+        &self,
+        tokens: &[Vec<u32>],
+        base: &Plan,
+        candidates: &[Vec<usize>],
+        sink: &mut TensorSink<'_>,
     ) -> Result<StreamStats> {
         let (n, t) = self.check_tokens(tokens)?;
         self.check_plan(base)?;
@@ -146,7 +165,11 @@ impl Model {
     /// previous one, so the GEMM's tiles and the sink's rows share the worker threads instead of
     /// alternating (each finishing with idle threads). The chunks and the order of the sink calls
     /// are the same as without the overlap.
-    fn stream_heads(&self, streams: &mut [Option<Tensor>], sink: &mut Sink<'_>) -> Result<()> {
+    fn stream_heads(
+        &self,
+        streams: &mut [Option<Tensor>],
+        sink: &mut TensorSink<'_>,
+    ) -> Result<()> {
         let (d, vocab) = (self.config.hidden_size, self.config.vocab_size);
         let w = self.head_weight();
         // Free `(normed rows, logits)` buffer pairs: two per chunk size in use (one being filled,
@@ -177,7 +200,7 @@ impl Model {
                 };
                 let (computed, consumed) = match &pending {
                     Some((pc, pr0, (_, pout))) => {
-                        let deliver = || -> Result<()> { sink(*pc, *pr0, pout.as_slice_f32()?) };
+                        let deliver = || -> Result<()> { sink(*pc, *pr0, pout) };
                         rayon::join(head, deliver)
                     }
                     None => (head(), Ok(())),
@@ -191,8 +214,17 @@ impl Model {
             }
         }
         if let Some((c, r0, (_, out))) = pending {
-            sink(c, r0, out.as_slice_f32()?)?;
+            sink(c, r0, &out)?;
         }
         Ok(())
+    }
+}
+
+/// Hands logits to the sink: in place on the CPU, after a copy to the host from a device.
+fn deliver_rows(sink: &mut Sink<'_>, c: usize, r0: usize, out: &Tensor) -> Result<()> {
+    if out.device().is_cpu() {
+        sink(c, r0, out.as_slice_f32()?)
+    } else {
+        sink(c, r0, &out.to_vec_f32()?)
     }
 }

@@ -12,14 +12,17 @@ pub(crate) struct Weights<'a> {
     source: &'a dyn TensorSource,
     prefix: String,
     device: Device,
+    /// Element type of weight matrices on the device (`F32`, or `BF16` for `--precision bf16`).
+    matrix_dtype: DType,
 }
 
 impl<'a> Weights<'a> {
-    pub(crate) fn new(source: &'a dyn TensorSource, device: Device) -> Self {
+    pub(crate) fn new(source: &'a dyn TensorSource, device: Device, matrix_dtype: DType) -> Self {
         Weights {
             source,
             prefix: String::new(),
             device,
+            matrix_dtype,
         }
     }
 
@@ -29,6 +32,7 @@ impl<'a> Weights<'a> {
             source: self.source,
             prefix: format!("{}{name}.", self.prefix),
             device: self.device,
+            matrix_dtype: self.matrix_dtype,
         }
     }
 
@@ -39,6 +43,16 @@ impl<'a> Weights<'a> {
 
     /// The `f32` tensor `name` of shape `shape`.
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get_as(name, shape, DType::F32)
+    }
+
+    /// The weight matrix `name` of shape `shape`, in the model's matrix dtype (converted on the host,
+    /// before it travels to the device).
+    pub(crate) fn get_matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get_as(name, shape, self.matrix_dtype)
+    }
+
+    fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let full = self.full(name);
         if !self.source.contains(&full) {
             return Err(Error::MissingWeight { name: full });
@@ -51,7 +65,7 @@ impl<'a> Weights<'a> {
                 actual: raw.shape,
             });
         }
-        Ok(to_tensor(&raw)?.to_device(&self.device)?)
+        Ok(to_tensor(&raw)?.to_dtype(dtype)?.to_device(&self.device)?)
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use finercut_metrics::{next_token_targets, Accumulator, DenseRows, Metric};
-use finercut_model::{Model, Plan};
+use finercut_model::{DenseLogits, Model, Plan, RowMetric, Tensor};
 
 use crate::{
     eliminate, BlockStates, Cost, Error, GroupScoring, HiddenStates, Result, Scored, Scorer,
@@ -25,16 +25,45 @@ pub fn model_plan(removed: impl IntoIterator<Item = usize>) -> Plan {
     Plan::from_removed(removed)
 }
 
+/// The per-row kernel of `metric` on a device (the same formulas as `finercut-metrics`).
+fn row_metric(metric: Metric) -> RowMetric {
+    match metric {
+        Metric::Js => RowMetric::Js,
+        Metric::JsReference => RowMetric::JsReference,
+        Metric::Kl => RowMetric::Kl,
+        Metric::Angular => RowMetric::Angular,
+        Metric::Euclidean => RowMetric::Euclidean,
+        Metric::Ppl => RowMetric::Ppl,
+    }
+}
+
 /// The dense rows `metric` needs: the dense model's logits (one forward) unless the metric is
 /// perplexity, plus next-token targets for perplexity.
 fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(DenseRows, Cost)> {
+    let (rows, _, cost) = dense_rows_on(model, tokens, metric)?;
+    Ok((rows, cost))
+}
+
+/// [`dense_rows`], plus, for a model on a device, the dense logits kept there for the device's
+/// divergence kernels.
+fn dense_rows_on(
+    model: &Model,
+    tokens: &[Vec<u32>],
+    metric: Metric,
+) -> Result<(DenseRows, Option<finercut_model::Tensor>, Cost)> {
     let vocab = model.config().vocab_size;
     let t0 = Instant::now();
+    let mut on_device = None;
     let mut rows = if metric.needs_dense_logits() {
         let logits = model.forward(tokens, &Plan::dense())?;
-        let logits = logits.to_vec_f32().map_err(finercut_model::Error::from)?;
-        DenseRows::new(logits, vocab)?
+        let values = logits.to_vec_f32().map_err(finercut_model::Error::from)?;
+        if !model.device().is_cpu() {
+            on_device = Some(logits);
+        }
+        DenseRows::new(values, vocab)?
     } else {
+        // Perplexity needs no dense logits; on a device its rows come to the host (one value per
+        // row would do, but the kernel path is kept for the divergences).
         DenseRows::targets_only(next_token_targets(tokens), vocab)?
     };
     if metric.needs_targets() && rows.targets().is_none() {
@@ -47,6 +76,7 @@ fn dense_rows(model: &Model, tokens: &[Vec<u32>], metric: Metric) -> Result<(Den
     };
     Ok((
         rows,
+        on_device,
         Cost {
             forward_equivalents: fe,
             wall_s: t0.elapsed().as_secs_f64(),
@@ -63,11 +93,16 @@ pub const GROUP_ROWS: usize = 128;
 /// Candidate-batched streaming scorer (`docs/DESIGN.md`, The cost of the search): exact, and
 /// about half a forward per candidate; with elimination ([`Scorer::score_eliminating`]) most
 /// candidates are scored on the first group of calibration sequences only.
+///
+/// On a GPU the logits never leave the device: each chunk of rows is reduced there by the
+/// divergence kernels and only one value per row comes back (elimination included).
 pub struct StreamingScorer<'m> {
     model: &'m Model,
     tokens: Vec<Vec<u32>>,
     metric: Metric,
     dense: DenseRows,
+    /// The dense logits on the model's device, when it is not the CPU.
+    device_dense: Option<DenseLogits>,
     preparation: Cost,
     group_rows: usize,
 }
@@ -77,12 +112,27 @@ impl<'m> StreamingScorer<'m> {
     /// model once (except for perplexity).
     pub fn new(model: &'m Model, tokens: Vec<Vec<u32>>, metric: Metric) -> Result<Self> {
         model.check_tokens(&tokens)?;
-        let (dense, preparation) = dense_rows(model, &tokens, metric)?;
+        let (dense, on_device, preparation) = dense_rows_on(model, &tokens, metric)?;
+        let device_dense = match on_device {
+            Some(logits) => {
+                let n = dense.num_rows();
+                let lse: Vec<f64> = (0..n)
+                    .map(|r| dense.log_sum_exp(r).unwrap_or(f64::NAN))
+                    .collect();
+                let targets = dense.targets().map(<[_]>::to_vec).unwrap_or_default();
+                Some(
+                    DenseLogits::new(&logits, &lse, &targets)
+                        .map_err(finercut_model::Error::from)?,
+                )
+            }
+            None => None,
+        };
         Ok(StreamingScorer {
             model,
             tokens,
             metric,
             dense,
+            device_dense,
             preparation,
             group_rows: GROUP_ROWS,
         })
@@ -123,19 +173,19 @@ impl Scorer for StreamingScorer<'_> {
             .map(|_| Accumulator::new(self.metric, &self.dense))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut done = 0usize;
-        let stats = self.model.stream_candidates(
+        let feed = ChunkFeed::new(self.metric, self.device_dense.as_ref());
+        let stats = self.model.stream_candidate_tensors(
             &self.tokens,
             &base,
             candidates,
-            &mut |c, first_row, rows| {
+            &mut |c, first_row, logits| {
                 let acc = accs.get_mut(c).ok_or_else(|| {
                     finercut_model::Error::Input(format!(
                         "stream sent candidate {c} of {}",
                         candidates.len()
                     ))
                 })?;
-                acc.add_rows(first_row, rows)
-                    .map_err(finercut_model::Error::sink)?;
+                feed.add(acc, first_row, logits)?;
                 if acc.is_complete() {
                     done += 1;
                     progress(done);
@@ -173,6 +223,7 @@ impl Scorer for StreamingScorer<'_> {
             accs,
             group_seqs,
             seq_len: t,
+            feed: ChunkFeed::new(self.metric, self.device_dense.as_ref()),
             forward_equivalents: 0.0,
         };
         let outcome = eliminate(&mut step, progress)?;
@@ -182,6 +233,45 @@ impl Scorer for StreamingScorer<'_> {
             forward_equivalents: step.forward_equivalents,
             elimination: Some(outcome.stats),
         })
+    }
+}
+
+/// How a chunk of a candidate's logits reaches its accumulator: the logits themselves when they
+/// are on the host, or, on a device holding the dense logits, only their per-row values from the
+/// divergence kernels (the same formulas as `finercut-metrics`). Used by the exhaustive and the
+/// eliminating step alike, so both see the same values.
+#[derive(Clone, Copy)]
+struct ChunkFeed<'d> {
+    metric: RowMetric,
+    device_dense: Option<&'d DenseLogits>,
+}
+
+impl<'d> ChunkFeed<'d> {
+    fn new(metric: Metric, device_dense: Option<&'d DenseLogits>) -> Self {
+        ChunkFeed {
+            metric: row_metric(metric),
+            device_dense,
+        }
+    }
+
+    /// Adds `logits` (`[rows, vocab]`), the calibration rows `first_row ..`, to `acc`.
+    fn add(
+        &self,
+        acc: &mut Accumulator<'_>,
+        first_row: usize,
+        logits: &Tensor,
+    ) -> finercut_model::Result<()> {
+        match self.device_dense {
+            Some(dense) => {
+                let values = logits.row_divergences(dense, first_row, self.metric)?;
+                acc.add_row_values(first_row, &values)
+            }
+            None => match logits.as_slice_f32() {
+                Ok(rows) => acc.add_rows(first_row, rows),
+                Err(_) => acc.add_rows(first_row, &logits.to_vec_f32()?),
+            },
+        }
+        .map_err(finercut_model::Error::sink)
     }
 }
 
@@ -196,6 +286,7 @@ struct GroupedStep<'s, 'm> {
     /// Sequences per group (the last group may hold fewer).
     group_seqs: usize,
     seq_len: usize,
+    feed: ChunkFeed<'s>,
     forward_equivalents: f64,
 }
 
@@ -224,20 +315,19 @@ impl GroupScoring for GroupedStep<'_, '_> {
         let first_row = seqs.start * self.seq_len;
         let share = seqs.len() as f64 / self.tokens.len().max(1) as f64;
         let sets: Vec<Vec<usize>> = which.iter().map(|&c| self.candidates[c].clone()).collect();
-        let accs = &mut self.accs;
-        let stats = self.model.stream_candidates(
+        let (accs, feed) = (&mut self.accs, &self.feed);
+        let stats = self.model.stream_candidate_tensors(
             &self.tokens[seqs],
             &self.base,
             &sets,
-            &mut |k, row, rows| {
+            &mut |k, row, logits| {
                 let acc = which.get(k).and_then(|&c| accs.get_mut(c)).ok_or_else(|| {
                     finercut_model::Error::Input(format!(
                         "stream sent candidate {k} of {}",
                         which.len()
                     ))
                 })?;
-                acc.add_rows(first_row + row, rows)
-                    .map_err(finercut_model::Error::sink)
+                feed.add(acc, first_row + row, logits)
             },
         )?;
         self.forward_equivalents += stats.forward_equivalents * share;

@@ -1,25 +1,22 @@
-//! Devices a tensor can live on. The CUDA types are uninhabited until the `cuda` backend exists.
+//! Devices a tensor can live on, and how a user names them (`cpu`, `cuda`, `cuda:N`).
 //!
-//! Keeping `Device::Cuda` in the enum now means every `match` over devices and storages already has the
-//! CUDA arm; while [`CudaDevice`] and [`CudaStorage`] have no values the compiler sees those arms as
-//! dead code, so nothing can panic at run time for want of a backend.
+//! [`Device::Cuda`] holds a [`CudaDevice`]: with the `cuda` feature a small handle (the card's
+//! ordinal) whose context, stream, cuBLAS handle and compiled kernels live in a process-wide table;
+//! without it an uninhabited type, so every CUDA arm of a `match` is dead code the compiler can see
+//! and nothing can panic at run time for want of a backend.
+
+use crate::cuda;
+pub use crate::cuda::CudaDevice;
+use crate::{Error, Result};
 
 /// Where a tensor's data lives and its operations run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     /// Host memory; operations use BLAS (or `matrixmultiply`) and rayon.
     Cpu,
-    /// A CUDA GPU. No value of this variant can exist until the CUDA backend is added.
+    /// An NVIDIA GPU (only with the `cuda` feature; see [`Device::cuda`]).
     Cuda(CudaDevice),
 }
-
-/// A CUDA device handle. Uninhabited: this build has no CUDA backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CudaDevice {}
-
-/// Device memory of a CUDA tensor. Uninhabited: this build has no CUDA backend.
-#[derive(Clone, Debug)]
-pub enum CudaStorage {}
 
 impl Device {
     /// Whether this is the host.
@@ -27,11 +24,40 @@ impl Device {
         matches!(self, Device::Cpu)
     }
 
+    /// The CUDA card `ordinal`: creates its context, cuBLAS handle and kernels on first use.
+    ///
+    /// An error, never a panic, when this build has no CUDA backend, when no NVIDIA driver
+    /// (`libcuda.so`) can be loaded, or when the card does not exist.
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        Ok(Device::Cuda(cuda::open(ordinal)?))
+    }
+
+    /// The device named `name`: `cpu`, `cuda` (card 0) or `cuda:N`.
+    pub fn parse(name: &str) -> Result<Device> {
+        let bad = || Error::Invalid {
+            op: "Device::parse",
+            detail: format!("unknown device `{name}` (expected cpu, cuda or cuda:N)"),
+        };
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Device::cuda(0),
+            _ => match name.strip_prefix("cuda:") {
+                Some(n) => Device::cuda(n.parse().map_err(|_| bad())?),
+                None => Err(bad()),
+            },
+        }
+    }
+
+    /// Whether this build has the CUDA backend (the `cuda` feature); says nothing about drivers.
+    pub fn cuda_compiled() -> bool {
+        cuda::COMPILED
+    }
+
     /// Waits until queued work on the device is done (a no-op on the CPU).
-    pub fn synchronize(&self) {
+    pub fn synchronize(&self) -> Result<()> {
         match self {
-            Device::Cpu => {}
-            Device::Cuda(d) => match *d {},
+            Device::Cpu => Ok(()),
+            Device::Cuda(d) => d.synchronize(),
         }
     }
 }
@@ -40,7 +66,42 @@ impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(d) => match *d {},
+            Device::Cuda(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse() {
+        assert_eq!(Device::parse("cpu").ok(), Some(Device::Cpu));
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
+            let e = Device::parse(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|m| m.contains("unknown device") || m.contains("CUDA")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cuda_without_backend_or_driver_is_a_clear_error() {
+        // On machines without an NVIDIA driver (CI) or builds without the feature, opening a card is
+        // an error that says why; with a working card it succeeds.
+        match Device::cuda(0) {
+            Ok(d) => assert!(matches!(d, Device::Cuda(_))),
+            Err(e) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("CUDA")
+                        && (m.contains("feature") || m.contains("driver") || m.contains("device")),
+                    "{m}"
+                );
+            }
         }
     }
 }

@@ -75,6 +75,32 @@ pub enum Error {
         /// The dimension.
         dim: usize,
     },
+    /// A device cannot be used: no backend for it in this build, no driver, or no such card.
+    #[error("{device} is not available: {detail}")]
+    Unavailable {
+        /// The device asked for (`cuda:0`).
+        device: String,
+        /// Why it is not available.
+        detail: String,
+    },
+    /// A CUDA driver, cuBLAS or NVRTC call failed.
+    #[error("{op}: CUDA error: {detail}")]
+    Cuda {
+        /// Operation name.
+        op: &'static str,
+        /// The library's message.
+        detail: String,
+    },
+    /// Host access (a slice) to a tensor that lives on a device.
+    #[error(
+        "{op}: the tensor is on {device}; copy it to the host first (`to_device(&Device::Cpu)`)"
+    )]
+    NotOnHost {
+        /// Operation name.
+        op: &'static str,
+        /// Where the tensor is.
+        device: Device,
+    },
     /// A parameter of an operation is invalid (e.g. a head count that does not divide).
     #[error("{op}: {detail}")]
     Invalid {

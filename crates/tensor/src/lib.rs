@@ -1,12 +1,13 @@
 //! Tensor engine for finercut: [`Tensor`], [`DType`], [`Device`], and the operations a Llama-family
-//! forward pass needs, on a CPU backend with a slot for CUDA.
+//! forward pass needs, on a CPU backend and (feature `cuda`) a CUDA backend.
 //!
 //! # Key types
 //!
 //! - [`Tensor`]: a contiguous row-major array with a shape, a [`DType`] and a [`Device`]. Weights can be
 //!   used in place from shared bytes such as a memory map ([`Tensor::from_shared_bytes`]).
-//! - [`Device`]: `Cpu`, or `Cuda(CudaDevice)` where [`CudaDevice`] (and [`CudaStorage`]) are uninhabited
-//!   until the CUDA backend arrives, so the CUDA arms of every `match` are dead code the compiler checks.
+//! - [`Device`]: `Cpu`, or `Cuda(CudaDevice)` ([`Device::cuda`], [`Device::parse`] of `cuda:N`). Without
+//!   the `cuda` feature [`CudaDevice`] (and [`CudaStorage`]) are uninhabited, so the CUDA arms of every
+//!   `match` are dead code the compiler checks.
 //! - Operations: [`Tensor::matmul_t`] (`x·Wᵀ`), [`linear`], [`embedding`],
 //!   [`Tensor::rms_norm`] (also Gemma's `1 + w`), [`Rope`] (with Llama 3 and linear scaling),
 //!   [`Tensor::gated_in_place`] (SwiGLU/GeGLU), [`Tensor::log_softmax_last`],
@@ -15,10 +16,11 @@
 //!
 //! # Design
 //!
-//! The public `Tensor` is not generic over a backend: its storage is an enum over devices dispatched with
-//! `match` (candle's shape; see `docs/STYLE.md`), which keeps device choice a run-time matter and
-//! keeps monomorphisation inside this crate. Operands on different devices give
-//! [`Error::DeviceMismatch`].
+//! The public `Tensor` is not generic over a backend: its storage is an enum over devices (candle's
+//! shape; see `docs/STYLE.md`), which keeps device choice a run-time matter and keeps monomorphisation
+//! inside this crate. Each operation checks its arguments, then matches on the storage once, in
+//! `storage.rs`, and calls the same method of a crate-private `BackendStorage` trait on the CPU or CUDA
+//! storage. Operands on different devices give [`Error::DeviceMismatch`].
 //!
 //! On the CPU, GEMMs use OpenBLAS (`cblas_sgemm`) when the build script finds `libopenblas`, else the
 //! pure-Rust `matrixmultiply` (see [`gemm_backend`]); `FINERCUT_BLAS=none` at build time forces the
@@ -40,8 +42,15 @@
 //! - `FINERCUT_BLAS=none` (at build time): use `matrixmultiply` even where OpenBLAS is installed;
 //!   `FINERCUT_BLAS=openblas`: fail the build when OpenBLAS is missing.
 //! - `FINERCUT_OPENBLAS_DIR`: a directory to search for `libopenblas` first.
-//! - There is no `cuda` feature yet; [`Device::Cuda`] exists so that code matching on devices is
-//!   already complete.
+//!
+//! # Crate feature flags
+//!
+//! - `cuda`: the CUDA backend on `cudarc` (driver, cuBLAS, NVRTC, all loaded at run time: building needs
+//!   no CUDA toolkit, and a CUDA build runs on machines without a driver, where [`Device::cuda`] is an
+//!   error). GEMMs go through cuBLAS (`f32` with TF32 off, or `bf16` inputs with `f32` accumulation when
+//!   the weight is `bf16`), every other operation through kernels compiled with NVRTC for the card at
+//!   first use (module `cuda_kernels`); [`Tensor::row_divergences`] reduces logits to per-row divergences on
+//!   the card. Without the feature nothing of CUDA is compiled.
 //!
 //! # Example
 //!
@@ -61,8 +70,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backend;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_stub.rs"]
+mod cuda;
 mod device;
+mod divergence;
 mod dtype;
 mod error;
 mod ops;
@@ -72,7 +88,9 @@ mod tensor;
 
 pub use cpu::gemm::backend_name as gemm_backend;
 pub use cpu::pool::release_cached_buffers;
-pub use device::{CudaDevice, CudaStorage, Device};
+pub use cuda::CudaStorage;
+pub use device::{CudaDevice, Device};
+pub use divergence::{DenseLogits, RowMetric};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::{
@@ -83,9 +101,33 @@ pub use rope::{Rope, RopeScaling};
 pub use storage::SharedBytes;
 pub use tensor::Tensor;
 
+/// The CUDA backend's kernel source and its compilation to PTX (feature `cuda`), for tests and
+/// tools: compiling needs NVRTC, not a GPU.
+#[cfg(feature = "cuda")]
+pub mod cuda_kernels {
+    pub use crate::cuda::{kernel_names, KERNELS_CU};
+
+    /// The PTX of every kernel for virtual architecture `compute_{compute}` (e.g. 80, 90), or
+    /// NVRTC's log when a kernel does not compile (or why NVRTC cannot be loaded).
+    pub fn compile_to_ptx(compute: i32, include_paths: &[String]) -> Result<String, String> {
+        crate::cuda::compile_ptx(crate::cuda::KERNELS_CU, compute, include_paths)
+            .map(|p| p.to_src())
+    }
+
+    /// [`compile_to_ptx`] for other CUDA C source (tests of the compile path itself).
+    pub fn compile_source_to_ptx(
+        src: &str,
+        compute: i32,
+        include_paths: &[String],
+    ) -> Result<String, String> {
+        crate::cuda::compile_ptx(src, compute, include_paths).map(|p| p.to_src())
+    }
+}
+
 /// Low-level GEMM entry point on `f32` slices, for benchmarks and callers that manage their own buffers.
 pub mod blas {
-    use crate::cpu::gemm::{self, BLayout, Gemm};
+    use crate::backend::BLayout;
+    use crate::cpu::gemm::{self, Gemm};
     use crate::Result;
 
     /// A packed, row-major, non-accumulating product of `b`'s layout.

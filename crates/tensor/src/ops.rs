@@ -1,15 +1,14 @@
-//! Operations the Llama family needs, dispatched by device (only the CPU exists so far).
+//! Operations the Llama family needs: argument checks here, then one call into the storage, which
+//! picks the backend in one place (`storage.rs`).
 //!
 //! Row-wise operations see a tensor as [`Tensor::rows`] × [`Tensor::cols`]. Operations with several
 //! operands check that they share a device ([`Error::DeviceMismatch`]) and that shapes fit
 //! ([`Error::ShapeMismatch`]).
 
-use crate::cpu::attention::{self, AttnDims, KvPrefix};
-use crate::cpu::gemm::{self, BLayout, Gemm};
-use crate::cpu::{kernels, pool};
+use crate::backend::{AttnDims, BLayout, GemmSpec};
+use crate::storage::Storage;
 use crate::tensor::same_device;
-use crate::{Device, Error, Result, Tensor};
-use rayon::prelude::*;
+use crate::{Error, Result, Tensor};
 
 /// How an RMSNorm applies its weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +85,10 @@ impl Tensor {
         let op = "slice_rows";
         check_rows(op, self, start, n)?;
         let c = self.cols();
-        match self.device() {
-            Device::Cpu => Ok(Tensor::cpu(
-                pool::copy_of(&self.cpu_f32(op)?[start * c..(start + n) * c]),
-                vec![n, c],
-            )),
-            Device::Cuda(d) => match d {},
-        }
+        Ok(Tensor {
+            shape: vec![n, c],
+            storage: self.storage.slice(start * c, n * c)?,
+        })
     }
 
     /// Copies rows `src_row..src_row+n` of `src` over rows `dst_row..` of `self` (same row length).
@@ -106,14 +102,8 @@ impl Tensor {
         let op = "copy_rows_from";
         self.check_row_op(op, dst_row, src, src_row, n)?;
         let c = self.cols();
-        match same_device(op, self, src)? {
-            Device::Cpu => {
-                let s = &src.cpu_f32(op)?[src_row * c..(src_row + n) * c];
-                self.cpu_f32_mut(op)?[dst_row * c..(dst_row + n) * c].copy_from_slice(s);
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage
+            .copy_from(op, dst_row * c, &src.storage, src_row * c, n * c)
     }
 
     /// `self[dst_row..][..n] += src[src_row..][..n]` (rows of the same length): the residual add of a
@@ -128,17 +118,8 @@ impl Tensor {
         let op = "add_rows_from";
         self.check_row_op(op, dst_row, src, src_row, n)?;
         let c = self.cols();
-        match same_device(op, self, src)? {
-            Device::Cpu => {
-                let s = &src.cpu_f32(op)?[src_row * c..(src_row + n) * c];
-                kernels::add_assign(
-                    &mut self.cpu_f32_mut(op)?[dst_row * c..(dst_row + n) * c],
-                    s,
-                );
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage
+            .add_from(op, dst_row * c, &src.storage, src_row * c, n * c)
     }
 
     /// The rows `rows[0], rows[1], …` of `self` stacked into a new `[rows.len(), cols]` tensor
@@ -152,17 +133,11 @@ impl Tensor {
                 format!("row {bad} of a tensor with {n} rows"),
             ));
         }
-        match self.device() {
-            Device::Cpu => {
-                let x = self.cpu_f32(op)?;
-                let mut out = Vec::with_capacity(rows.len() * c);
-                for &r in rows {
-                    out.extend_from_slice(&x[r * c..(r + 1) * c]);
-                }
-                Ok(Tensor::cpu(out, vec![rows.len(), c]))
-            }
-            Device::Cuda(d) => match d {},
-        }
+        let idx = row_indices(op, rows)?;
+        Ok(Tensor {
+            shape: vec![rows.len(), c],
+            storage: self.storage.gather_rows(&idx, c)?,
+        })
     }
 
     /// `self[rows[i]] += scales[i] · src[i]` for every row `i` of `src`, in order of `i` (each
@@ -194,19 +169,9 @@ impl Tensor {
                 format!("row {bad} of a tensor with {n} rows"),
             ));
         }
-        match same_device(op, self, src)? {
-            Device::Cpu => {
-                let y = src.cpu_f32(op)?;
-                let x = self.cpu_f32_mut(op)?;
-                for (i, (&r, &s)) in rows.iter().zip(scales).enumerate() {
-                    for (a, &b) in x[r * c..(r + 1) * c].iter_mut().zip(&y[i * c..(i + 1) * c]) {
-                        *a += s * b;
-                    }
-                }
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        let idx = row_indices(op, rows)?;
+        self.storage
+            .add_scaled_rows_at(op, &idx, &src.storage, scales, c)
     }
 
     fn check_row_op(
@@ -237,33 +202,12 @@ impl Tensor {
             ));
         }
         let c = self.cols();
-        match same_device(op, self, v)? {
-            Device::Cpu => {
-                let b = v.cpu_f32(op)?;
-                kernels::for_rows_mut(self.cpu_f32_mut(op)?, c, |_, row| {
-                    for (x, &y) in row.iter_mut().zip(b) {
-                        *x += y;
-                    }
-                });
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage.add_row_vector(op, &v.storage, c)
     }
 
     /// Multiplies every element by `s`.
     pub fn scale_in_place(&mut self, s: f32) -> Result<()> {
-        let op = "scale_in_place";
-        match self.device() {
-            Device::Cpu => {
-                let c = self.cols();
-                kernels::for_rows_mut(self.cpu_f32_mut(op)?, c, |_, row| {
-                    row.iter_mut().for_each(|x| *x *= s)
-                });
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage.scale(s)
     }
 
     /// `cap · tanh(x / cap)` elementwise, in place (logit soft-capping).
@@ -275,15 +219,7 @@ impl Tensor {
                 detail: format!("softcap {cap} must be positive"),
             });
         }
-        match self.device() {
-            Device::Cpu => {
-                self.cpu_f32_mut(op)?
-                    .par_chunks_mut(1 << 14)
-                    .for_each(|c| kernels::softcap_in_place(c, cap));
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage.softcap(cap)
     }
 
     /// `self · wᵀ` for `self = [.., k]` and `w = [n, k]` (a linear layer without bias): `[.., n]`.
@@ -297,25 +233,16 @@ impl Tensor {
         if let Some(last) = shape.last_mut() {
             *last = n;
         }
-        match same_device(op, self, w)? {
-            Device::Cpu => {
-                let mut out = pool::take(m * n);
-                let g = Gemm {
-                    alpha: 1.0,
-                    m,
-                    n,
-                    k,
-                    lda: k,
-                    ldb: k,
-                    ldc: n,
-                    b_layout: BLayout::NxK,
-                    accumulate: false,
-                };
-                gemm::sgemm(g, self.cpu_f32(op)?, w.cpu_f32(op)?, &mut out)?;
-                Ok(Tensor::cpu(out, shape))
-            }
-            Device::Cuda(d) => match d {},
-        }
+        let mut out = Tensor::empty(&shape, &same_device(op, self, w)?)?;
+        let spec = GemmSpec {
+            batch: 1,
+            m,
+            n,
+            k,
+            b_layout: BLayout::NxK,
+        };
+        self.storage.gemm(op, &w.storage, spec, &mut out.storage)?;
+        Ok(out)
     }
 
     /// `self · wᵀ` written into the first `self.rows()` rows of `out` (`[.., n]`, at least that many
@@ -334,38 +261,20 @@ impl Tensor {
             ));
         }
         let (m, k, n) = (self.rows(), self.cols(), w.shape[0]);
-        same_device(op, self, out)?;
-        match same_device(op, self, w)? {
-            Device::Cpu => {
-                let g = Gemm {
-                    alpha: 1.0,
-                    m,
-                    n,
-                    k,
-                    lda: k,
-                    ldb: k,
-                    ldc: n,
-                    b_layout: BLayout::NxK,
-                    accumulate: false,
-                };
-                gemm::sgemm(
-                    g,
-                    self.cpu_f32(op)?,
-                    w.cpu_f32(op)?,
-                    &mut out.cpu_f32_mut(op)?[..m * n],
-                )
-            }
-            Device::Cuda(d) => match d {},
-        }
+        let spec = GemmSpec {
+            batch: 1,
+            m,
+            n,
+            k,
+            b_layout: BLayout::NxK,
+        };
+        self.storage.gemm(op, &w.storage, spec, &mut out.storage)
     }
 
     /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps)` times the weight (`[cols]`).
     pub fn rms_norm(&self, weight: &Tensor, eps: f32, kind: NormWeight) -> Result<Tensor> {
         let op = "rms_norm";
-        let mut out = match self.device() {
-            Device::Cpu => Tensor::cpu_uninit(self.shape.clone()),
-            Device::Cuda(d) => match d {},
-        };
+        let mut out = Tensor::empty(&self.shape, &self.device())?;
         self.rms_norm_rows_into(0, self.rows(), weight, eps, kind, &mut out, 0)
             .map_err(|e| rename(e, op))?;
         Ok(out)
@@ -393,20 +302,17 @@ impl Tensor {
             ));
         }
         out.check_row_op(op, dst_row, self, src_row, n)?;
-        same_device(op, self, weight)?;
-        match same_device(op, self, out)? {
-            Device::Cpu => {
-                let x = &self.cpu_f32(op)?[src_row * c..(src_row + n) * c];
-                let w = weight.cpu_f32(op)?;
-                let dst = &mut out.cpu_f32_mut(op)?[dst_row * c..(dst_row + n) * c];
-                let one_plus = kind == NormWeight::OnePlus;
-                kernels::for_rows_zip(x, dst, c, c, |_, xr, or| {
-                    kernels::rms_norm_row(xr, w, eps, one_plus, or)
-                });
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage.rms_norm(
+            op,
+            src_row,
+            n,
+            c,
+            &weight.storage,
+            eps,
+            kind,
+            &mut out.storage,
+            dst_row,
+        )
     }
 
     /// `self = act(self) · up` elementwise (the gated feed-forward product; same shapes).
@@ -418,18 +324,7 @@ impl Tensor {
                 format!("gate {:?} vs up {:?}", self.shape, up.shape),
             ));
         }
-        match same_device(op, self, up)? {
-            Device::Cpu => {
-                let u = up.cpu_f32(op)?;
-                let g = self.cpu_f32_mut(op)?;
-                match act {
-                    Activation::Silu => kernels::for_chunks_zip(g, u, kernels::silu_mul),
-                    Activation::GeluTanh => kernels::for_chunks_zip(g, u, kernels::gelu_tanh_mul),
-                }
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        self.storage.gated(op, &up.storage, act)
     }
 
     /// Log-softmax over the last dimension (log-sum-exp accumulated in `f64`).
@@ -441,15 +336,8 @@ impl Tensor {
 
     /// Log-softmax over the last dimension, in place.
     pub fn log_softmax_last_in_place(&mut self) -> Result<()> {
-        let op = "log_softmax_last_in_place";
-        match self.device() {
-            Device::Cpu => {
-                let c = self.cols();
-                kernels::for_rows_mut(self.cpu_f32_mut(op)?, c, |_, r| kernels::log_softmax_row(r));
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        let c = self.cols();
+        self.storage.log_softmax_rows(c)
     }
 }
 
@@ -486,18 +374,19 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
             size: vocab,
         });
     }
-    match table.device() {
-        Device::Cpu => {
-            let t = table.cpu_f32(op)?;
-            let mut out = pool::take(ids.len() * d);
-            kernels::for_rows_mut(&mut out, d, |r, row| {
-                let i = ids[r] as usize;
-                row.copy_from_slice(&t[i * d..(i + 1) * d]);
-            });
-            Ok(Tensor::cpu(out, vec![ids.len(), d]))
-        }
-        Device::Cuda(dev) => match dev {},
-    }
+    Ok(Tensor {
+        shape: vec![ids.len(), d],
+        storage: table.storage.embedding(ids, d)?,
+    })
+}
+
+/// Row indices as the backends take them (`u32`).
+fn row_indices(op: &'static str, rows: &[usize]) -> Result<Vec<u32>> {
+    rows.iter()
+        .map(|&r| {
+            u32::try_from(r).map_err(|_| shape_err(op, format!("row {r} beyond the u32 range")))
+        })
+        .collect()
 }
 
 fn check_attention(
@@ -566,22 +455,7 @@ pub fn causal_attention(
 ) -> Result<Tensor> {
     let op = "causal_attention";
     check_attention(op, q, k, v, seq_lens, spec)?;
-    match q.device() {
-        Device::Cpu => {
-            let mut out = pool::take(q.elem_count());
-            attention::attention(
-                q.cpu_f32(op)?,
-                k.cpu_f32(op)?,
-                v.cpu_f32(op)?,
-                seq_lens,
-                None,
-                &dims(spec),
-                &mut out,
-            )?;
-            Ok(Tensor::cpu(out, vec![q.rows(), q.cols()]))
-        }
-        Device::Cuda(d) => match d {},
-    }
+    attend(op, q, k, v, seq_lens, None, spec)
 }
 
 /// Causal attention of sequences that all continue one shared prefix whose keys and values
@@ -610,25 +484,25 @@ pub fn causal_attention_with_prefix(
     }
     same_device(op, q, prefix_k)?;
     same_device(op, q, prefix_v)?;
-    match q.device() {
-        Device::Cpu => {
-            let mut out = pool::take(q.elem_count());
-            let prefix = KvPrefix {
-                k: prefix_k.cpu_f32(op)?,
-                v: prefix_v.cpu_f32(op)?,
-                len: prefix_k.rows(),
-            };
-            attention::attention(
-                q.cpu_f32(op)?,
-                k.cpu_f32(op)?,
-                v.cpu_f32(op)?,
-                seq_lens,
-                Some(prefix),
-                &dims(spec),
-                &mut out,
-            )?;
-            Ok(Tensor::cpu(out, vec![q.rows(), q.cols()]))
-        }
-        Device::Cuda(d) => match d {},
-    }
+    let prefix = (&prefix_k.storage, &prefix_v.storage, prefix_k.rows());
+    attend(op, q, k, v, seq_lens, Some(prefix), spec)
+}
+
+/// The backend call shared by both attention entry points (arguments already checked).
+fn attend(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    seq_lens: &[usize],
+    prefix: Option<(&Storage, &Storage, usize)>,
+    spec: &AttentionSpec,
+) -> Result<Tensor> {
+    let storage = q
+        .storage
+        .attention(op, &k.storage, &v.storage, prefix, seq_lens, &dims(spec))?;
+    Ok(Tensor {
+        shape: vec![q.rows(), q.cols()],
+        storage,
+    })
 }

@@ -4,8 +4,8 @@
 //! `_compute_linear_scaling_rope_parameters` and `_compute_llama3_parameters`; angles are computed as
 //! the `f32` product `position · inv_freq` like `LlamaRotaryEmbedding`, then `cos`/`sin` are taken.
 
-use crate::cpu::kernels;
-use crate::{Device, Error, Result, Tensor};
+use crate::backend::RopeTables;
+use crate::{Error, Result, Tensor};
 
 /// Frequency scaling of RoPE (mirrors `rope_scaling` in a Hugging Face `config.json`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,15 +184,13 @@ impl Rope {
         };
         let half = self.inv_freq.len();
         let (cos, sin) = self.tables(lo, hi);
-        match x.device() {
-            Device::Cpu => {
-                kernels::for_rows_mut(x.cpu_f32_mut(op)?, c, |r, row| {
-                    let t = (positions[r] - lo) * half;
-                    kernels::rope_row(row, &cos[t..t + half], &sin[t..t + half]);
-                });
-                Ok(())
-            }
-            Device::Cuda(d) => match d {},
-        }
+        let index: Vec<u32> = positions.iter().map(|&p| (p - lo) as u32).collect();
+        let tables = RopeTables {
+            half,
+            cos: &cos,
+            sin: &sin,
+            index: &index,
+        };
+        x.storage.rope(c, &tables)
     }
 }

@@ -1,8 +1,9 @@
 //! [`Tensor`]: a contiguous, row-major array with a shape, a dtype and a device.
 
 use crate::cpu::pool;
+use crate::cpu::storage::CpuStorage;
 use crate::dtype::HalfKind;
-use crate::storage::{CpuStorage, SharedBytes, Storage};
+use crate::storage::{SharedBytes, Storage};
 use crate::{DType, Device, Error, Result};
 use std::fmt;
 
@@ -53,7 +54,10 @@ impl Tensor {
     pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
         match device {
             Device::Cpu => Ok(Tensor::cpu(pool::take_zeroed(elems(shape)), shape.to_vec())),
-            Device::Cuda(d) => match *d {},
+            Device::Cuda(d) => Ok(Tensor {
+                shape: shape.to_vec(),
+                storage: Storage::Cuda(d.zeros(elems(shape))?),
+            }),
         }
     }
 
@@ -62,7 +66,11 @@ impl Tensor {
     pub fn empty(shape: &[usize], device: &Device) -> Result<Tensor> {
         match device {
             Device::Cpu => Ok(Tensor::cpu_uninit(shape.to_vec())),
-            Device::Cuda(d) => match *d {},
+            // Device memory is zeroed on allocation (one memset, far cheaper than the kernels).
+            Device::Cuda(d) => Ok(Tensor {
+                shape: shape.to_vec(),
+                storage: Storage::Cuda(d.zeros(elems(shape))?),
+            }),
         }
     }
 
@@ -77,9 +85,10 @@ impl Tensor {
                 got: data.len(),
             });
         }
+        let t = Tensor::cpu(data, shape.to_vec());
         match device {
-            Device::Cpu => Ok(Tensor::cpu(data, shape.to_vec())),
-            Device::Cuda(d) => match *d {},
+            Device::Cpu => Ok(t),
+            Device::Cuda(_) => t.to_device(device),
         }
     }
 
@@ -110,12 +119,13 @@ impl Tensor {
                 got: bits.len(),
             });
         }
+        let t = Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cpu(CpuStorage::Half { kind, bits }),
+        };
         match device {
-            Device::Cpu => Ok(Tensor {
-                shape: shape.to_vec(),
-                storage: Storage::Cpu(CpuStorage::Half { kind, bits }),
-            }),
-            Device::Cuda(d) => match *d {},
+            Device::Cpu => Ok(t),
+            Device::Cuda(_) => t.to_device(device),
         }
     }
 
@@ -238,15 +248,7 @@ impl Tensor {
 
     /// All values as `f32`, copied to the host (16-bit values are converted).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        match &self.storage {
-            Storage::Cpu(CpuStorage::Half { kind, bits }) => {
-                let mut out = pool::take(bits.len());
-                kind.to_f32(bits, &mut out);
-                Ok(out)
-            }
-            Storage::Cpu(c) => Ok(pool::copy_of(c.as_f32("to_vec_f32")?)),
-            Storage::Cuda(s) => match *s {},
-        }
+        self.storage.to_vec_f32()
     }
 
     /// This tensor converted to `dtype` (a clone when it already has it; `f32` to 16-bit rounds to
@@ -255,21 +257,28 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let values = self.to_vec_f32()?;
-        match HalfKind::of(dtype) {
-            None => Tensor::from_vec(values, &self.shape, &self.device()),
-            Some(kind) => {
-                Tensor::from_half_bits(kind.encode(&values), dtype, &self.shape, &self.device())
-            }
-        }
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage: self.storage.to_dtype(dtype)?,
+        })
     }
 
     /// This tensor on `device` (a clone when it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
-        match (self.device(), *device) {
-            (Device::Cpu, Device::Cpu) => Ok(self.clone()),
-            (Device::Cuda(d), _) | (_, Device::Cuda(d)) => match d {},
+        if self.device() == *device {
+            return Ok(self.clone());
         }
+        let storage = match (&self.storage, device) {
+            (Storage::Cpu(c), Device::Cuda(d)) => Storage::Cuda(d.upload(c)?),
+            (Storage::Cuda(c), Device::Cpu) => Storage::Cpu(c.to_cpu()?),
+            // Between two cards, through the host.
+            (Storage::Cuda(c), Device::Cuda(d)) => Storage::Cuda(d.upload(&c.to_cpu()?)?),
+            (Storage::Cpu(_), Device::Cpu) => self.storage.clone(),
+        };
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage,
+        })
     }
 
     /// The same data with another shape of the same element count.
@@ -293,15 +302,19 @@ impl Tensor {
     pub(crate) fn cpu_f32(&self, op: &'static str) -> Result<&[f32]> {
         match &self.storage {
             Storage::Cpu(c) => c.as_f32(op),
-            Storage::Cuda(s) => match *s {},
+            Storage::Cuda(_) => Err(Error::NotOnHost {
+                op,
+                device: self.device(),
+            }),
         }
     }
 
     /// The mutable `f32` slice of a CPU tensor, for operation `op`.
     pub(crate) fn cpu_f32_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
+        let device = self.device();
         match &mut self.storage {
             Storage::Cpu(c) => c.as_f32_mut(op),
-            Storage::Cuda(s) => match *s {},
+            Storage::Cuda(_) => Err(Error::NotOnHost { op, device }),
         }
     }
 }

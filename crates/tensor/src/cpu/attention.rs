@@ -9,16 +9,7 @@ use super::simd::{self, multiversion};
 use crate::Result;
 use rayon::prelude::*;
 
-/// Geometry and options of an attention call.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AttnDims {
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub scale: f32,
-    pub window: Option<usize>,
-    pub softcap: Option<f32>,
-}
+pub(crate) use crate::backend::AttnDims;
 
 /// Keys and values of a prefix that every sequence continues (rows `[len, kv_heads * head_dim]`).
 #[derive(Clone, Copy)]

@@ -8,14 +8,7 @@
 
 use crate::{Error, Result};
 
-/// How the right-hand operand `B` is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BLayout {
-    /// `B` is `[k, n]` row-major with row stride `ldb` (`C = A·B`).
-    KxN,
-    /// `B` is `[n, k]` row-major with row stride `ldb` (`C = A·Bᵀ`, e.g. `x·Wᵀ` for a linear layer).
-    NxK,
-}
+pub(crate) use crate::backend::BLayout;
 
 /// One GEMM: `C[m×n] = alpha·A[m×k]·op(B) (+ C when accumulate)`, all row-major with leading
 /// dimensions.
