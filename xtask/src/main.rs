@@ -12,12 +12,17 @@
 //!   `finercut reproduce WHAT` (Table 2, Figures 3, 4 and 1b, the ablation) into `target/repro/`.
 //! - `bench [--vs-torch ...]`: criterion benchmarks (`cargo bench --workspace`), or with
 //!   `--vs-torch` the interleaved comparison with the PyTorch reference of `benches/reference/`.
+//! - `fuzz`: the fuzz campaign over every loader (`finercut-fuzz`, release build).
+//! - `runtime-check`: builds llama.cpp from the `llama-cpp-python` source package and checks a
+//!   pruned GGUF export of SmolLM2 with it (tensors, file size, log-probabilities, tokens/s); not
+//!   part of `test`.
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
 mod bench;
 mod fetch;
 mod fuzz;
+mod runtime_check;
 #[cfg(test)]
 mod tidy;
 
@@ -105,6 +110,27 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Check `finercut export --format gguf` with llama.cpp itself: builds llama.cpp from the PyPI
+    /// source package llama-cpp-python (once, cached; minutes), prunes SmolLM2, exports the GGUF,
+    /// compares tensors, file size and next-token log-probabilities with finercut's pruned model,
+    /// and times the dense and pruned GGUF (writes target/runtime-check/report.json).
+    RuntimeCheck {
+        /// Fraction of the sublayers removed.
+        #[arg(long, default_value_t = 0.25)]
+        ratio: f64,
+        /// Threads for finercut and llama.cpp.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Interleaved speed rounds (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Tokens of the timed prompt.
+        #[arg(long, default_value_t = 128)]
+        n_prompt: usize,
+        /// Tokens generated one at a time in the timing.
+        #[arg(long, default_value_t = 64)]
+        n_gen: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -142,6 +168,22 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ci => ci(&root),
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
+        Cmd::RuntimeCheck {
+            ratio,
+            threads,
+            rounds,
+            n_prompt,
+            n_gen,
+        } => runtime_check::runtime_check(
+            &root,
+            &runtime_check::Options {
+                ratio,
+                threads,
+                rounds,
+                n_prompt,
+                n_gen,
+            },
+        ),
     }
 }
 

@@ -107,7 +107,8 @@ impl Loaded {
 pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
     let path = model_path(arg)?;
     let checkpoint = open_checkpoint(&path)?;
-    let base_removed = removed_in_checkpoint(&path)?;
+    let mut base_removed = removed_in_checkpoint(&path)?;
+    base_removed.extend(checkpoint.absent_sublayers.iter().copied());
     let model = Model::load_pruned(
         &checkpoint.config,
         checkpoint.weights.as_ref(),
