@@ -59,12 +59,29 @@ def _plain(value):
     return value
 
 
+def _ffn_width(ffn, hidden):
+    if getattr(ffn, "ffn_mult", None) is not None:
+        n = int(2 * ffn.ffn_mult * hidden / 3)
+        return n if n % 256 == 0 else n + 256 - n % 256
+    return ffn.intermediate_size
+
+
 class DeciLMConfig(LlamaConfig):
     model_type = "nemotron-nas"
 
     def __init__(self, block_configs=None, **kwargs):
+        blocks = [_namespace(b) for b in (block_configs or [])]
+        # The per-block settings are the real ones; the Llama fields get the first block's values.
+        heads = kwargs.get("num_attention_heads")
+        if kwargs.get("num_key_value_heads") is None and heads:
+            groups = [b.attention.n_heads_in_group for b in blocks if not b.attention.no_op]
+            kwargs["num_key_value_heads"] = heads // groups[0] if groups else heads
+        hidden = kwargs.get("hidden_size")
+        if kwargs.get("intermediate_size") is None and hidden:
+            widths = [_ffn_width(b.ffn, hidden) for b in blocks if not b.ffn.no_op]
+            kwargs["intermediate_size"] = widths[0] if widths else 1
         super().__init__(**kwargs)
-        self.block_configs = [_namespace(b) for b in (block_configs or [])]
+        self.block_configs = blocks
 
     def to_dict(self):
         out = super().to_dict()
