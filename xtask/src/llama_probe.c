@@ -8,6 +8,8 @@
  *                                                   of N_PROMPT tokens in one batch, then N_GEN
  *                                                   single-token decodes (greedy)
  */
+#define _POSIX_C_SOURCE 199309L
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +36,9 @@ static struct llama_context *open_ctx(const char *path, int threads, int n_ctx,
                                       struct llama_model **model_out) {
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    /* No repacked weight buffers: the AMX ones fault (SIGILL) on machines whose kernel does not
+     * grant AMX tiles, and the plain CPU path is the one every machine runs. */
+    mp.use_extra_bufts = 0;
     struct llama_model *model = llama_model_load_from_file(path, mp);
     if (!model) {
         fprintf(stderr, "cannot load %s\n", path);
