@@ -102,8 +102,9 @@ pub struct Args {
     /// Same as `--format hf-compatible`.
     #[arg(long, conflicts_with = "format")]
     pub hf_compatible: bool,
-    /// Storage type of converted floating-point tensors in `hf-nas` exports [default: as stored,
-    /// f32 for a GGUF source]. GGUF exports copy the source GGUF's tensors unchanged.
+    /// Storage type of the tensors of `hf-nas` and `gguf` exports [default: as stored, f32 for
+    /// a GGUF source in `hf-nas`; a `gguf` export copies the source GGUF's tensors unchanged].
+    /// A `gguf` export dequantises quantised matrices into this type (1-D tensors stay f32).
     #[arg(long, value_enum)]
     pub outtype: Option<OutType>,
     /// Replace a checkpoint already in --out: its weight shards, index and JSON files (and, for
@@ -139,9 +140,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             already.len()
         );
     }
-    if args.outtype.is_some() && format != Format::HfNas {
+    if args.outtype.is_some() && !matches!(format, Format::HfNas | Format::Gguf) {
         bail!(
-            "--outtype applies to --format hf-nas; {} keeps the source's tensor types",
+            "--outtype applies to --format hf-nas and gguf; {} keeps the source's tensor types",
             format.name()
         );
     }
@@ -174,7 +175,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             }
         }
         Format::Gguf => {
-            let path = write_gguf_export(&ckpt, &plan, &args.out)?;
+            let path = write_gguf_export(&ckpt, &plan, &args.out, args.outtype)?;
             format!("GGUF {}", path.display())
         }
         Format::HfNas => {
@@ -270,11 +271,20 @@ fn gguf_source(ckpt: &Checkpoint) -> anyhow::Result<&Path> {
 }
 
 /// The GGUF export: `out/model.gguf`, from a GGUF source with its tensors copied unchanged.
-fn write_gguf_export(ckpt: &Checkpoint, plan: &ExportPlan, out: &Path) -> anyhow::Result<PathBuf> {
+/// With `outtype`, matrices are stored in that type instead (dequantised).
+fn write_gguf_export(
+    ckpt: &Checkpoint,
+    plan: &ExportPlan,
+    out: &Path,
+    outtype: Option<OutType>,
+) -> anyhow::Result<PathBuf> {
     let source = gguf_source(ckpt)?;
     let file = GgufFile::open(source)?;
-    let model = pruned_from_gguf(&file, &plan.removed_sublayers)
+    let mut model = pruned_from_gguf(&file, &plan.removed_sublayers)
         .with_context(|| format!("cannot export {} as GGUF", source.display()))?;
+    if let Some(t) = outtype {
+        model.store_floats_as(t.dtype(), source)?;
+    }
     let path = out.join("model.gguf");
     model.write(&path)?;
     Ok(path)
@@ -305,6 +315,14 @@ fn write_nas_export(ckpt: &Checkpoint, plan: &ExportPlan, args: &Args) -> anyhow
     let mut renumbering = vec![None; config.num_hidden_layers];
     for (new, k) in kept.iter().enumerate() {
         renumbering[k.source] = Some(new);
+    }
+    if config.rope_scaling == finercut_format::RopeScaling::Factors {
+        bail!(
+            "--format hf-nas: this GGUF's RoPE frequencies come from its `{}` tensor, which \
+             config.json cannot hold; convert it first (`finercut convert` writes the `llama3` \
+             rope_scaling that gives them) and export the converted directory",
+            finercut_format::ROPE_FREQS_TENSOR
+        );
     }
     let mut out_config = config.clone();
     if let Some(t) = args.outtype {

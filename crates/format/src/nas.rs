@@ -206,10 +206,7 @@ pub fn config_from_str(
     parse_nas(json, &origin)
 }
 
-fn parse_nas(
-    mut json: Json,
-    origin: &str,
-) -> Result<(ModelConfig, Vec<String>, BTreeSet<usize>)> {
+fn parse_nas(mut json: Json, origin: &str) -> Result<(ModelConfig, Vec<String>, BTreeSet<usize>)> {
     let bad = |msg: String| Error::config(origin, msg);
     let hidden = json
         .get("hidden_size")

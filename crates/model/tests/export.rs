@@ -1,13 +1,16 @@
 //! Exported pruned models load back with the logits of the pruned model in memory: the `deci`
-//! GGUF (Llama) and the Nemotron-NAS layout (Llama, Qwen2); Gemma 3 and Qwen2 GGUFs with
-//! sublayers removed are refused with a reason.
+//! GGUF (Llama, also dequantised with `--outtype`) and the Nemotron-NAS layout (Llama, Qwen2);
+//! Gemma 3, Qwen2, Qwen3 and mixture-of-experts GGUFs with sublayers removed are refused with a
+//! reason.
 
 use std::collections::{BTreeSet, HashMap};
 
 use finercut_format::gguf::deci::{absent_sublayers, deci_layers, kept_blocks};
-use finercut_format::gguf::{permute_rows, pruned_from_gguf, write_gguf, GgufTensorOut, Value};
+use finercut_format::gguf::{
+    permute_rows, pruned_from_gguf, write_gguf, GgmlType, GgufTensorOut, Value,
+};
 use finercut_format::nas::{config_from_str, nas_config_json};
-use finercut_format::{GgufFile, GgufStore, ModelConfig, TensorSource};
+use finercut_format::{DType, GgufFile, GgufStore, ModelConfig, TensorSource};
 use finercut_model::{Model, Plan};
 use finercut_tensor::Device;
 
@@ -180,12 +183,63 @@ fn deci_gguf_gives_the_pruned_logits() {
 }
 
 #[test]
+fn outtype_stores_matrices_as_asked_and_keeps_the_logits() {
+    let t = Tiny::new(Arch::Llama, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let dense_path = dir.path().join("dense.gguf");
+    tiny_gguf(&t, "llama", &dense_path);
+    let memory = Model::load(&t.config, &t.source, &Device::Cpu).unwrap();
+    let removed = BTreeSet::from([1, 2, 3, 4]);
+    let src = GgufFile::open(&dense_path).unwrap();
+    let mut half = pruned_from_gguf(&src, &removed).unwrap();
+    half.store_floats_as(DType::F16, &dense_path).unwrap();
+    let half_path = dir.path().join("f16.gguf");
+    half.write(&half_path).unwrap();
+    let file = GgufFile::open(&half_path).unwrap();
+    assert_eq!(file.get_u64("general.file_type").unwrap(), Some(1));
+    for info in file.tensors() {
+        let want = if info.dims.len() < 2 {
+            GgmlType::F32
+        } else {
+            GgmlType::F16
+        };
+        assert_eq!(info.ggml_type, want, "{}", info.name);
+    }
+    let (pruned, absent) = load_gguf(&half_path);
+    let plan = Plan::from_removed(absent.iter().copied());
+    let a = logits(&pruned, &plan);
+    let b = logits(&memory, &Plan::from_removed(removed.iter().copied()));
+    assert!(max_diff(&a, &b) < 2e-2, "{}", max_diff(&a, &b));
+    // Back to f32 from the f16 file: exact.
+    let src16 = GgufFile::open(&half_path).unwrap();
+    let mut full = pruned_from_gguf(&src16, &BTreeSet::new()).unwrap();
+    full.store_floats_as(DType::F32, &half_path).unwrap();
+    let full_path = dir.path().join("f32.gguf");
+    full.write(&full_path).unwrap();
+    assert_eq!(
+        GgufFile::open(&full_path)
+            .unwrap()
+            .get_u64("general.file_type")
+            .unwrap(),
+        Some(0)
+    );
+    let (back, _) = load_gguf(&full_path);
+    assert_eq!(logits(&back, &plan), a);
+}
+
+#[test]
 fn qwen2_and_gemma3_ggufs_with_removals_are_refused() {
-    for (arch, name) in [(Arch::Qwen2, "qwen2"), (Arch::Gemma3, "gemma3")] {
+    for (arch, name, experts, why) in [
+        (Arch::Qwen2, "qwen2", 0, "qwen2"),
+        (Arch::Gemma3, "gemma3", 0, "gemma3"),
+        (Arch::Llama, "qwen3", 0, "qwen3"),
+        // Mixtral's GGUF says `llama` and counts experts.
+        (Arch::Llama, "llama", 8, "mixture-of-experts"),
+    ] {
         let t = Tiny::new(arch, 3);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.gguf");
-        let meta = vec![
+        let mut meta = vec![
             (
                 "general.architecture".to_string(),
                 Value::String(name.into()),
@@ -195,12 +249,15 @@ fn qwen2_and_gemma3_ggufs_with_removals_are_refused() {
                 Value::U32(t.config.num_hidden_layers as u32),
             ),
         ];
+        if experts > 0 {
+            meta.push((format!("{name}.expert_count"), Value::U32(experts)));
+        }
         write_gguf(&p, &meta, &[]).unwrap();
         let f = GgufFile::open(&p).unwrap();
         let e = pruned_from_gguf(&f, &BTreeSet::from([1]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(name) && e.contains("deci"), "{e}");
+        assert!(e.contains(why) && e.contains("deci"), "{e}");
         assert!(pruned_from_gguf(&f, &BTreeSet::new()).is_ok());
     }
 }
@@ -240,7 +297,8 @@ fn nemotron_nas_layout_gives_the_pruned_logits() {
             let kept = kept_blocks(3, &removed);
             let blocks: Vec<(bool, bool)> = kept.iter().map(|k| (k.attn, k.ffn)).collect();
             let json = nas_config_json(&t.config, &blocks).unwrap();
-            let (config, absent) = config_from_str(&json.to_string(), "nas").unwrap();
+            let (config, unknown, absent) = config_from_str(&json.to_string(), "nas").unwrap();
+            assert!(unknown.is_empty(), "{unknown:?}");
             assert_eq!(absent, absent_sublayers(&blocks));
             assert_eq!(config.architecture, t.config.architecture);
             let source = nas_source(&t, &removed);

@@ -115,6 +115,73 @@ impl GgufModelOut {
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
         super::writer::write_gguf(path, &self.metadata, &self.tensors)
     }
+
+    /// Stores the matrices as `dtype` (F32, F16 or BF16): quantised ones are dequantised, as
+    /// llama.cpp's `convert_hf_to_gguf.py --outtype` would have written them unquantised. 1-D
+    /// tensors (norms, `rope_freqs`) stay F32, as that converter keeps them; `general.file_type`
+    /// follows (`ALL_F32` 0, `MOSTLY_F16` 1, `MOSTLY_BF16` 32). `origin` names the source in
+    /// errors.
+    pub fn store_floats_as(&mut self, dtype: crate::DType, origin: &std::path::Path) -> Result<()> {
+        let (ty, file_type) = match dtype {
+            crate::DType::F32 => (GgmlType::F32, 0u32),
+            crate::DType::F16 => (GgmlType::F16, 1),
+            crate::DType::BF16 => (GgmlType::BF16, 32),
+        };
+        for t in &mut self.tensors {
+            let target = if t.dims.len() < 2 { GgmlType::F32 } else { ty };
+            if t.ggml_type == target {
+                continue;
+            }
+            let row = t.dims.first().copied().unwrap_or(1) as usize;
+            let n: usize = t.dims.iter().product::<u64>() as usize;
+            let mut values = vec![0f32; n];
+            let (block, bytes) = t.ggml_type.layout().ok_or_else(|| {
+                Error::bad_tensor(origin, &t.name, format!("cannot read {}", t.ggml_type))
+            })?;
+            if row > 0 && n > 0 {
+                let row_bytes = row.div_ceil(block) * bytes;
+                if t.data.len() != n / row * row_bytes {
+                    return Err(Error::bad_tensor(
+                        origin,
+                        &t.name,
+                        format!(
+                            "{} bytes do not hold {:?} of {}",
+                            t.data.len(),
+                            t.dims,
+                            t.ggml_type
+                        ),
+                    ));
+                }
+                for (src, dst) in t
+                    .data
+                    .chunks_exact(row_bytes)
+                    .zip(values.chunks_exact_mut(row))
+                {
+                    super::quants::dequantize_row(t.ggml_type, src, dst)
+                        .map_err(|e| Error::bad_tensor(origin, &t.name, e))?;
+                }
+            }
+            t.data = crate::tensor::Bytes::from_vec(crate::tensor::f32_to_bytes(
+                &values,
+                match target {
+                    GgmlType::F16 => crate::DType::F16,
+                    GgmlType::BF16 => crate::DType::BF16,
+                    _ => crate::DType::F32,
+                },
+            ));
+            t.ggml_type = target;
+        }
+        let value = Value::U32(file_type);
+        match self
+            .metadata
+            .iter_mut()
+            .find(|(k, _)| k == "general.file_type")
+        {
+            Some((_, v)) => *v = value,
+            None => self.metadata.push(("general.file_type".into(), value)),
+        }
+        Ok(())
+    }
 }
 
 fn i32_array(path: &std::path::Path, key: &str, v: &[usize]) -> Result<Value> {
