@@ -130,6 +130,10 @@ enum Cmd {
         /// Tokens generated one at a time in the timing.
         #[arg(long, default_value_t = 64)]
         n_gen: usize,
+        /// Skip the FinerCut search (minutes on a busy machine) and draw seeded random plans
+        /// from this seed on, until one removes an attention alone, an FFN alone and a block.
+        #[arg(long)]
+        random_seed: Option<u64>,
     },
 }
 
@@ -174,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             n_prompt,
             n_gen,
+            random_seed,
         } => runtime_check::runtime_check(
             &root,
             &runtime_check::Options {
@@ -182,6 +187,7 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 n_prompt,
                 n_gen,
+                random_seed,
             },
         ),
     }

@@ -14,11 +14,11 @@
 //! 5. Tokens per second of the dense and the pruned GGUF in llama.cpp (prompt processing and
 //!    generation), interleaved rounds, medians.
 //!
-//! The tolerance on log-probabilities is relative to the dense model: llama.cpp multiplies
-//! Q4_1/Q8_0 weights with activations it quantises to 8 bits (`vec_dot_q4_1_q8_1`), finercut with
-//! the dequantised weights in f32, so even the unpruned model differs by a few hundredths of a
-//! nat. The pruned GGUF must stay within 3× the dense model's largest difference (plus 0.05 nats)
-//! on the 10 most likely tokens; a lost sublayer moves them by whole nats.
+//! Log-probabilities are checked on GGUFs exported with `--outtype f32` (dense and pruned), where
+//! llama.cpp and finercut multiply the same f32 weights: within [`F32_TOLERANCE`] on the 10 most
+//! likely tokens. On the Q4_1 files llama.cpp quantises activations to 8 bits
+//! (`vec_dot_q4_1_q8_1`) and finercut does not; a pruned model amplifies that rounding (up to a
+//! nat measured), so those differences are reported only.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,14 @@ pub struct Options {
     pub n_prompt: usize,
     /// Tokens generated one at a time.
     pub n_gen: usize,
+    /// Skip the FinerCut search and draw seeded random plans from this seed on.
+    pub random_seed: Option<u64>,
 }
+
+/// Largest difference allowed on the f32 files, in nats: llama.cpp and finercut then multiply the
+/// same f32 weights and differ only in summation order and llama.cpp's f16 KV cache. Measured
+/// 0.004 (dense) and 0.006 (pruned); see docs/PERFORMANCE.md.
+const F32_TOLERANCE: f64 = 0.02;
 
 const PROMPTS: &[&str] = &[
     "The capital of France is",
@@ -77,33 +84,40 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
     let threads = threads.as_str();
     let m = model.to_str().context("model path is not UTF-8")?;
 
-    // The plan: FinerCut, or seeded random plans when FinerCut's has no attention-only block.
+    // The plan: FinerCut, or seeded random plans when FinerCut's lacks one of the three cases
+    // (a block that loses only its attention, one that loses only its FFN, a whole block).
     let run_json = out.join("run.json");
     let r = run_json.to_str().context("path is not UTF-8")?;
     let ratio = opts.ratio.to_string();
     let ratio = ratio.as_str();
-    run(Command::new(&finercut).args([
-        "prune",
-        "--model",
-        m,
-        "--samples",
-        "4",
-        "--seq-len",
-        "128",
-        "--ratio",
-        ratio,
-        "--out",
-        r,
-        "--force",
-        "--threads",
-        threads,
-    ]))?;
-    let mut method = "finercut".to_string();
-    let mut removed = removed_at(&finercut, m, r, ratio)?;
-    let mut seed = 0;
-    while attention_only_blocks(&removed).is_empty() {
-        if seed == 100 {
-            bail!("no plan with a block that keeps attention and loses its FFN in 100 seeds");
+    let (mut method, mut removed) = (String::new(), Vec::new());
+    if opts.random_seed.is_none() {
+        run(Command::new(&finercut).args([
+            "prune",
+            "--model",
+            m,
+            "--samples",
+            "4",
+            "--seq-len",
+            "128",
+            "--ratio",
+            ratio,
+            "--out",
+            r,
+            "--force",
+            "--threads",
+            threads,
+        ]))?;
+        method = "finercut".to_string();
+        removed = removed_at(&finercut, m, r, ratio)?;
+    }
+    let first = opts.random_seed.unwrap_or(0);
+    let mut seed = first;
+    while method.is_empty() || !covers_every_case(&removed) {
+        if seed == first + 100 {
+            bail!(
+                "no plan removing an attention alone, an FFN alone and a whole block in 100 seeds"
+            );
         }
         run(Command::new(&finercut).args([
             "prune",
@@ -123,29 +137,36 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
         method = format!("random (seed {seed})");
         seed += 1;
     }
+    let cases = Cases::of(&removed);
     eprintln!(
-        "plan: {method}, {} sublayers removed, attention kept without FFN in blocks {:?}",
+        "plan: {method}, {} sublayers removed; attention kept without FFN in blocks {:?}, \
+         FFN kept without attention in {:?}, whole blocks {:?}",
         removed.len(),
-        attention_only_blocks(&removed)
+        cases.attention_only,
+        cases.ffn_only,
+        cases.whole
     );
 
-    let export_dir = out.join("gguf");
-    run(Command::new(&finercut).args([
-        "export",
-        "--model",
-        m,
-        "--plan",
-        r,
-        "--ratio",
-        ratio,
-        "--format",
-        "gguf",
-        "--force",
-        "--out",
-        export_dir.to_str().context("path is not UTF-8")?,
-    ]))?;
-    let pruned = export_dir.join("model.gguf");
+    // The pruned GGUF as the source stores it (Q4_1), and dense and pruned GGUFs with every
+    // matrix dequantised to f32 (a ratio too small to remove anything exports the dense model).
+    let export = |dir: &str, ratio: &str, outtype: Option<&str>| -> anyhow::Result<PathBuf> {
+        let export_dir = out.join(dir);
+        let mut cmd = Command::new(&finercut);
+        cmd.args([
+            "export", "--model", m, "--plan", r, "--ratio", ratio, "--format", "gguf", "--force",
+        ]);
+        if let Some(t) = outtype {
+            cmd.args(["--outtype", t]);
+        }
+        run(cmd.arg("--out").arg(&export_dir))?;
+        Ok(export_dir.join("model.gguf"))
+    };
+    let pruned = export("gguf", ratio, None)?;
     let p = pruned.to_str().context("path is not UTF-8")?;
+    let dense32 = export("gguf-f32-dense", "0.001", Some("f32"))?;
+    let d32 = dense32.to_str().context("path is not UTF-8")?;
+    let pruned32 = export("gguf-f32", ratio, Some("f32"))?;
+    let p32 = pruned32.to_str().context("path is not UTF-8")?;
 
     // Tensor list and sizes as llama.cpp's gguf reader sees them.
     let dense_tensors = tensor_list(&llama.probe, m)?;
@@ -176,23 +197,32 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
 
     // Log-probabilities: finercut in memory vs llama.cpp on the files.
     let mut rows = Vec::new();
-    let (mut worst_dense, mut worst_pruned) = (0f64, 0f64);
+    let mut worst = [0f64; 4];
     for prompt in PROMPTS {
         let dense_f = finercut_logprobs(&finercut, m, prompt, None)?;
         let pruned_f = finercut_logprobs(&finercut, m, prompt, Some((r, ratio)))?;
         let ids: Vec<String> = dense_f.0.iter().map(|i| i.to_string()).collect();
-        let dense_l = llama_logprobs(&llama.probe, m, threads, &ids)?;
-        let pruned_l = llama_logprobs(&llama.probe, p, threads, &ids)?;
-        let (dd, dkl) = compare(&dense_f.1, &dense_l)?;
-        let (pd, pkl) = compare(&pruned_f.1, &pruned_l)?;
-        worst_dense = worst_dense.max(dd);
-        worst_pruned = worst_pruned.max(pd);
-        rows.push(json!({"prompt": prompt, "tokens": ids.len(),
-            "dense_max_abs_diff_top10": dd, "dense_kl": dkl,
-            "pruned_max_abs_diff_top10": pd, "pruned_kl": pkl}));
+        let mut row = json!({"prompt": prompt, "tokens": ids.len()});
+        for (i, (name, file, reference)) in [
+            ("dense_q4_1", m, &dense_f.1),
+            ("pruned_q4_1", p, &pruned_f.1),
+            ("dense_f32", d32, &dense_f.1),
+            ("pruned_f32", p32, &pruned_f.1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let got = llama_logprobs(&llama.probe, file, threads, &ids)?;
+            let (diff, kl) = compare(reference, &got)?;
+            worst[i] = worst[i].max(diff);
+            row[name] = json!({"max_abs_diff_top10": diff, "kl": kl});
+        }
+        rows.push(row);
     }
-    let tolerance = 3.0 * worst_dense + 0.05;
-    let logprobs_ok = worst_pruned <= tolerance;
+    let [worst_dense, worst_pruned, worst_dense32, worst_pruned32] = worst;
+    // The f32 files decide: the Q4_1 ones differ by llama.cpp's 8-bit activation rounding, which a
+    // pruned model amplifies by up to a nat (reported, not checked).
+    let logprobs_ok = worst_dense32 <= F32_TOLERANCE && worst_pruned32 <= F32_TOLERANCE;
 
     // Speed, interleaved rounds.
     let (mut dense_speed, mut pruned_speed) = (Vec::new(), Vec::new());
@@ -217,12 +247,16 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
         "plan": method,
         "ratio": opts.ratio,
         "removed_sublayers": removed,
-        "attention_only_blocks": attention_only_blocks(&removed),
+        "attention_only_blocks": cases.attention_only,
+        "ffn_only_blocks": cases.ffn_only,
+        "whole_blocks": cases.whole,
         "tensors": {"dense": dense_tensors.len(), "pruned": pruned_tensors.len(), "matches_expected": true},
-        "file_bytes": {"dense": dense_file, "pruned": pruned_file, "ratio": pruned_file as f64 / dense_file as f64},
+        "file_bytes": {"dense": dense_file, "pruned": pruned_file, "ratio": pruned_file as f64 / dense_file as f64,
+            "dense_f32": file_len(&dense32)?, "pruned_f32": file_len(&pruned32)?},
         "tensor_bytes": {"dense": dense_bytes, "pruned": pruned_bytes},
-        "logprobs": {"prompts": rows, "worst_dense": worst_dense, "worst_pruned": worst_pruned,
-            "tolerance": tolerance, "ok": logprobs_ok},
+        "logprobs": {"prompts": rows, "worst_dense_q4_1": worst_dense, "worst_pruned_q4_1": worst_pruned,
+            "worst_dense_f32": worst_dense32,
+            "worst_pruned_f32": worst_pruned32, "tolerance_f32": F32_TOLERANCE, "ok": logprobs_ok},
         "speed": {"threads": opts.threads, "n_prompt": opts.n_prompt, "n_gen": opts.n_gen,
             "rounds": opts.rounds,
             "dense": {"prompt_tok_s": dpp, "gen_tok_s": dtg},
@@ -235,7 +269,10 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("report: {}", report_path.display());
     if !logprobs_ok {
-        bail!("llama.cpp's log-probabilities on the pruned GGUF differ by {worst_pruned:.4} nats (tolerance {tolerance:.4})");
+        bail!(
+            "llama.cpp's log-probabilities on the f32 files differ from finercut's: dense by \
+             {worst_dense32:.5} nats, pruned by {worst_pruned32:.5} (tolerance {F32_TOLERANCE})"
+        );
     }
     Ok(())
 }
@@ -478,12 +515,37 @@ fn tensor_list(probe: &Path, model: &str) -> anyhow::Result<Vec<(String, u64)>> 
     Ok(list)
 }
 
-/// Blocks whose attention is kept and FFN removed.
-fn attention_only_blocks(removed: &[usize]) -> Vec<usize> {
-    let set: BTreeSet<usize> = removed.iter().copied().collect();
-    (0..64)
-        .filter(|b| !set.contains(&(2 * b)) && set.contains(&(2 * b + 1)))
-        .collect()
+/// The blocks of a plan by what they lose.
+#[derive(Debug, Default, PartialEq)]
+struct Cases {
+    /// Blocks that keep their attention and lose their FFN.
+    attention_only: Vec<usize>,
+    /// Blocks that keep their FFN and lose their attention.
+    ffn_only: Vec<usize>,
+    /// Blocks removed whole.
+    whole: Vec<usize>,
+}
+
+impl Cases {
+    fn of(removed: &[usize]) -> Cases {
+        let set: BTreeSet<usize> = removed.iter().copied().collect();
+        let mut c = Cases::default();
+        for b in 0..=removed.iter().max().map_or(0, |m| m / 2) {
+            match (set.contains(&(2 * b)), set.contains(&(2 * b + 1))) {
+                (false, true) => c.attention_only.push(b),
+                (true, false) => c.ffn_only.push(b),
+                (true, true) => c.whole.push(b),
+                (false, false) => {}
+            }
+        }
+        c
+    }
+}
+
+/// Whether a plan has all three kinds of removal, each encoded differently in the GGUF.
+fn covers_every_case(removed: &[usize]) -> bool {
+    let c = Cases::of(removed);
+    !c.attention_only.is_empty() && !c.ffn_only.is_empty() && !c.whole.is_empty()
 }
 
 /// The tensors a correct export has, derived from the dense file's list: removed sublayers'
@@ -590,7 +652,16 @@ mod tests {
                 "token_embd.weight",
             ]
         );
-        assert_eq!(attention_only_blocks(&[1, 2, 3, 4]), vec![0]);
+        assert_eq!(
+            Cases::of(&[1, 2, 3, 4]),
+            Cases {
+                attention_only: vec![0],
+                ffn_only: vec![],
+                whole: vec![1]
+            }
+        );
+        assert!(!covers_every_case(&[1, 2, 3, 4]));
+        assert!(covers_every_case(&[1, 2, 3, 4, 6]));
         let (d, kl) = compare(&[-0.1, -2.4], &[-0.1, -2.4]).unwrap();
         assert_eq!((d, kl), (0.0, 0.0));
     }
