@@ -282,7 +282,7 @@ fn parse_nas(mut json: Json, origin: &str) -> Result<(ModelConfig, Vec<String>, 
         ));
     }
     let group = groups.into_iter().next().unwrap_or(1);
-    if heads % group != 0 {
+    if !heads.is_multiple_of(group) {
         return Err(bad(format!(
             "n_heads_in_group {group} does not divide num_attention_heads {heads}"
         )));

@@ -454,13 +454,17 @@ pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<Ggu
     Ok(GgufModelOut { metadata, tensors })
 }
 
+/// What [`deci_layers`] returns: `(attention present, FFN present)` per layer, then the heads,
+/// key/value heads and FFN width of the present sublayers.
+pub type DeciLayers = (Vec<(bool, bool)>, usize, usize, usize);
+
 /// For every layer of a `deci` GGUF file, whether it really has attention and an FFN: a
 /// zero-width FFN, no heads, and the exact-zero encodings of this module (an FFN of width 1 whose
 /// `ffn_down` is zero; "linear attention" whose `attn_output` is zero) count as absent.
 ///
 /// Also returns the uniform head counts and FFN width of the present sublayers
 /// (`(heads, kv_heads, ffn)`); a file whose present layers differ is unsupported.
-pub fn deci_layers(file: &GgufFile) -> Result<(Vec<(bool, bool)>, usize, usize, usize)> {
+pub fn deci_layers(file: &GgufFile) -> Result<DeciLayers> {
     let path = file.path();
     let origin = path.display().to_string();
     let n = file
@@ -535,9 +539,8 @@ pub fn deci_layers(file: &GgufFile) -> Result<(Vec<(bool, bool)>, usize, usize, 
             kv_u.insert(kv[i]);
             true
         };
-        let has_ffn = if ffn[i] == 0 {
-            false
-        } else if ffn[i] == 1 && all_zero(&format!("blk.{i}.ffn_down.weight"))? {
+        let absent = ffn[i] == 0 || (ffn[i] == 1 && all_zero(&format!("blk.{i}.ffn_down.weight"))?);
+        let has_ffn = if absent {
             false
         } else {
             f_u.insert(ffn[i]);
