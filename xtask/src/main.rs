@@ -17,7 +17,10 @@
 //!   `--vs-torch` the interleaved comparison with the PyTorch reference of `benches/reference/`.
 //! - `gpu-test`, `device-check`: the CUDA backend's tests on a GPU, and the one-call check of a
 //!   GPU machine (see `cuda.rs`).
-//! - `fuzz`: fuzz every file loader with `finercut-fuzz`.
+//! - `fuzz`: the fuzz campaign over every loader (`finercut-fuzz`, release build).
+//! - `runtime-check`: builds llama.cpp from the `llama-cpp-python` source package and checks a
+//!   pruned GGUF export of SmolLM2 with it (tensors, file size, log-probabilities, tokens/s); not
+//!   part of `test`.
 //!
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
@@ -25,6 +28,7 @@ mod bench;
 mod cuda;
 mod fetch;
 mod fuzz;
+mod runtime_check;
 #[cfg(test)]
 mod tidy;
 
@@ -122,6 +126,31 @@ enum Cmd {
     /// Prepare target/device-check/ (release binary with CUDA, GPU test binaries, run.sh) for a
     /// machine with a GPU and no Rust toolchain; `bash target/device-check/run.sh` there.
     DeviceCheck,
+    /// Check `finercut export --format gguf` with llama.cpp itself: builds llama.cpp from the PyPI
+    /// source package llama-cpp-python (once, cached; minutes), prunes SmolLM2, exports the GGUF,
+    /// compares tensors, file size and next-token log-probabilities with finercut's pruned model,
+    /// and times the dense and pruned GGUF (writes target/runtime-check/report.json).
+    RuntimeCheck {
+        /// Fraction of the sublayers removed.
+        #[arg(long, default_value_t = 0.25)]
+        ratio: f64,
+        /// Threads for finercut and llama.cpp.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Interleaved speed rounds (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Tokens of the timed prompt.
+        #[arg(long, default_value_t = 128)]
+        n_prompt: usize,
+        /// Tokens generated one at a time in the timing.
+        #[arg(long, default_value_t = 64)]
+        n_gen: usize,
+        /// Skip the FinerCut search (minutes on a busy machine) and draw seeded random plans
+        /// from this seed on, until one removes an attention alone, an FFN alone and a block.
+        #[arg(long)]
+        random_seed: Option<u64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -161,6 +190,24 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
         Cmd::GpuTest { args } => cuda::gpu_test(&root, &args),
         Cmd::DeviceCheck => cuda::device_check(&root),
+        Cmd::RuntimeCheck {
+            ratio,
+            threads,
+            rounds,
+            n_prompt,
+            n_gen,
+            random_seed,
+        } => runtime_check::runtime_check(
+            &root,
+            &runtime_check::Options {
+                ratio,
+                threads,
+                rounds,
+                n_prompt,
+                n_gen,
+                random_seed,
+            },
+        ),
     }
 }
 

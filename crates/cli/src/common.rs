@@ -121,7 +121,8 @@ pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
     let (device, dtype) = device_of(arg)?;
     let path = model_path(arg)?;
     let checkpoint = open_checkpoint(&path)?;
-    let base_removed = removed_in_checkpoint(&path)?;
+    let mut base_removed = removed_in_checkpoint(&path)?;
+    base_removed.extend(checkpoint.absent_sublayers.iter().copied());
     let model = Model::load_pruned_as(
         &checkpoint.config,
         checkpoint.weights.as_ref(),

@@ -1,22 +1,82 @@
 //! `finercut export`: write a pruned checkpoint.
 //!
-//! Two layouts. The default drops the tensors of removed sublayers (the checkpoint is physically
-//! smaller) and lists the removed sublayers in a `finercut` section of `config.json`; this project
-//! loads it with that plan applied. `--hf-compatible` keeps the stock layout and zeroes the output
-//! projections (`o_proj` / `down_proj`, and their biases) of removed sublayers, so unmodified
-//! Hugging Face transformers loads it and computes the same logits: a removed branch then adds zero.
+//! Four layouts (`--format`):
+//! - `dropped` (default): the tensors of removed sublayers are dropped (the checkpoint is
+//!   physically smaller) and a `finercut` section of `config.json` lists them; this project loads
+//!   it with that plan applied.
+//! - `hf-compatible`: the stock layout with zeroed output projections (`o_proj` / `down_proj`,
+//!   and their biases) of removed sublayers, so unmodified Hugging Face transformers loads it and
+//!   computes the same logits: a removed branch then adds zero. As large and as slow as the dense
+//!   model.
+//! - `gguf`: a GGUF file that llama.cpp runs with the removed sublayers physically absent
+//!   (its `deci` architecture; see `finercut_format::gguf::deci`); tensors are copied byte for
+//!   byte from the source GGUF.
+//! - `hf-nas`: safetensors and a Nemotron-NAS (`DeciLMForCausalLM`) `config.json` with one
+//!   `block_configs` entry per block, which vLLM serves; whole removed blocks are dropped and the
+//!   rest renumbered.
+//!
+//! finercut loads all four and computes the pruned model's logits.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use finercut_format::gguf::deci::kept_blocks;
+use finercut_format::gguf::pruned_from_gguf;
+use finercut_format::nas::{nas_config_json, NAS_CONFIGURATION_PY};
 use finercut_format::{
-    prepare_output_dir, write_safetensors_streamed, Bytes, Checkpoint, Overwrite, TensorSpec,
+    checkpoint_files, f32_to_bytes, prepare_output_dir, write_safetensors_streamed, Bytes,
+    Checkpoint, DType, GgufFile, Overwrite, TensorSpec,
 };
 use finercut_search::export::{is_removed_tensor, ExportPlan, TensorLayout};
 use finercut_search::{sublayer_name, SearchResult};
 
 use crate::common;
+
+/// The layout `finercut export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Removed sublayers' tensors dropped; a `finercut` section in config.json lists them.
+    Dropped,
+    /// Stock layout with zeroed output projections: unmodified transformers loads it.
+    HfCompatible,
+    /// GGUF for llama.cpp (`deci` architecture when sublayers are removed).
+    Gguf,
+    /// Safetensors with a Nemotron-NAS (DeciLMForCausalLM) config.json, served by vLLM.
+    HfNas,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Dropped => "dropped",
+            Format::HfCompatible => "hf-compatible",
+            Format::Gguf => "gguf",
+            Format::HfNas => "hf-nas",
+        }
+    }
+}
+
+/// Storage type of tensors converted from a Hugging Face checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutType {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl OutType {
+    fn dtype(self) -> DType {
+        match self {
+            OutType::F32 => DType::F32,
+            OutType::F16 => DType::F16,
+            OutType::Bf16 => DType::BF16,
+        }
+    }
+}
 
 /// Arguments of `finercut export`.
 #[derive(Debug, clap::Args)]
@@ -30,27 +90,49 @@ pub struct Args {
     /// removed.
     #[arg(long, value_parser = common::parse_ratio)]
     pub ratio: f64,
-    /// Output directory (model.safetensors, config.json, tokenizer.json); refused if it already
-    /// holds a checkpoint, unless --force.
+    /// Output directory; refused if it already holds a checkpoint (or, for `--format gguf`, a
+    /// `.gguf` file), unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Replace a checkpoint already in --out: its weight shards, index and JSON files are removed
-    /// first, so none of the old weights can be loaded in place of the new ones.
+    /// Layout to write: `dropped` (finercut's own), `hf-compatible` (stock layout, zeroed output
+    /// projections), `gguf` (llama.cpp, `DIR/model.gguf`), `hf-nas` (Nemotron-NAS safetensors
+    /// for vLLM).
+    #[arg(long, value_enum, default_value = "dropped")]
+    pub format: Format,
+    /// Same as `--format hf-compatible`.
+    #[arg(long, conflicts_with = "format")]
+    pub hf_compatible: bool,
+    /// Storage type of the tensors of `hf-nas` and `gguf` exports [default: as stored, f32 for
+    /// a GGUF source in `hf-nas`; a `gguf` export copies the source GGUF's tensors unchanged].
+    /// A `gguf` export dequantises quantised matrices into this type (1-D tensors stay f32).
+    #[arg(long, value_enum)]
+    pub outtype: Option<OutType>,
+    /// Replace a checkpoint already in --out: its weight shards, index and JSON files (and, for
+    /// `--format gguf`, its `.gguf` files) are removed first, so none of the old weights can be
+    /// loaded in place of the new ones.
     #[arg(long)]
     pub force: bool,
-    /// Keep the stock Llama layout with zeroed o_proj / down_proj, loadable by unmodified
-    /// transformers, instead of dropping the removed sublayers' tensors.
-    #[arg(long)]
-    pub hf_compatible: bool,
+}
+
+impl Args {
+    fn effective_format(&self) -> Format {
+        if self.hf_compatible {
+            Format::HfCompatible
+        } else {
+            self.format
+        }
+    }
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
+    let format = args.effective_format();
     let model_path = common::model_path(&args.model)?;
     let ckpt = common::open_checkpoint(&model_path)?;
     let result = SearchResult::load(&args.plan)?;
     let model_sha = ckpt.sha256()?;
     common::check_plan_matches(&result, &args.plan, &model_sha, &ckpt)?;
-    let already = common::removed_in_checkpoint(&model_path)?;
+    let mut already = common::removed_in_checkpoint(&model_path)?;
+    already.extend(ckpt.absent_sublayers.iter().copied());
     if !already.is_empty() {
         bail!(
             "{} is already a pruned export (removes {} sublayers); export from the original model",
@@ -58,39 +140,58 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             already.len()
         );
     }
+    if args.outtype.is_some() && !matches!(format, Format::HfNas | Format::Gguf) {
+        bail!(
+            "--outtype applies to --format hf-nas and gguf; {} keeps the source's tensor types",
+            format.name()
+        );
+    }
     let arch = ckpt.config.architecture.model_type();
     let layout = TensorLayout::for_architecture(arch)
         .with_context(|| format!("export does not know the tensor layout of `{arch}`"))?;
     let plan = ExportPlan::new(&result, args.ratio, layout)?;
-    if same_directory(&model_path, &args.out) {
+    if format == Format::Gguf {
+        gguf_source(&ckpt)?;
+    }
+    let model_dir = if model_path.is_file() {
+        model_path.parent().unwrap_or(Path::new("."))
+    } else {
+        model_path.as_path()
+    };
+    if same_directory(model_dir, &args.out) {
         bail!(
             "--out {} is the model being exported; write the export to another directory",
             args.out.display()
         );
     }
-    prepare_output_dir(
-        &args.out,
-        if args.force {
-            Overwrite::Replace
-        } else {
-            Overwrite::Refuse
-        },
-    )?;
-    write_export(&ckpt, &plan, &result, &model_sha, &args)?;
+    prepare_export_dir(&args.out, format, args.force)?;
+    let what = match format {
+        Format::Dropped | Format::HfCompatible => {
+            write_safetensors_export(&ckpt, &plan, &result, &model_sha, &args, format)?;
+            if format == Format::Dropped {
+                "tensors dropped".to_string()
+            } else {
+                "zeroed output projections".to_string()
+            }
+        }
+        Format::Gguf => {
+            let path = write_gguf_export(&ckpt, &plan, &args.out, args.outtype)?;
+            format!("GGUF {}", path.display())
+        }
+        Format::HfNas => {
+            write_nas_export(&ckpt, &plan, &args)?;
+            "Nemotron-NAS layout".to_string()
+        }
+    };
     let names: Vec<String> = plan
         .removed_sublayers
         .iter()
         .map(|&i| sublayer_name(i))
         .collect();
     eprintln!(
-        "wrote {} with {} sublayers removed ({}): {}",
+        "wrote {} with {} sublayers removed ({what}): {}",
         args.out.display(),
         names.len(),
-        if args.hf_compatible {
-            "zeroed output projections"
-        } else {
-            "tensors dropped"
-        },
         names.join(" ")
     );
     Ok(())
@@ -104,13 +205,190 @@ fn same_directory(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn write_export(
+/// `.gguf` files in `dir`, sorted (none when `dir` does not exist).
+fn gguf_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "gguf") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Makes `out` ready for an export in `format`: [`prepare_output_dir`] (refuse a checkpoint
+/// already there, or remove its files with `force`); a GGUF export also refuses, or removes, the
+/// `.gguf` files already there, since a directory with two `.gguf` files opens as neither.
+fn prepare_export_dir(out: &Path, format: Format, force: bool) -> anyhow::Result<()> {
+    let overwrite = if force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    };
+    if format == Format::Gguf {
+        let stale = gguf_files(out)?;
+        if !stale.is_empty() {
+            if !force {
+                let mut names: Vec<String> = stale
+                    .iter()
+                    .filter_map(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect();
+                names.extend(checkpoint_files(out)?);
+                bail!(
+                    "{}: already holds a checkpoint ({}); choose another directory or overwrite it with --force",
+                    out.display(),
+                    names.join(", ")
+                );
+            }
+            for path in &stale {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+    }
+    prepare_output_dir(out, overwrite)?;
+    Ok(())
+}
+
+/// The GGUF file a GGUF export copies its tensors from: the model itself.
+fn gguf_source(ckpt: &Checkpoint) -> anyhow::Result<&Path> {
+    match ckpt.files.as_slice() {
+        [one] if one.extension().is_some_and(|e| e == "gguf") => Ok(one),
+        _ => bail!(
+            "--format gguf needs a GGUF model as the source (its tensor types are kept, so \
+             Q4_1 stays Q4_1); writing GGUF from a Hugging Face checkpoint is not implemented: \
+             convert it with llama.cpp's convert_hf_to_gguf.py first, or export --format hf-nas"
+        ),
+    }
+}
+
+/// The GGUF export: `out/model.gguf`, from a GGUF source with its tensors copied unchanged.
+/// With `outtype`, matrices are stored in that type instead (dequantised).
+fn write_gguf_export(
+    ckpt: &Checkpoint,
+    plan: &ExportPlan,
+    out: &Path,
+    outtype: Option<OutType>,
+) -> anyhow::Result<PathBuf> {
+    let source = gguf_source(ckpt)?;
+    let file = GgufFile::open(source)?;
+    let mut model = pruned_from_gguf(&file, &plan.removed_sublayers)
+        .with_context(|| format!("cannot export {} as GGUF", source.display()))?;
+    if let Some(t) = outtype {
+        model.store_floats_as(t.dtype(), source)?;
+    }
+    let path = out.join("model.gguf");
+    model.write(&path)?;
+    Ok(path)
+}
+
+/// `model.layers.{b}.rest` with block `b` renumbered, or `None` when block `b` is dropped; other
+/// names unchanged.
+fn renumbered(name: &str, renumber: &[Option<usize>]) -> Option<String> {
+    let Some(rest) = name.strip_prefix("model.layers.") else {
+        return Some(name.to_string());
+    };
+    let Some((b, tail)) = rest.split_once('.') else {
+        return Some(name.to_string());
+    };
+    let Ok(b) = b.parse::<usize>() else {
+        return Some(name.to_string());
+    };
+    let nb = (*renumber.get(b)?)?;
+    Some(format!("model.layers.{nb}.{tail}"))
+}
+
+/// The Nemotron-NAS export: safetensors with removed sublayers' tensors dropped and blocks
+/// renumbered, config.json with `block_configs`, the configuration class, tokenizer files.
+fn write_nas_export(ckpt: &Checkpoint, plan: &ExportPlan, args: &Args) -> anyhow::Result<()> {
+    let config = &ckpt.config;
+    let kept = kept_blocks(config.num_hidden_layers, &plan.removed_sublayers);
+    let blocks: Vec<(bool, bool)> = kept.iter().map(|k| (k.attn, k.ffn)).collect();
+    let mut renumbering = vec![None; config.num_hidden_layers];
+    for (new, k) in kept.iter().enumerate() {
+        renumbering[k.source] = Some(new);
+    }
+    if config.rope_scaling == finercut_format::RopeScaling::Factors {
+        bail!(
+            "--format hf-nas: this GGUF's RoPE frequencies come from its `{}` tensor, which \
+             config.json cannot hold; convert it first (`finercut convert` writes the `llama3` \
+             rope_scaling that gives them) and export the converted directory",
+            finercut_format::ROPE_FREQS_TENSOR
+        );
+    }
+    let mut out_config = config.clone();
+    if let Some(t) = args.outtype {
+        out_config.torch_dtype = t.dtype();
+    }
+    let json = nas_config_json(&out_config, &blocks)?;
+    let mut names = ckpt.weights.names();
+    names.sort();
+    let mut keep: Vec<(String, String)> = Vec::new();
+    for n in names {
+        if is_removed_tensor(&n, &plan.tensor_prefixes) {
+            continue;
+        }
+        if let Some(new) = renumbered(&n, &renumbering) {
+            keep.push((n, new));
+        }
+    }
+    let mut specs = Vec::with_capacity(keep.len());
+    for (old, new) in &keep {
+        let t = ckpt.weights.get(old)?;
+        specs.push(TensorSpec {
+            name: new.clone(),
+            dtype: args.outtype.map_or(t.dtype, OutType::dtype),
+            shape: t.shape.clone(),
+        });
+    }
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors_streamed(&args.out.join("model.safetensors"), &specs, &meta, |i| {
+        let t = ckpt.weights.get(&keep[i].0)?;
+        match args.outtype {
+            Some(o) if o.dtype() != t.dtype => {
+                Ok(Bytes::from_vec(f32_to_bytes(&t.to_f32_vec()?, o.dtype())))
+            }
+            _ => Ok(t.data),
+        }
+    })?;
+    common::write_json_atomic(&args.out.join("config.json"), &json)?;
+    finercut_format::io::write_bytes_atomically(
+        &args.out.join("configuration_decilm.py"),
+        NAS_CONFIGURATION_PY.as_bytes(),
+    )?;
+    ckpt.tokenizer.save(&args.out.join("tokenizer.json"))?;
+    common::write_json_atomic(
+        &args.out.join("tokenizer_config.json"),
+        &ckpt
+            .tokenizer
+            .hf_tokenizer_config(config.max_position_embeddings),
+    )?;
+    let generation = serde_json::json!({
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+    });
+    common::write_json_atomic(&args.out.join("generation_config.json"), &generation)?;
+    Ok(())
+}
+
+fn write_safetensors_export(
     ckpt: &Checkpoint,
     plan: &ExportPlan,
     result: &SearchResult,
     model_sha: &str,
     args: &Args,
+    format: Format,
 ) -> anyhow::Result<()> {
+    let hf_compatible = format == Format::HfCompatible;
     let mut names = ckpt.weights.names();
     names.sort();
     let zeroed: Vec<String> = plan
@@ -131,7 +409,7 @@ fn write_export(
             }
         })
         .collect();
-    let keep: Vec<String> = if args.hf_compatible {
+    let keep: Vec<String> = if hf_compatible {
         names
     } else {
         names
@@ -152,7 +430,7 @@ fn write_export(
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors_streamed(&weights_path, &specs, &meta, |i| {
         let t = ckpt.weights.get(&keep[i])?;
-        if args.hf_compatible && zeroed.contains(&keep[i]) {
+        if hf_compatible && zeroed.contains(&keep[i]) {
             Ok(Bytes::from_vec(vec![0u8; t.data.len()]))
         } else {
             Ok(t.data)
@@ -160,16 +438,17 @@ fn write_export(
     })?;
 
     let mut config = ckpt.config.to_hf_json();
+    let removed: Vec<usize> = plan.removed_sublayers.iter().copied().collect();
     let section = serde_json::json!({
-        "removed_sublayers": if args.hf_compatible { Vec::new() } else { plan.removed_sublayers.iter().copied().collect::<Vec<_>>() },
-        "zeroed_sublayers": if args.hf_compatible { plan.removed_sublayers.iter().copied().collect::<Vec<_>>() } else { Vec::new() },
+        "removed_sublayers": if hf_compatible { Vec::new() } else { removed.clone() },
+        "zeroed_sublayers": if hf_compatible { removed } else { Vec::new() },
         "removed": plan.removed_units.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
         "ratio": plan.ratio,
         "method": result.settings.method.name(),
         "metric": result.settings.metric.map(|m| m.to_string()),
         "level": result.settings.level.name(),
         "source_model_sha256": model_sha,
-        "layout": if args.hf_compatible { "hf-compatible" } else { "dropped" },
+        "layout": format.name(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let Some(obj) = config.as_object_mut() {
@@ -178,4 +457,46 @@ fn write_export(
     common::write_json_atomic(&args.out.join("config.json"), &config)?;
     ckpt.tokenizer.save(&args.out.join("tokenizer.json"))?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renumbering_drops_and_shifts_blocks() {
+        let r = [Some(0), None, Some(1)];
+        assert_eq!(
+            renumbered("model.layers.2.mlp.up_proj.weight", &r).as_deref(),
+            Some("model.layers.1.mlp.up_proj.weight")
+        );
+        assert_eq!(renumbered("model.layers.1.mlp.up_proj.weight", &r), None);
+        assert_eq!(
+            renumbered("model.norm.weight", &r).as_deref(),
+            Some("model.norm.weight")
+        );
+    }
+
+    #[test]
+    fn gguf_export_refuses_a_gguf_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        prepare_export_dir(&out, Format::Gguf, false).unwrap();
+        std::fs::write(out.join("README"), b"1").unwrap();
+        prepare_export_dir(&out, Format::Gguf, false).unwrap();
+        std::fs::write(out.join("old.gguf"), b"1").unwrap();
+        let e = prepare_export_dir(&out, Format::Gguf, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("old.gguf") && e.contains("--force"), "{e}");
+        // Other layouts leave a GGUF alone.
+        prepare_export_dir(&out, Format::HfNas, false).unwrap();
+        prepare_export_dir(&out, Format::Gguf, true).unwrap();
+        assert!(!out.join("old.gguf").exists());
+        assert!(out.join("README").exists());
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"1").unwrap();
+        assert!(prepare_export_dir(&file, Format::Gguf, true).is_err());
+    }
 }

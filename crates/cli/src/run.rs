@@ -22,6 +22,10 @@ pub struct Args {
     pub top: usize,
     #[command(flatten)]
     pub plan: PlanArgs,
+    /// Print one JSON object instead: the prompt's token ids, the removed sublayers and the
+    /// next-token log-probabilities of the whole vocabulary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Optional pruning plan applied on top of the model.
@@ -65,6 +69,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let vocab = loaded.checkpoint.config.vocab_size;
     let last = &all[all.len() - vocab..];
     let lse = finercut_metrics::log_sum_exp(last);
+    if args.json {
+        let logprobs: Vec<f64> = last.iter().map(|&x| x as f64 - lse).collect();
+        let out = serde_json::json!({
+            "ids": ids,
+            "removed_sublayers": plan.removed().iter().collect::<Vec<_>>(),
+            "logprobs": logprobs,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     let mut order: Vec<usize> = (0..vocab).collect();
     order.sort_by(|&a, &b| last[b].total_cmp(&last[a]).then(a.cmp(&b)));
     println!(

@@ -240,6 +240,55 @@ fn prune_export_reload() {
         "{zeroed} vs {planned}"
     );
 
+    // Nemotron-NAS layout: renumbered blocks, block_configs, the same logits.
+    let nas = d.join("pruned-nas");
+    let n = nas.to_str().expect("utf-8");
+    let export_to = |out: &str, format: &str| -> Vec<String> {
+        [
+            "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", out, "--format",
+            format,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = export_to(n, "hf-nas");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let config = json(&nas.join("config.json"));
+    assert_eq!(config["architectures"][0], "DeciLMForCausalLM");
+    assert_eq!(config["model_type"], "nemotron-nas");
+    let blocks = config["block_configs"].as_array().expect("block_configs");
+    let no_ops = blocks
+        .iter()
+        .map(|b| {
+            usize::from(b["attention"]["no_op"] == true) + usize::from(b["ffn"]["no_op"] == true)
+        })
+        .sum::<usize>();
+    assert_eq!(no_ops + 2 * (4 - blocks.len()), 2, "two sublayers removed");
+    assert!(nas.join("configuration_decilm.py").is_file());
+    assert!(size(&nas) < size(&model));
+    let reloaded = ppl(&["--model", n]);
+    assert!(
+        (reloaded - planned).abs() <= 1e-6 * planned,
+        "{reloaded} vs {planned}"
+    );
+    // An output directory holding a checkpoint is refused without --force.
+    let msg = err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        msg.contains("already holds a checkpoint") && msg.contains("--force"),
+        "{msg}"
+    );
+    let mut forced = args.clone();
+    forced.push("--force".into());
+    ok(&forced.iter().map(String::as_str).collect::<Vec<_>>());
+    // GGUF needs a GGUF source; this model is safetensors.
+    let g = d.join("pruned-gguf");
+    let msg = err(&export_to(g.to_str().expect("utf-8"), "gguf")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(msg.contains("needs a GGUF model"), "{msg}");
+
     // A plan for another model is refused, naming the hash.
     let other = d.join("other");
     finercut_tiny_seed(&other, 8);

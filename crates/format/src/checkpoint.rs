@@ -1,7 +1,7 @@
 //! [`Checkpoint`]: configuration, tokenizer and weights of a model, from a Hugging Face directory
 //! or a GGUF file; and [`convert_gguf_to_hf`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,6 +30,10 @@ pub struct Checkpoint {
     /// empty for GGUF. Worth a warning: a setting this crate does not know may be one the model
     /// needs.
     pub unknown_config_keys: Vec<String>,
+    /// Sublayers the checkpoint itself does not have (`2b` = attention of block `b`, `2b + 1`
+    /// its FFN): the removed sublayers of a pruned `deci` GGUF or a Nemotron-NAS
+    /// (`DeciLMForCausalLM`) directory. Empty for other models.
+    pub absent_sublayers: BTreeSet<usize>,
 }
 
 /// The name of the input embedding, whose rows every token id must index.
@@ -59,7 +63,8 @@ impl Checkpoint {
                     )),
                 };
             }
-            let (config, unknown_config_keys) = ModelConfig::read_json_file(&config_path)?;
+            let (config, unknown_config_keys, absent_sublayers) =
+                crate::nas::read_config(&config_path)?;
             let mut tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"))?;
             tokenizer.set_special_ids_if_missing(config.bos_token_id, config.eos_token_id);
             let store = SafetensorsStore::open(path)?;
@@ -71,6 +76,7 @@ impl Checkpoint {
                 weights: Box::new(store),
                 files,
                 unknown_config_keys,
+                absent_sublayers,
             })
         } else {
             Self::open_gguf(path)
@@ -81,6 +87,12 @@ impl Checkpoint {
         let file = Arc::new(GgufFile::open(path)?);
         let config = ModelConfig::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        let absent_sublayers = if file.architecture()? == "deci" {
+            let (layers, ..) = crate::gguf::deci::deci_layers(&file)?;
+            crate::gguf::deci::absent_sublayers(&layers)
+        } else {
+            BTreeSet::new()
+        };
         let store = GgufStore::new(file)?;
         check_tokenizer(&tokenizer, &config, store.shape(EMBEDDING))?;
         Ok(Checkpoint {
@@ -89,6 +101,7 @@ impl Checkpoint {
             weights: Box::new(store),
             files: vec![path.to_path_buf()],
             unknown_config_keys: Vec::new(),
+            absent_sublayers,
         })
     }
 

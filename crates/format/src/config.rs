@@ -969,9 +969,16 @@ impl ModelConfig {
             }
         };
         let n_expert = file.get_u64(&key("expert_count"))?.unwrap_or(0) as usize;
+        // A `deci` file (a pruned Llama, see `gguf::deci`) has per-layer head counts and FFN
+        // widths; the present sublayers share one value, which is what the config holds.
+        let deci = if arch_name == "deci" {
+            Some(crate::gguf::deci::deci_layers(file)?)
+        } else {
+            None
+        };
         let architecture = match arch_name.as_str() {
             "llama" if n_expert > 0 => Architecture::Mixtral,
-            "llama" => Architecture::Llama,
+            "llama" | "deci" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
             "qwen3" => Architecture::Qwen3,
             "gemma3" => Architecture::Gemma3,
@@ -986,10 +993,22 @@ impl ModelConfig {
         // `LlamaModel.generate_extra_tensors`), applied by the model from the tensor itself.
         let freq_factors = file.tensor(ROPE_FREQS_TENSOR).is_some();
         let hidden_size = req("embedding_length")?;
-        let heads = req("attention.head_count")?;
-        let kv_heads = file
-            .get_u64(&key("attention.head_count_kv"))?
-            .map_or(heads, |v| v as usize);
+        let (heads, kv_heads, intermediate_size) = match &deci {
+            Some((_, h, kv, f)) => (*h, *kv, *f),
+            None => {
+                let heads = req("attention.head_count")?;
+                let kv_heads = file
+                    .get_u64(&key("attention.head_count_kv"))?
+                    .map_or(heads, |v| v as usize);
+                (heads, kv_heads, req("feed_forward_length")?)
+            }
+        };
+        // A pruned file may have no attention (or no FFN) left at all; any positive value then
+        // builds the same model, since those sublayers are never looked up.
+        let (heads, kv_heads, intermediate_size) = match &deci {
+            Some(_) => (heads.max(1), kv_heads.max(1), intermediate_size.max(1)),
+            None => (heads, kv_heads, intermediate_size),
+        };
         let head_dim = match file.get_u64(&key("attention.key_length"))? {
             Some(v) => v as usize,
             None if heads > 0 => hidden_size / heads,
@@ -1100,7 +1119,7 @@ impl ModelConfig {
             architecture,
             vocab_size,
             hidden_size,
-            intermediate_size: req("feed_forward_length")?,
+            intermediate_size,
             num_hidden_layers: layers,
             num_attention_heads: heads,
             num_key_value_heads: kv_heads,

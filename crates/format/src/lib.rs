@@ -14,6 +14,10 @@
 //! - [`Tokenizer`]: `tokenizer.json`, or rebuilt from GGUF metadata and savable as tokenizer.json.
 //! - [`Checkpoint`]: all three for a path; [`convert_gguf_to_hf`] writes a GGUF model out as a
 //!   Hugging Face directory.
+//! - [`gguf::write_gguf`] writes GGUF files; [`gguf::pruned_from_gguf`] turns a GGUF model with
+//!   sublayers removed into llama.cpp's `deci` architecture, tensors copied byte for byte.
+//! - [`nas`]: Nemotron-NAS (`DeciLMForCausalLM`) configurations, the Hugging Face layout of a
+//!   model whose blocks may lack attention or FFN (vLLM serves it).
 //! - [`cache`]: where `cargo xtask fetch` puts models and data.
 //!
 //! **Design decision: Hugging Face is the canonical layout.** Every source is presented with
@@ -57,6 +61,7 @@ mod config;
 mod error;
 pub mod gguf;
 pub mod io;
+pub mod nas;
 mod safetensors;
 mod tensor;
 mod tokenizer;
@@ -69,7 +74,7 @@ pub use config::{
     RawConfig, RopeScaling, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{Error, Result};
-pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo};
+pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, GgufTensorOut};
 pub use safetensors::{
     write_safetensors, write_safetensors_streamed, SafetensorsStore, TensorSpec,
 };

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap (`docs/STYLE.md`).
 
+mod export;
 mod families;
 mod golden;
 mod reference;

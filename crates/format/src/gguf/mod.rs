@@ -9,8 +9,10 @@
 //! the elements (arrays may nest). `ne[0]` is the fastest-varying dimension, so the Hugging Face
 //! (row-major) shape is `ne` reversed.
 
+pub mod deci;
 pub mod quants;
 mod store;
+mod writer;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,8 +24,10 @@ use crate::io::map_model_file;
 use crate::tensor::{Bytes, Owner};
 use crate::{Error, Result};
 
+pub use deci::{pruned_from_gguf, GgufModelOut};
 pub use quants::GgmlType;
 pub use store::{hf_tensor_name, permute_rows, unpermute_rows, GgufStore};
+pub use writer::{write_gguf, GgufTensorOut};
 
 /// GGUF's default data alignment.
 pub const DEFAULT_ALIGNMENT: u64 = 32;

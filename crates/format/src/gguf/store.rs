@@ -151,13 +151,22 @@ impl GgufStore {
     /// Builds the name table for an open file.
     pub fn new(file: Arc<GgufFile>) -> Result<Self> {
         let arch = file.architecture()?.to_string();
-        let heads = file
-            .get_u64(&format!("{arch}.attention.head_count"))?
-            .map(|v| v as usize);
-        let kv_heads = file
-            .get_u64(&format!("{arch}.attention.head_count_kv"))?
-            .map(|v| v as usize)
-            .or(heads);
+        let (heads, kv_heads) = if arch == "deci" {
+            // Per-layer arrays; the layers that keep attention share one value.
+            let (_, h, kv, _) = super::deci::deci_layers(&file)?;
+            (Some(h.max(1)), Some(kv.max(1)))
+        } else {
+            let heads = file
+                .get_u64(&format!("{arch}.attention.head_count"))?
+                .map(|v| v as usize);
+            let kv_heads = file
+                .get_u64(&format!("{arch}.attention.head_count_kv"))?
+                .map(|v| v as usize)
+                .or(heads);
+            (heads, kv_heads)
+        };
+        // `deci` stores Q/K rows in llama.cpp's interleaved order, as `llama` does.
+        let permuted = arch == "llama" || arch == "deci";
         let gemma = arch.starts_with("gemma");
         let mut entries = HashMap::new();
         let mut order = Vec::new();
@@ -192,33 +201,33 @@ impl GgufStore {
                 continue;
             };
             let shape = t.hf_shape();
-            let transform =
-                if arch == "llama" && (name.contains(".q_proj.") || name.contains(".k_proj.")) {
-                    let groups = if name.contains(".q_proj.") {
-                        heads
-                    } else {
-                        kv_heads
-                    }
-                    .ok_or_else(|| {
-                        Error::malformed(
-                            file.path(),
-                            format!("metadata `{arch}.attention.head_count` is missing"),
-                        )
-                    })?;
-                    let rows = shape.first().copied().unwrap_or(0);
-                    if groups == 0 || rows % (2 * groups) != 0 {
-                        return Err(Error::bad_tensor(
-                            file.path(),
-                            &t.name,
-                            format!("{rows} rows do not split into {groups} heads of even size"),
-                        ));
-                    }
-                    Transform::Unpermute { groups }
-                } else if gemma && name.ends_with("norm.weight") {
-                    Transform::SubOne
+            let transform = if permuted && (name.contains(".q_proj.") || name.contains(".k_proj."))
+            {
+                let groups = if name.contains(".q_proj.") {
+                    heads
                 } else {
-                    Transform::Identity
-                };
+                    kv_heads
+                }
+                .ok_or_else(|| {
+                    Error::malformed(
+                        file.path(),
+                        format!("metadata `{arch}.attention.head_count` is missing"),
+                    )
+                })?;
+                let rows = shape.first().copied().unwrap_or(0);
+                if groups == 0 || rows % (2 * groups) != 0 {
+                    return Err(Error::bad_tensor(
+                        file.path(),
+                        &t.name,
+                        format!("{rows} rows do not split into {groups} heads of even size"),
+                    ));
+                }
+                Transform::Unpermute { groups }
+            } else if gemma && name.ends_with("norm.weight") {
+                Transform::SubOne
+            } else {
+                Transform::Identity
+            };
             if entries.contains_key(&name) {
                 return Err(Error::bad_tensor(
                     file.path(),
