@@ -69,7 +69,7 @@ pub use config::{
     RawConfig, RopeScaling, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{Error, Result};
-pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo};
+pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, QuantizedRows};
 pub use safetensors::{
     write_safetensors, write_safetensors_streamed, SafetensorsStore, TensorSpec,
 };

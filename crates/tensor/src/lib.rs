@@ -69,6 +69,7 @@ mod ops;
 mod rope;
 mod storage;
 mod tensor;
+mod widen;
 
 pub use cpu::gemm::backend_name as gemm_backend;
 pub use cpu::pool::release_cached_buffers;
@@ -82,6 +83,7 @@ pub use ops::{
 pub use rope::{Rope, RopeScaling};
 pub use storage::SharedBytes;
 pub use tensor::Tensor;
+pub use widen::{Matrix, WidenRows};
 
 /// Low-level GEMM entry point on `f32` slices, for benchmarks and callers that manage their own buffers.
 pub mod blas {

@@ -23,7 +23,7 @@ use crate::tensor::{Bytes, Owner};
 use crate::{Error, Result};
 
 pub use quants::GgmlType;
-pub use store::{hf_tensor_name, permute_rows, unpermute_rows, GgufStore};
+pub use store::{hf_tensor_name, permute_rows, unpermute_rows, GgufStore, QuantizedRows};
 
 /// GGUF's default data alignment.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
