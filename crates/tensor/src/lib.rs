@@ -5,6 +5,9 @@
 //!
 //! - [`Tensor`]: a contiguous row-major array with a shape, a [`DType`] and a [`Device`]. Weights can be
 //!   used in place from shared bytes such as a memory map ([`Tensor::from_shared_bytes`]).
+//! - [`Matrix`]: a weight matrix, dense `f32` or kept as stored ([`WidenRows`]: bf16/f16 in place,
+//!   or rows a caller widens, such as quantised blocks) and widened to `f32` tile by tile inside the
+//!   GEMM, bit-identical to the dense product.
 //! - [`Device`]: `Cpu`, or `Cuda(CudaDevice)` where [`CudaDevice`] (and [`CudaStorage`]) are uninhabited
 //!   until the CUDA backend arrives, so the CUDA arms of every `match` are dead code the compiler checks.
 //! - Operations: [`Tensor::matmul_t`] (`x·Wᵀ`), [`linear`], [`embedding`],
