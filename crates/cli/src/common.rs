@@ -108,13 +108,15 @@ pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
     let path = model_path(arg)?;
     let checkpoint = open_checkpoint(&path)?;
     let base_removed = removed_in_checkpoint(&path)?;
-    let model = Model::load_pruned(
+    let model = Model::load_as(
         &checkpoint.config,
         checkpoint.weights.as_ref(),
         &Device::Cpu,
         &base_removed,
+        arg.dtype.into(),
     )
     .with_context(|| format!("cannot build the model from {}", path.display()))?;
+    eprintln!("weights: {}", model.weight_storage_summary());
     Ok(Loaded {
         checkpoint,
         model,

@@ -368,6 +368,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     let arg = crate::ModelArg {
         model: Some(model_path.clone()),
+        dtype: args.model.dtype,
     };
     eprintln!("loading {}", model_path.display());
     let loaded = common::load_model(&arg)?;

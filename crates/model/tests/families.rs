@@ -347,7 +347,11 @@ mod gguf {
             .unwrap();
             assert_eq!(
                 got.to_vec_f32().unwrap(),
-                widened.forward(&tokens, &Plan::dense()).unwrap().to_vec_f32().unwrap()
+                widened
+                    .forward(&tokens, &Plan::dense())
+                    .unwrap()
+                    .to_vec_f32()
+                    .unwrap()
             );
             let worst = got
                 .as_slice_f32()
