@@ -327,7 +327,7 @@ fn tensor_bytes(seed: u64, index: usize, spec: &TensorSpec, init: Init) -> Vec<u
 /// Writes a random model shaped like `spec` into `dir`: shards, index, tokenizer, then config.json
 /// (last, so an interrupted run leaves no loadable checkpoint).
 pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow::Result<()> {
-    if spec.heads == 0 || spec.hidden % spec.heads != 0 || spec.blocks == 0 {
+    if spec.heads == 0 || !spec.hidden.is_multiple_of(spec.heads) || spec.blocks == 0 {
         bail!(
             "{}: hidden size {} does not split into {} heads",
             spec.name,
