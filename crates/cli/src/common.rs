@@ -123,14 +123,16 @@ pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
     let checkpoint = open_checkpoint(&path)?;
     let mut base_removed = removed_in_checkpoint(&path)?;
     base_removed.extend(checkpoint.absent_sublayers.iter().copied());
-    let model = Model::load_pruned_as(
+    let model = Model::load_with(
         &checkpoint.config,
         checkpoint.weights.as_ref(),
         &device,
         &base_removed,
+        arg.dtype.into(),
         dtype,
     )
     .with_context(|| format!("cannot build the model from {}", path.display()))?;
+    eprintln!("weights: {}", model.weight_storage_summary());
     Ok(Loaded {
         checkpoint,
         model,

@@ -7,6 +7,7 @@ mod convert;
 mod evaluate;
 mod export;
 mod inspect;
+mod like;
 mod plots;
 mod prune;
 mod reproduce;
@@ -63,9 +64,16 @@ enum Command {
         /// Seed of the random weights.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// Number of decoder blocks.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
-        blocks: u32,
+        /// Number of decoder blocks [default: 4, or the published model's].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        blocks: Option<u32>,
+        /// Write a random bf16 model with the shape and config.json of a published one instead:
+        /// llama-3-8b, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-0.5b, mixtral-8x7b-2layers.
+        #[arg(long, value_name = "NAME")]
+        like: Option<String>,
+        /// Replace a checkpoint already in DIR (with --like).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -81,11 +89,26 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => evaluate::main(args),
         Command::Reproduce(args) => reproduce::main(args),
         Command::Speed(args) => speed::main(args),
-        Command::MakeTiny { dir, seed, blocks } => tiny::write_tiny_model(
+        Command::MakeTiny {
+            dir,
+            seed,
+            blocks,
+            like: Some(name),
+            force,
+        } => like::LikeSpec::preset(&name).and_then(|spec| {
+            let spec = like::LikeSpec {
+                blocks: blocks.map_or(spec.blocks, |b| b as usize),
+                ..spec
+            };
+            like::write_like(&dir, &spec, seed, force)
+        }),
+        Command::MakeTiny {
+            dir, seed, blocks, ..
+        } => tiny::write_tiny_model(
             &dir,
             &tiny::TinySpec {
                 seed,
-                blocks: blocks as usize,
+                blocks: blocks.map_or(4, |b| b as usize),
                 ..tiny::TinySpec::default()
             },
         ),
@@ -113,6 +136,12 @@ pub struct ModelArg {
     /// with f32 accumulation; norms, softmax and divergences stay f32/f64).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// How weight matrices are held: `stored` keeps them as the checkpoint stores them (bf16/f16
+    /// memory-mapped, GGUF blocks quantised) and widens them to f32 tile by tile inside each GEMM;
+    /// `f32` widens everything once at load. Results are bit-identical. On a CUDA device the
+    /// matrices are uploaded as `--precision` says.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Stored)]
+    pub dtype: DtypeArg,
 }
 
 /// Precision of the weight matrices and GEMMs (`--precision`).
@@ -122,4 +151,22 @@ pub enum Precision {
     F32,
     /// bfloat16 weight matrices and GEMM inputs, f32 accumulation (CUDA only).
     Bf16,
+}
+
+/// `--dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    /// As stored, widened inside the GEMM.
+    Stored,
+    /// Widened to f32 at load.
+    F32,
+}
+
+impl From<DtypeArg> for finercut_model::WeightDtype {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::Stored => finercut_model::WeightDtype::Stored,
+            DtypeArg::F32 => finercut_model::WeightDtype::F32,
+        }
+    }
 }

@@ -150,6 +150,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     settings.seed = (args.method == Method::Random).then_some(args.seed);
     settings.threads = threads;
     settings.exhaustive = args.exhaustive;
+    settings.weights = Some(loaded.model.weight_storage_summary());
     if args.all_tokens {
         settings.token_selection = TokenSelection::All;
     }

@@ -81,6 +81,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     let mut order: Vec<usize> = (0..vocab).collect();
     order.sort_by(|&a, &b| last[b].total_cmp(&last[a]).then(a.cmp(&b)));
+    println!("weights {}", loaded.model.weight_storage_summary());
     println!(
         "{} tokens; {} sublayers removed; most likely next tokens:",
         ids.len(),
@@ -184,9 +185,14 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
             o.insert("text".into(), origin.into());
             o.insert("model".into(), loaded.path.display().to_string().into());
             o.insert("removed_sublayers".into(), serde_json::to_value(&removed)?);
+            o.insert(
+                "weights".into(),
+                loaded.model.weight_storage_summary().into(),
+            );
         }
         println!("{}", serde_json::to_string(&v)?);
     } else {
+        println!("weights {}", loaded.model.weight_storage_summary());
         println!(
             "perplexity {:.3} over {} windows of {} tokens ({} predicted tokens){}",
             report.perplexity,

@@ -47,6 +47,35 @@ fn byte_chars() -> Vec<char> {
     chars
 }
 
+/// A byte-level BPE `tokenizer.json` without merges: one token per byte (ids 0..=255) and the
+/// special `<|endoftext|>` as `eos`.
+pub fn byte_tokenizer(eos: u32) -> serde_json::Value {
+    let chars = byte_chars();
+    let mut vocab_map = serde_json::Map::new();
+    for (i, c) in chars.iter().enumerate() {
+        vocab_map.insert(c.to_string(), json!(i));
+    }
+    vocab_map.insert("<|endoftext|>".into(), json!(eos));
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [{
+            "id": eos, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab_map, "merges": []
+        }
+    })
+}
+
 /// A deterministic generator (SplitMix64) for the weights.
 struct SplitMix(u64);
 
@@ -93,30 +122,7 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> anyhow::Result<()> {
     });
     crate::common::write_json_atomic(&dir.join("config.json"), &config)?;
 
-    let chars = byte_chars();
-    let mut vocab_map = serde_json::Map::new();
-    for (i, c) in chars.iter().enumerate() {
-        vocab_map.insert(c.to_string(), json!(i));
-    }
-    vocab_map.insert("<|endoftext|>".into(), json!(eos));
-    let tokenizer = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [{
-            "id": eos, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true
-        }],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": false, "vocab": vocab_map, "merges": []
-        }
-    });
+    let tokenizer = byte_tokenizer(eos);
     crate::common::write_json_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
 
     let mut rng = SplitMix(spec.seed);

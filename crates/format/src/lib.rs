@@ -8,7 +8,9 @@
 //! - [`SafetensorsStore`]: a Hugging Face checkpoint (one file or shards), memory-mapped; tensors
 //!   are zero-copy [`Bytes`] views of the map. [`write_safetensors`] writes one.
 //! - [`GgufFile`] / [`GgufStore`]: llama.cpp's GGUF (v2/v3); the store dequantises to F32 on each
-//!   `get` and presents Hugging Face names, shapes and row order.
+//!   `get` and presents Hugging Face names, shapes and row order; its matrices are also served as
+//!   [`QuantizedRows`] ([`TensorSource::get_quantized`]), kept quantised until a caller
+//!   dequantises the rows it needs.
 //! - [`ModelConfig`]: Llama, Mistral, Qwen2, Mixtral and Gemma 3, from config.json or GGUF
 //!   metadata, and back to a config.json ([`ModelConfig::to_hf_json`]).
 //! - [`Tokenizer`]: `tokenizer.json`, or rebuilt from GGUF metadata and savable as tokenizer.json.
@@ -74,7 +76,7 @@ pub use config::{
     RawConfig, RopeScaling, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{Error, Result};
-pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, GgufTensorOut};
+pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, GgufTensorOut, QuantizedRows};
 pub use safetensors::{
     write_safetensors, write_safetensors_streamed, SafetensorsStore, TensorSpec,
 };

@@ -265,6 +265,12 @@ pub trait TensorSource: Send + Sync {
     fn contains(&self, name: &str) -> bool;
     /// The tensor called `name` (Hugging Face naming, e.g. `model.layers.0.self_attn.q_proj.weight`).
     fn get(&self, name: &str) -> Result<RawTensor>;
+    /// Matrix `name` as quantised rows that stay quantised until they are used, where the source
+    /// stores it so (GGUF); `None` means: use [`TensorSource::get`].
+    fn get_quantized(&self, name: &str) -> Result<Option<crate::gguf::QuantizedRows>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

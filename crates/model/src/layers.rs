@@ -11,8 +11,8 @@ use crate::moe::SparseMoe;
 use crate::weights::Weights;
 use crate::{Error, Result, SublayerId};
 use finercut_tensor::{
-    causal_attention, causal_attention_with_prefix, Activation, AttentionSpec, NormWeight, Rope,
-    Tensor,
+    causal_attention, causal_attention_with_prefix, Activation, AttentionSpec, Matrix, NormWeight,
+    Rope, Tensor,
 };
 
 /// RMSNorm with its weight.
@@ -60,7 +60,7 @@ impl RmsNorm {
 
 /// `y = x·Wᵀ + b`.
 pub(crate) struct Linear {
-    pub weight: Tensor,
+    pub weight: Matrix,
     pub bias: Option<Tensor>,
 }
 
@@ -72,7 +72,7 @@ impl Linear {
         inp: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = w.get_matrix(&format!("{name}.weight"), &[out, inp])?;
+        let weight = w.matrix(&format!("{name}.weight"), [out, inp])?;
         let bias = if bias {
             Some(w.get(&format!("{name}.bias"), &[out])?)
         } else {
@@ -82,11 +82,7 @@ impl Linear {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(finercut_tensor::linear(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-        )?)
+        Ok(self.weight.linear(x, self.bias.as_ref())?)
     }
 
     pub(crate) fn param_count(&self) -> usize {
@@ -290,6 +286,30 @@ impl Sublayer {
             off += p.rows;
         }
         Ok(())
+    }
+
+    /// Calls `f` on every weight matrix of the branch.
+    pub(crate) fn for_each_matrix(&self, f: &mut dyn FnMut(&Matrix)) {
+        let mlp = |m: &Mlp, f: &mut dyn FnMut(&Matrix)| {
+            for l in [&m.gate, &m.up, &m.down] {
+                f(&l.weight);
+            }
+        };
+        match &self.branch {
+            Branch::Attn(a) => {
+                for l in [&a.q, &a.k, &a.v, &a.o] {
+                    f(&l.weight);
+                }
+            }
+            Branch::Mlp(m) => mlp(m, f),
+            Branch::Moe(moe) => {
+                f(&moe.router.weight);
+                for e in &moe.experts {
+                    mlp(e, f);
+                }
+            }
+            Branch::Absent => {}
+        }
     }
 
     pub(crate) fn param_count(&self) -> usize {

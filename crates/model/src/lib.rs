@@ -30,7 +30,9 @@
 //! forward path skips what the plan removes, and the same per-sublayer step serves the dense forward,
 //! resuming from a trace, and the candidate streams, which batch the rows of many streams into one GEMM
 //! per weight (`docs/DESIGN.md`, The cost of the search). This crate does no file I/O: weights come
-//! through `TensorSource`, and aligned `f32` weights are used in place from the memory map.
+//! through `TensorSource`. Weight matrices stay as stored by default ([`WeightDtype`]): bf16/f16 in
+//! place in the memory map, GGUF blocks quantised, widened to `f32` tile by tile inside each GEMM
+//! (bit-identical to widening at load); aligned `f32` weights are used in place.
 //!
 //! Work is cut into batches of whole sequences of at most 8192 rows and LM-head chunks of
 //! [`HEAD_ROWS`] rows, sizes fixed by the shapes: like the tensor kernels, results do not depend on the
@@ -94,3 +96,4 @@ pub use finercut_tensor::{DenseLogits, RowMetric, Tensor};
 pub use model::Model;
 pub use plan::{Plan, SublayerId, SublayerKind};
 pub use stream::{Sink, StreamStats, TensorSink, HEAD_ROWS};
+pub use weights::WeightDtype;

@@ -2,8 +2,8 @@
 
 use crate::layers::{Attention, Batch, Branch, KvMode, Linear, Mlp, Part, RmsNorm, Sublayer};
 use crate::moe::SparseMoe;
-use crate::weights::Weights;
-use std::collections::BTreeSet;
+use crate::weights::{WeightDtype, Weights};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{Error, Plan, Result, SublayerId, SublayerKind};
 use finercut_format::{
@@ -11,7 +11,7 @@ use finercut_format::{
     TensorSource, ROPE_FREQS_TENSOR,
 };
 use finercut_tensor::{
-    embedding, Activation, AttentionSpec, DType, Device, NormWeight, Rope, RopeScaling, Tensor,
+    Activation, AttentionSpec, DType, Device, Matrix, NormWeight, Rope, RopeScaling, Tensor,
 };
 
 /// Rows evaluated together in one batched sublayer call (whole sequences; at least one sequence).
@@ -22,13 +22,14 @@ pub(crate) const CHUNK_ROWS: usize = 8192;
 pub struct Model {
     pub(crate) config: ModelConfig,
     pub(crate) device: Device,
-    pub(crate) embed: Tensor,
+    pub(crate) embed: Matrix,
     pub(crate) embed_scale: Option<f32>,
     pub(crate) sublayers: Vec<Sublayer>,
     pub(crate) final_norm: RmsNorm,
     /// `None` when the LM head is the embedding matrix.
-    pub(crate) lm_head: Option<Tensor>,
+    pub(crate) lm_head: Option<Matrix>,
     pub(crate) final_softcap: Option<f32>,
+    pub(crate) weight_dtype: WeightDtype,
 }
 
 impl std::fmt::Debug for Model {
@@ -65,8 +66,10 @@ fn rope_scaling(s: &FmtRope) -> RopeScaling {
 impl Model {
     /// Builds the model from `config` and the weights of `weights` (Hugging Face names), on `device`.
     ///
-    /// Aligned `f32` weights are used in place (e.g. straight from a memory map); other dtypes are
-    /// converted to `f32`. A missing weight or a wrong shape is an error naming the full tensor name.
+    /// Weight matrices stay as stored ([`WeightDtype::Stored`]): bf16/f16 in place in the memory
+    /// map, GGUF blocks quantised, widened to `f32` inside each GEMM; aligned `f32` weights are
+    /// used in place; norms and biases are converted to `f32`. A missing weight or a wrong shape
+    /// is an error naming the full tensor name.
     pub fn load(
         config: &ModelConfig,
         weights: &dyn TensorSource,
@@ -83,18 +86,56 @@ impl Model {
         device: &Device,
         absent: &BTreeSet<usize>,
     ) -> Result<Model> {
-        Self::load_pruned_as(config, weights, device, absent, DType::F32)
+        Self::load_with(
+            config,
+            weights,
+            device,
+            absent,
+            WeightDtype::Stored,
+            DType::F32,
+        )
     }
 
-    /// [`Model::load_pruned`] with the weight matrices (projections, embeddings, LM head) stored as
-    /// `matrix_dtype`: `BF16` halves their memory and runs their GEMMs with `bf16` inputs and `f32`
-    /// accumulation (a CUDA device's fast mode; the CPU backend multiplies `f32` only). Norm weights
-    /// and biases stay `f32`.
+    /// [`Model::load_pruned`] with the weight matrices (projections, embeddings, LM head) on a CUDA
+    /// device stored as `matrix_dtype`: `BF16` halves their memory and runs their GEMMs with `bf16`
+    /// inputs and `f32` accumulation (a CUDA device's fast mode; the CPU backend multiplies `f32`
+    /// only). Norm weights and biases stay `f32`.
     pub fn load_pruned_as(
         config: &ModelConfig,
         weights: &dyn TensorSource,
         device: &Device,
         absent: &BTreeSet<usize>,
+        matrix_dtype: DType,
+    ) -> Result<Model> {
+        Self::load_with(
+            config,
+            weights,
+            device,
+            absent,
+            WeightDtype::Stored,
+            matrix_dtype,
+        )
+    }
+
+    /// [`Model::load_pruned`] with the weight matrices held as `dtype` says.
+    pub fn load_as(
+        config: &ModelConfig,
+        weights: &dyn TensorSource,
+        device: &Device,
+        absent: &BTreeSet<usize>,
+        dtype: WeightDtype,
+    ) -> Result<Model> {
+        Self::load_with(config, weights, device, absent, dtype, DType::F32)
+    }
+
+    /// [`Model::load_pruned`] with the weight matrices held as `dtype` says on the CPU, and as
+    /// `matrix_dtype` on another device.
+    pub fn load_with(
+        config: &ModelConfig,
+        weights: &dyn TensorSource,
+        device: &Device,
+        absent: &BTreeSet<usize>,
+        dtype: WeightDtype,
         matrix_dtype: DType,
     ) -> Result<Model> {
         let c = config;
@@ -179,9 +220,9 @@ impl Model {
             FmtActivation::Silu => Activation::Silu,
             FmtActivation::GeluTanh => Activation::GeluTanh,
         };
-        let root = Weights::new(weights, *device, matrix_dtype);
+        let root = Weights::new(weights, *device, dtype, matrix_dtype);
         let m = root.pp("model");
-        let embed = m.pp("embed_tokens").get_matrix("weight", &[vocab, d])?;
+        let embed = m.pp("embed_tokens").matrix("weight", [vocab, d])?;
         let (q_rows, kv_rows) = match (heads.checked_mul(hd), kvh.checked_mul(hd)) {
             (Some(q), Some(kv)) => (q, kv),
             _ => {
@@ -339,7 +380,7 @@ impl Model {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(root.pp("lm_head").get_matrix("weight", &[vocab, d])?)
+            Some(root.pp("lm_head").matrix("weight", [vocab, d])?)
         };
         Ok(Model {
             config: c.clone(),
@@ -352,7 +393,42 @@ impl Model {
             final_softcap: gemma
                 .and_then(|g| g.final_logit_softcapping)
                 .map(|x| x as f32),
+            weight_dtype: dtype,
         })
+    }
+
+    /// How the weight matrices are held ([`WeightDtype`]).
+    pub fn weight_dtype(&self) -> WeightDtype {
+        self.weight_dtype
+    }
+
+    /// The types the weight matrices are held in, with how many matrices and bytes of each
+    /// (`"f32"`, `"bf16"`, `"Q4_1"`, ...).
+    pub fn weight_storage(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let mut add = |m: &Matrix| {
+            let e = out.entry(m.stored_type()).or_default();
+            e.0 += 1;
+            e.1 += m.stored_bytes();
+        };
+        add(&self.embed);
+        if let Some(h) = &self.lm_head {
+            add(h);
+        }
+        for s in &self.sublayers {
+            s.for_each_matrix(&mut add);
+        }
+        out
+    }
+
+    /// [`Model::weight_storage`] in words, e.g. `"stored: Q4_1 ×211 (76.2 MB), Q6_K ×1 (22.1 MB)"`.
+    pub fn weight_storage_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .weight_storage()
+            .iter()
+            .map(|(t, (n, bytes))| format!("{t} ×{n} ({:.1} MB)", *bytes as f64 / 1e6))
+            .collect();
+        format!("{}: {}", self.weight_dtype, parts.join(", "))
     }
 
     /// The configuration the model was built from.
@@ -391,7 +467,7 @@ impl Model {
                 .map(Sublayer::param_count)
                 .sum::<usize>()
             + self.final_norm.param_count()
-            + self.lm_head.as_ref().map_or(0, Tensor::elem_count)
+            + self.lm_head.as_ref().map_or(0, Matrix::elem_count)
     }
 
     /// Logits `[n, t, vocab]` of `n` token sequences of equal length `t` under `plan`.
@@ -538,7 +614,7 @@ impl Model {
 
     /// Embeddings of the concatenated rows `[Σ len, d]`.
     pub(crate) fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
-        let mut x = embedding(&self.embed, ids)?;
+        let mut x = self.embed.embedding(ids)?;
         if let Some(s) = self.embed_scale {
             x.scale_in_place(s)?;
         }
@@ -573,14 +649,14 @@ impl Model {
     }
 
     /// The LM-head weight `[vocab, d]`.
-    pub(crate) fn head_weight(&self) -> &Tensor {
+    pub(crate) fn head_weight(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     /// Logits `[rows, vocab]` of residual rows `[rows, d]`: final norm, LM head, optional softcap.
     pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.final_norm.forward(x)?;
-        let mut y = h.matmul_t(self.head_weight())?;
+        let mut y = self.head_weight().matmul_t(&h)?;
         drop(h);
         if let Some(cap) = self.final_softcap {
             y.softcap_in_place(cap)?;

@@ -192,7 +192,7 @@ impl Model {
                 };
                 let mut head = || -> Result<()> {
                     self.final_norm.rows_into(&x, r0, k, &mut h, 0)?;
-                    h.matmul_t_into(w, &mut out)?;
+                    w.matmul_t_into(&h, &mut out)?;
                     if let Some(cap) = self.final_softcap {
                         out.softcap_in_place(cap)?;
                     }

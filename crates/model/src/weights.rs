@@ -2,8 +2,75 @@
 //! `finercut-tensor` tensors without copying where possible.
 
 use crate::{Error, Result};
-use finercut_format::{DType as RawDType, RawTensor, TensorSource};
-use finercut_tensor::{DType, Device, Tensor};
+use finercut_format::{DType as RawDType, QuantizedRows, RawTensor, TensorSource};
+use finercut_tensor::{DType, Device, Matrix, Tensor, WidenRows};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// How weight matrices (linear layers, embeddings, LM head) are held in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightDtype {
+    /// As stored in the checkpoint: bf16/f16 safetensors in place in the memory map, quantised
+    /// GGUF blocks quantised; widened to `f32` tile by tile inside each GEMM. The products are
+    /// bit-identical to [`WeightDtype::F32`]'s (widening is exact and the GEMM sees the same
+    /// `f32` values in the same tiles).
+    #[default]
+    Stored,
+    /// Every matrix widened to `f32` once at load (four bytes per parameter).
+    F32,
+}
+
+impl fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WeightDtype::Stored => "stored",
+            WeightDtype::F32 => "f32",
+        })
+    }
+}
+
+impl FromStr for WeightDtype {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stored" => Ok(WeightDtype::Stored),
+            "f32" => Ok(WeightDtype::F32),
+            other => Err(Error::Input(format!(
+                "unknown weight dtype `{other}`; expected `stored` or `f32`"
+            ))),
+        }
+    }
+}
+
+/// GGUF rows as [`WidenRows`]: the bridge between `finercut-format`'s quantised rows and the
+/// tensor engine, which know nothing of each other.
+struct GgufRows(QuantizedRows);
+
+impl WidenRows for GgufRows {
+    fn rows(&self) -> usize {
+        self.0.shape()[0]
+    }
+
+    fn cols(&self) -> usize {
+        self.0.shape()[1]
+    }
+
+    fn stored_type(&self) -> String {
+        self.0.ggml_type().to_string()
+    }
+
+    fn stored_bytes(&self) -> usize {
+        self.0.stored_bytes()
+    }
+
+    fn widen_rows(&self, first: usize, out: &mut [f32]) -> std::result::Result<(), String> {
+        self.0
+            .dequantize_rows(first, out)
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// A view of a [`TensorSource`] under a name prefix (like candle's `VarBuilder::pp`), so a missing or
 /// misshapen weight is reported with its full Hugging Face name.
@@ -12,16 +79,24 @@ pub(crate) struct Weights<'a> {
     source: &'a dyn TensorSource,
     prefix: String,
     device: Device,
-    /// Element type of weight matrices on the device (`F32`, or `BF16` for `--precision bf16`).
+    /// How weight matrices are held on the CPU ([`WeightDtype`]).
+    dtype: WeightDtype,
+    /// Element type of weight matrices on another device (`F32`, or `BF16` for `--precision bf16`).
     matrix_dtype: DType,
 }
 
 impl<'a> Weights<'a> {
-    pub(crate) fn new(source: &'a dyn TensorSource, device: Device, matrix_dtype: DType) -> Self {
+    pub(crate) fn new(
+        source: &'a dyn TensorSource,
+        device: Device,
+        dtype: WeightDtype,
+        matrix_dtype: DType,
+    ) -> Self {
         Weights {
             source,
             prefix: String::new(),
             device,
+            dtype,
             matrix_dtype,
         }
     }
@@ -32,6 +107,7 @@ impl<'a> Weights<'a> {
             source: self.source,
             prefix: format!("{}{name}.", self.prefix),
             device: self.device,
+            dtype: self.dtype,
             matrix_dtype: self.matrix_dtype,
         }
     }
@@ -67,16 +143,56 @@ impl<'a> Weights<'a> {
         }
         Ok(to_tensor(&raw)?.to_dtype(dtype)?.to_device(&self.device)?)
     }
+
+    /// The weight matrix `name` of shape `[rows, cols]`, held as [`WeightDtype`] says (stored
+    /// rows only on the CPU; on another device the matrix is widened and moved there).
+    pub(crate) fn matrix(&self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
+        if self.dtype == WeightDtype::F32 || self.device != Device::Cpu {
+            return Ok(Matrix::Dense(self.get_matrix(name, &shape)?));
+        }
+        let full = self.full(name);
+        if !self.source.contains(&full) {
+            return Err(Error::MissingWeight { name: full });
+        }
+        let check = |actual: Vec<usize>| -> Result<()> {
+            if actual != shape {
+                return Err(Error::WeightShape {
+                    name: full.clone(),
+                    expected: shape.to_vec(),
+                    actual,
+                });
+            }
+            Ok(())
+        };
+        if let Some(rows) = self.source.get_quantized(&full)? {
+            check(rows.shape().to_vec())?;
+            return Ok(Matrix::from_rows(Arc::new(GgufRows(rows))));
+        }
+        let raw = self.source.get(&full)?;
+        check(raw.shape.clone())?;
+        Matrix::from_shared_bytes(
+            raw.data.owner().clone(),
+            raw.data.start(),
+            raw.data.len(),
+            dtype_of(raw.dtype),
+            &raw.shape,
+        )
+        .map_err(|e| Error::Input(format!("weight `{}`: {e}", raw.name)))
+    }
+}
+
+fn dtype_of(d: RawDType) -> DType {
+    match d {
+        RawDType::F32 => DType::F32,
+        RawDType::F16 => DType::F16,
+        RawDType::BF16 => DType::BF16,
+    }
 }
 
 /// A raw tensor as an `f32` tensor: aligned `f32` data is used in place (the tensor keeps the
 /// memory map alive); other data is copied or converted.
 pub(crate) fn to_tensor(raw: &RawTensor) -> Result<Tensor> {
-    let dtype = match raw.dtype {
-        RawDType::F32 => DType::F32,
-        RawDType::F16 => DType::F16,
-        RawDType::BF16 => DType::BF16,
-    };
+    let dtype = dtype_of(raw.dtype);
     let t = Tensor::from_shared_bytes(
         raw.data.owner().clone(),
         raw.data.start(),

@@ -335,6 +335,24 @@ mod gguf {
             let tokens = family_tokens(family);
             let (_, want) = read_npy(&family_dir(family).join("logits.npy"));
             let got = model.forward(&tokens, &Plan::dense()).unwrap();
+            // The GGUF rows kept as stored (row maps for the Q/K permutation and the stacked
+            // experts) give the logits of widening at load, bit for bit.
+            let widened = Model::load_as(
+                &config,
+                &store,
+                &Device::Cpu,
+                &Default::default(),
+                finercut_model::WeightDtype::F32,
+            )
+            .unwrap();
+            assert_eq!(
+                got.to_vec_f32().unwrap(),
+                widened
+                    .forward(&tokens, &Plan::dense())
+                    .unwrap()
+                    .to_vec_f32()
+                    .unwrap()
+            );
             let worst = got
                 .as_slice_f32()
                 .unwrap()

@@ -4,7 +4,7 @@
 //! own `sdpa` and `eager` attention differ by up to 1.4e-4).
 
 use finercut_format::{cache, Checkpoint};
-use finercut_model::{Model, Plan};
+use finercut_model::{Model, Plan, WeightDtype};
 use finercut_tensor::Device;
 use std::path::{Path, PathBuf};
 
@@ -118,5 +118,33 @@ fn smollm2_matches_transformers() {
             println!("prompt1 last position: max |Δ| over all {vocab} logits = {diff:.2e}");
             assert!(diff <= TOL, "prompt1 last logits: max difference {diff:e}");
         }
+    }
+}
+
+/// SmolLM2's quantised GGUF blocks kept as stored and widened inside the GEMM give the logits of
+/// dequantising every tensor at load, bit for bit (dense forward and a pruned plan).
+#[test]
+fn smollm2_stored_blocks_match_dequantising_at_load() {
+    let Some(path) = cache::require_downloaded(cache::default_model_path()) else {
+        return;
+    };
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let ids: Vec<Vec<u32>> = vec![(0..40).map(|i| (i * 997 + 13) % 49_152).collect(); 2];
+    let logits = |dtype, plan: &Plan| {
+        let model = Model::load_as(
+            &ckpt.config,
+            ckpt.weights.as_ref(),
+            &Device::Cpu,
+            &Default::default(),
+            dtype,
+        )
+        .unwrap();
+        if dtype == WeightDtype::Stored {
+            assert!(model.weight_storage().keys().all(|t| t != "f32"));
+        }
+        model.forward(&ids, plan).unwrap().to_vec_f32().unwrap()
+    };
+    for plan in [Plan::dense(), Plan::from_removed([3, 10, 41])] {
+        assert!(logits(WeightDtype::Stored, &plan) == logits(WeightDtype::F32, &plan));
     }
 }

@@ -2,7 +2,7 @@
 //! and continuations.
 
 use crate::reference::{assert_close, assert_close_f32, Arch, Tiny, EXPERTS, VOCAB};
-use finercut_model::{Error, Model, Plan, StreamStats};
+use finercut_model::{Error, Model, Plan, StreamStats, WeightDtype};
 use finercut_tensor::Device;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -438,4 +438,31 @@ fn a_huge_head_dim_fails_on_a_shape_not_an_allocation() {
     tiny.config.head_dim = usize::MAX - 1;
     let err = Model::load(&tiny.config, &tiny.source, &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("overflow"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Weight matrices kept as stored (bf16 widened inside the GEMM, or f32 in place) give the
+    /// same logits, bit for bit, as widening every matrix at load: widening is exact and each
+    /// GEMM tile is the same `sgemm` call on the same `f32` values.
+    #[test]
+    fn stored_and_f32_weights_give_identical_logits(
+        arch in prop::sample::select(vec![Arch::Llama, Arch::Qwen2, Arch::Gemma3, Arch::Mixtral]),
+        seed in 0u64..1000,
+        bf16 in any::<bool>(),
+        mask in 0u8..64,
+    ) {
+        let mut t = Tiny::new(arch, seed);
+        t.source.bf16 = bf16;
+        let run = |dtype| {
+            let m = Model::load_as(&t.config, &t.source, &Device::Cpu, &BTreeSet::new(), dtype)
+                .unwrap();
+            m.forward(&tokens(2, 9, seed), &plan_from_mask(mask)).unwrap().to_vec_f32().unwrap()
+        };
+        let stored = run(WeightDtype::Stored);
+        let f32s = run(WeightDtype::F32);
+        prop_assert_eq!(stored.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            f32s.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
 }

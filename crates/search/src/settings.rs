@@ -216,6 +216,10 @@ pub struct Settings {
     /// removal order and scores of the removed units; every runner-up's score is complete.
     #[serde(default)]
     pub exhaustive: bool,
+    /// How the model's weight matrices were held (`--dtype`, e.g. `"stored: Q4_1 ×211 (…)"`);
+    /// recorded, but results do not depend on it (widening is exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl Settings {
@@ -236,6 +240,7 @@ impl Settings {
             threads: 1,
             token_selection: TokenSelection::Last,
             exhaustive: false,
+            weights: None,
         }
     }
 

@@ -5,6 +5,9 @@
 //!
 //! - [`Tensor`]: a contiguous row-major array with a shape, a [`DType`] and a [`Device`]. Weights can be
 //!   used in place from shared bytes such as a memory map ([`Tensor::from_shared_bytes`]).
+//! - [`Matrix`]: a weight matrix, dense `f32` or kept as stored ([`WidenRows`]: bf16/f16 in place,
+//!   or rows a caller widens, such as quantised blocks) and widened to `f32` tile by tile inside the
+//!   GEMM, bit-identical to the dense product.
 //! - [`Device`]: `Cpu`, or `Cuda(CudaDevice)` ([`Device::cuda`], [`Device::parse`] of `cuda:N`). Without
 //!   the `cuda` feature [`CudaDevice`] (and [`CudaStorage`]) are uninhabited, so the CUDA arms of every
 //!   `match` are dead code the compiler checks.
@@ -85,6 +88,7 @@ mod ops;
 mod rope;
 mod storage;
 mod tensor;
+mod widen;
 
 pub use cpu::gemm::backend_name as gemm_backend;
 pub use cpu::pool::release_cached_buffers;
@@ -100,6 +104,7 @@ pub use ops::{
 pub use rope::{Rope, RopeScaling};
 pub use storage::SharedBytes;
 pub use tensor::Tensor;
+pub use widen::{Matrix, WidenRows};
 
 /// The CUDA backend's kernel source and its compilation to PTX (feature `cuda`), for tests and
 /// tools: compiling needs NVRTC, not a GPU.

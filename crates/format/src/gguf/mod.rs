@@ -26,7 +26,7 @@ use crate::{Error, Result};
 
 pub use deci::{pruned_from_gguf, GgufModelOut};
 pub use quants::GgmlType;
-pub use store::{hf_tensor_name, permute_rows, unpermute_rows, GgufStore};
+pub use store::{hf_tensor_name, permute_rows, unpermute_rows, GgufStore, QuantizedRows};
 pub use writer::{write_gguf, GgufTensorOut};
 
 /// GGUF's default data alignment.

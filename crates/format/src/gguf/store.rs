@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::quants::{self, GgmlType};
 use super::{GgufFile, GgufTensorInfo};
 use crate::config::ROPE_FREQS_TENSOR;
 use crate::tensor::{Bytes, DType, RawTensor, TensorSource};
@@ -305,6 +306,148 @@ impl GgufStore {
     }
 }
 
+/// Where the rows of a [`QuantizedRows`] come from in the GGUF tensor.
+#[derive(Debug, Clone, Copy)]
+enum RowMap {
+    /// Row `r` is GGUF row `first + r`.
+    Offset { first: usize },
+    /// Row `r` is GGUF row `gguf_row_of(r, per_head)` (llama.cpp's Q/K permutation undone).
+    Unpermute { per_head: usize },
+}
+
+/// A matrix of a GGUF file kept as stored (quantised blocks, or F16/BF16/F32 rows) in Hugging Face
+/// row order, for a caller that dequantises rows only when it needs them
+/// ([`TensorSource::get_quantized`]). Its rows dequantise to exactly the values of
+/// [`GgufStore::get_f32`].
+#[derive(Clone)]
+pub struct QuantizedRows {
+    name: String,
+    path: std::path::PathBuf,
+    ggml_type: GgmlType,
+    data: Bytes,
+    rows: usize,
+    row_len: usize,
+    row_bytes: usize,
+    map: RowMap,
+}
+
+impl std::fmt::Debug for QuantizedRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "QuantizedRows({}, {} × {} {})",
+            self.name, self.rows, self.row_len, self.ggml_type
+        )
+    }
+}
+
+impl QuantizedRows {
+    /// Hugging Face name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ggml storage type of the rows.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ggml_type
+    }
+
+    /// `[rows, cols]` in Hugging Face layout.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows, self.row_len]
+    }
+
+    /// Bytes the rows occupy as stored.
+    pub fn stored_bytes(&self) -> usize {
+        self.rows * self.row_bytes
+    }
+
+    /// Dequantises rows `first..first + out.len() / cols` into `out` (whole rows), with the
+    /// arithmetic of [`quants::dequantize_row`].
+    pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) -> Result<()> {
+        let n = out.len() / self.row_len.max(1);
+        if self.row_len == 0 || out.len() != n * self.row_len || first + n > self.rows {
+            return Err(Error::bad_tensor(
+                &self.path,
+                &self.name,
+                format!(
+                    "rows {first}..+{} of {} requested",
+                    out.len() as f64 / self.row_len.max(1) as f64,
+                    self.rows
+                ),
+            ));
+        }
+        for (i, dst) in out.chunks_exact_mut(self.row_len).enumerate() {
+            let r = first + i;
+            let s = match self.map {
+                RowMap::Offset { first } => first + r,
+                RowMap::Unpermute { per_head } => gguf_row_of(r, per_head),
+            };
+            let src = self
+                .data
+                .get(s * self.row_bytes..(s + 1) * self.row_bytes)
+                .ok_or_else(|| {
+                    Error::bad_tensor(&self.path, &self.name, format!("row {s} outside the data"))
+                })?;
+            quants::dequantize_row(self.ggml_type, src, dst)
+                .map_err(|msg| Error::bad_tensor(&self.path, &self.name, msg))?;
+        }
+        Ok(())
+    }
+}
+
+impl GgufStore {
+    /// Matrix `name` kept as stored, when it is a 2-D tensor whose rows [`quants::dequantize_row`]
+    /// handles (`None` for vectors and for transforms that change values, such as Gemma's norms).
+    pub fn quantized_rows(&self, name: &str) -> Result<Option<QuantizedRows>> {
+        let Some(m) = self.entries.get(name) else {
+            return Ok(None);
+        };
+        let t: &GgufTensorInfo = &self.file.tensors()[m.tensor];
+        if m.shape.len() != 2 || !t.ggml_type.can_dequantize() {
+            return Ok(None);
+        }
+        let Some((block, block_bytes)) = t.ggml_type.layout() else {
+            return Ok(None);
+        };
+        let (rows, row_len) = (m.shape[0], m.shape[1]);
+        if row_len != t.row_len() || row_len == 0 || !row_len.is_multiple_of(block) {
+            return Ok(None);
+        }
+        let map = match m.transform {
+            Transform::Identity => RowMap::Offset { first: 0 },
+            Transform::Expert { first_row } => RowMap::Offset { first: first_row },
+            Transform::Unpermute { groups } => RowMap::Unpermute {
+                per_head: rows / groups,
+            },
+            Transform::SubOne => return Ok(None),
+        };
+        let data = self.file.tensor_bytes(&t.name)?;
+        let row_bytes = row_len / block * block_bytes;
+        let last = match map {
+            RowMap::Offset { first } => first + rows,
+            RowMap::Unpermute { .. } => rows,
+        };
+        if last > t.n_rows() || data.len() < last * row_bytes {
+            return Err(Error::bad_tensor(
+                self.file.path(),
+                &t.name,
+                format!("{rows} rows of {row_bytes} bytes do not fit the tensor's data"),
+            ));
+        }
+        Ok(Some(QuantizedRows {
+            name: name.to_string(),
+            path: self.file.path().to_path_buf(),
+            ggml_type: t.ggml_type,
+            data,
+            rows,
+            row_len,
+            row_bytes,
+            map,
+        }))
+    }
+}
+
 /// For a merged expert tensor `blk.N.ffn_{gate,up,down}_exps.weight`, the per-expert HF names.
 fn expert_names(t: &GgufTensorInfo) -> Option<Vec<String>> {
     let rest = t.name.strip_prefix("blk.")?;
@@ -333,6 +476,10 @@ impl TensorSource for GgufStore {
 
     fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    fn get_quantized(&self, name: &str) -> Result<Option<QuantizedRows>> {
+        self.quantized_rows(name)
     }
 
     fn get(&self, name: &str) -> Result<RawTensor> {

@@ -33,8 +33,7 @@ const TILE_N: usize = 2048;
 const MIN_TILES: usize = 8;
 
 /// Tile sizes `(rows, cols)` for an `m×n` output.
-#[cfg_attr(not(finercut_openblas), allow(dead_code))]
-fn tiling(m: usize, n: usize) -> (usize, usize) {
+pub(crate) fn tiling(m: usize, n: usize) -> (usize, usize) {
     let (mut tm, mut tn) = (m.clamp(1, TILE_M), n.clamp(1, TILE_N));
     let count = |tm: usize, tn: usize| m.div_ceil(tm) * n.div_ceil(tn);
     while count(tm, tn) < MIN_TILES {
@@ -49,8 +48,7 @@ fn tiling(m: usize, n: usize) -> (usize, usize) {
     (tm, tn)
 }
 /// Problems below this many multiply-adds run as one call on the current thread.
-#[cfg_attr(not(finercut_openblas), allow(dead_code))]
-const SMALL: usize = 1 << 21;
+pub(crate) const SMALL: usize = 1 << 21;
 
 impl Gemm {
     fn check(&self, a: &[f32], b: &[f32], c: &[f32]) -> Result<()> {
@@ -125,6 +123,20 @@ pub(crate) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Resu
         backend::sgemm_serial(g, a, b, c);
     }
     Ok(())
+}
+
+/// Runs one tile of a larger product, `g` describing the tile (`g.m × g.n` outputs, the larger
+/// product's leading dimensions), on the current thread: the same kernel call as each tile of
+/// [`sgemm`], for callers that prepare the tile's operands themselves (`crate::widen`).
+///
+/// # Safety
+///
+/// `a`, `b` and `c` must address `g`'s operands with its leading dimensions inside live
+/// allocations, nothing else may access that block of `c` during the call, and every dimension
+/// and leading dimension must fit in `i32`.
+pub(crate) unsafe fn sgemm_tile(g: Gemm, a: *const f32, b: *const f32, c: *mut f32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { backend::tile(g, a, b, c) }
 }
 
 /// A raw pointer that may cross threads; each user writes a disjoint region.
@@ -297,6 +309,15 @@ mod backend {
         }
     }
 
+    /// # Safety
+    ///
+    /// See [`super::sgemm_tile`].
+    pub(super) unsafe fn tile(g: Gemm, a: *const f32, b: *const f32, c: *mut f32) {
+        INIT.call_once(init);
+        // SAFETY: guaranteed by the caller.
+        unsafe { call(g, g.m, g.n, a, b, c) };
+    }
+
     pub(super) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         INIT.call_once(init);
         // SAFETY: `Gemm::check` verified the slices cover the whole product; `c` is borrowed mutably.
@@ -373,11 +394,19 @@ mod backend {
     }
 
     pub(super) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+        // SAFETY: `Gemm::check` verified that all addressed elements lie inside the slices.
+        unsafe { tile(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) }
+    }
+
+    /// # Safety
+    ///
+    /// See [`super::sgemm_tile`].
+    pub(super) unsafe fn tile(g: Gemm, a: *const f32, b: *const f32, c: *mut f32) {
         let (rsb, csb) = match g.b_layout {
             BLayout::KxN => (g.ldb as isize, 1),
             BLayout::NxK => (1, g.ldb as isize),
         };
-        // SAFETY: `Gemm::check` verified that all addressed elements lie inside the slices;
+        // SAFETY: the caller guarantees that all addressed elements lie inside live allocations;
         // matrixmultiply computes each element with the same kernel whatever its thread count.
         unsafe {
             matrixmultiply::sgemm(
@@ -385,14 +414,14 @@ mod backend {
                 g.k,
                 g.n,
                 g.alpha,
-                a.as_ptr(),
+                a,
                 g.lda as isize,
                 1,
-                b.as_ptr(),
+                b,
                 rsb,
                 csb,
                 if g.accumulate { 1.0 } else { 0.0 },
-                c.as_mut_ptr(),
+                c,
                 g.ldc as isize,
                 1,
             );
