@@ -336,3 +336,11 @@ fn gemma3_logits_match_transformers() {
         logits(&f, m);
     }
 }
+
+#[test]
+fn gemma3_wikitext2_perplexity_matches_transformers() {
+    let f = gemma3();
+    if let Some(m) = load(&f, &GEMMA3) {
+        wikitext2_perplexity(&f, m);
+    }
+}
