@@ -656,12 +656,13 @@ mod tests {
             Cases::of(&[1, 2, 3, 4]),
             Cases {
                 attention_only: vec![0],
-                ffn_only: vec![],
+                ffn_only: vec![2],
                 whole: vec![1]
             }
         );
-        assert!(!covers_every_case(&[1, 2, 3, 4]));
-        assert!(covers_every_case(&[1, 2, 3, 4, 6]));
+        assert!(covers_every_case(&[1, 2, 3, 4]));
+        assert!(!covers_every_case(&[1, 2, 3]));
+        assert!(!covers_every_case(&[2, 3, 4]));
         let (d, kl) = compare(&[-0.1, -2.4], &[-0.1, -2.4]).unwrap();
         assert_eq!((d, kl), (0.0, 0.0));
     }

@@ -1,6 +1,6 @@
 //! Writing GGUF v3 files: the inverse of [`super::GgufFile::from_bytes`].
 //!
-//! The layout is ggml's `docs/gguf.md`: header, metadata, tensor infos, padding to
+//! The layout is ggml's `docs/GGUF.md`: header, metadata, tensor infos, padding to
 //! `general.alignment` (32 unless the metadata says otherwise), then each tensor's bytes at an
 //! aligned offset relative to the start of the data section. Tensor bytes are written as given
 //! (quantised blocks are copied, never requantised), so a tensor read from one GGUF file and
