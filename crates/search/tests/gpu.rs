@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use finercut_format::{Bytes, DType, ModelConfig, RawTensor, TensorSource};
+use finercut_format::{Bytes, DType, ModelConfig, RawTensor};
 use finercut_metrics::Metric;
 use finercut_model::{Model, Plan};
 use finercut_search::model_scorer::{StreamingScorer, GROUP_ROWS};
@@ -18,25 +18,8 @@ use finercut_search::{run, Inputs, Method, Provenance, SearchResult, Settings, S
 use finercut_tensor::Device;
 use rand::{Rng, SeedableRng};
 
-struct MemSource(BTreeMap<String, RawTensor>);
-
-impl TensorSource for MemSource {
-    fn names(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
-    }
-    fn get(&self, name: &str) -> finercut_format::Result<RawTensor> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| finercut_format::Error::MissingTensor {
-                name: name.to_owned(),
-                origin: "memory".to_owned(),
-            })
-    }
-}
+mod common;
+use common::MemSource;
 
 /// Shape of a random Llama.
 #[derive(Clone, Copy)]

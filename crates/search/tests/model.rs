@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use finercut_format::{Bytes, DType, ModelConfig, RawTensor, TensorSource};
+use finercut_format::{Bytes, DType, ModelConfig, RawTensor};
 use finercut_metrics::Metric;
 use finercut_model::Model;
 use finercut_search::model_scorer::{ModelHiddenStates, NaiveScorer, StreamingScorer};
@@ -13,26 +13,7 @@ use finercut_search::{
 };
 use rand::{Rng, SeedableRng};
 
-/// Tensors held in memory.
-struct MemSource(BTreeMap<String, RawTensor>);
-
-impl TensorSource for MemSource {
-    fn names(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
-    }
-    fn get(&self, name: &str) -> finercut_format::Result<RawTensor> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| finercut_format::Error::MissingTensor {
-                name: name.to_owned(),
-                origin: "memory".to_owned(),
-            })
-    }
-}
+use crate::common::MemSource;
 
 const VOCAB: usize = 40;
 const HIDDEN: usize = 16;

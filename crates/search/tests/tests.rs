@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap.
 
+mod common;
 mod families;
 mod model;
 
