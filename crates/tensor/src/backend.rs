@@ -19,11 +19,9 @@ pub(crate) enum BLayout {
     NxK,
 }
 
-/// `batch` packed products `C[m×n] = A[m×k]·op(B)`; batch entry `i` reads `A` at `i·m·k`, `B` at
-/// `i·k·n` and writes `C` at `i·m·n` (the first `batch·m·n` elements of the output).
+/// The product `C[m×n] = A[m×k]·op(B)`, written into the first `m·n` elements of the output.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmSpec {
-    pub batch: usize,
     pub m: usize,
     pub n: usize,
     pub k: usize,

@@ -235,7 +235,6 @@ impl Tensor {
         }
         let mut out = Tensor::empty(&shape, &same_device(op, self, w)?)?;
         let spec = GemmSpec {
-            batch: 1,
             m,
             n,
             k,
@@ -262,7 +261,6 @@ impl Tensor {
         }
         let (m, k, n) = (self.rows(), self.cols(), w.shape[0]);
         let spec = GemmSpec {
-            batch: 1,
             m,
             n,
             k,

@@ -123,7 +123,7 @@ impl BackendStorage for CpuStorage {
 
     fn gemm(&self, b: &Self, spec: GemmSpec, out: &mut Self) -> Result<()> {
         let op = "matmul";
-        let GemmSpec { batch, m, n, k, .. } = spec;
+        let GemmSpec { m, n, k, .. } = spec;
         let g = Gemm {
             alpha: 1.0,
             m,
@@ -140,18 +140,7 @@ impl BackendStorage for CpuStorage {
         };
         let (a, bm) = (self.as_f32(op)?, b.as_f32(op)?);
         let c = out.as_f32_mut(op)?;
-        if batch == 1 {
-            return gemm::sgemm(g, a, bm, &mut c[..m * n]);
-        }
-        for i in 0..batch {
-            gemm::sgemm(
-                g,
-                &a[i * m * k..(i + 1) * m * k],
-                &bm[i * k * n..(i + 1) * k * n],
-                &mut c[i * m * n..(i + 1) * m * n],
-            )?;
-        }
-        Ok(())
+        gemm::sgemm(g, a, bm, &mut c[..m * n])
     }
 
     fn rms_norm(

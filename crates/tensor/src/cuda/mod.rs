@@ -647,15 +647,15 @@ impl BackendStorage for CudaStorage {
         let op = "matmul";
         self.same_card(op, b)?;
         self.same_card(op, out)?;
-        let GemmSpec { batch, m, n, k, .. } = spec;
-        if batch == 0 || m == 0 || n == 0 {
+        let GemmSpec { m, n, k, .. } = spec;
+        if m == 0 || n == 0 {
             return Ok(());
         }
         if k == 0 {
             // An empty sum: zeros (cuBLAS would leave C as it is with beta = 0 only by accident).
-            let z = vec![0f32; batch * m * n];
+            let z = vec![0f32; m * n];
             let stream = self.be.stream.clone();
-            let mut d = out.f32_mut(op)?.slice_mut(..batch * m * n);
+            let mut d = out.f32_mut(op)?.slice_mut(..m * n);
             return stream
                 .memcpy_htod(&z, &mut d)
                 .map_err(|e| driver_err(op, e));
@@ -709,58 +709,30 @@ impl BackendStorage for CudaStorage {
         let algo = blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
         let c_type = blas_sys::cudaDataType_t::CUDA_R_32F;
         // SAFETY: the pointers are live device allocations of the sizes the shapes need (checked by
-        // the caller: A holds batch·m·k, B batch·k·n, C at least batch·m·n elements); the handle is
+        // the caller: A holds m·k, B k·n, C at least m·n elements); the handle is
         // used under its mutex on the stream that orders every access to these buffers.
         let status = unsafe {
-            if batch == 1 {
-                blas_sys::cublasGemmEx(
-                    blas.0,
-                    transa,
-                    transb,
-                    mi,
-                    ni,
-                    ki,
-                    (&alpha as *const f32).cast::<c_void>(),
-                    b_ptr as *const c_void,
-                    dtype,
-                    lda,
-                    a_ptr as *const c_void,
-                    dtype,
-                    ldb,
-                    (&beta as *const f32).cast::<c_void>(),
-                    c_ptr as *mut c_void,
-                    c_type,
-                    ldc,
-                    compute,
-                    algo,
-                )
-            } else {
-                blas_sys::cublasGemmStridedBatchedEx(
-                    blas.0,
-                    transa,
-                    transb,
-                    mi,
-                    ni,
-                    ki,
-                    (&alpha as *const f32).cast::<c_void>(),
-                    b_ptr as *const c_void,
-                    dtype,
-                    lda,
-                    (k * n) as i64,
-                    a_ptr as *const c_void,
-                    dtype,
-                    ldb,
-                    (m * k) as i64,
-                    (&beta as *const f32).cast::<c_void>(),
-                    c_ptr as *mut c_void,
-                    c_type,
-                    ldc,
-                    (m * n) as i64,
-                    i32_of(op, batch)?,
-                    compute,
-                    algo,
-                )
-            }
+            blas_sys::cublasGemmEx(
+                blas.0,
+                transa,
+                transb,
+                mi,
+                ni,
+                ki,
+                (&alpha as *const f32).cast::<c_void>(),
+                b_ptr as *const c_void,
+                dtype,
+                lda,
+                a_ptr as *const c_void,
+                dtype,
+                ldb,
+                (&beta as *const f32).cast::<c_void>(),
+                c_ptr as *mut c_void,
+                c_type,
+                ldc,
+                compute,
+                algo,
+            )
         };
         blas_err("cublasGemmEx", status)
     }
