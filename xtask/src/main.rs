@@ -67,7 +67,7 @@ enum Cmd {
     Reproduce {
         /// table2, figure3, figure4, figure1b, ablation or all.
         what: String,
-        /// Further arguments for `finercut reproduce` (--full, --smoke, --model, --out, --threads).
+        /// Further arguments for `finercut reproduce` (--full, --smoke, --models, --out, --threads).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

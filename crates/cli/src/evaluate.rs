@@ -1,12 +1,11 @@
 //! `finercut eval`: the paper's benchmarks, scored like lm-evaluation-harness 0.4.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use finercut_eval::{evaluate_with, render_table, EvalOptions, EvalReport, TaskName};
+use finercut_eval::{render_table, EvalOptions, EvalReport, TaskName};
 
-use crate::common::{self, Loaded};
+use crate::common;
 use crate::run::PlanArgs;
 
 /// Arguments of `finercut eval`.
@@ -39,46 +38,6 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// Evaluates a loaded model under a plan.
-pub fn evaluate_plan(
-    loaded: &Loaded,
-    removed: &BTreeSet<usize>,
-    tasks: &[TaskName],
-    options: &EvalOptions,
-    show_progress: bool,
-) -> anyhow::Result<EvalReport> {
-    let plan = loaded.plan_with(removed);
-    let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
-    let bar = show_progress.then(|| {
-        common::progress_bar(
-            0,
-            "{prefix:>14} [{bar:30}] {pos}/{len} continuations {per_sec} eta {eta}",
-        )
-    });
-    // Without a terminal (a log file) the bar is hidden: a line per finished task instead.
-    let plain = show_progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let t0 = std::time::Instant::now();
-    let report = evaluate_with(&lm, tasks, options, &mut |p| {
-        if let Some(bar) = &bar {
-            bar.set_prefix(p.task.to_string());
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-        }
-        if plain && p.done == p.total {
-            eprintln!(
-                "[{:>7.1}s] {}: {} continuations scored",
-                t0.elapsed().as_secs_f64(),
-                p.task,
-                p.total
-            );
-        }
-    })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(report)
-}
-
 pub fn main(args: Args) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
     let tasks = TaskName::parse_list(&args.tasks)?;
@@ -89,7 +48,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(finercut_eval::default_data_dir);
     let options = EvalOptions::new(data, args.limit);
-    let report = evaluate_plan(&loaded, &removed, &tasks, &options, true)?;
+    let report = finercut_pipeline::evaluate_plan(&loaded, &removed, &tasks, &options, true)?;
     println!("{}", render_table(&report));
     if let Some(dense_path) = &args.dense {
         let text = std::fs::read_to_string(dense_path)

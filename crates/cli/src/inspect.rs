@@ -54,21 +54,23 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         result.settings.level,
         ratio * 100.0
     );
-    let data = crate::plots::Figure4Data {
+    let data = finercut_reproduce::plots::Figure4Data {
         method: result.settings.method.to_string(),
         ratio_percent: ratio * 100.0,
-        panels: vec![crate::plots::SublayerGrid::from_sublayer_indices(
-            result
-                .provenance
-                .model_sha256
-                .get(..12)
-                .unwrap_or("model")
-                .to_owned(),
-            result.num_blocks,
-            removed,
-        )],
+        panels: vec![
+            finercut_reproduce::plots::SublayerGrid::from_sublayer_indices(
+                result
+                    .provenance
+                    .model_sha256
+                    .get(..12)
+                    .unwrap_or("model")
+                    .to_owned(),
+                result.num_blocks,
+                removed,
+            ),
+        ],
     };
-    let rendered = crate::plots::figure4(&svg, &data)
+    let rendered = finercut_reproduce::plots::figure4(&svg, &data)
         .with_context(|| format!("cannot write {}", svg.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);

@@ -390,7 +390,7 @@ pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow
     }
     write_json(
         &dir.join("tokenizer.json"),
-        &crate::tiny::byte_tokenizer(256),
+        &finercut_pipeline::byte_tokenizer(256),
     )?;
     write_json(&dir.join("config.json"), &spec.config())
         .with_context(|| format!("cannot write {}", dir.display()))?;

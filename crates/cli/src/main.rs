@@ -8,12 +8,10 @@ mod evaluate;
 mod export;
 mod inspect;
 mod like;
-mod plots;
 mod prune;
 mod reproduce;
 mod run;
 mod speed;
-mod tiny;
 
 use std::path::PathBuf;
 
@@ -104,14 +102,15 @@ fn main() -> std::process::ExitCode {
         }),
         Command::MakeTiny {
             dir, seed, blocks, ..
-        } => tiny::write_tiny_model(
+        } => finercut_pipeline::write_tiny_model(
             &dir,
-            &tiny::TinySpec {
+            &finercut_pipeline::TinySpec {
                 seed,
                 blocks: blocks.map_or(4, |b| b as usize),
-                ..tiny::TinySpec::default()
+                ..finercut_pipeline::TinySpec::default()
             },
-        ),
+        )
+        .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use finercut_eval::{perplexity, PerplexityOptions, PerplexityReport};
+use finercut_eval::PerplexityOptions;
 use finercut_search::SearchResult;
 
 use crate::common::{self, Loaded};
@@ -140,30 +140,6 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
     Ok((a, b))
 }
 
-/// Perplexity of a loaded model under a plan.
-pub fn perplexity_of(
-    loaded: &Loaded,
-    removed: &BTreeSet<usize>,
-    text: &str,
-    options: &PerplexityOptions,
-    show_progress: bool,
-) -> anyhow::Result<PerplexityReport> {
-    let plan = loaded.plan_with(removed);
-    let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
-    let bar = show_progress
-        .then(|| common::progress_bar(0, "ppl [{bar:30}] {pos}/{len} windows {per_sec} eta {eta}"));
-    let report = perplexity(&lm, text, options, &mut |p| {
-        if let Some(bar) = &bar {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-        }
-    })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(report)
-}
-
 pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
     let loaded = common::load_model(&args.model)?;
@@ -172,7 +148,7 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     let mut options = PerplexityOptions::new(args.seq_len);
     options.max_windows = args.max_windows;
     options.exclude = args.exclude.map(|(a, b)| a..b);
-    let report = perplexity_of(&loaded, &removed, &text, &options, !args.json)?;
+    let report = finercut_pipeline::perplexity_of(&loaded, &removed, &text, &options, !args.json)?;
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some(o) = v.as_object_mut() {

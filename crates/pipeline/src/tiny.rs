@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::{Context, Result};
 use finercut_format::{write_safetensors, DType};
 use serde_json::json;
 
@@ -96,7 +96,7 @@ impl SplitMix {
 }
 
 /// Writes the tiny model into `dir` (config.json, tokenizer.json, model.safetensors).
-pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> anyhow::Result<()> {
+pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let vocab = 257usize;
     let eos = 256u32;
@@ -120,10 +120,10 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> anyhow::Result<()> {
         "eos_token_id": eos,
         "torch_dtype": "float32",
     });
-    crate::common::write_json_atomic(&dir.join("config.json"), &config)?;
+    crate::write_json_atomic(&dir.join("config.json"), &config)?;
 
     let tokenizer = byte_tokenizer(eos);
-    crate::common::write_json_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
+    crate::write_json_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
 
     let mut rng = SplitMix(spec.seed);
     let d = spec.hidden;

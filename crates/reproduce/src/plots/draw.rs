@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -24,7 +24,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use finercut_pipeline::Context;
+
+use crate::error::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 /// One point of a perplexity curve.
@@ -355,14 +357,14 @@ pub fn ablation(path: &Path, data: &AblationData) -> Result<Rendered> {
 
 /// Writes the SVG, the JSON and the CSV, then tries the PNG; each file atomically.
 fn write_all<T: Serialize>(path: &Path, svg: &str, data: &T, csv: &str) -> Result<Rendered> {
-    crate::common::write_file_atomic(path, svg)?;
+    finercut_pipeline::write_file_atomic(path, svg)?;
     let json_path = path.with_extension("json");
-    crate::common::write_json_atomic(
+    finercut_pipeline::write_json_atomic(
         &json_path,
         &serde_json::to_value(data).context("serialising figure data")?,
     )?;
     let csv_path = path.with_extension("csv");
-    crate::common::write_file_atomic(&csv_path, csv)?;
+    finercut_pipeline::write_file_atomic(&csv_path, csv)?;
     let png = svg_to_png(path, &path.with_extension("png"));
     Ok(Rendered {
         svg: path.to_path_buf(),
@@ -395,7 +397,7 @@ pub fn svg_to_png(svg: &Path, png: &Path) -> Png {
             }
             Err(e) => notes.push(format!("{program} could not start: {e}")),
             Ok(out) if out.status.success() && !out.stdout.is_empty() => {
-                match crate::common::write_file_atomic(png, &out.stdout) {
+                match finercut_pipeline::write_file_atomic(png, &out.stdout) {
                     Ok(()) => {
                         return Png::Written {
                             path: png.to_path_buf(),

@@ -1,0 +1,75 @@
+//! Scoring a plan: the benchmarks and perplexity of a loaded model with sublayers removed.
+
+use std::collections::BTreeSet;
+
+use finercut_eval::{
+    evaluate_with, perplexity, EvalOptions, EvalReport, PerplexityOptions, PerplexityReport,
+    TaskName,
+};
+
+use crate::error::Result;
+use crate::Loaded;
+
+/// Evaluates a loaded model under a plan.
+pub fn evaluate_plan(
+    loaded: &Loaded,
+    removed: &BTreeSet<usize>,
+    tasks: &[TaskName],
+    options: &EvalOptions,
+    show_progress: bool,
+) -> Result<EvalReport> {
+    let plan = loaded.plan_with(removed);
+    let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
+    let bar = show_progress.then(|| {
+        crate::progress_bar(
+            0,
+            "{prefix:>14} [{bar:30}] {pos}/{len} continuations {per_sec} eta {eta}",
+        )
+    });
+    // Without a terminal (a log file) the bar is hidden: a line per finished task instead.
+    let plain = show_progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
+    let report = evaluate_with(&lm, tasks, options, &mut |p| {
+        if let Some(bar) = &bar {
+            bar.set_prefix(p.task.to_string());
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        }
+        if plain && p.done == p.total {
+            eprintln!(
+                "[{:>7.1}s] {}: {} continuations scored",
+                t0.elapsed().as_secs_f64(),
+                p.task,
+                p.total
+            );
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report)
+}
+
+/// Perplexity of a loaded model under a plan.
+pub fn perplexity_of(
+    loaded: &Loaded,
+    removed: &BTreeSet<usize>,
+    text: &str,
+    options: &PerplexityOptions,
+    show_progress: bool,
+) -> Result<PerplexityReport> {
+    let plan = loaded.plan_with(removed);
+    let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
+    let bar = show_progress
+        .then(|| crate::progress_bar(0, "ppl [{bar:30}] {pos}/{len} windows {per_sec} eta {eta}"));
+    let report = perplexity(&lm, text, options, &mut |p| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report)
+}

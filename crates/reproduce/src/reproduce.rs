@@ -1,0 +1,1012 @@
+//! `finercut reproduce`: the paper's Table 2, figures and ablations on the models available here.
+//!
+//! Every search and evaluation is cached under `OUT/cache/`, keyed by the SHA-256 of the model,
+//! the calibration tokens and the settings, so a rerun finishes from the cache and an interrupted
+//! one picks up where it stopped (searches resume from their per-step checkpoints).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use finercut_eval::{EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName};
+use finercut_metrics::Metric;
+use finercut_pipeline::{self as pipeline, Context, Loaded};
+use finercut_search::inspect::Inspection;
+use finercut_search::{Level, Method, Provenance, SearchResult, Settings, Stop};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::Result;
+use crate::models::ModelChoice;
+use crate::plots;
+use crate::stats::{self, Bootstrap, Comparison, Outcomes, Standing};
+use crate::{Options, ProfileKind, What};
+
+/// Settings of one reproduction profile; written into every result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
+    /// `default`, `full` or `smoke`.
+    pub name: String,
+    /// Calibration sequences.
+    pub samples: usize,
+    /// Tokens per calibration sequence.
+    pub seq_len: usize,
+    /// First calibration token in WikiText-2 test.
+    pub calib_offset: usize,
+    /// Documents per zero-shot task where the dense model is at chance (`None`: all).
+    pub limit: Option<usize>,
+    /// Documents per zero-shot task where the dense model is above chance (`None`: all).
+    pub limit_above_chance: Option<usize>,
+    /// MMLU questions per subject (`None`: all).
+    pub mmlu_limit: Option<usize>,
+    /// Perplexity window length.
+    pub ppl_seq_len: usize,
+    /// Perplexity windows (`None`: all).
+    pub ppl_max_windows: Option<usize>,
+    /// Fraction of sublayers removed in Table 2.
+    pub ratio: f64,
+    /// Removal ratios of Figure 3.
+    pub figure3_ratios: Vec<f64>,
+    /// The paired bootstrap of the intervals.
+    pub bootstrap: Bootstrap,
+}
+
+impl Profile {
+    /// The settings of a profile.
+    pub fn new(kind: ProfileKind) -> Profile {
+        match kind {
+            ProfileKind::Smoke => Profile {
+                name: "smoke".into(),
+                samples: 2,
+                seq_len: 32,
+                calib_offset: 0,
+                limit: Some(4),
+                limit_above_chance: Some(6),
+                mmlu_limit: Some(1),
+                ppl_seq_len: 32,
+                ppl_max_windows: Some(4),
+                ratio: 0.25,
+                figure3_ratios: vec![0.0, 0.25, 0.5],
+                bootstrap: Bootstrap {
+                    replicates: 200,
+                    ..Bootstrap::default()
+                },
+            },
+            ProfileKind::Full => Profile {
+                name: "full".into(),
+                samples: 10,
+                seq_len: 256,
+                calib_offset: 0,
+                limit: Some(1000),
+                limit_above_chance: Some(1000),
+                mmlu_limit: Some(50),
+                ppl_seq_len: 256,
+                ppl_max_windows: None,
+                ratio: 0.25,
+                figure3_ratios: (0..=10).map(|i| i as f64 * 0.05).collect(),
+                bootstrap: Bootstrap::default(),
+            },
+            ProfileKind::Default => Profile {
+                name: "default".into(),
+                samples: 2,
+                seq_len: 128,
+                calib_offset: 0,
+                limit: Some(40),
+                limit_above_chance: Some(100),
+                mmlu_limit: Some(1),
+                ppl_seq_len: 256,
+                ppl_max_windows: Some(40),
+                ratio: 0.25,
+                figure3_ratios: (0..=5).map(|i| i as f64 * 0.1).collect(),
+                bootstrap: Bootstrap::default(),
+            },
+        }
+    }
+
+    fn caption(&self) -> String {
+        let all = |l: Option<usize>| l.map_or("all".into(), |l| l.to_string());
+        format!(
+            "profile `{}`: calibration {} × {} tokens of WikiText-2 test from token {}; zero-shot tasks \
+             at most {} documents where the dense model is above chance, else at most {}; MMLU \
+             5-shot at most {} questions per subject; WikiText-2 perplexity over {} windows of {} \
+             tokens disjoint from the calibration slice; {}% of sublayers removed (block methods: \
+             the equal number of whole blocks, rounded down); intervals: paired bootstrap over \
+             documents, {} resamples, seed {}",
+            self.name,
+            self.samples,
+            self.seq_len,
+            self.calib_offset,
+            all(self.limit_above_chance),
+            all(self.limit),
+            all(self.mmlu_limit),
+            self.ppl_max_windows
+                .map_or("all".into(), |l| format!("the first {l}")),
+            self.ppl_seq_len,
+            self.ratio * 100.0,
+            self.bootstrap.replicates,
+            self.bootstrap.seed,
+        )
+    }
+}
+
+/// Shared state of one reproduction.
+struct Ctx {
+    loaded: Loaded,
+    /// Short name of the model, its directory under each output.
+    model_key: String,
+    model_name: String,
+    model_sha: String,
+    seqs: Vec<Vec<u32>>,
+    data_sha: String,
+    text: String,
+    profile: Profile,
+    threads: usize,
+    out: PathBuf,
+    cache: PathBuf,
+    timings: Vec<(String, f64)>,
+    stage: usize,
+    /// Documents per task, decided from the dense model's accuracy ([`Ctx::decide_limits`]).
+    limits: BTreeMap<String, Option<usize>>,
+}
+
+impl Ctx {
+    fn stage<T>(&mut self, name: &str, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+        self.stage += 1;
+        eprintln!("[{}] {name}", self.stage);
+        let t0 = Instant::now();
+        let v = f(self)?;
+        let s = t0.elapsed().as_secs_f64();
+        eprintln!("[{}] {name}: {s:.1} s", self.stage);
+        self.timings.push((name.to_owned(), s));
+        Ok(v)
+    }
+
+    fn key(&self, what: &serde_json::Value) -> String {
+        let text = serde_json::to_string(what).unwrap_or_default();
+        pipeline::sha256_hex(text.as_bytes())[..16].to_owned()
+    }
+
+    /// A finished search, from the cache or computed (resuming an interrupted one).
+    fn search(
+        &mut self,
+        method: Method,
+        metric: Option<Metric>,
+        level: Level,
+        stop: Stop,
+    ) -> Result<SearchResult> {
+        let mut settings = Settings::new(method);
+        if metric.is_some() {
+            settings.metric = metric;
+        }
+        settings.level = level;
+        settings.stop = stop;
+        settings.samples = self.profile.samples;
+        settings.seq_len = self.profile.seq_len;
+        settings.calib_offset = self.profile.calib_offset;
+        settings.threads = self.threads;
+        let mut keyed = settings.clone();
+        keyed.threads = 0;
+        keyed.stop = Stop::End;
+        let key = self.key(&json!({
+            "model": self.model_sha, "data": self.data_sha, "settings": keyed,
+            "version": env!("CARGO_PKG_VERSION"),
+        }));
+        let name = format!(
+            "{}-{}-{}-{key}.json",
+            method.name(),
+            settings.metric.map_or("none".into(), |m| m.to_string()),
+            level.name()
+        );
+        let path = self.cache.join("runs").join(name);
+        std::fs::create_dir_all(self.cache.join("runs"))
+            .with_context(|| format!("cannot create {}", self.cache.display()))?;
+        if let Ok(r) = SearchResult::load(&path) {
+            if r.complete && covers(&r, stop) {
+                return Ok(r);
+            }
+        }
+        let provenance = Provenance {
+            model_sha256: self.model_sha.clone(),
+            data_sha256: self.data_sha.clone(),
+        };
+        Ok(pipeline::execute_search(
+            &self.loaded,
+            &self.seqs,
+            &settings,
+            provenance,
+            &path,
+            true,
+            true,
+        )?)
+    }
+
+    /// The output directory of `what` for this model.
+    fn dir(&self, what: &str) -> PathBuf {
+        self.out.join(what).join(&self.model_key)
+    }
+
+    /// Documents evaluated for `task`: MMLU's per-subject limit, else the limit decided from the
+    /// dense model ([`Ctx::decide_limits`]), else the profile's at-chance limit.
+    fn limit_of(&self, task: TaskName) -> Option<usize> {
+        if task == TaskName::Mmlu {
+            return self.profile.mmlu_limit;
+        }
+        self.limits
+            .get(task.as_str())
+            .copied()
+            .unwrap_or(self.profile.limit)
+    }
+
+    /// Spends documents where they buy certainty: the dense model is evaluated on the profile's
+    /// at-chance limit; every zero-shot task whose accuracy there is above chance by more than 1.96
+    /// standard errors gets the larger limit. The decision is recorded in the results.
+    fn decide_limits(&mut self, tasks: &[TaskName]) -> Result<Vec<LimitDecision>> {
+        self.limits.clear();
+        let probe = self.evaluate(&BTreeSet::new(), tasks)?;
+        let mut decisions = Vec::new();
+        for &t in tasks {
+            if t == TaskName::Mmlu {
+                continue;
+            }
+            let Some(&(value, stderr, n)) = probe.tasks.get(t.as_str()) else {
+                continue;
+            };
+            let chance = chance_level(t);
+            let above = value - 1.96 * stderr.unwrap_or(0.0) > chance;
+            let limit = if above {
+                self.profile.limit_above_chance
+            } else {
+                self.profile.limit
+            };
+            self.limits.insert(t.as_str().to_owned(), limit);
+            decisions.push(LimitDecision {
+                task: t.as_str().to_owned(),
+                dense_accuracy: value,
+                stderr,
+                documents_probed: n,
+                chance,
+                above_chance: above,
+                limit,
+            });
+        }
+        Ok(decisions)
+    }
+
+    /// Evaluation of a plan (benchmarks and perplexity). Each task's result and the perplexity are
+    /// cached on their own, so a task evaluated with the same documents before (the dense probe of
+    /// [`Ctx::decide_limits`]) is not evaluated again.
+    fn evaluate(&mut self, removed: &BTreeSet<usize>, tasks: &[TaskName]) -> Result<Evaluation> {
+        let data = finercut_eval::default_data_dir();
+        let mut reports = Vec::new();
+        let mut outcomes = Outcomes::default();
+        let mut tasks_out = BTreeMap::new();
+        for &task in tasks {
+            let limit = self.limit_of(task);
+            let key = self.key(&json!({
+                "model": self.model_sha, "removed": removed, "task": task.as_str(), "limit": limit,
+                "version": env!("CARGO_PKG_VERSION"),
+            }));
+            let path = self
+                .cache
+                .join("evals")
+                .join(format!("{}-{key}.json", task.as_str()));
+            let cached = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<TaskEvaluation>(&t).ok());
+            let te = match cached {
+                Some(te) => te,
+                None => {
+                    let mut options = EvalOptions::new(data.clone(), limit);
+                    options.record_docs = usize::MAX;
+                    let mut report =
+                        pipeline::evaluate_plan(&self.loaded, removed, &[task], &options, true)?;
+                    let mut o = Outcomes::default();
+                    for t in &mut report.tasks {
+                        o.insert_task(
+                            t.task.as_str(),
+                            t.docs
+                                .iter()
+                                .map(|d| (stats::doc_key(d.subtask.as_deref(), d.doc), d.correct)),
+                        );
+                        // The outcomes keep what the statistics need; the log-likelihoods stay
+                        // out of the cache.
+                        t.docs.clear();
+                    }
+                    let te = TaskEvaluation {
+                        report,
+                        outcomes: o,
+                    };
+                    pipeline::write_json_atomic(
+                        &path,
+                        &serde_json::to_value(&te).context("serialising an evaluation")?,
+                    )?;
+                    te
+                }
+            };
+            for t in &te.report.tasks {
+                tasks_out.insert(t.task.as_str().to_owned(), (t.value, t.stderr, t.n));
+            }
+            outcomes.tasks.extend(te.outcomes.tasks);
+            reports.push(te.report);
+        }
+        let ppl = self.cached_perplexity(removed)?;
+        Ok(Evaluation {
+            removed: removed.clone(),
+            tasks: tasks_out,
+            outcomes,
+            ppl,
+            reports,
+        })
+    }
+
+    /// WikiText-2 perplexity of a plan, from the cache or computed.
+    fn cached_perplexity(&mut self, removed: &BTreeSet<usize>) -> Result<f64> {
+        let key = self.key(&json!({"ppl": self.model_sha, "removed": removed, "p": [self.profile.ppl_seq_len, self.profile.ppl_max_windows, self.profile.calib_offset, self.profile.samples, self.profile.seq_len], "v": env!("CARGO_PKG_VERSION")}));
+        let path = self.cache.join("ppl").join(format!("{key}.json"));
+        if let Some(p) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<f64>(&t).ok())
+        {
+            return Ok(p);
+        }
+        let p = self.perplexity(removed)?.perplexity;
+        pipeline::write_json_atomic(&path, &json!(p))?;
+        Ok(p)
+    }
+
+    fn perplexity(&self, removed: &BTreeSet<usize>) -> Result<PerplexityReport> {
+        let mut options = PerplexityOptions::new(self.profile.ppl_seq_len);
+        options.max_windows = self.profile.ppl_max_windows;
+        let start = self.profile.calib_offset;
+        options.exclude = Some(start..start + self.profile.samples * self.profile.seq_len);
+        Ok(pipeline::perplexity_of(
+            &self.loaded,
+            removed,
+            &self.text,
+            &options,
+            true,
+        )?)
+    }
+
+    fn params_of(&self, removed: &BTreeSet<usize>) -> usize {
+        removed
+            .iter()
+            .map(|&i| self.loaded.model.param_count_of(i))
+            .sum()
+    }
+
+    fn total_params(&self) -> usize {
+        let c = &self.loaded.checkpoint.config;
+        let sub: usize = (0..2 * c.num_hidden_layers)
+            .map(|i| self.loaded.model.param_count_of(i))
+            .sum();
+        let head = if c.tie_word_embeddings {
+            0
+        } else {
+            c.vocab_size * c.hidden_size
+        };
+        sub + c.vocab_size * c.hidden_size + head + c.hidden_size
+    }
+}
+
+/// Chance accuracy of a task's headline metric: one over the number of choices (LAMBADA, which
+/// asks for the exact last word, has none).
+fn chance_level(task: TaskName) -> f64 {
+    match task.as_str() {
+        "boolq" | "piqa" | "winogrande" | "copa" => 0.5,
+        "lambada_openai" => 0.0,
+        _ => 0.25,
+    }
+}
+
+/// How many documents a task got, and why.
+#[derive(Debug, Clone, Serialize)]
+struct LimitDecision {
+    task: String,
+    dense_accuracy: f64,
+    stderr: Option<f64>,
+    documents_probed: usize,
+    chance: f64,
+    above_chance: bool,
+    limit: Option<usize>,
+}
+
+fn covers(r: &SearchResult, stop: Stop) -> bool {
+    match stop {
+        Stop::End => r.exhausted,
+        Stop::Ratio(x) => r.exhausted || r.units_for_ratio(x).is_ok(),
+    }
+}
+
+/// Scores of one plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Evaluation {
+    removed: BTreeSet<usize>,
+    /// task → (value, stderr, n).
+    tasks: BTreeMap<String, (f64, Option<f64>, usize)>,
+    /// Per-document outcomes, for the paired statistics.
+    outcomes: Outcomes,
+    ppl: f64,
+    reports: Vec<EvalReport>,
+}
+
+/// One task's evaluation under one plan, as cached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskEvaluation {
+    report: EvalReport,
+    outcomes: Outcomes,
+}
+
+impl Evaluation {
+    /// Unweighted mean of the task accuracies (the table's "Avg").
+    fn average_of_tasks(&self) -> Option<f64> {
+        let v: Vec<f64> = self.tasks.values().map(|x| x.0).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+/// Runs the reproduction `options` asks for, model by model, and writes the tables and figures
+/// under `options.out` (`<what>/<model>/…`, and `table2/table2.md` with every model's table).
+pub fn run(options: &Options) -> Result<()> {
+    let profile = Profile::new(options.profile);
+    let t_all = Instant::now();
+    let models = ModelChoice::resolve(&options.models, options.profile, &options.out)?;
+    let (text, origin) = pipeline::text_or_wikitext2(None)?;
+    let mut table2_sections = Vec::new();
+    for choice in &models {
+        let model_path = choice.prepare()?;
+        eprintln!("== {}: loading {}", choice.display, model_path.display());
+        let loaded = pipeline::load_model(&model_path, &options.load)?;
+        let model_sha = loaded.checkpoint.sha256()?;
+        let seqs = pipeline::calibration(
+            &loaded.checkpoint.tokenizer,
+            &text,
+            &origin,
+            profile.samples,
+            profile.seq_len,
+            profile.calib_offset,
+        )?;
+        let data_sha = Provenance::tokens_sha256(&seqs);
+        let cache = options
+            .out
+            .join("cache")
+            .join(&profile.name)
+            .join(&choice.key);
+        let mut ctx = Ctx {
+            loaded,
+            model_key: choice.key.clone(),
+            model_name: choice.display.clone(),
+            model_sha,
+            seqs,
+            data_sha,
+            text: text.clone(),
+            profile: profile.clone(),
+            threads: options.threads,
+            out: options.out.clone(),
+            cache,
+            timings: Vec::new(),
+            stage: 0,
+            limits: BTreeMap::new(),
+        };
+        let what = options.what;
+        let all = what == What::All;
+        if all || what == What::Table2 {
+            table2_sections.push(table2(&mut ctx)?);
+        }
+        if all || what == What::Figure3 {
+            figure3(&mut ctx)?;
+        }
+        if all || what == What::Figure4 || what == What::Figure1b {
+            figure4_and_1b(
+                &mut ctx,
+                all || what == What::Figure4,
+                all || what == What::Figure1b,
+            )?;
+        }
+        if all || what == What::Ablation {
+            ablation(&mut ctx)?;
+        }
+        eprintln!(
+            "== {}: finished after {:.1} s in all",
+            choice.display,
+            t_all.elapsed().as_secs_f64()
+        );
+    }
+    if !table2_sections.is_empty() {
+        let path = options.out.join("table2").join("table2.md");
+        pipeline::write_file_atomic(&path, table2_sections.join("\n"))?;
+        println!("written: {}", path.display());
+    }
+    eprintln!("done in {:.1} s", t_all.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The paper's Table 2 methods, in its row order.
+const TABLE2_METHODS: [(&str, Method); 5] = [
+    ("FinerCut", Method::Finercut),
+    ("ShortGPT", Method::Shortgpt),
+    ("DeeperLayers", Method::DeeperLayers),
+    ("SLEB", Method::Sleb),
+    ("BlockPruner", Method::Blockpruner),
+];
+
+fn paper_tasks() -> Vec<TaskName> {
+    TaskName::parse_list("paper").unwrap_or_default()
+}
+
+fn task_header(t: TaskName) -> &'static str {
+    match t.as_str() {
+        "arc_easy" => "ARC-e",
+        "arc_challenge" => "ARC-c",
+        "boolq" => "BoolQ",
+        "hellaswag" => "HellaSwag",
+        "openbookqa" => "OBQA",
+        "piqa" => "PIQA",
+        "winogrande" => "WinoG",
+        "lambada_openai" => "LAMBADA",
+        "mmlu" => "MMLU",
+        "copa" => "COPA",
+        other => other,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    method: String,
+    metric: Option<String>,
+    level: String,
+    removed: Vec<String>,
+    removed_attn: usize,
+    removed_mlp: usize,
+    params_removed: usize,
+    params_removed_fraction: f64,
+    tasks: BTreeMap<String, (f64, Option<f64>, usize)>,
+    average: Option<f64>,
+    retained: Option<f64>,
+    ppl: f64,
+    search_wall_s: f64,
+    search_forward_equivalents: f64,
+    /// This row minus the dense model, with 95% paired bootstrap intervals.
+    vs_dense: Option<Comparison>,
+    /// This row minus FinerCut, with 95% paired bootstrap intervals.
+    vs_finercut: Option<Comparison>,
+    /// How the row stands against FinerCut on the average.
+    standing: Option<Standing>,
+    #[serde(skip)]
+    outcomes: Outcomes,
+}
+
+impl Row {
+    /// A row of the table from an evaluation; the comparisons are filled in afterwards.
+    fn new(method: &str, eval: &Evaluation, dense_avg: Option<f64>) -> Row {
+        let average = eval.average_of_tasks();
+        Row {
+            method: method.into(),
+            metric: None,
+            level: "-".into(),
+            removed: Vec::new(),
+            removed_attn: eval.removed.iter().filter(|&&i| i % 2 == 0).count(),
+            removed_mlp: eval.removed.iter().filter(|&&i| i % 2 == 1).count(),
+            params_removed: 0,
+            params_removed_fraction: 0.0,
+            tasks: eval.tasks.clone(),
+            average,
+            retained: average.zip(dense_avg).map(|(a, d)| a / d),
+            ppl: eval.ppl,
+            search_wall_s: 0.0,
+            search_forward_equivalents: 0.0,
+            vs_dense: None,
+            vs_finercut: None,
+            standing: None,
+            outcomes: eval.outcomes.clone(),
+        }
+    }
+}
+
+/// Table 2 of one model: returns its Markdown section (table, verdict, settings).
+fn table2(ctx: &mut Ctx) -> Result<String> {
+    let tasks = paper_tasks();
+    let dir = ctx.dir("table2");
+    let ratio = ctx.profile.ratio;
+    let decisions = ctx.stage("table2: documents per task from the dense model", |c| {
+        c.decide_limits(&tasks)
+    })?;
+    let dense = ctx.stage("table2: dense model evaluation", |c| {
+        c.evaluate(&BTreeSet::new(), &tasks)
+    })?;
+    let dense_avg = dense.average_of_tasks();
+    let total_params = ctx.total_params();
+    let mut rows = vec![Row::new("Dense", &dense, dense_avg)];
+    for (label, method) in TABLE2_METHODS {
+        let metric = (method == Method::Finercut).then_some(Metric::JsReference);
+        let level = method_level(method);
+        let result = ctx.stage(&format!("table2: {label} search"), |c| {
+            c.search(method, metric, level, Stop::Ratio(ratio))
+        })?;
+        let removed = result.plan_for_ratio(ratio)?;
+        let eval = ctx.stage(&format!("table2: {label} evaluation"), |c| {
+            c.evaluate(&removed, &tasks)
+        })?;
+        let params = ctx.params_of(&removed);
+        rows.push(Row {
+            metric: result.settings.metric.map(|m| m.to_string()),
+            level: result.settings.level.name().into(),
+            removed: result
+                .units_for_ratio(ratio)?
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+            params_removed: params,
+            params_removed_fraction: params as f64 / total_params as f64,
+            search_wall_s: result.total_wall_s(),
+            search_forward_equivalents: result.total_forward_equivalents(),
+            ..Row::new(label, &eval, dense_avg)
+        });
+    }
+    let names: Vec<String> = tasks.iter().map(|t| t.as_str().to_owned()).collect();
+    let boot = ctx.profile.bootstrap;
+    let finercut = rows
+        .iter()
+        .find(|r| r.method == "FinerCut")
+        .map(|r| r.outcomes.clone());
+    for r in rows.iter_mut().skip(1) {
+        r.vs_dense = Some(stats::paired(&r.outcomes, &dense.outcomes, &names, &boot)?);
+        if r.method != "FinerCut" {
+            if let Some(f) = &finercut {
+                let c = stats::paired(&r.outcomes, f, &names, &boot)?;
+                r.standing = Some(Standing::of(&c.average));
+                r.vs_finercut = Some(c);
+            }
+        }
+    }
+    let standings: Vec<(String, Standing)> = rows
+        .iter()
+        .filter_map(|r| r.standing.map(|s| (r.method.clone(), s)))
+        .collect();
+    let verdict = stats::verdict(&ctx.model_name, &standings);
+    let md = render_table2(ctx, &tasks, &rows, &verdict);
+    pipeline::write_file_atomic(&dir.join("table2.md"), &md)?;
+    let results = json!({
+        "table": "table2",
+        "model": ctx.model_name,
+        "model_path": ctx.loaded.path.display().to_string(),
+        "model_sha256": ctx.model_sha,
+        "calibration_sha256": ctx.data_sha,
+        "profile": ctx.profile,
+        "caption": ctx.profile.caption(),
+        "documents_per_task": decisions,
+        "total_params": total_params,
+        "rows": rows,
+        "verdict": verdict,
+        "timings_s": ctx.timings,
+        "threads": ctx.threads,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    pipeline::write_json_atomic(&dir.join("results.json"), &results)?;
+    println!("{md}");
+    println!(
+        "written: {} and {}",
+        dir.join("table2.md").display(),
+        dir.join("results.json").display()
+    );
+    Ok(md)
+}
+
+fn method_level(method: Method) -> Level {
+    match method {
+        Method::Finercut | Method::Blockpruner | Method::FinercutOneshot | Method::Random => {
+            Level::Sublayer
+        }
+        _ => Level::Block,
+    }
+}
+
+/// `+1.2 [−0.8, +3.1]` in percentage points, with `*` when the interval excludes zero.
+fn interval_pp(i: &stats::Interval) -> String {
+    format!(
+        "{:+.1} [{:+.1}, {:+.1}]{}",
+        100.0 * i.estimate,
+        100.0 * i.low,
+        100.0 * i.high,
+        if i.excludes(0.0) { "*" } else { "" }
+    )
+}
+
+fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row], verdict: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "### Table 2: {} with {:.0}% of sublayers removed\n\n",
+        ctx.model_name,
+        ctx.profile.ratio * 100.0
+    ));
+    s.push_str("| Method | Removed (attn/FFN) | Params removed |");
+    for t in tasks {
+        s.push_str(&format!(" {} |", task_header(*t)));
+    }
+    s.push_str(" Avg | Δ Avg vs dense | Δ Avg vs FinerCut | Retained | PPL |\n|---|---|---|");
+    for _ in tasks {
+        s.push_str("---|");
+    }
+    s.push_str("---|---|---|---|---|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {}/{} | {} ({:.1}%) |",
+            r.method,
+            r.removed_attn,
+            r.removed_mlp,
+            human_count(r.params_removed),
+            100.0 * r.params_removed_fraction
+        ));
+        for t in tasks {
+            let marked = r
+                .vs_dense
+                .as_ref()
+                .and_then(|c| c.tasks.get(t.as_str()))
+                .is_some_and(|i| i.excludes(0.0));
+            match r.tasks.get(t.as_str()) {
+                Some((v, _, _)) => s.push_str(&format!(
+                    " {:.1}{} |",
+                    100.0 * v,
+                    if marked { "*" } else { "" }
+                )),
+                None => s.push_str(" – |"),
+            }
+        }
+        let retained = match (&r.vs_dense, r.retained) {
+            (Some(c), _) => format!(
+                "{:.1}% [{:.1}, {:.1}]",
+                100.0 * c.ratio.estimate,
+                100.0 * c.ratio.low,
+                100.0 * c.ratio.high
+            ),
+            (None, Some(a)) => format!("{:.1}%", 100.0 * a),
+            (None, None) => "–".into(),
+        };
+        s.push_str(&format!(
+            " {} | {} | {} | {} | {:.2} |\n",
+            r.average
+                .map_or("–".into(), |a| format!("{:.1}", 100.0 * a)),
+            r.vs_dense
+                .as_ref()
+                .map_or("–".into(), |c| interval_pp(&c.average)),
+            r.vs_finercut
+                .as_ref()
+                .map_or("–".into(), |c| interval_pp(&c.average)),
+            retained,
+            r.ppl
+        ));
+    }
+    s.push_str(&format!("\n**Verdict.** {verdict}\n"));
+    let docs: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| {
+            rows.first()
+                .and_then(|r| r.tasks.get(t.as_str()))
+                .map(|x| format!("{} {}", task_header(*t), x.2))
+        })
+        .collect();
+    s.push_str(&format!(
+        "\nAccuracies in %, acc_norm where the task has it, else acc (lm-evaluation-harness 0.4 \
+         scoring); documents per task: {}. Δ columns: the row minus the dense model / minus \
+         FinerCut on the task average, in points, with 95% paired bootstrap intervals over the \
+         same documents; `*` marks an interval (or, on a task, the difference to the dense model) \
+         that excludes zero. Retained: the row's average over the dense model's, with its \
+         interval. FinerCut uses the reference code's `js-reference` divergence at the sublayer \
+         level; ShortGPT, DeeperLayers and SLEB remove whole blocks, BlockPruner sublayers by \
+         perplexity. PPL: WikiText-2 test perplexity. Settings: {}.\n",
+        docs.join(", "),
+        ctx.profile.caption()
+    ));
+    s
+}
+
+/// `12.3M`, `45.6K` or `789`.
+fn human_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn figure3(ctx: &mut Ctx) -> Result<()> {
+    let ratios = ctx.profile.figure3_ratios.clone();
+    let max = ratios.iter().copied().fold(0.0, f64::max);
+    let methods = [
+        ("FinerCut", Method::Finercut),
+        ("ShortGPT", Method::Shortgpt),
+        ("DeeperLayers", Method::DeeperLayers),
+    ];
+    let mut series = Vec::new();
+    for (label, method) in methods {
+        let metric = (method == Method::Finercut).then_some(Metric::JsReference);
+        let result = ctx.stage(
+            &format!("figure3: {label} search to {:.0}%", max * 100.0),
+            |c| c.search(method, metric, method_level(method), Stop::Ratio(max)),
+        )?;
+        let mut points = Vec::new();
+        for &r in &ratios {
+            let removed = if r == 0.0 {
+                BTreeSet::new()
+            } else {
+                result.plan_for_ratio(r)?
+            };
+            let ppl = ctx.stage(
+                &format!("figure3: {label} perplexity at {:.0}%", r * 100.0),
+                |c| c.cached_perplexity(&removed),
+            )?;
+            // Rounded so that 0.3 × 100 is written as 30, not 30.000000000000004.
+            points.push(((r * 100.0 * 1e6).round() / 1e6, ppl));
+        }
+        series.push(plots::MethodCurve {
+            method: label.to_owned(),
+            points: points
+                .into_iter()
+                .map(|(ratio_percent, perplexity)| plots::CurvePoint {
+                    ratio_percent,
+                    perplexity,
+                })
+                .collect(),
+        });
+    }
+    let dir = ctx.dir("figure3");
+    let data = plots::Figure3Data {
+        model: ctx.model_name.clone(),
+        dataset: "WikiText-2".into(),
+        methods: series,
+    };
+    let files = plots::figure3(&dir.join("figure3.svg"), &data)?;
+    println!("figure3: {files}");
+    Ok(())
+}
+
+fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<()> {
+    let ratio = ctx.profile.ratio;
+    let result = ctx.stage("figure4: FinerCut search", |c| {
+        c.search(
+            Method::Finercut,
+            Some(Metric::JsReference),
+            Level::Sublayer,
+            Stop::Ratio(ratio),
+        )
+    })?;
+    let removed = result.plan_for_ratio(ratio)?;
+    let inspection = Inspection::new(result.num_blocks, &removed);
+    if fig4 {
+        let dir = ctx.dir("figure4");
+        let data = plots::Figure4Data {
+            method: "FinerCut".into(),
+            ratio_percent: ratio * 100.0,
+            panels: vec![plots::SublayerGrid::from_sublayer_indices(
+                ctx.model_name.clone(),
+                result.num_blocks,
+                removed.iter().copied(),
+            )],
+        };
+        let files = plots::figure4(&dir.join("figure4.svg"), &data)?;
+        pipeline::write_file_atomic(&dir.join("figure4.txt"), inspection.text())?;
+        println!("{}", inspection.text());
+        println!("figure4: {files}");
+    }
+    if fig1b {
+        let mut groups = Vec::new();
+        for k in 1..=4 {
+            let r = ratio * k as f64 / 4.0;
+            if let Ok(rem) = result.plan_for_ratio(r) {
+                let grid = plots::SublayerGrid::from_sublayer_indices(
+                    ctx.model_name.clone(),
+                    result.num_blocks,
+                    rem,
+                );
+                groups.push(plots::RemovedCounts::from_grid(
+                    format!("{:.1}%", r * 100.0),
+                    &grid,
+                ));
+            }
+        }
+        let dir = ctx.dir("figure1b");
+        let data = plots::Figure1bData {
+            title: format!(
+                "Attention vs. FFN sublayers removed by FinerCut — {}",
+                ctx.model_name
+            ),
+            group_axis: "Removal ratio".into(),
+            groups,
+        };
+        let files = plots::figure1b(&dir.join("figure1b.svg"), &data)?;
+        println!("figure1b: {files}");
+    }
+    Ok(())
+}
+
+fn ablation(ctx: &mut Ctx) -> Result<()> {
+    let ratio = ctx.profile.ratio;
+    let tasks = paper_tasks();
+    let variants: [(&str, Metric, Level); 5] = [
+        (
+            "sublayers, JS (reference)",
+            Metric::JsReference,
+            Level::Sublayer,
+        ),
+        ("blocks, JS (reference)", Metric::JsReference, Level::Block),
+        ("sublayers, JS (textbook)", Metric::Js, Level::Sublayer),
+        ("sublayers, angular", Metric::Angular, Level::Sublayer),
+        ("sublayers, Euclidean", Metric::Euclidean, Level::Sublayer),
+    ];
+    let mut rows = Vec::new();
+    for (label, metric, level) in variants {
+        let result = ctx.stage(&format!("ablation: {label} search"), |c| {
+            c.search(Method::Finercut, Some(metric), level, Stop::Ratio(ratio))
+        })?;
+        let removed = result.plan_for_ratio(ratio)?;
+        let eval = ctx.stage(&format!("ablation: {label} evaluation"), |c| {
+            c.evaluate(&removed, &tasks)
+        })?;
+        rows.push(json!({
+            "variant": label,
+            "metric": metric.to_string(),
+            "level": level.name(),
+            "average": eval.average_of_tasks(),
+            "ppl": eval.ppl,
+            "tasks": eval.tasks,
+            "removed": result
+                .units_for_ratio(ratio)?
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>(),
+        }));
+    }
+    let dir = ctx.dir("ablation");
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let acc = plots::AblationData {
+        title: format!(
+            "FinerCut ablations at {:.0}% removed: benchmark average — {}",
+            ratio * 100.0,
+            ctx.model_name
+        ),
+        group_axis: "Variant".into(),
+        value_axis: "Average accuracy (%)".into(),
+        log_y: false,
+        groups: vec!["average accuracy".into()],
+        variants: rows
+            .iter()
+            .zip(&names)
+            .map(|(r, n)| plots::AblationVariant {
+                name: n.clone(),
+                values: vec![r["average"].as_f64().map(|a| 100.0 * a)],
+            })
+            .collect(),
+    };
+    let files = plots::ablation(&dir.join("ablation-accuracy.svg"), &acc)?;
+    println!("ablation: {files}");
+    let ppl = plots::AblationData {
+        title: format!(
+            "FinerCut ablations at {:.0}% removed: WikiText-2 perplexity — {}",
+            ratio * 100.0,
+            ctx.model_name
+        ),
+        group_axis: "Variant".into(),
+        value_axis: "Perplexity".into(),
+        log_y: true,
+        groups: vec!["perplexity".into()],
+        variants: rows
+            .iter()
+            .zip(&names)
+            .map(|(r, n)| plots::AblationVariant {
+                name: n.clone(),
+                values: vec![r["ppl"].as_f64()],
+            })
+            .collect(),
+    };
+    let files = plots::ablation(&dir.join("ablation-perplexity.svg"), &ppl)?;
+    println!("ablation: {files}");
+    pipeline::write_json_atomic(
+        &dir.join("results.json"),
+        &json!({"model": ctx.model_name, "model_sha256": ctx.model_sha, "profile": ctx.profile,
+                "caption": ctx.profile.caption(), "rows": rows, "version": env!("CARGO_PKG_VERSION")}),
+    )?;
+    Ok(())
+}
