@@ -184,20 +184,7 @@ impl Ctx {
         settings.seq_len = self.profile.seq_len;
         settings.calib_offset = self.profile.calib_offset;
         settings.threads = self.threads;
-        let mut keyed = settings.clone();
-        keyed.threads = 0;
-        keyed.stop = Stop::End;
-        let key = self.key(&json!({
-            "model": self.model_sha, "data": self.data_sha, "settings": keyed,
-            "version": env!("CARGO_PKG_VERSION"),
-        }));
-        let name = format!(
-            "{}-{}-{}-{key}.json",
-            method.name(),
-            settings.metric.map_or("none".into(), |m| m.to_string()),
-            level.name()
-        );
-        let path = self.cache.join("runs").join(name);
+        let path = self.search_path(&settings);
         std::fs::create_dir_all(self.cache.join("runs"))
             .with_context(|| format!("cannot create {}", self.cache.display()))?;
         if let Ok(r) = SearchResult::load(&path) {
@@ -218,6 +205,24 @@ impl Ctx {
             true,
             true,
         )?)
+    }
+
+    /// The result file of a search with these settings (whatever its thread count and stop).
+    fn search_path(&self, settings: &Settings) -> PathBuf {
+        let mut keyed = settings.clone();
+        keyed.threads = 0;
+        keyed.stop = Stop::End;
+        let key = self.key(&json!({
+            "model": self.model_sha, "data": self.data_sha, "settings": keyed,
+            "version": env!("CARGO_PKG_VERSION"),
+        }));
+        let name = format!(
+            "{}-{}-{}-{key}.json",
+            settings.method.name(),
+            settings.metric.map_or("none".into(), |m| m.to_string()),
+            settings.level.name()
+        );
+        self.cache.join("runs").join(name)
     }
 
     /// The output directory of `what` for this model.
@@ -453,6 +458,7 @@ pub fn run(options: &Options) -> Result<()> {
     let models = ModelChoice::resolve(&options.models, options.profile, &options.out)?;
     let (text, origin) = pipeline::text_or_wikitext2(None)?;
     let mut table2_sections = Vec::new();
+    let mut figure4_panels = Vec::new();
     for choice in &models {
         let model_path = choice.prepare()?;
         eprintln!("== {}: loading {}", choice.display, model_path.display());
@@ -489,21 +495,17 @@ pub fn run(options: &Options) -> Result<()> {
             limits: BTreeMap::new(),
         };
         let what = options.what;
-        let all = what == What::All;
-        if all || what == What::Table2 {
+        if what_has(what, What::Table2) {
             table2_sections.push(table2(&mut ctx)?);
         }
-        if all || what == What::Figure3 {
+        if what_has(what, What::Figure3) {
             figure3(&mut ctx)?;
         }
-        if all || what == What::Figure4 || what == What::Figure1b {
-            figure4_and_1b(
-                &mut ctx,
-                all || what == What::Figure4,
-                all || what == What::Figure1b,
-            )?;
+        let (fig4, fig1b) = (what_has(what, What::Figure4), what_has(what, What::Figure1b));
+        if fig4 || fig1b {
+            figure4_panels.push(figure4_and_1b(&mut ctx, fig4, fig1b)?);
         }
-        if all || what == What::Ablation {
+        if what_has(what, What::Ablation) {
             ablation(&mut ctx)?;
         }
         eprintln!(
@@ -517,8 +519,23 @@ pub fn run(options: &Options) -> Result<()> {
         pipeline::write_file_atomic(&path, table2_sections.join("\n"))?;
         println!("written: {}", path.display());
     }
+    if what_has(options.what, What::Figure4) && figure4_panels.len() > 1 {
+        // The paper's layout: one panel per model, side by side.
+        let data = plots::Figure4Data {
+            method: "FinerCut".into(),
+            ratio_percent: profile.ratio * 100.0,
+            panels: figure4_panels,
+        };
+        let files = plots::figure4(&options.out.join("figure4").join("figure4.svg"), &data)?;
+        println!("figure4 (all models): {files}");
+    }
     eprintln!("done in {:.1} s", t_all.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Whether asking for `asked` produces `part`.
+fn what_has(asked: What, part: What) -> bool {
+    asked == What::All || asked == part
 }
 
 /// The paper's Table 2 methods, in its row order.
@@ -566,6 +583,9 @@ struct Row {
     ppl: f64,
     search_wall_s: f64,
     search_forward_equivalents: f64,
+    /// The search's result file: `finercut eval --plan FILE --ratio R` or `finercut export` re-create
+    /// the row's model from it.
+    plan_file: Option<PathBuf>,
     /// This row minus the dense model, with 95% paired bootstrap intervals.
     vs_dense: Option<Comparison>,
     /// This row minus FinerCut, with 95% paired bootstrap intervals.
@@ -595,6 +615,7 @@ impl Row {
             ppl: eval.ppl,
             search_wall_s: 0.0,
             search_forward_equivalents: 0.0,
+            plan_file: None,
             vs_dense: None,
             vs_finercut: None,
             standing: None,
@@ -640,6 +661,7 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
             params_removed_fraction: params as f64 / total_params as f64,
             search_wall_s: result.total_wall_s(),
             search_forward_equivalents: result.total_forward_equivalents(),
+            plan_file: Some(ctx.search_path(&result.settings)),
             ..Row::new(label, &eval, dense_avg)
         });
     }
@@ -860,7 +882,8 @@ fn figure3(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<()> {
+/// Figure 4 and/or 1b of one model; returns the model's Figure 4 panel.
+fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<plots::SublayerGrid> {
     let ratio = ctx.profile.ratio;
     let result = ctx.stage("figure4: FinerCut search", |c| {
         c.search(
@@ -872,16 +895,17 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<()> {
     })?;
     let removed = result.plan_for_ratio(ratio)?;
     let inspection = Inspection::new(result.num_blocks, &removed);
+    let panel = plots::SublayerGrid::from_sublayer_indices(
+        ctx.model_name.clone(),
+        result.num_blocks,
+        removed.iter().copied(),
+    );
     if fig4 {
         let dir = ctx.dir("figure4");
         let data = plots::Figure4Data {
             method: "FinerCut".into(),
             ratio_percent: ratio * 100.0,
-            panels: vec![plots::SublayerGrid::from_sublayer_indices(
-                ctx.model_name.clone(),
-                result.num_blocks,
-                removed.iter().copied(),
-            )],
+            panels: vec![panel.clone()],
         };
         let files = plots::figure4(&dir.join("figure4.svg"), &data)?;
         pipeline::write_file_atomic(&dir.join("figure4.txt"), inspection.text())?;
@@ -916,7 +940,7 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<()> {
         let files = plots::figure1b(&dir.join("figure1b.svg"), &data)?;
         println!("figure1b: {files}");
     }
-    Ok(())
+    Ok(panel)
 }
 
 fn ablation(ctx: &mut Ctx) -> Result<()> {
