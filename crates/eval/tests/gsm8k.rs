@@ -144,3 +144,88 @@ fn the_request_file_has_every_test_question() {
         );
     }
 }
+
+/// Margins between the two largest logits below this may flip under float rounding: the golden
+/// comparison stops at the first such position (none in the committed golden, whose smallest
+/// margin is 0.017).
+const NEAR_TIE: f64 = 1e-3;
+
+/// SmolLM2-135M-Instruct's greedy generation on the first two GSM8K prompts against transformers'
+/// (`data/golden/smollm2_gsm8k_greedy.json`, made by `benches/reference/make_golden_gsm8k.py`):
+/// the same prompt ids, the same 48 generated ids, batched and sharing the exemplars' state; and
+/// `gsm8k::evaluate` on the same two questions reports those generations, cut at the first stop.
+#[test]
+fn smollm2_greedy_generation_matches_transformers() {
+    use finercut_eval::gsm8k::{evaluate, Gsm8kOptions};
+    use finercut_eval::{LanguageModel, ModelLm};
+    use finercut_format::Checkpoint;
+    use finercut_model::{GenerateOptions, Model, Plan, StopReason};
+    use finercut_tensor::Device;
+
+    let Some(gguf) =
+        finercut_format::cache::require_downloaded(finercut_format::cache::default_model_path())
+    else {
+        return;
+    };
+    let data_dir = finercut_eval::default_data_dir();
+    let Some(dir) = finercut_format::cache::require_downloaded(data_dir.join(GSM8K_DIR)) else {
+        return;
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/golden/smollm2_gsm8k_greedy.json");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let prompts = golden["prompts"].as_array().unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> { serde_json::from_value(v.clone()).unwrap() };
+    let ck = Checkpoint::open(&gguf).unwrap();
+    let model = Model::load(&ck.config, ck.weights.as_ref(), &Device::Cpu).unwrap();
+    let lm = ModelLm::new(&model, Plan::dense(), &ck.tokenizer).unwrap();
+    let data = load(&dir).unwrap();
+    let contexts: Vec<Vec<u32>> = data.docs[..2]
+        .iter()
+        .map(|d| lm.encode(prompt(d)).unwrap())
+        .collect();
+    for (c, p) in contexts.iter().zip(prompts) {
+        assert_eq!(c, &ids(&p["prompt_ids"]));
+    }
+    let shared = shared_prefix(&contexts);
+    assert!(shared > 600, "the exemplars are shared: {shared} tokens");
+    let base = model
+        .prefix_state(&contexts[0][..shared], &Plan::dense())
+        .unwrap();
+    let rest: Vec<Vec<u32>> = contexts.iter().map(|c| c[shared..].to_vec()).collect();
+    let options = GenerateOptions {
+        max_new_tokens: 48,
+        eos: Vec::new(),
+        batch_size: 2,
+    };
+    let (got, _) = model
+        .generate_greedy(Some(&base), &rest, &Plan::dense(), &options, &mut |_, _| {
+            false
+        })
+        .unwrap();
+    for (g, p) in got.iter().zip(prompts) {
+        let want = ids(&p["generated_ids"]);
+        let margins: Vec<f64> = serde_json::from_value(p["top2_margins"].clone()).unwrap();
+        let sure = margins
+            .iter()
+            .position(|&m| m < NEAR_TIE)
+            .unwrap_or(margins.len());
+        assert_eq!(sure, want.len(), "the committed golden has no near tie");
+        assert_eq!(g.stop, StopReason::MaxTokens);
+        assert_eq!(g.tokens[..sure], want[..sure], "doc {}", p["doc_id"]);
+    }
+    let mut options = Gsm8kOptions::new(data_dir);
+    options.limit = Some(2);
+    options.max_gen_toks = Some(48);
+    let report = evaluate(&lm, &options, &mut |_, _| {}).unwrap();
+    assert_eq!(report.n, 2);
+    assert_eq!(report.shared_prefix_tokens, shared);
+    for (d, p) in report.docs.iter().zip(prompts) {
+        let text = ck.tokenizer.decode(&ids(&p["generated_ids"])).unwrap();
+        assert_eq!(d.generation, cut_at_stop(&text, &data.stop_sequences));
+        assert_eq!(d.prompt_tokens, ids(&p["prompt_ids"]).len());
+        assert!(d.generated_tokens <= 48);
+        assert_eq!(d.flexible, extractor().flexible(&d.generation));
+    }
+}
