@@ -129,5 +129,13 @@ fn print_summary(r: &Gsm8kReport, removed: usize) {
         r.generation_tokens_per_second,
         r.batch_size
     );
+    if r.decode_steps > 0 {
+        println!(
+            "  decode steps: {}, {:.1} questions per step on average, {:.3} s per step",
+            r.decode_steps,
+            r.decode_tokens as f64 / r.decode_steps as f64,
+            r.decode_seconds / r.decode_steps as f64
+        );
+    }
     println!("  wall time: {:.1} s", r.wall_seconds);
 }

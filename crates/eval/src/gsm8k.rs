@@ -368,6 +368,8 @@ pub struct Gsm8kReport {
     pub decode_tokens: usize,
     /// Seconds spent in decode steps.
     pub decode_seconds: f64,
+    /// Decode steps run (`decode_tokens / decode_steps`: the mean number of questions per step).
+    pub decode_steps: usize,
     /// `decode_tokens / decode_seconds`.
     pub generation_tokens_per_second: f64,
     /// Wall time of the whole evaluation (tokenisation and scoring included).
@@ -442,6 +444,7 @@ pub fn evaluate(
     let mut results = Vec::with_capacity(docs.len());
     let (mut prefill_tokens, mut prefill_seconds) = (0usize, 0f64);
     let (mut decode_tokens, mut decode_seconds, mut generated_tokens) = (0usize, 0f64, 0usize);
+    let mut decode_steps = 0usize;
     // Chunks of several batches, so that progress can be reported between them.
     let chunk = options.batch_size.saturating_mul(4);
     let mut stop_error: Option<Error> = None;
@@ -464,6 +467,7 @@ pub fn evaluate(
         prefill_seconds += stats.prefill_seconds;
         decode_tokens += stats.decode_tokens;
         decode_seconds += stats.decode_seconds;
+        decode_steps += stats.decode_steps;
         generated_tokens += stats.generated_tokens;
         for (k, g) in generated.into_iter().enumerate() {
             let doc = &docs[c * chunk + k];
@@ -538,6 +542,7 @@ pub fn evaluate(
         generated_tokens,
         decode_tokens,
         decode_seconds,
+        decode_steps,
         generation_tokens_per_second: rate(decode_tokens, decode_seconds),
         wall_seconds: start.elapsed().as_secs_f64(),
         docs: results,
