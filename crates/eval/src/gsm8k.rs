@@ -442,59 +442,55 @@ pub fn evaluate(
             .map_err(|e| Error::Tokenizer(e.to_string()))
     };
     let mut results = Vec::with_capacity(docs.len());
-    let (mut prefill_tokens, mut prefill_seconds) = (0usize, 0f64);
-    let (mut decode_tokens, mut decode_seconds, mut generated_tokens) = (0usize, 0f64, 0usize);
-    let mut decode_steps = 0usize;
-    // Chunks of several batches, so that progress can be reported between them.
-    let chunk = options.batch_size.saturating_mul(4);
     let mut stop_error: Option<Error> = None;
-    for (c, chunk_prompts) in prompts.chunks(chunk).enumerate() {
-        let mut stop = |_: usize, toks: &[u32]| -> bool {
-            match decode(toks) {
-                Ok(text) => cut_at_stop(&text, &data.stop_sequences).len() < text.len(),
-                Err(e) => {
-                    stop_error.get_or_insert(e);
-                    true
-                }
+    let mut stop = |_: usize, toks: &[u32]| -> bool {
+        match decode(toks) {
+            Ok(text) => cut_at_stop(&text, &data.stop_sequences).len() < text.len(),
+            Err(e) => {
+                stop_error.get_or_insert(e);
+                true
             }
-        };
-        let (generated, stats) =
-            model.generate_greedy(base.as_ref(), chunk_prompts, plan, &gen_options, &mut stop)?;
-        if let Some(e) = stop_error.take() {
-            return Err(e);
         }
-        prefill_tokens += stats.prefill_tokens;
-        prefill_seconds += stats.prefill_seconds;
-        decode_tokens += stats.decode_tokens;
-        decode_seconds += stats.decode_seconds;
-        decode_steps += stats.decode_steps;
-        generated_tokens += stats.generated_tokens;
-        for (k, g) in generated.into_iter().enumerate() {
-            let doc = &docs[c * chunk + k];
-            let text = decode(&g.tokens)?;
-            let generation = cut_at_stop(&text, &data.stop_sequences).to_string();
-            let flexible = extractor.flexible(&generation);
-            let strict = extractor.strict(&generation);
-            results.push(Gsm8kDocResult {
-                doc_id: doc.doc_id,
-                target: doc.short_answer.clone(),
-                flexible_correct: extractor.exact_match(&flexible, &doc.short_answer),
-                strict_correct: extractor.exact_match(&strict, &doc.short_answer),
-                generation,
-                flexible,
-                strict,
-                prompt_tokens: shared + g.prompt_tokens,
-                generated_tokens: g.tokens.len(),
-                stop: match g.stop {
-                    StopReason::Eos => "eos",
-                    StopReason::Stop => "stop",
-                    StopReason::MaxTokens => "max_tokens",
-                    StopReason::Context => "context",
-                }
-                .to_string(),
-            });
-        }
-        progress(results.len(), docs.len());
+    };
+    let total = docs.len();
+    let mut finished = 0;
+    let (generated, stats) = model.generate_greedy_with(
+        base.as_ref(),
+        &prompts,
+        plan,
+        &gen_options,
+        &mut stop,
+        &mut |_, _| {
+            finished += 1;
+            progress(finished, total);
+        },
+    )?;
+    if let Some(e) = stop_error.take() {
+        return Err(e);
+    }
+    for (doc, g) in docs.iter().zip(generated) {
+        let text = decode(&g.tokens)?;
+        let generation = cut_at_stop(&text, &data.stop_sequences).to_string();
+        let flexible = extractor.flexible(&generation);
+        let strict = extractor.strict(&generation);
+        results.push(Gsm8kDocResult {
+            doc_id: doc.doc_id,
+            target: doc.short_answer.clone(),
+            flexible_correct: extractor.exact_match(&flexible, &doc.short_answer),
+            strict_correct: extractor.exact_match(&strict, &doc.short_answer),
+            generation,
+            flexible,
+            strict,
+            prompt_tokens: shared + g.prompt_tokens,
+            generated_tokens: g.tokens.len(),
+            stop: match g.stop {
+                StopReason::Eos => "eos",
+                StopReason::Stop => "stop",
+                StopReason::MaxTokens => "max_tokens",
+                StopReason::Context => "context",
+            }
+            .to_string(),
+        });
     }
     let metric = |f: &dyn Fn(&Gsm8kDocResult) -> bool| {
         let values: Vec<f64> = results.iter().map(|r| f64::from(u8::from(f(r)))).collect();
@@ -533,17 +529,17 @@ pub fn evaluate(
         batch_size: options.batch_size,
         shared_prefix_tokens: shared,
         shared_prefix_seconds,
-        prefill_tokens,
-        prefill_seconds,
+        prefill_tokens: stats.prefill_tokens,
+        prefill_seconds: stats.prefill_seconds,
         prefill_tokens_per_second: rate(
-            shared + prefill_tokens,
-            shared_prefix_seconds + prefill_seconds,
+            shared + stats.prefill_tokens,
+            shared_prefix_seconds + stats.prefill_seconds,
         ),
-        generated_tokens,
-        decode_tokens,
-        decode_seconds,
-        decode_steps,
-        generation_tokens_per_second: rate(decode_tokens, decode_seconds),
+        generated_tokens: stats.generated_tokens,
+        decode_tokens: stats.decode_tokens,
+        decode_seconds: stats.decode_seconds,
+        decode_steps: stats.decode_steps,
+        generation_tokens_per_second: rate(stats.decode_tokens, stats.decode_seconds),
         wall_seconds: start.elapsed().as_secs_f64(),
         docs: results,
     })

@@ -266,6 +266,20 @@ impl Model {
         options: &GenerateOptions,
         stop: &mut dyn FnMut(usize, &[u32]) -> bool,
     ) -> Result<(Vec<Generated>, GenerateStats)> {
+        self.generate_greedy_with(base, prompts, plan, options, stop, &mut |_, _| {})
+    }
+
+    /// [`Model::generate_greedy`] that also calls `done(prompt index, generation)` as each
+    /// prompt finishes (for progress reports; prompts finish out of order).
+    pub fn generate_greedy_with(
+        &self,
+        base: Option<&PrefixState>,
+        prompts: &[Vec<u32>],
+        plan: &Plan,
+        options: &GenerateOptions,
+        stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+        done: &mut dyn FnMut(usize, &Generated),
+    ) -> Result<(Vec<Generated>, GenerateStats)> {
         if options.batch_size == 0 {
             return Err(Error::Input("batch size 0".into()));
         }
@@ -335,11 +349,13 @@ impl Model {
                 if let Some(reason) = reason {
                     let (i, _, toks) = live.swap_remove(k);
                     stats.generated_tokens += toks.len();
-                    results[i] = Some(Generated {
+                    let g = Generated {
                         tokens: toks,
                         prompt_tokens: prompts[i].len(),
                         stop: reason,
-                    });
+                    };
+                    done(i, &g);
+                    results[i] = Some(g);
                 } else {
                     k += 1;
                 }
