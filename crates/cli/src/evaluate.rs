@@ -10,7 +10,11 @@ use crate::run::PlanArgs;
 
 /// Arguments of `finercut eval`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// A generative benchmark instead of the log-likelihood tasks of --tasks.
+    #[command(subcommand)]
+    pub generative: Option<Generative>,
     #[command(flatten)]
     pub model: crate::ModelArg,
     #[command(flatten)]
@@ -38,7 +42,19 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
+/// Generative benchmarks, scored by greedy generation.
+#[derive(Debug, clap::Subcommand)]
+pub enum Generative {
+    /// GSM8K (1319 test questions, 8-shot chain-of-thought prompts) by batched greedy generation;
+    /// exact match of the answer extracted like lm-evaluation-harness's flexible-extract
+    /// (headline) and strict-match filters.
+    Gsm8k(Box<crate::gsm8k::Args>),
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if let Some(Generative::Gsm8k(g)) = args.generative {
+        return crate::gsm8k::main(*g);
+    }
     common::init_threads(args.threads)?;
     let tasks = TaskName::parse_list(&args.tasks)?;
     let loaded = common::load_model(&args.model)?;

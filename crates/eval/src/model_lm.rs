@@ -75,6 +75,16 @@ impl<'a> ModelLm<'a> {
         &self.plan
     }
 
+    /// The model.
+    pub fn model(&self) -> &'a Model {
+        self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &'a Tokenizer {
+        self.tokenizer
+    }
+
     /// One sequence per group, scored by a batched forward pass.
     fn score_sequences(&self, groups: &[&ScoreGroup]) -> Result<Vec<ContinuationScore>> {
         let inputs: Vec<Vec<u32>> = groups

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod families;
+mod gsm8k;
 mod mock;
 mod model;
 mod prompts;

@@ -16,9 +16,9 @@ use finercut_tensor::Tensor;
 /// header shared by many questions, then each question) and continued by
 /// [`Model::continuation_logits_from`].
 pub struct PrefixState {
-    tokens: usize,
-    plan: Plan,
-    kv: Vec<Option<Kv>>,
+    pub(crate) tokens: usize,
+    pub(crate) plan: Plan,
+    pub(crate) kv: Vec<Option<Kv>>,
     next: Tensor,
 }
 
@@ -229,7 +229,7 @@ impl Model {
 }
 
 /// A state is only valid under the plan it was computed with.
-fn check_state_plan(state: &PrefixState, plan: &Plan) -> Result<()> {
+pub(crate) fn check_state_plan(state: &PrefixState, plan: &Plan) -> Result<()> {
     if &state.plan != plan {
         return Err(Error::Input(format!(
             "prefix state computed with {} removed sublayers used under a plan with {}",

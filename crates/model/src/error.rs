@@ -28,6 +28,14 @@ pub enum Error {
     /// Bad input: ragged or empty token batches, unknown token ids, bad shapes.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A sequence would grow past the model's maximum context.
+    #[error("{needed} tokens exceed the model's maximum context of {max}")]
+    Context {
+        /// Tokens the sequence would hold.
+        needed: usize,
+        /// `max_position_embeddings` of the configuration.
+        max: usize,
+    },
     /// A sublayer index (in a plan, a candidate or `from`) is out of range.
     #[error("sublayer index {index} out of range: the model has {count} sublayers")]
     SublayerIndex {

@@ -11,8 +11,8 @@ use crate::moe::SparseMoe;
 use crate::weights::Weights;
 use crate::{Error, Result, SublayerId};
 use finercut_tensor::{
-    causal_attention, causal_attention_with_prefix, Activation, AttentionSpec, Matrix, NormWeight,
-    Rope, Tensor,
+    causal_attention, causal_attention_with_prefix, causal_attention_with_prefix_rows, Activation,
+    AttentionSpec, Matrix, NormWeight, Rope, Tensor,
 };
 
 /// RMSNorm with its weight.
@@ -122,6 +122,9 @@ pub(crate) enum KvMode<'a> {
     /// The batch's single sequence continues the given prefix; keep the keys and values of the
     /// prefix followed by its own.
     Extend(&'a Kv, &'a mut Option<Kv>),
+    /// Sequence `i` of the batch continues its own cache `caches[i]` (one per sequence), to which
+    /// its keys and values are appended in place.
+    Append(Vec<&'a mut KvCache>),
 }
 
 /// Self-attention with grouped-query heads and RoPE (optionally Qwen2 biases, Gemma and Qwen3
@@ -172,6 +175,41 @@ impl Attention {
                 *slot = Some((append_rows(pk, &k)?, append_rows(pv, &v)?));
                 a
             }
+            KvMode::Append(mut caches) => {
+                if caches.len() != batch.seq_lens.len() {
+                    return Err(Error::Input(format!(
+                        "{} key/value caches for {} sequences",
+                        caches.len(),
+                        batch.seq_lens.len()
+                    )));
+                }
+                let mut out = Tensor::empty(&[q.rows(), q.cols()], &q.device())?;
+                let mut row = 0;
+                for (cache, &n) in caches.iter_mut().zip(&batch.seq_lens) {
+                    if n == 0 {
+                        continue;
+                    }
+                    let (qi, ki, vi) = (
+                        q.slice_rows(row, n)?,
+                        k.slice_rows(row, n)?,
+                        v.slice_rows(row, n)?,
+                    );
+                    let a = causal_attention_with_prefix_rows(
+                        &qi,
+                        &ki,
+                        &vi,
+                        &[n],
+                        &cache.k,
+                        &cache.v,
+                        cache.len,
+                        &self.spec,
+                    )?;
+                    out.copy_rows_from(row, &a, 0, n)?;
+                    cache.append(&ki, &vi)?;
+                    row += n;
+                }
+                out
+            }
         };
         self.o.forward(&a)
     }
@@ -192,6 +230,55 @@ fn append_rows(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     out.copy_rows_from(0, a, 0, a.rows())?;
     out.copy_rows_from(a.rows(), b, 0, b.rows())?;
     Ok(out)
+}
+
+/// Keys and values of one attention sublayer for one sequence being decoded: the first `len` rows
+/// of `k` and `v` are used, the rows after them are room to grow into.
+pub(crate) struct KvCache {
+    pub k: Tensor,
+    pub v: Tensor,
+    pub len: usize,
+}
+
+impl KvCache {
+    /// A cache holding a copy of `from` (if any), with room for `capacity` rows in all.
+    pub(crate) fn new(
+        from: Option<&Kv>,
+        cols: usize,
+        capacity: usize,
+        device: &finercut_tensor::Device,
+    ) -> Result<Self> {
+        let len = from.map_or(0, |(k, _)| k.rows());
+        let cap = capacity.max(len).max(1);
+        let mut k = Tensor::empty(&[cap, cols], device)?;
+        let mut v = Tensor::empty(&[cap, cols], device)?;
+        if let Some((pk, pv)) = from {
+            k.copy_rows_from(0, pk, 0, len)?;
+            v.copy_rows_from(0, pv, 0, len)?;
+        }
+        Ok(KvCache { k, v, len })
+    }
+
+    /// Appends the rows of `k` and `v` in place; when the buffer is full it is replaced by one
+    /// twice as large (amortised constant cost per row).
+    pub(crate) fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        let n = k.rows();
+        let need = self.len + n;
+        if need > self.k.rows() {
+            let cap = need.max(2 * self.k.rows());
+            let device = self.k.device();
+            let cols = self.k.cols();
+            for t in [&mut self.k, &mut self.v] {
+                let mut grown = Tensor::empty(&[cap, cols], &device)?;
+                grown.copy_rows_from(0, t, 0, self.len)?;
+                *t = grown;
+            }
+        }
+        self.k.copy_rows_from(self.len, k, 0, n)?;
+        self.v.copy_rows_from(self.len, v, 0, n)?;
+        self.len = need;
+        Ok(())
+    }
 }
 
 /// RMSNorm of every head vector of `x` (`[rows, heads·head_dim]`).

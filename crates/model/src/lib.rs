@@ -23,6 +23,9 @@
 //!   cached keys and values; [`PrefixState`] keeps such a prefix's state so that it can be grown
 //!   ([`Model::extend_prefix`], e.g. a few-shot header, then each question) and continued
 //!   ([`Model::continuation_logits_from`]).
+//! - [`Model::start_sequence`], [`Model::decode`] and [`Model::generate_greedy`]: incremental
+//!   decoding of a batch of [`Sequence`]s, each on its own key/value cache that grows in place, and
+//!   batched greedy generation with stop tests.
 //!
 //! # Design
 //!
@@ -82,6 +85,7 @@
 
 mod continuation;
 mod error;
+mod generate;
 mod layers;
 mod model;
 mod moe;
@@ -93,6 +97,7 @@ pub use continuation::PrefixState;
 pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).
 pub use finercut_tensor::{DenseLogits, RowMetric, Tensor};
+pub use generate::{GenerateOptions, GenerateStats, Generated, Sequence, StopReason};
 pub use model::Model;
 pub use plan::{Plan, SublayerId, SublayerKind};
 pub use stream::{Sink, StreamStats, TensorSink, HEAD_ROWS};

@@ -5,6 +5,7 @@
 
 mod export;
 mod families;
+mod generate;
 mod golden;
 mod reference;
 mod tiny;

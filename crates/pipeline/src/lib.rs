@@ -14,7 +14,8 @@
 //! - [`calibration`]: the reference code's calibration set, contiguous chunks of one tokenised text.
 //! - [`execute_search`]: runs a [`finercut_search::Settings`] to the end, resuming from its
 //!   checkpoint file after an interruption.
-//! - [`evaluate_plan`] and [`perplexity_of`]: benchmarks and perplexity under a plan.
+//! - [`evaluate_plan`], [`perplexity_of`] and [`gsm8k_of`]: benchmarks, perplexity and GSM8K
+//!   under a plan.
 //! - [`write_tiny_model`]: a tiny random Llama with a byte-level tokenizer, for tests.
 //!
 //! # Example
@@ -47,7 +48,7 @@ pub use load::{
     load_model, model_path, open_checkpoint, removed_in_checkpoint, LoadOptions, Loaded,
 };
 pub use progress::{init_threads, peak_rss_mib, progress_bar};
-pub use score::{evaluate_plan, perplexity_of};
+pub use score::{evaluate_plan, gsm8k_of, perplexity_of};
 pub use search::execute as execute_search;
 pub use text::{calibration, calibration_from_ids, read_text, text_or_wikitext2};
 pub use tiny::{byte_tokenizer, write_tiny_model, TinySpec};

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{
     evaluate_with, perplexity, EvalOptions, EvalReport, PerplexityOptions, PerplexityReport,
     TaskName,
@@ -66,6 +67,33 @@ pub fn perplexity_of(
         if let Some(bar) = &bar {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report)
+}
+
+/// GSM8K of a loaded model under a plan, by batched greedy generation
+/// ([`finercut_eval::gsm8k::evaluate`]), with a progress bar over the questions.
+pub fn gsm8k_of(
+    loaded: &Loaded,
+    removed: &BTreeSet<usize>,
+    options: &Gsm8kOptions,
+    show_progress: bool,
+) -> Result<Gsm8kReport> {
+    let plan = loaded.plan_with(removed);
+    let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
+    let bar = show_progress
+        .then(|| crate::progress_bar(0, "{prefix:>14} [{bar:30}] {pos}/{len} questions eta {eta}"));
+    if let Some(bar) = &bar {
+        bar.set_prefix("gsm8k");
+    }
+    let report = finercut_eval::gsm8k::evaluate(&lm, options, &mut |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
         }
     })?;
     if let Some(bar) = bar {

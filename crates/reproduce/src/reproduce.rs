@@ -501,7 +501,10 @@ pub fn run(options: &Options) -> Result<()> {
         if what_has(what, What::Figure3) {
             figure3(&mut ctx)?;
         }
-        let (fig4, fig1b) = (what_has(what, What::Figure4), what_has(what, What::Figure1b));
+        let (fig4, fig1b) = (
+            what_has(what, What::Figure4),
+            what_has(what, What::Figure1b),
+        );
         if fig4 || fig1b {
             figure4_panels.push(figure4_and_1b(&mut ctx, fig4, fig1b)?);
         }

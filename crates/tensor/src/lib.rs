@@ -98,8 +98,8 @@ pub use divergence::{DenseLogits, RowMetric};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::{
-    causal_attention, causal_attention_with_prefix, embedding, linear, Activation, AttentionSpec,
-    NormWeight,
+    causal_attention, causal_attention_with_prefix, causal_attention_with_prefix_rows, embedding,
+    linear, Activation, AttentionSpec, NormWeight,
 };
 pub use rope::{Rope, RopeScaling};
 pub use storage::SharedBytes;

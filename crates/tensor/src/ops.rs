@@ -469,20 +469,41 @@ pub fn causal_attention_with_prefix(
     prefix_v: &Tensor,
     spec: &AttentionSpec,
 ) -> Result<Tensor> {
+    causal_attention_with_prefix_rows(q, k, v, seq_lens, prefix_k, prefix_v, prefix_k.rows(), spec)
+}
+
+/// [`causal_attention_with_prefix`] whose prefix is the first `prefix_len` rows of `prefix_k` and
+/// `prefix_v` (the rows after them are ignored): a key/value cache that grows in place inside a
+/// larger buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_attention_with_prefix_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    seq_lens: &[usize],
+    prefix_k: &Tensor,
+    prefix_v: &Tensor,
+    prefix_len: usize,
+    spec: &AttentionSpec,
+) -> Result<Tensor> {
     let op = "causal_attention_with_prefix";
     check_attention(op, q, k, v, seq_lens, spec)?;
-    if prefix_k.cols() != k.cols() || prefix_v.shape != prefix_k.shape {
+    if prefix_k.rank() != 2
+        || prefix_k.cols() != k.cols()
+        || prefix_v.shape != prefix_k.shape
+        || prefix_len > prefix_k.rows()
+    {
         return Err(shape_err(
             op,
             format!(
-                "prefix k {:?}, v {:?} for keys {:?}",
+                "prefix k {:?}, v {:?} ({prefix_len} rows used) for keys {:?}",
                 prefix_k.shape, prefix_v.shape, k.shape
             ),
         ));
     }
     same_device(op, q, prefix_k)?;
     same_device(op, q, prefix_v)?;
-    let prefix = (&prefix_k.storage, &prefix_v.storage, prefix_k.rows());
+    let prefix = (&prefix_k.storage, &prefix_v.storage, prefix_len);
     attend(op, q, k, v, seq_lens, Some(prefix), spec)
 }
 

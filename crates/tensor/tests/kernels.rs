@@ -2,8 +2,8 @@
 
 use crate::reference::{self as r, assert_close, rand_vec, rng, tensor};
 use finercut_tensor::{
-    causal_attention, causal_attention_with_prefix, embedding, linear, Activation, AttentionSpec,
-    Error, NormWeight, Rope, RopeScaling, Tensor,
+    causal_attention, causal_attention_with_prefix, causal_attention_with_prefix_rows, embedding,
+    linear, Activation, AttentionSpec, Error, NormWeight, Rope, RopeScaling, Tensor,
 };
 use proptest::prelude::*;
 
@@ -205,6 +205,49 @@ fn long_sequences_span_several_query_blocks() {
             &format!("window {window:?}, prefix {plen}"),
         );
     }
+}
+
+#[test]
+fn a_prefix_inside_a_larger_buffer_uses_only_its_rows() {
+    let mut g = rng(12);
+    let (heads, kv_heads, hd, plen, spare, t) = (4, 2, 8, 9, 5, 3);
+    let (qc, kc) = (heads * hd, kv_heads * hd);
+    let (q, k, v) = (
+        rand_vec(&mut g, t * qc, 2.0),
+        rand_vec(&mut g, t * kc, 2.0),
+        rand_vec(&mut g, t * kc, 1.0),
+    );
+    let pk = rand_vec(&mut g, (plen + spare) * kc, 2.0);
+    let pv = rand_vec(&mut g, (plen + spare) * kc, 1.0);
+    let mut spec = AttentionSpec::new(heads, kv_heads, hd);
+    spec.sliding_window = Some(6);
+    let (qt, kt, vt) = (
+        tensor(&q, &[t, qc]),
+        tensor(&k, &[t, kc]),
+        tensor(&v, &[t, kc]),
+    );
+    let want = causal_attention_with_prefix(
+        &qt,
+        &kt,
+        &vt,
+        &[t],
+        &tensor(&pk[..plen * kc], &[plen, kc]),
+        &tensor(&pv[..plen * kc], &[plen, kc]),
+        &spec,
+    )
+    .unwrap();
+    let (big_k, big_v) = (
+        tensor(&pk, &[plen + spare, kc]),
+        tensor(&pv, &[plen + spare, kc]),
+    );
+    let got = causal_attention_with_prefix_rows(&qt, &kt, &vt, &[t], &big_k, &big_v, plen, &spec)
+        .unwrap();
+    assert_eq!(got.to_vec_f32().unwrap(), want.to_vec_f32().unwrap());
+    let over = plen + spare + 1;
+    assert!(
+        causal_attention_with_prefix_rows(&qt, &kt, &vt, &[t], &big_k, &big_v, over, &spec)
+            .is_err()
+    );
 }
 
 #[test]
