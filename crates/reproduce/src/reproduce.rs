@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName};
 use finercut_metrics::Metric;
 use finercut_pipeline::{self as pipeline, Context, Loaded};
@@ -49,6 +50,15 @@ pub struct Profile {
     pub figure3_ratios: Vec<f64>,
     /// The paired bootstrap of the intervals.
     pub bootstrap: Bootstrap,
+    /// GSM8K questions the dense model answers first, to decide whether it is above chance.
+    pub gsm8k_probe: usize,
+    /// GSM8K questions for every row when the dense model is above chance (`None`: all 1319).
+    pub gsm8k_limit: Option<usize>,
+    /// Most tokens generated per GSM8K question (`None`: the task config's 512).
+    pub gsm8k_max_gen_toks: Option<usize>,
+    /// Generate every row even when the dense model is at chance (the smoke profile, so that the
+    /// whole path runs in tests).
+    pub gsm8k_always: bool,
 }
 
 impl Profile {
@@ -71,6 +81,10 @@ impl Profile {
                     replicates: 200,
                     ..Bootstrap::default()
                 },
+                gsm8k_probe: 2,
+                gsm8k_limit: Some(3),
+                gsm8k_max_gen_toks: Some(8),
+                gsm8k_always: true,
             },
             ProfileKind::Full => Profile {
                 name: "full".into(),
@@ -85,20 +99,28 @@ impl Profile {
                 ratio: 0.25,
                 figure3_ratios: (0..=10).map(|i| i as f64 * 0.05).collect(),
                 bootstrap: Bootstrap::default(),
+                gsm8k_probe: 50,
+                gsm8k_limit: None,
+                gsm8k_max_gen_toks: None,
+                gsm8k_always: false,
             },
             ProfileKind::Default => Profile {
                 name: "default".into(),
                 samples: 2,
                 seq_len: 128,
                 calib_offset: 0,
-                limit: Some(40),
-                limit_above_chance: Some(100),
+                limit: Some(30),
+                limit_above_chance: Some(60),
                 mmlu_limit: Some(1),
                 ppl_seq_len: 256,
                 ppl_max_windows: Some(40),
                 ratio: 0.25,
                 figure3_ratios: (0..=5).map(|i| i as f64 * 0.1).collect(),
                 bootstrap: Bootstrap::default(),
+                gsm8k_probe: 20,
+                gsm8k_limit: Some(60),
+                gsm8k_max_gen_toks: Some(256),
+                gsm8k_always: false,
             },
         }
     }
@@ -342,6 +364,30 @@ impl Ctx {
             ppl,
             reports,
         })
+    }
+
+    /// GSM8K of a plan on the first `limit` questions, from the cache or computed.
+    fn gsm8k(&mut self, removed: &BTreeSet<usize>, limit: Option<usize>) -> Result<Gsm8kReport> {
+        let key = self.key(&json!({
+            "gsm8k": self.model_sha, "removed": removed, "limit": limit,
+            "max_gen_toks": self.profile.gsm8k_max_gen_toks, "v": env!("CARGO_PKG_VERSION"),
+        }));
+        let path = self.cache.join("gsm8k").join(format!("{key}.json"));
+        if let Some(r) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Gsm8kReport>(&t).ok())
+        {
+            return Ok(r);
+        }
+        let mut options = Gsm8kOptions::new(finercut_eval::default_data_dir());
+        options.limit = limit;
+        options.max_gen_toks = self.profile.gsm8k_max_gen_toks;
+        let report = pipeline::gsm8k_of(&self.loaded, removed, &options, true)?;
+        pipeline::write_json_atomic(
+            &path,
+            &serde_json::to_value(&report).context("serialising a GSM8K report")?,
+        )?;
+        Ok(report)
     }
 
     /// WikiText-2 perplexity of a plan, from the cache or computed.
@@ -597,6 +643,8 @@ struct Row {
     standing: Option<Standing>,
     #[serde(skip)]
     outcomes: Outcomes,
+    #[serde(skip)]
+    removed_set: BTreeSet<usize>,
 }
 
 impl Row {
@@ -623,6 +671,7 @@ impl Row {
             vs_finercut: None,
             standing: None,
             outcomes: eval.outcomes.clone(),
+            removed_set: eval.removed.clone(),
         }
     }
 }
@@ -689,7 +738,10 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         .filter_map(|r| r.standing.map(|s| (r.method.clone(), s)))
         .collect();
     let verdict = stats::verdict(&ctx.model_name, &standings);
-    let md = render_table2(ctx, &tasks, &rows, &verdict);
+    let (gsm8k_md, gsm8k_json) = ctx.stage("table2: GSM8K generation check", |c| {
+        gsm8k_section(c, &rows)
+    })?;
+    let md = render_table2(ctx, &tasks, &rows, &verdict) + &gsm8k_md;
     pipeline::write_file_atomic(&dir.join("table2.md"), &md)?;
     let results = json!({
         "table": "table2",
@@ -703,6 +755,7 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         "total_params": total_params,
         "rows": rows,
         "verdict": verdict,
+        "gsm8k": gsm8k_json,
         "timings_s": ctx.timings,
         "threads": ctx.threads,
         "version": env!("CARGO_PKG_VERSION"),
@@ -715,6 +768,95 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         dir.join("results.json").display()
     );
     Ok(md)
+}
+
+/// GSM8K for every row of Table 2 when the dense model is above chance on it: greedy generation,
+/// exact match of the extracted number, the difference to the dense model as a paired bootstrap
+/// interval over the same questions, and tokens per second. Returns the Markdown section and its
+/// data.
+fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Value)> {
+    let probe_n = ctx.profile.gsm8k_probe;
+    let probe = ctx.gsm8k(&BTreeSet::new(), Some(probe_n))?;
+    let n = probe.docs.len();
+    let k = probe.docs.iter().filter(|d| d.flexible_correct).count();
+    let p = k as f64 / n.max(1) as f64;
+    // Chance is 0 (an exact number); above it when the 95% normal interval's lower end is.
+    let above = n > 0 && p - 1.96 * (p * (1.0 - p) / n as f64).sqrt() > 0.0;
+    let mut md = format!("\n#### GSM8K (generation check): {}\n\n", ctx.model_name);
+    if !above && !ctx.profile.gsm8k_always {
+        md.push_str(&format!(
+            "The dense model answers {k} of the first {n} questions (flexible exact match): not \
+             above chance beyond noise, so the pruned models are not generated. Throughput of the \
+             dense model: prefill {:.0} tokens/s, generation {:.1} tokens/s (batches of {}).\n",
+            probe.prefill_tokens_per_second, probe.generation_tokens_per_second, probe.batch_size
+        ));
+        return Ok((
+            md,
+            json!({"above_chance": false, "probe_questions": n, "probe_correct": k, "probe": probe}),
+        ));
+    }
+    let limit = ctx.profile.gsm8k_limit;
+    let mut reports = Vec::new();
+    for r in rows {
+        let report = ctx.gsm8k(&r.removed_set, limit)?;
+        reports.push((r.method.clone(), report));
+    }
+    let outcomes = |rep: &Gsm8kReport| {
+        let mut o = Outcomes::default();
+        o.insert_task(
+            "gsm8k",
+            rep.docs
+                .iter()
+                .map(|d| (stats::doc_key(None, d.doc_id), d.flexible_correct)),
+        );
+        o
+    };
+    let dense = outcomes(&reports[0].1);
+    let names = ["gsm8k".to_owned()];
+    md.push_str(
+        "| Method | Exact match (flexible) | Δ vs dense | Strict | Generated tokens | Prefill tok/s | \
+         Generation tok/s |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut data = Vec::new();
+    for (i, (method, rep)) in reports.iter().enumerate() {
+        let diff = if i == 0 {
+            None
+        } else {
+            Some(stats::paired(&outcomes(rep), &dense, &names, &ctx.profile.bootstrap)?.average)
+        };
+        let strict = rep
+            .metrics
+            .get(finercut_eval::gsm8k::STRICT)
+            .map(|m| m.value);
+        md.push_str(&format!(
+            "| {method} | {:.1} | {} | {} | {} | {:.0} | {:.1} |\n",
+            100.0 * rep.value,
+            diff.as_ref().map_or("–".into(), interval_pp),
+            strict.map_or("–".into(), |v| format!("{:.1}", 100.0 * v)),
+            rep.generated_tokens,
+            rep.prefill_tokens_per_second,
+            rep.generation_tokens_per_second
+        ));
+        data.push(json!({
+            "method": method, "exact_match_flexible": rep.value, "exact_match_strict": strict,
+            "vs_dense": diff, "questions": rep.n, "generated_tokens": rep.generated_tokens,
+            "prefill_tokens_per_second": rep.prefill_tokens_per_second,
+            "generation_tokens_per_second": rep.generation_tokens_per_second,
+            "batch_size": rep.batch_size, "max_gen_toks": rep.max_gen_toks,
+        }));
+    }
+    md.push_str(&format!(
+        "\n{} questions of the test split, oe-eval's 8-shot chain-of-thought prompt, greedy \
+         generation with a key/value cache (at most {} new tokens), answers extracted like \
+         lm-evaluation-harness's `flexible-extract` (headline) and `strict-match`. The dense model \
+         answered {k} of the first {n} before the rows were generated. Δ: percentage points with a \
+         95% paired bootstrap interval over the same questions (`*`: excludes zero).\n",
+        reports[0].1.n, reports[0].1.max_gen_toks
+    ));
+    Ok((
+        md,
+        json!({"above_chance": true, "probe_questions": n, "probe_correct": k, "rows": data}),
+    ))
 }
 
 fn method_level(method: Method) -> Level {
