@@ -93,7 +93,7 @@ pub use continuation::PrefixState;
 pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).
 pub use finercut_tensor::{DenseLogits, RowMetric, Tensor};
-pub use model::Model;
+pub use model::{Model, ATTN_SHORTCUT, MLP_SHORTCUT};
 pub use plan::{Plan, SublayerId, SublayerKind};
 pub use stream::{Sink, StreamStats, TensorSink, HEAD_ROWS};
 pub use weights::WeightDtype;
