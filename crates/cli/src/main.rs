@@ -12,6 +12,7 @@ mod like;
 mod prune;
 mod reproduce;
 mod run;
+mod slice;
 mod speed;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a pruned checkpoint whose removed sublayers' tensors are gone.
     Export(export::Args),
+    /// Slice the residual stream with SliceGPT (arXiv 2401.15024, a baseline) and write the
+    /// smaller model, which every command loads with --model DIR.
+    Slice(slice::Args),
     /// Evaluate a (pruned) model on the paper's benchmarks, scored like lm-evaluation-harness 0.4
     /// (`finercut eval gsm8k`: GSM8K by greedy generation).
     Eval(evaluate::Args),
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Prune(args) => prune::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Export(args) => export::main(args),
+        Command::Slice(args) => slice::main(args),
         Command::Eval(args) => evaluate::main(args),
         Command::Reproduce(args) => reproduce::main(args),
         Command::Speed(args) => speed::main(args),

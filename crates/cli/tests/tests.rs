@@ -732,4 +732,87 @@ fn eval_gsm8k_writes_per_question_outcomes() {
     assert!(msg.contains("L1.ffn"), "{msg}");
     let msg = err(&["eval", "--model", m, "--tasks", "gsm8k"]);
     assert!(msg.contains("unknown task"), "{msg}");
+
+/// `slice` writes a SliceGPT model that `ppl`, `run` and `prune` load; at full width its perplexity
+/// is the dense model's; an existing output is replaced only with --force.
+#[test]
+fn slice_then_use_the_sliced_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let model = d.join("tiny");
+    finercut_tiny(&model);
+    let m = model.to_str().expect("utf-8");
+    let text = d.join("calib.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .expect("write");
+    let t = text.to_str().expect("utf-8");
+    let out = d.join("sliced");
+    let o = out.to_str().expect("utf-8");
+    let calib = ["--calib", t, "--samples", "2", "--seq-len", "32"];
+    fn concat<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
+        parts.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+    let base = ["slice", "--model", m, "--out", o];
+    let slice =
+        |width: &[&'static str], extra: &[&'static str]| concat(&[&base, &calib, width, extra]);
+    let stdout = ok(&slice(&["--ratio", "0.25"], &[]));
+    assert!(stdout.contains("d' = 48 of d = 64"), "{stdout}");
+    assert!(stdout.contains("parameters:"), "{stdout}");
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["hidden_size"], 48);
+    assert_eq!(config["slicegpt"]["original_hidden_size"], 64);
+    assert_eq!(config["slicegpt"]["calibration"]["seq_len"], 32);
+    assert!(config["slicegpt"]["source_model_sha256"].is_string());
+    no_temporary_files(&out);
+
+    let e = err(&slice(&["--dim", "64"], &[]));
+    assert!(e.contains("--force"), "{e}");
+    ok(&slice(&["--dim", "64"], &["--force"]));
+    let ppl = |model: &str| -> f64 {
+        let out = ok(&[
+            "ppl",
+            "--model",
+            model,
+            "--text",
+            t,
+            "--seq-len",
+            "32",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        v["ppl"].as_f64().expect("ppl")
+    };
+    let (dense, full) = (ppl(m), ppl(o));
+    assert!(
+        (dense - full).abs() <= 1e-4 * dense,
+        "dense {dense}, full-width slice {full}"
+    );
+    ok(&slice(&["--remove-params", "20000"], &["--force"]));
+    assert!(ppl(o).is_finite());
+    ok(&["run", "--model", o, "--prompt", "The quick"]);
+    let run = d.join("run.json");
+    ok(&[
+        "prune",
+        "--model",
+        o,
+        "--calib",
+        t,
+        "--samples",
+        "2",
+        "--seq-len",
+        "32",
+        "--ratio",
+        "0.25",
+        "--out",
+        run.to_str().expect("utf-8"),
+    ]);
+
+    // Exactly one width option; a width out of range is an error.
+    let mut none = vec!["slice", "--model", m, "--out", o];
+    none.extend_from_slice(&calib);
+    assert!(err(&none).contains("--dim"));
+    assert!(err(&slice(&["--dim", "65"], &["--force"])).contains("1..=64"));
 }

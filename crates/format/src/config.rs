@@ -170,11 +170,26 @@ pub struct Gemma3Params {
     pub attn_logit_softcapping: Option<f64>,
 }
 
+/// A SliceGPT model (Ashkboos et al., arXiv 2401.15024): a Llama-family model whose residual
+/// stream was rotated and sliced from `original_hidden_size` to `hidden_size` dimensions.
+///
+/// Its RMSNorms still divide by the original width (`x / sqrt(Σx² / original_hidden_size + eps)`),
+/// and every sublayer carries a residual shortcut matrix (`model.layers.N.attn_shortcut_Q`,
+/// `model.layers.N.mlp_shortcut_Q`, `[hidden_size, hidden_size]`): the stream becomes
+/// `h·Q + branch(h)`. Read from the `slicegpt` object of config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceParams {
+    /// The residual width before slicing (the divisor of the RMSNorms).
+    pub original_hidden_size: usize,
+}
+
 /// Settings that only some architectures have.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ArchParams {
     /// Llama, Mistral, Qwen2: nothing more.
     Dense,
+    /// A sliced Llama, Mistral, Qwen2 or Qwen3 (SliceGPT).
+    Sliced(SliceParams),
     /// Mixtral.
     Mixtral(MoeParams),
     /// Gemma 3.
@@ -290,6 +305,8 @@ pub struct RawConfig {
     torch_dtype: Option<String>,
     dtype: Option<String>,
     text_config: Option<Json>,
+    /// The SliceGPT section of a sliced model ([`SliceParams`]).
+    slicegpt: Option<Json>,
     /// Every other key, with its value: checked by `check_unimplemented_keys` and reported by
     /// [`RawConfig::unknown_keys`].
     #[serde(flatten)]
@@ -513,6 +530,24 @@ fn parse_layer_types(names: &[String], origin: &str) -> Result<Vec<LayerAttentio
             )),
         })
         .collect()
+}
+
+/// The `slicegpt` object of a sliced model's config.json: only `original_hidden_size` changes the
+/// computation; the other keys (slicing ratio, calibration settings and hashes) are records.
+fn parse_slice(v: &Json, origin: &str) -> Result<SliceParams> {
+    let n = v
+        .get("original_hidden_size")
+        .and_then(Json::as_u64)
+        .and_then(|n| usize::try_from(n).ok());
+    match n {
+        Some(n) if n > 0 => Ok(SliceParams {
+            original_hidden_size: n,
+        }),
+        _ => Err(Error::config(
+            origin,
+            "`slicegpt` needs a positive integer `original_hidden_size`",
+        )),
+    }
 }
 
 fn positive(origin: &str, name: &str, v: Option<usize>) -> Result<usize> {
@@ -768,8 +803,20 @@ impl ModelConfig {
                 final_logit_softcapping: raw.final_logit_softcapping,
                 attn_logit_softcapping: raw.attn_logit_softcapping,
             }),
-            _ => ArchParams::Dense,
+            _ => match &raw.slicegpt {
+                None => ArchParams::Dense,
+                Some(v) => ArchParams::Sliced(parse_slice(v, origin)?),
+            },
         };
+        if raw.slicegpt.is_some() && matches!(arch, Architecture::Mixtral | Architecture::Gemma3) {
+            return Err(Error::unsupported(
+                origin,
+                format!(
+                    "a `slicegpt` section for model_type `{}`: SliceGPT applies to pre-norm dense models only",
+                    arch.model_type()
+                ),
+            ));
+        }
 
         let dtype_name = raw.torch_dtype.clone().or(raw.dtype.clone());
         let torch_dtype = match dtype_name.as_deref() {
@@ -924,7 +971,19 @@ impl ModelConfig {
                     g.query_pre_attn_scalar
                 ))
             }
+            ArchParams::Sliced(p) if p.original_hidden_size < self.hidden_size => bad(format!(
+                "slicegpt.original_hidden_size ({}) is smaller than hidden_size ({})",
+                p.original_hidden_size, self.hidden_size
+            )),
             _ => Ok(()),
+        }
+    }
+
+    /// The SliceGPT settings, if this is a sliced model.
+    pub fn slicing(&self) -> Option<&SliceParams> {
+        match &self.arch {
+            ArchParams::Sliced(p) => Some(p),
+            _ => None,
         }
     }
 
@@ -1264,6 +1323,12 @@ impl ModelConfig {
                     set("num_experts_per_tok", json!(m.num_experts_per_tok));
                 }
             }
+        }
+        if let Some(p) = self.slicing() {
+            set(
+                "slicegpt",
+                json!({"original_hidden_size": p.original_hidden_size}),
+            );
         }
         j
     }

@@ -73,7 +73,7 @@ pub use checkpoint::{
 };
 pub use config::{
     Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
-    RawConfig, RopeScaling, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
+    RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
 };
 pub use error::{Error, Result};
 pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, GgufTensorOut, QuantizedRows};

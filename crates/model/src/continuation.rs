@@ -92,10 +92,15 @@ impl Model {
             positions: (p0..p0 + n).collect(),
         };
         for (s, slot) in kv.iter_mut().enumerate() {
+            let sub = &self.sublayers[s];
             if plan.is_removed(s) {
+                sub.bypass(&mut [Part {
+                    x: &mut x,
+                    row: 0,
+                    rows: n,
+                }])?;
                 continue;
             }
-            let sub = &self.sublayers[s];
             let mode = match (&sub.branch, base) {
                 (Branch::Attn(_), None) => KvMode::Store(slot),
                 (Branch::Attn(_), Some(b)) => KvMode::Extend(
@@ -191,10 +196,15 @@ impl Model {
             seq_lens: lens,
         };
         for (s, kv) in cache.iter().enumerate() {
+            let sub = &self.sublayers[s];
             if plan.is_removed(s) {
+                sub.bypass(&mut [Part {
+                    x: &mut y,
+                    row: 0,
+                    rows,
+                }])?;
                 continue;
             }
-            let sub = &self.sublayers[s];
             let mode = match sub.branch {
                 Branch::Attn(_) => KvMode::Continue(
                     kv.as_ref()

@@ -322,12 +322,16 @@ pub(crate) enum Branch {
 }
 
 /// One residual sublayer: `x + post_norm(branch(norm(x)))` (`post_norm` only for Gemma's sandwich
-/// norms). Removing it skips all of it.
+/// norms), or `x·S + branch(norm(x))` in a sliced model (SliceGPT), whose residual shortcut `S`
+/// carries the stream from this sublayer's basis to the next one's. Removing it skips the norm and
+/// the branch; the shortcut, part of the residual path, still applies.
 pub(crate) struct Sublayer {
     pub id: SublayerId,
     pub norm: RmsNorm,
     pub branch: Branch,
     pub post_norm: Option<RmsNorm>,
+    /// `Sᵀ` (`[d, d]`), so that `matmul_t` computes the row-vector product `x·S`.
+    pub shortcut: Option<Matrix>,
 }
 
 /// Rows `row..row+rows` of a residual stream: one piece of a batched sublayer evaluation.
@@ -367,12 +371,31 @@ impl Sublayer {
         if let Some(n) = &self.post_norm {
             out = n.forward(&out)?;
         }
+        self.bypass(parts)?;
         let mut off = 0;
         for p in parts.iter_mut() {
             p.x.add_rows_from(p.row, &out, off, p.rows)?;
             off += p.rows;
         }
         Ok(())
+    }
+
+    /// What a removed sublayer does to the parts: nothing, or in a sliced model the residual
+    /// shortcut `x ← x·S`.
+    pub(crate) fn bypass(&self, parts: &mut [Part<'_>]) -> Result<()> {
+        let Some(s) = &self.shortcut else {
+            return Ok(());
+        };
+        for p in parts.iter_mut() {
+            let y = s.matmul_t(&p.x.slice_rows(p.row, p.rows)?)?;
+            p.x.copy_rows_from(p.row, &y, 0, p.rows)?;
+        }
+        Ok(())
+    }
+
+    /// Parameters of the residual shortcut (0 without one).
+    pub(crate) fn shortcut_param_count(&self) -> usize {
+        self.shortcut.as_ref().map_or(0, Matrix::elem_count)
     }
 
     /// Calls `f` on every weight matrix of the branch.
@@ -399,6 +422,8 @@ impl Sublayer {
         }
     }
 
+    /// Parameters of the norm(s) and the branch: what removing the sublayer removes (a sliced
+    /// model's shortcut stays; [`Sublayer::shortcut_param_count`]).
     pub(crate) fn param_count(&self) -> usize {
         if matches!(self.branch, Branch::Absent) {
             return 0;

@@ -12,7 +12,9 @@
 //!   names) by [`Model::load`]. Supports Llama 2/3 (incl. Llama 3.1 RoPE scaling, from config.json or
 //!   from a GGUF's frequency factors), SmolLM2, Mistral (sliding window), Qwen2 (q/k/v biases), Qwen3
 //!   (per-head q/k RMSNorm), Gemma 3 (QK-norm, sandwich norms, sliding-window layers) and Mixtral
-//!   (sparse mixture of experts, removed as one FFN sublayer).
+//!   (sparse mixture of experts, removed as one FFN sublayer), and SliceGPT models of the dense
+//!   families (`finercut-slice`: a narrower residual stream, a shortcut matrix per sublayer that a
+//!   plan's removal keeps, norms dividing by the original width, an untied head).
 //! - [`Model::forward`], [`Model::trace`], [`Model::resume`] and [`Model::advance`]: logits under a
 //!   plan, the residual stream entering every sublayer, continuing from one of those states to the
 //!   logits, or to the stream entering a later sublayer.
@@ -98,7 +100,7 @@ pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).
 pub use finercut_tensor::{DenseLogits, RowMetric, Tensor};
 pub use generate::{GenerateOptions, GenerateStats, Generated, Sequence, StopReason};
-pub use model::Model;
+pub use model::{Model, ATTN_SHORTCUT, MLP_SHORTCUT};
 pub use plan::{Plan, SublayerId, SublayerKind};
 pub use stream::{Sink, StreamStats, TensorSink, HEAD_ROWS};
 pub use weights::WeightDtype;

@@ -14,6 +14,11 @@ use finercut_tensor::{
     Activation, AttentionSpec, DType, Device, Matrix, NormWeight, Rope, RopeScaling, Tensor,
 };
 
+/// Name of a sliced model's shortcut matrix around the attention sublayer, in its block's scope.
+pub const ATTN_SHORTCUT: &str = "attn_shortcut_Q";
+/// Name of a sliced model's shortcut matrix around the FFN sublayer, in its block's scope.
+pub const MLP_SHORTCUT: &str = "mlp_shortcut_Q";
+
 /// Rows evaluated together in one batched sublayer call (whole sequences; at least one sequence).
 /// A constant, not a function of the thread count, so results are reproducible.
 pub(crate) const CHUNK_ROWS: usize = 8192;
@@ -211,6 +216,24 @@ impl Model {
             )));
         }
         let eps = c.rms_norm_eps as f32;
+        // A sliced model's norms divide by the original width D over d kept dimensions:
+        // x / sqrt(Σx²/D + eps) = sqrt(D/d) · x / sqrt(Σx²/d + eps·D/d), an RMSNorm over d with
+        // its weight scaled by sqrt(D/d) and epsilon by D/d (exactly the plain norm when D = d).
+        let slicing = c.slicing().copied();
+        let (residual_eps, residual_scale) = match slicing {
+            Some(p) => {
+                let ratio = p.original_hidden_size as f64 / d as f64;
+                ((c.rms_norm_eps * ratio) as f32, ratio.sqrt() as f32)
+            }
+            None => (eps, 1.0),
+        };
+        let residual_norm = |w: &Weights<'_>, name: &str| -> Result<RmsNorm> {
+            let mut n = RmsNorm::load(w, name, d, residual_eps, NormWeight::Plain)?;
+            if residual_scale != 1.0 {
+                n.weight.scale_in_place(residual_scale)?;
+            }
+            Ok(n)
+        };
         let norm_kind = if gemma.is_some() {
             NormWeight::OnePlus
         } else {
@@ -259,7 +282,34 @@ impl Model {
             let sliding = c.layer_types[b] == LayerAttention::Sliding;
             let mut spec = AttentionSpec::new(heads, kvh, hd);
             spec.sliding_window = if sliding { c.sliding_window } else { None };
-            let norm = |name: &str| RmsNorm::load(&l, name, d, eps, norm_kind);
+            let norm = |name: &str| {
+                if slicing.is_some() {
+                    residual_norm(&l, name)
+                } else {
+                    RmsNorm::load(&l, name, d, eps, norm_kind)
+                }
+            };
+            // A sliced model's residual shortcuts, stored as SliceGPT's `x·Q` matrices
+            // `[d, d]` and held transposed for `matmul_t`.
+            let shortcut = |name: &str| -> Result<Option<Matrix>> {
+                if slicing.is_none() {
+                    return Ok(None);
+                }
+                let q = l
+                    .get(name, &[d, d])?
+                    .to_device(&Device::Cpu)?
+                    .to_vec_f32()?;
+                let mut qt = vec![0.0f32; d * d];
+                for i in 0..d {
+                    for j in 0..d {
+                        qt[j * d + i] = q[i * d + j];
+                    }
+                }
+                let m = Tensor::from_vec(qt, &[d, d], &Device::Cpu)?
+                    .to_dtype(matrix_dtype)?
+                    .to_device(device)?;
+                Ok(Some(Matrix::Dense(m)))
+            };
             let attn_id = SublayerId {
                 block: b,
                 kind: SublayerKind::Attn,
@@ -268,7 +318,7 @@ impl Model {
                 block: b,
                 kind: SublayerKind::Mlp,
             };
-            let absent_sublayer = |id: SublayerId| -> Result<Sublayer> {
+            let absent_sublayer = |id: SublayerId, shortcut_name: &str| -> Result<Sublayer> {
                 Ok(Sublayer {
                     id,
                     norm: RmsNorm {
@@ -278,10 +328,11 @@ impl Model {
                     },
                     branch: Branch::Absent,
                     post_norm: None,
+                    shortcut: shortcut(shortcut_name)?,
                 })
             };
             if absent.contains(&attn_id.index()) {
-                sublayers.push(absent_sublayer(attn_id)?);
+                sublayers.push(absent_sublayer(attn_id, ATTN_SHORTCUT)?);
             } else {
                 let attn_w = l.pp("self_attn");
                 if let Some(g) = gemma {
@@ -323,10 +374,11 @@ impl Model {
                     norm: norm("input_layernorm")?,
                     branch: Branch::Attn(attn),
                     post_norm: attn_post,
+                    shortcut: shortcut(ATTN_SHORTCUT)?,
                 });
             }
             if absent.contains(&mlp_id.index()) {
-                sublayers.push(absent_sublayer(mlp_id)?);
+                sublayers.push(absent_sublayer(mlp_id, MLP_SHORTCUT)?);
             } else {
                 let branch = match moe {
                     Some(m) => {
@@ -373,10 +425,15 @@ impl Model {
                     norm: mlp_norm,
                     branch,
                     post_norm: mlp_post,
+                    shortcut: shortcut(MLP_SHORTCUT)?,
                 });
             }
         }
-        let final_norm = RmsNorm::load(&m, "norm", d, eps, norm_kind)?;
+        let final_norm = if slicing.is_some() {
+            residual_norm(&m, "norm")?
+        } else {
+            RmsNorm::load(&m, "norm", d, eps, norm_kind)?
+        };
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
@@ -417,6 +474,9 @@ impl Model {
         }
         for s in &self.sublayers {
             s.for_each_matrix(&mut add);
+            if let Some(m) = &s.shortcut {
+                add(m);
+            }
         }
         out
     }
@@ -429,6 +489,94 @@ impl Model {
             .map(|(t, (n, bytes))| format!("{t} ×{n} ({:.1} MB)", *bytes as f64 / 1e6))
             .collect();
         format!("{}: {}", self.weight_dtype, parts.join(", "))
+    }
+
+    /// The `f32` values of the weight with Hugging Face name `name` (e.g.
+    /// `model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`, which is the embedding when the
+    /// two are tied), on the host, widened from however it is held. Norm weights are those the
+    /// model computes with (a sliced model's are rescaled for its original width). An unknown name,
+    /// or a weight of a sublayer absent from the checkpoint, is [`Error::MissingWeight`].
+    pub fn weight(&self, name: &str) -> Result<Tensor> {
+        let missing = || Error::MissingWeight {
+            name: name.to_string(),
+        };
+        let host = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(&Device::Cpu)?) };
+        let dense = |m: &Matrix| -> Result<Tensor> { host(&m.to_dense()?.to_dtype(DType::F32)?) };
+        match name {
+            "model.embed_tokens.weight" => return dense(&self.embed),
+            "lm_head.weight" => return dense(self.head_weight()),
+            "model.norm.weight" => return host(&self.final_norm.weight),
+            _ => {}
+        }
+        let rest = name.strip_prefix("model.layers.").ok_or_else(missing)?;
+        let (block, rest) = rest.split_once('.').ok_or_else(missing)?;
+        let block: usize = block.parse().map_err(|_| missing())?;
+        let gemma = self.config.gemma3().is_some();
+        let attn = self.sublayers.get(2 * block).ok_or_else(missing)?;
+        let mlp = self.sublayers.get(2 * block + 1).ok_or_else(missing)?;
+        let linear = |l: &crate::layers::Linear, part: &str| -> Result<Tensor> {
+            match part {
+                "weight" => dense(&l.weight),
+                "bias" => host(l.bias.as_ref().ok_or_else(missing)?),
+                _ => Err(missing()),
+            }
+        };
+        let transposed = |m: &Option<Matrix>| -> Result<Tensor> {
+            let t = dense(m.as_ref().ok_or_else(missing)?)?;
+            let d = t.rows();
+            let v = t.to_vec_f32()?;
+            let mut out = vec![0.0f32; d * d];
+            for i in 0..d {
+                for j in 0..d {
+                    out[j * d + i] = v[i * d + j];
+                }
+            }
+            Ok(Tensor::from_vec(out, &[d, d], &Device::Cpu)?)
+        };
+        match (rest, &attn.branch, &mlp.branch) {
+            ("input_layernorm.weight", Branch::Attn(_), _) => host(&attn.norm.weight),
+            ("post_attention_layernorm.weight", Branch::Attn(_), _) if gemma => {
+                host(&attn.post_norm.as_ref().ok_or_else(missing)?.weight)
+            }
+            ("post_attention_layernorm.weight", _, Branch::Mlp(_) | Branch::Moe(_)) if !gemma => {
+                host(&mlp.norm.weight)
+            }
+            ("pre_feedforward_layernorm.weight", _, Branch::Mlp(_)) if gemma => {
+                host(&mlp.norm.weight)
+            }
+            ("post_feedforward_layernorm.weight", _, Branch::Mlp(_)) if gemma => {
+                host(&mlp.post_norm.as_ref().ok_or_else(missing)?.weight)
+            }
+            (ATTN_SHORTCUT, _, _) => transposed(&attn.shortcut),
+            (MLP_SHORTCUT, _, _) => transposed(&mlp.shortcut),
+            (r, Branch::Attn(a), _) if r.starts_with("self_attn.") => {
+                let r = &r["self_attn.".len()..];
+                let (module, part) = r.split_once('.').ok_or_else(missing)?;
+                match module {
+                    "q_proj" => linear(&a.q, part),
+                    "k_proj" => linear(&a.k, part),
+                    "v_proj" => linear(&a.v, part),
+                    "o_proj" => linear(&a.o, part),
+                    "q_norm" if part == "weight" => {
+                        host(&a.q_norm.as_ref().ok_or_else(missing)?.weight)
+                    }
+                    "k_norm" if part == "weight" => {
+                        host(&a.k_norm.as_ref().ok_or_else(missing)?.weight)
+                    }
+                    _ => Err(missing()),
+                }
+            }
+            (r, _, Branch::Mlp(m)) if r.starts_with("mlp.") => {
+                let (module, part) = r["mlp.".len()..].split_once('.').ok_or_else(missing)?;
+                match module {
+                    "gate_proj" => linear(&m.gate, part),
+                    "up_proj" => linear(&m.up, part),
+                    "down_proj" => linear(&m.down, part),
+                    _ => Err(missing()),
+                }
+            }
+            _ => Err(missing()),
+        }
     }
 
     /// The configuration the model was built from.
@@ -453,18 +601,20 @@ impl Model {
             .map_or(SublayerId::from_index(i), |s| s.id)
     }
 
-    /// Parameters of sublayer `i`: its norm(s) and its branch (0 when `i` is out of range).
+    /// Parameters of sublayer `i`: its norm(s) and its branch (0 when `i` is out of range); a sliced
+    /// model's residual shortcut is not counted, as removing the sublayer keeps it.
     pub fn param_count_of(&self, i: usize) -> usize {
         self.sublayers.get(i).map_or(0, Sublayer::param_count)
     }
 
-    /// All parameters: embeddings, sublayers, final norm and (untied) LM head.
+    /// All parameters: embeddings, sublayers (with a sliced model's shortcut matrices), final norm
+    /// and (untied) LM head.
     pub fn param_count(&self) -> usize {
         self.embed.elem_count()
             + self
                 .sublayers
                 .iter()
-                .map(Sublayer::param_count)
+                .map(|s| s.param_count() + s.shortcut_param_count())
                 .sum::<usize>()
             + self.final_norm.param_count()
             + self.lm_head.as_ref().map_or(0, Matrix::elem_count)
@@ -476,16 +626,14 @@ impl Model {
         self.check_plan(plan)?;
         let mut x = self.embed_batch(tokens)?;
         for s in 0..self.sublayers.len() {
-            if !plan.is_removed(s) {
-                self.apply_stream(s, &mut x, n, t)?;
-            }
+            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
         }
         Ok(self.logits(&x)?.reshape(&[n, t, self.config.vocab_size])?)
     }
 
     /// The residual stream `[n, t, d]` entering every sublayer under `plan` (2L states), then the stream
     /// after the last sublayer, before the final norm (2L + 1 states in all). A removed sublayer's
-    /// entering state equals the next one's.
+    /// entering state equals the next one's (in a sliced model: times its shortcut matrix).
     pub fn trace(&self, tokens: &[Vec<u32>], plan: &Plan) -> Result<Vec<Tensor>> {
         let (n, t) = self.check_tokens(tokens)?;
         self.check_plan(plan)?;
@@ -494,9 +642,7 @@ impl Model {
         let mut states = Vec::with_capacity(self.sublayers.len() + 1);
         for s in 0..self.sublayers.len() {
             states.push(x.clone().reshape(&[n, t, d])?);
-            if !plan.is_removed(s) {
-                self.apply_stream(s, &mut x, n, t)?;
-            }
+            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
         }
         states.push(x.reshape(&[n, t, d])?);
         Ok(states)
@@ -514,9 +660,7 @@ impl Model {
         let (n, t) = self.check_state(state)?;
         let mut x = state.clone().reshape(&[n * t, d])?;
         for s in from..count {
-            if !plan.is_removed(s) {
-                self.apply_stream(s, &mut x, n, t)?;
-            }
+            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
         }
         Ok(self.logits(&x)?.reshape(&[n, t, self.config.vocab_size])?)
     }
@@ -537,9 +681,7 @@ impl Model {
         let d = self.config.hidden_size;
         let mut x = state.clone().reshape(&[n * t, d])?;
         for s in from..to {
-            if !plan.is_removed(s) {
-                self.apply_stream(s, &mut x, n, t)?;
-            }
+            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
         }
         Ok(x.reshape(&[n, t, d])?)
     }
@@ -627,8 +769,19 @@ impl Model {
     }
 
     /// Applies sublayer `s` to a stream of `n` sequences of `t` tokens (`[n·t, d]`), in chunks of
-    /// whole sequences.
-    pub(crate) fn apply_stream(&self, s: usize, x: &mut Tensor, n: usize, t: usize) -> Result<()> {
+    /// whole sequences; a `removed` sublayer only applies its shortcut, if any.
+    pub(crate) fn apply_stream(
+        &self,
+        s: usize,
+        x: &mut Tensor,
+        n: usize,
+        t: usize,
+        removed: bool,
+    ) -> Result<()> {
+        if removed {
+            let rows = x.rows();
+            return self.sublayers[s].bypass(&mut [Part { x, row: 0, rows }]);
+        }
         let per = (CHUNK_ROWS / t).max(1);
         let mut seq = 0;
         while seq < n {

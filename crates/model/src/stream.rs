@@ -102,19 +102,30 @@ impl Model {
                 // Every candidate is born: the base stream is no longer needed.
                 base_x = None;
             }
-            if base.is_removed(s) {
-                continue;
-            }
             let mut active: Vec<&mut Tensor> = Vec::with_capacity(candidates.len() + 1);
+            // Streams that skip sublayer `s` (a sliced model still applies its shortcut to them).
+            let mut skipping: Vec<&mut Tensor> = Vec::new();
             if let Some(x) = base_x.as_mut() {
-                active.push(x);
+                if base.is_removed(s) {
+                    skipping.push(x);
+                } else {
+                    active.push(x);
+                }
             }
             for (c, st) in streams.iter_mut().enumerate() {
                 if let Some(x) = st {
-                    if !extra[c].contains(&s) {
+                    if base.is_removed(s) || extra[c].contains(&s) {
+                        skipping.push(x);
+                    } else {
                         active.push(x);
                     }
                 }
+            }
+            for x in skipping {
+                self.apply_stream(s, x, n, t, true)?;
+            }
+            if active.is_empty() {
+                continue;
             }
             evals += active.len();
             self.apply_streams(s, &mut active, n, t)?;
@@ -145,7 +156,7 @@ impl Model {
         let rows = n * t;
         if rows >= CHUNK_ROWS {
             for x in streams.iter_mut() {
-                self.apply_stream(s, x, n, t)?;
+                self.apply_stream(s, x, n, t, false)?;
             }
             return Ok(());
         }
