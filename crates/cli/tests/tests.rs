@@ -732,6 +732,7 @@ fn eval_gsm8k_writes_per_question_outcomes() {
     assert!(msg.contains("L1.ffn"), "{msg}");
     let msg = err(&["eval", "--model", m, "--tasks", "gsm8k"]);
     assert!(msg.contains("unknown task"), "{msg}");
+}
 
 /// `slice` writes a SliceGPT model that `ppl`, `run` and `prune` load; at full width its perplexity
 /// is the dense model's; an existing output is replaced only with --force.
