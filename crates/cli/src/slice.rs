@@ -40,8 +40,9 @@ pub struct Args {
     /// --seq-len and --calib-offset select from it.
     #[arg(long, value_name = "FILE.json")]
     pub tokens: Option<PathBuf>,
-    /// Number of calibration sequences (the project's FinerCut setting; the SliceGPT paper
-    /// calibrates on 1024 sequences of 2048 tokens).
+    /// Number of calibration sequences (the project's FinerCut setting, so both methods see the
+    /// same text; the SliceGPT paper calibrates on far more). The kept width should not exceed
+    /// samples × seq-len: beyond the covariance's rank the kept directions are arbitrary.
     #[arg(long, default_value_t = 10)]
     pub samples: usize,
     /// Tokens per calibration sequence.
