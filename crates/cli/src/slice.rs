@@ -116,6 +116,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     };
     let model_sha256 = loaded.checkpoint.sha256()?;
+    let rows = args.samples * args.seq_len;
+    if dim > rows {
+        eprintln!(
+            "warning: {rows} calibration tokens give covariances of rank at most {rows} < d' = {dim}; \
+             the last {} kept directions are arbitrary (give more --samples or a longer --seq-len)",
+            dim - rows
+        );
+    }
 
     eprintln!(
         "slicing {} from d = {d} to d' = {dim} on {} × {} calibration tokens",
