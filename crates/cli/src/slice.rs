@@ -40,8 +40,9 @@ pub struct Args {
     /// --seq-len and --calib-offset select from it.
     #[arg(long, value_name = "FILE.json")]
     pub tokens: Option<PathBuf>,
-    /// Number of calibration sequences (the project's FinerCut setting; the SliceGPT paper
-    /// calibrates on 1024 sequences of 2048 tokens).
+    /// Number of calibration sequences (the project's FinerCut setting, so both methods see the
+    /// same text; the SliceGPT paper calibrates on far more). The kept width should not exceed
+    /// samples × seq-len: beyond the covariance's rank the kept directions are arbitrary.
     #[arg(long, default_value_t = 10)]
     pub samples: usize,
     /// Tokens per calibration sequence.
@@ -119,6 +120,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     };
     let model_sha256 = loaded.checkpoint.sha256()?;
+    let rows = args.samples * args.seq_len;
+    if dim > rows {
+        eprintln!(
+            "warning: {rows} calibration tokens give covariances of rank at most {rows} < d' = {dim}; \
+             the last {} kept directions are arbitrary (give more --samples or a longer --seq-len)",
+            dim - rows
+        );
+    }
 
     eprintln!(
         "slicing {} from d = {d} to d' = {dim} on {} × {} calibration tokens",

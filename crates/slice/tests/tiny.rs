@@ -506,3 +506,23 @@ fn gemma3_mixtral_and_sliced_models_are_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("mixtral"), "{e}");
 }
+
+#[test]
+fn slicing_does_not_depend_on_the_thread_count() {
+    let model = tiny(Family::Qwen3, 4);
+    // Enough calibration rows for several covariance blocks and product blocks.
+    let calib = tokens(20, 60, 3);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let sliced = slice_model(&model, &calib, &SliceSettings { dim: 9 }).unwrap();
+            let m = sliced.to_model(&Device::Cpu).unwrap();
+            let logits = m.forward(&tokens(2, 5, 1), &Plan::dense()).unwrap();
+            (sliced.eigenvalues().to_vec(), logits.to_vec_f32().unwrap())
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
