@@ -59,7 +59,7 @@ fn reproduce_table2_smoke() {
     let md = std::fs::read_to_string(dir.path().join("table2/table2.md")).expect("table2.md");
     assert_eq!(
         md.lines().filter(|l| l.starts_with("| ")).count(),
-        14,
+        2 * (8 + 8),
         "two models' tables: {md}"
     );
     assert_eq!(md.matches("**Verdict.**").count(), 2, "{md}");
@@ -84,7 +84,8 @@ fn check_smoke_table2(results: &serde_json::Value) {
             "ShortGPT",
             "DeeperLayers",
             "SLEB",
-            "BlockPruner"
+            "BlockPruner",
+            "SliceGPT"
         ]
     );
     for r in rows {
@@ -94,7 +95,20 @@ fn check_smoke_table2(results: &serde_json::Value) {
             r["ppl"].as_f64().is_some_and(|p| p > 1.0),
             "perplexity in {r}"
         );
-        if r["method"] != "Dense" {
+        if r["method"] == "SliceGPT" {
+            // The widest width that removes at least FinerCut's parameter count.
+            assert!(
+                r["params_removed"].as_u64().unwrap_or(0)
+                    >= rows[1]["params_removed"].as_u64().unwrap_or(u64::MAX),
+                "{r}"
+            );
+            assert!(
+                r["removed_label"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with("width 64→")),
+                "{r}"
+            );
+        } else if r["method"] != "Dense" {
             // 6 blocks, 25% of 12 sublayers: 3 sublayers, or one whole block (3 rounded down).
             let removed =
                 r["removed_attn"].as_u64().unwrap_or(0) + r["removed_mlp"].as_u64().unwrap_or(0);

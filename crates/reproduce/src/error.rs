@@ -19,6 +19,9 @@ pub enum Error {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] finercut_model::Error),
+    /// SliceGPT failed.
+    #[error(transparent)]
+    Slice(#[from] finercut_slice::Error),
     /// A figure could not be drawn.
     #[error("cannot draw the figure: {0}")]
     Draw(String),

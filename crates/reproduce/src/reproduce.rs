@@ -11,7 +11,7 @@ use std::time::Instant;
 use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName};
 use finercut_metrics::Metric;
-use finercut_pipeline::{self as pipeline, Context, Loaded};
+use finercut_pipeline::{self as pipeline, Context, LoadOptions, Loaded};
 use finercut_search::inspect::Inspection;
 use finercut_search::{Level, Method, Provenance, SearchResult, Settings, Stop};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,10 @@ pub struct Profile {
     pub gsm8k_limit: Option<usize>,
     /// Most tokens generated per GSM8K question (`None`: the task config's 512).
     pub gsm8k_max_gen_toks: Option<usize>,
+    /// SliceGPT's calibration sequences (its PCA needs more tokens than the model's width).
+    pub slicegpt_samples: usize,
+    /// Tokens per SliceGPT calibration sequence.
+    pub slicegpt_seq_len: usize,
     /// Generate every row even when the dense model is at chance (the smoke profile, so that the
     /// whole path runs in tests).
     pub gsm8k_always: bool,
@@ -85,6 +89,8 @@ impl Profile {
                 gsm8k_limit: Some(3),
                 gsm8k_max_gen_toks: Some(8),
                 gsm8k_always: true,
+                slicegpt_samples: 2,
+                slicegpt_seq_len: 32,
             },
             ProfileKind::Full => Profile {
                 name: "full".into(),
@@ -103,6 +109,8 @@ impl Profile {
                 gsm8k_limit: None,
                 gsm8k_max_gen_toks: None,
                 gsm8k_always: false,
+                slicegpt_samples: 10,
+                slicegpt_seq_len: 256,
             },
             ProfileKind::Default => Profile {
                 name: "default".into(),
@@ -121,8 +129,17 @@ impl Profile {
                 gsm8k_limit: Some(60),
                 gsm8k_max_gen_toks: Some(256),
                 gsm8k_always: false,
+                slicegpt_samples: 10,
+                slicegpt_seq_len: 256,
             },
         }
+    }
+
+    /// The tokens of WikiText-2 test that any search or SliceGPT calibrates on; perplexity windows
+    /// overlapping them are left out.
+    pub fn calibration_range(&self) -> std::ops::Range<usize> {
+        let n = (self.samples * self.seq_len).max(self.slicegpt_samples * self.slicegpt_seq_len);
+        self.calib_offset..self.calib_offset + n
     }
 
     fn caption(&self) -> String {
@@ -131,7 +148,8 @@ impl Profile {
             "profile `{}`: calibration {} × {} tokens of WikiText-2 test from token {}; zero-shot tasks \
              at most {} documents where the dense model is above chance, else at most {}; MMLU \
              5-shot at most {} questions per subject; WikiText-2 perplexity over {} windows of {} \
-             tokens disjoint from the calibration slice; {}% of sublayers removed (block methods: \
+             tokens disjoint from every calibration slice; SliceGPT calibrates on {} × {} tokens \
+             from the same start; {}% of sublayers removed (block methods: \
              the equal number of whole blocks, rounded down); intervals: paired bootstrap over \
              documents, {} resamples, seed {}",
             self.name,
@@ -144,6 +162,8 @@ impl Profile {
             self.ppl_max_windows
                 .map_or("all".into(), |l| format!("the first {l}")),
             self.ppl_seq_len,
+            self.slicegpt_samples,
+            self.slicegpt_seq_len,
             self.ratio * 100.0,
             self.bootstrap.replicates,
             self.bootstrap.seed,
@@ -169,6 +189,10 @@ struct Ctx {
     stage: usize,
     /// Documents per task, decided from the dense model's accuracy ([`Ctx::decide_limits`]).
     limits: BTreeMap<String, Option<usize>>,
+    /// How models are loaded (the sliced model is loaded like the source).
+    load: LoadOptions,
+    /// Models other than the source that rows evaluate (SliceGPT's), with their SHA-256.
+    variants: BTreeMap<String, (Loaded, String)>,
 }
 
 impl Ctx {
@@ -227,6 +251,30 @@ impl Ctx {
             true,
             true,
         )?)
+    }
+
+    /// Runs `f` with the model of row variant `name` (e.g. the sliced model) in place of the source;
+    /// `None` runs it on the source.
+    fn on_variant<T>(
+        &mut self,
+        name: Option<&str>,
+        f: impl FnOnce(&mut Ctx) -> Result<T>,
+    ) -> Result<T> {
+        let Some(name) = name else {
+            return f(self);
+        };
+        let Some((mut loaded, mut sha)) = self.variants.remove(name) else {
+            return Err(crate::Error::Invalid(format!(
+                "no model for the {name} row"
+            )));
+        };
+        std::mem::swap(&mut self.loaded, &mut loaded);
+        std::mem::swap(&mut self.model_sha, &mut sha);
+        let r = f(self);
+        std::mem::swap(&mut self.loaded, &mut loaded);
+        std::mem::swap(&mut self.model_sha, &mut sha);
+        self.variants.insert(name.to_owned(), (loaded, sha));
+        r
     }
 
     /// The result file of a search with these settings (whatever its thread count and stop).
@@ -408,8 +456,7 @@ impl Ctx {
     fn perplexity(&self, removed: &BTreeSet<usize>) -> Result<PerplexityReport> {
         let mut options = PerplexityOptions::new(self.profile.ppl_seq_len);
         options.max_windows = self.profile.ppl_max_windows;
-        let start = self.profile.calib_offset;
-        options.exclude = Some(start..start + self.profile.samples * self.profile.seq_len);
+        options.exclude = Some(self.profile.calibration_range());
         Ok(pipeline::perplexity_of(
             &self.loaded,
             removed,
@@ -539,6 +586,8 @@ pub fn run(options: &Options) -> Result<()> {
             timings: Vec::new(),
             stage: 0,
             limits: BTreeMap::new(),
+            load: options.load.clone(),
+            variants: BTreeMap::new(),
         };
         let what = options.what;
         if what_has(what, What::Table2) {
@@ -645,6 +694,11 @@ struct Row {
     outcomes: Outcomes,
     #[serde(skip)]
     removed_set: BTreeSet<usize>,
+    /// What the "Removed" column says when the row does not remove sublayers (SliceGPT's width).
+    removed_label: Option<String>,
+    /// The model the row evaluates when it is not the source under a plan (see [`Ctx::on_variant`]).
+    #[serde(skip)]
+    variant: Option<String>,
 }
 
 impl Row {
@@ -672,6 +726,8 @@ impl Row {
             standing: None,
             outcomes: eval.outcomes.clone(),
             removed_set: eval.removed.clone(),
+            removed_label: None,
+            variant: None,
         }
     }
 }
@@ -717,6 +773,17 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
             ..Row::new(label, &eval, dense_avg)
         });
     }
+    let target = rows
+        .iter()
+        .find(|r| r.method == "FinerCut")
+        .map_or(0, |r| r.params_removed);
+    let slicegpt_note = match slicegpt_row(ctx, &tasks, target, dense_avg, total_params)? {
+        Ok(row) => {
+            rows.push(row);
+            None
+        }
+        Err(why) => Some(why),
+    };
     let names: Vec<String> = tasks.iter().map(|t| t.as_str().to_owned()).collect();
     let boot = ctx.profile.bootstrap;
     let finercut = rows
@@ -741,7 +808,11 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
     let (gsm8k_md, gsm8k_json) = ctx.stage("table2: GSM8K generation check", |c| {
         gsm8k_section(c, &rows)
     })?;
-    let md = render_table2(ctx, &tasks, &rows, &verdict) + &gsm8k_md;
+    let mut md = render_table2(ctx, &tasks, &rows, &verdict);
+    if let Some(why) = &slicegpt_note {
+        md.push_str(&format!("\nSliceGPT row skipped: {why}\n"));
+    }
+    md.push_str(&gsm8k_md);
     pipeline::write_file_atomic(&dir.join("table2.md"), &md)?;
     let results = json!({
         "table": "table2",
@@ -755,6 +826,7 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         "total_params": total_params,
         "rows": rows,
         "verdict": verdict,
+        "slicegpt_skipped": slicegpt_note,
         "gsm8k": gsm8k_json,
         "timings_s": ctx.timings,
         "threads": ctx.threads,
@@ -798,7 +870,7 @@ fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Val
     let limit = ctx.profile.gsm8k_limit;
     let mut reports = Vec::new();
     for r in rows {
-        let report = ctx.gsm8k(&r.removed_set, limit)?;
+        let report = ctx.on_variant(r.variant.as_deref(), |c| c.gsm8k(&r.removed_set, limit))?;
         reports.push((r.method.clone(), report));
     }
     let outcomes = |rep: &Gsm8kReport| {
@@ -859,6 +931,83 @@ fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Val
     ))
 }
 
+/// The SliceGPT row: the source sliced to the residual width whose removed parameter count is the
+/// smallest at least `target` (FinerCut's), saved as a checkpoint in the cache, loaded back and
+/// evaluated like the other rows. `Ok(Err(why))` when SliceGPT cannot apply to this model.
+fn slicegpt_row(
+    ctx: &mut Ctx,
+    tasks: &[TaskName],
+    target: usize,
+    dense_avg: Option<f64>,
+    total_params: usize,
+) -> Result<std::result::Result<Row, String>> {
+    let config = ctx.loaded.checkpoint.config.clone();
+    if let Err(e) = finercut_slice::check_supported(&config) {
+        return Ok(Err(e.to_string()));
+    }
+    let dense_params = ctx.loaded.model.param_count();
+    let dim = match finercut_slice::dim_for_removed_params(&config, dense_params, target) {
+        Ok(dim) => dim,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let (text, origin) = (ctx.text.clone(), "WikiText-2 test".to_owned());
+    let seqs = pipeline::calibration(
+        &ctx.loaded.checkpoint.tokenizer,
+        &text,
+        &origin,
+        ctx.profile.slicegpt_samples,
+        ctx.profile.slicegpt_seq_len,
+        ctx.profile.calib_offset,
+    )?;
+    let data_sha = Provenance::tokens_sha256(&seqs);
+    let key = ctx.key(&json!({
+        "slicegpt": ctx.model_sha, "data": data_sha, "dim": dim, "v": env!("CARGO_PKG_VERSION"),
+    }));
+    let dir = ctx.cache.join(format!("slicegpt-{key}"));
+    let mut wall_s = 0.0;
+    if !(dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()) {
+        let t0 = Instant::now();
+        let sliced = ctx.stage(&format!("table2: SliceGPT slicing to width {dim}"), |c| {
+            Ok(finercut_slice::slice_model(
+                &c.loaded.model,
+                &seqs,
+                &finercut_slice::SliceSettings { dim },
+            )?)
+        })?;
+        wall_s = t0.elapsed().as_secs_f64();
+        let extra = BTreeMap::from([
+            ("source_sha256".to_owned(), json!(ctx.model_sha)),
+            ("calibration_sha256".to_owned(), json!(data_sha)),
+            ("target_removed_params".to_owned(), json!(target)),
+            ("slice_wall_s".to_owned(), json!(wall_s)),
+        ]);
+        sliced.save(
+            &dir,
+            finercut_format::Overwrite::Replace,
+            Some(&ctx.loaded.checkpoint.tokenizer),
+            &extra,
+        )?;
+    }
+    let loaded = pipeline::load_model(&dir, &ctx.load)?;
+    let sliced_params = loaded.model.param_count();
+    let sha = loaded.checkpoint.sha256()?;
+    ctx.variants.insert("SliceGPT".to_owned(), (loaded, sha));
+    let eval = ctx.stage("table2: SliceGPT evaluation", |c| {
+        c.on_variant(Some("SliceGPT"), |c| c.evaluate(&BTreeSet::new(), tasks))
+    })?;
+    let removed = dense_params.saturating_sub(sliced_params);
+    Ok(Ok(Row {
+        level: "width".into(),
+        removed_label: Some(format!("width {}→{dim}", config.hidden_size)),
+        params_removed: removed,
+        params_removed_fraction: removed as f64 / total_params as f64,
+        search_wall_s: wall_s,
+        plan_file: Some(dir),
+        variant: Some("SliceGPT".to_owned()),
+        ..Row::new("SliceGPT", &eval, dense_avg)
+    }))
+}
+
 fn method_level(method: Method) -> Level {
     match method {
         Method::Finercut | Method::Blockpruner | Method::FinercutOneshot | Method::Random => {
@@ -897,10 +1046,11 @@ fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row], verdict: &str) -> 
     s.push_str("---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {}/{} | {} ({:.1}%) |",
+            "| {} | {} | {} ({:.1}%) |",
             r.method,
-            r.removed_attn,
-            r.removed_mlp,
+            r.removed_label
+                .clone()
+                .unwrap_or_else(|| format!("{}/{}", r.removed_attn, r.removed_mlp)),
             human_count(r.params_removed),
             100.0 * r.params_removed_fraction
         ));
@@ -960,7 +1110,9 @@ fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row], verdict: &str) -> 
          that excludes zero. Retained: the row's average over the dense model's, with its \
          interval. FinerCut uses the reference code's `js-reference` divergence at the sublayer \
          level; ShortGPT, DeeperLayers and SLEB remove whole blocks, BlockPruner sublayers by \
-         perplexity. PPL: WikiText-2 test perplexity. Settings: {}.\n",
+         perplexity; SliceGPT rotates the residual stream into the principal components of the \
+         same calibration tokens and slices it to the widest width that removes at least as many \
+         parameters as FinerCut (shortcut matrices and an untied head counted). PPL: WikiText-2 test perplexity. Settings: {}.\n",
         docs.join(", "),
         ctx.profile.caption()
     ));
