@@ -58,8 +58,8 @@ pub struct Args {
     pub models: Vec<String>,
     #[command(flatten)]
     pub model: crate::ModelArg,
-    /// Output directory: `<what>/<model>/` with results, tables and figures, `table2/table2.md`
-    /// with every model's table, and `cache/`.
+    /// Output directory: `<what>/<model>/` with results, tables and figures, a Markdown file in
+    /// `table2/` with every model's table, and `cache/`.
     #[arg(long, default_value = "target/repro")]
     pub out: PathBuf,
     /// Worker threads [default: all cores].

@@ -3,8 +3,8 @@
 //!
 //! [`run`] takes the models of a profile (or those named), and for each: evaluates the dense model,
 //! runs FinerCut and the baselines (searches resume from their checkpoints), evaluates every
-//! pruned model on the same documents, and writes `table2/<model>/{table2.md,results.json}` with each
-//! row's difference to the dense model and to FinerCut as 95% paired bootstrap intervals
+//! pruned model on the same documents, and writes the table (Markdown) and `results.json` under
+//! `table2/<model>/` with each row's difference to the dense model and to FinerCut as 95% paired bootstrap intervals
 //! ([`stats`]), and a verdict line per model. Every search and evaluation is cached under
 //! `cache/<profile>/<model>/`, keyed by the SHA-256 of the model, the calibration tokens and the
 //! settings, so a rerun finishes from the cache and an interrupted one picks up where it stopped.
@@ -26,7 +26,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let out = tempfile::tempdir()?;
 //! run(&Options::new(What::Table2, ProfileKind::Smoke, out.path().to_path_buf()))?;
-//! assert!(out.path().join("table2/table2.md").is_file());
+//! assert!(out.path().join("table2/tiny-1/results.json").is_file());
 //! # Ok(())
 //! # }
 //! ```

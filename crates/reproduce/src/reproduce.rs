@@ -544,7 +544,8 @@ impl Evaluation {
 }
 
 /// Runs the reproduction `options` asks for, model by model, and writes the tables and figures
-/// under `options.out` (`<what>/<model>/…`, and `table2/table2.md` with every model's table).
+/// under `options.out` (`<what>/<model>/…`, and a Markdown file in `table2/` with every model's
+/// table).
 pub fn run(options: &Options) -> Result<()> {
     let profile = Profile::new(options.profile);
     let t_all = Instant::now();
