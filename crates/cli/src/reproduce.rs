@@ -20,7 +20,11 @@ pub enum WhatArg {
     Figure1b,
     /// Ablations: sublayers versus whole blocks; JS versus angular versus Euclidean.
     Ablation,
-    /// Everything above.
+    /// The GSM8K generation check of Table 2 alone: dense against every Table 2 row (the same
+    /// searches and SliceGPT model) on the same questions, without the multiple-choice evaluations.
+    /// Writes `gsm8k/<model>/`.
+    Gsm8k,
+    /// Table 2 (with its GSM8K check), Figures 3, 4 and 1b and the ablation.
     All,
 }
 
@@ -32,6 +36,7 @@ impl From<WhatArg> for What {
             WhatArg::Figure4 => What::Figure4,
             WhatArg::Figure1b => What::Figure1b,
             WhatArg::Ablation => What::Ablation,
+            WhatArg::Gsm8k => What::Gsm8k,
             WhatArg::All => What::All,
         }
     }

@@ -68,6 +68,46 @@ fn reproduce_table2_smoke() {
     // intervals.
     let again = ok(&["reproduce", "table2", "--smoke", "--out", out]);
     assert_eq!(again, stdout);
+
+    // `reproduce gsm8k` is Table 2's GSM8K check alone: the same rows, plans and generations.
+    ok(&["reproduce", "gsm8k", "--smoke", "--out", out]);
+    for model in ["tiny-1", "tiny-2"] {
+        let table2 = json(&dir.path().join("table2").join(model).join("results.json"));
+        let alone = json(&dir.path().join("gsm8k").join(model).join("results.json"));
+        assert_eq!(alone["gsm8k"], table2["gsm8k"], "{model}");
+        assert_eq!(alone["gsm8k"]["rows"].as_array().map(Vec::len), Some(7));
+        let plans = |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+            v["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| (r["method"].clone(), r["removed"].clone()))
+                .collect()
+        };
+        assert_eq!(plans(&alone), plans(&table2), "{model}");
+    }
+    assert!(dir.path().join("gsm8k/gsm8k.md").is_file());
+
+    // The ablation pairs every variant with the first (Table 2's FinerCut, from the cache).
+    ok(&["reproduce", "ablation", "--smoke", "--out", out]);
+    let ablation = json(&dir.path().join("ablation/tiny-1/results.json"));
+    let rows = ablation["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 5);
+    assert!(rows[0]["vs_reference"].is_null());
+    for r in &rows[1..] {
+        let avg = &r["vs_reference"]["average"];
+        assert!(
+            avg["low"].as_f64().expect("low") <= avg["high"].as_f64().expect("high"),
+            "{r}"
+        );
+    }
+    let md = std::fs::read_to_string(dir.path().join("ablation/tiny-1/ablation.md"))
+        .expect("ablation.md");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| ")).count(),
+        1 + 5,
+        "{md}"
+    );
 }
 
 fn check_smoke_table2(results: &serde_json::Value) {

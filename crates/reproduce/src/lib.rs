@@ -57,7 +57,10 @@ pub enum What {
     Figure1b,
     /// Ablations: sublayers versus whole blocks; JS versus angular versus Euclidean.
     Ablation,
-    /// Everything above.
+    /// The GSM8K generation check of Table 2 alone: the same rows (searches, SliceGPT model) and
+    /// questions, without the multiple-choice evaluations, for models where Table 2 is too costly.
+    Gsm8k,
+    /// Table 2 (with its GSM8K check), Figures 3, 4 and 1b and the ablation.
     All,
 }
 

@@ -5,7 +5,7 @@
 //! one picks up where it stopped (searches resume from their per-step checkpoints).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
@@ -552,6 +552,7 @@ pub fn run(options: &Options) -> Result<()> {
     let models = ModelChoice::resolve(&options.models, options.profile, &options.out)?;
     let (text, origin) = pipeline::text_or_wikitext2(None)?;
     let mut table2_sections = Vec::new();
+    let mut gsm8k_sections = Vec::new();
     let mut figure4_panels = Vec::new();
     for choice in &models {
         let model_path = choice.prepare()?;
@@ -607,6 +608,9 @@ pub fn run(options: &Options) -> Result<()> {
         if what_has(what, What::Ablation) {
             ablation(&mut ctx)?;
         }
+        if what == What::Gsm8k {
+            gsm8k_sections.push(gsm8k_only(&mut ctx)?);
+        }
         eprintln!(
             "== {}: finished after {:.1} s in all",
             choice.display,
@@ -616,6 +620,11 @@ pub fn run(options: &Options) -> Result<()> {
     if !table2_sections.is_empty() {
         let path = options.out.join("table2").join("table2.md");
         pipeline::write_file_atomic(&path, table2_sections.join("\n"))?;
+        println!("written: {}", path.display());
+    }
+    if !gsm8k_sections.is_empty() {
+        let path = options.out.join("gsm8k").join("gsm8k.md");
+        pipeline::write_file_atomic(&path, gsm8k_sections.join("\n"))?;
         println!("written: {}", path.display());
     }
     if what_has(options.what, What::Figure4) && figure4_panels.len() > 1 {
@@ -632,9 +641,9 @@ pub fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Whether asking for `asked` produces `part`.
+/// Whether asking for `asked` produces `part` (`All` has GSM8K inside Table 2).
 fn what_has(asked: What, part: What) -> bool {
-    asked == What::All || asked == part
+    (asked == What::All && part != What::Gsm8k) || asked == part
 }
 
 /// The paper's Table 2 methods, in its row order.
@@ -703,60 +712,74 @@ struct Row {
 }
 
 impl Row {
-    /// A row of the table from an evaluation; the comparisons are filled in afterwards.
-    fn new(method: &str, eval: &Evaluation, dense_avg: Option<f64>) -> Row {
-        let average = eval.average_of_tasks();
+    /// A row before its evaluation (the comparisons are filled in after it): the method and the
+    /// sublayers it removes.
+    fn planned(method: &str, removed: BTreeSet<usize>) -> Row {
         Row {
             method: method.into(),
             metric: None,
             level: "-".into(),
             removed: Vec::new(),
-            removed_attn: eval.removed.iter().filter(|&&i| i % 2 == 0).count(),
-            removed_mlp: eval.removed.iter().filter(|&&i| i % 2 == 1).count(),
+            removed_attn: removed.iter().filter(|&&i| i % 2 == 0).count(),
+            removed_mlp: removed.iter().filter(|&&i| i % 2 == 1).count(),
             params_removed: 0,
             params_removed_fraction: 0.0,
-            tasks: eval.tasks.clone(),
-            average,
-            retained: average.zip(dense_avg).map(|(a, d)| a / d),
-            ppl: eval.ppl,
+            tasks: BTreeMap::new(),
+            average: None,
+            retained: None,
+            ppl: f64::NAN,
             search_wall_s: 0.0,
             search_forward_equivalents: 0.0,
             plan_file: None,
             vs_dense: None,
             vs_finercut: None,
             standing: None,
-            outcomes: eval.outcomes.clone(),
-            removed_set: eval.removed.clone(),
+            outcomes: Outcomes::default(),
+            removed_set: removed,
             removed_label: None,
             variant: None,
         }
     }
+
+    /// The row with the scores of `eval` (of this row's model and plan).
+    fn with_eval(self, eval: &Evaluation, dense_avg: Option<f64>) -> Row {
+        let average = eval.average_of_tasks();
+        Row {
+            tasks: eval.tasks.clone(),
+            average,
+            retained: average.zip(dense_avg).map(|(a, d)| a / d),
+            ppl: eval.ppl,
+            outcomes: eval.outcomes.clone(),
+            ..self
+        }
+    }
+
+    /// What the row removes, for the GSM8K results (which have no benchmark columns).
+    fn plan_json(&self) -> serde_json::Value {
+        json!({
+            "method": self.method, "metric": self.metric, "level": self.level,
+            "removed": self.removed, "removed_label": self.removed_label,
+            "params_removed": self.params_removed,
+            "params_removed_fraction": self.params_removed_fraction,
+            "search_wall_s": self.search_wall_s, "plan_file": self.plan_file,
+        })
+    }
 }
 
-/// Table 2 of one model: returns its Markdown section (table, verdict, settings).
-fn table2(ctx: &mut Ctx) -> Result<String> {
-    let tasks = paper_tasks();
-    let dir = ctx.dir("table2");
+/// The rows of Table 2 before evaluation: the dense model, each method's plan from its search (at
+/// the profile's ratio), and SliceGPT's sliced model at FinerCut's parameter count, or why SliceGPT
+/// does not apply to this model. `stage` prefixes the names of the timed stages.
+fn planned_rows(ctx: &mut Ctx, stage: &str) -> Result<(Vec<Row>, Option<String>)> {
     let ratio = ctx.profile.ratio;
-    let decisions = ctx.stage("table2: documents per task from the dense model", |c| {
-        c.decide_limits(&tasks)
-    })?;
-    let dense = ctx.stage("table2: dense model evaluation", |c| {
-        c.evaluate(&BTreeSet::new(), &tasks)
-    })?;
-    let dense_avg = dense.average_of_tasks();
     let total_params = ctx.total_params();
-    let mut rows = vec![Row::new("Dense", &dense, dense_avg)];
+    let mut rows = vec![Row::planned("Dense", BTreeSet::new())];
     for (label, method) in TABLE2_METHODS {
         let metric = (method == Method::Finercut).then_some(Metric::JsReference);
         let level = method_level(method);
-        let result = ctx.stage(&format!("table2: {label} search"), |c| {
+        let result = ctx.stage(&format!("{stage}: {label} search"), |c| {
             c.search(method, metric, level, Stop::Ratio(ratio))
         })?;
         let removed = result.plan_for_ratio(ratio)?;
-        let eval = ctx.stage(&format!("table2: {label} evaluation"), |c| {
-            c.evaluate(&removed, &tasks)
-        })?;
         let params = ctx.params_of(&removed);
         rows.push(Row {
             metric: result.settings.metric.map(|m| m.to_string()),
@@ -771,20 +794,48 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
             search_wall_s: result.total_wall_s(),
             search_forward_equivalents: result.total_forward_equivalents(),
             plan_file: Some(ctx.search_path(&result.settings)),
-            ..Row::new(label, &eval, dense_avg)
+            ..Row::planned(label, removed)
         });
     }
     let target = rows
         .iter()
         .find(|r| r.method == "FinerCut")
         .map_or(0, |r| r.params_removed);
-    let slicegpt_note = match slicegpt_row(ctx, &tasks, target, dense_avg, total_params)? {
+    match slicegpt_row(ctx, stage, target, total_params)? {
         Ok(row) => {
             rows.push(row);
-            None
+            Ok((rows, None))
         }
-        Err(why) => Some(why),
-    };
+        Err(why) => Ok((rows, Some(why))),
+    }
+}
+
+/// Table 2 of one model: returns its Markdown section (table, verdict, settings).
+fn table2(ctx: &mut Ctx) -> Result<String> {
+    let tasks = paper_tasks();
+    let dir = ctx.dir("table2");
+    let decisions = ctx.stage("table2: documents per task from the dense model", |c| {
+        c.decide_limits(&tasks)
+    })?;
+    let dense = ctx.stage("table2: dense model evaluation", |c| {
+        c.evaluate(&BTreeSet::new(), &tasks)
+    })?;
+    let dense_avg = dense.average_of_tasks();
+    let total_params = ctx.total_params();
+    let (planned, slicegpt_note) = planned_rows(ctx, "table2")?;
+    let mut rows = Vec::with_capacity(planned.len());
+    for row in planned {
+        if row.method == "Dense" {
+            rows.push(row.with_eval(&dense, dense_avg));
+            continue;
+        }
+        let eval = ctx.stage(&format!("table2: {} evaluation", row.method), |c| {
+            c.on_variant(row.variant.as_deref(), |c| {
+                c.evaluate(&row.removed_set, &tasks)
+            })
+        })?;
+        rows.push(row.with_eval(&eval, dense_avg));
+    }
     let names: Vec<String> = tasks.iter().map(|t| t.as_str().to_owned()).collect();
     let boot = ctx.profile.bootstrap;
     let finercut = rows
@@ -814,32 +865,83 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         md.push_str(&format!("\nSliceGPT row skipped: {why}\n"));
     }
     md.push_str(&gsm8k_md);
-    pipeline::write_file_atomic(&dir.join("table2.md"), &md)?;
-    let results = json!({
-        "table": "table2",
+    write_table(
+        ctx,
+        &dir,
+        "table2",
+        &md,
+        json!({
+            "documents_per_task": decisions,
+            "total_params": total_params,
+            "rows": rows,
+            "verdict": verdict,
+            "slicegpt_skipped": slicegpt_note,
+            "gsm8k": gsm8k_json,
+        }),
+    )?;
+    Ok(md)
+}
+
+/// Writes a table's Markdown (`<name>.md`) and `results.json` in `dir`, and prints them: the run's
+/// provenance (model, hashes, profile, timings, threads, version) with the table's `fields`.
+fn write_table(
+    ctx: &Ctx,
+    dir: &Path,
+    name: &str,
+    md: &str,
+    fields: serde_json::Value,
+) -> Result<()> {
+    let md_path = dir.join(format!("{name}.md"));
+    pipeline::write_file_atomic(&md_path, md)?;
+    let mut results = json!({
+        "table": name,
         "model": ctx.model_name,
         "model_path": ctx.loaded.path.display().to_string(),
         "model_sha256": ctx.model_sha,
         "calibration_sha256": ctx.data_sha,
         "profile": ctx.profile,
         "caption": ctx.profile.caption(),
-        "documents_per_task": decisions,
-        "total_params": total_params,
-        "rows": rows,
-        "verdict": verdict,
-        "slicegpt_skipped": slicegpt_note,
-        "gsm8k": gsm8k_json,
         "timings_s": ctx.timings,
         "threads": ctx.threads,
         "version": env!("CARGO_PKG_VERSION"),
     });
-    pipeline::write_json_atomic(&dir.join("results.json"), &results)?;
+    if let (Some(all), serde_json::Value::Object(extra)) = (results.as_object_mut(), fields) {
+        all.extend(extra);
+    }
+    let json_path = dir.join("results.json");
+    pipeline::write_json_atomic(&json_path, &results)?;
     println!("{md}");
-    println!(
-        "written: {} and {}",
-        dir.join("table2.md").display(),
-        dir.join("results.json").display()
-    );
+    println!("written: {} and {}", md_path.display(), json_path.display());
+    Ok(())
+}
+
+/// Table 2's GSM8K check alone: the same rows and questions as [`table2`] (the searches, SliceGPT
+/// model and generations are shared through the cache), without the multiple-choice evaluations.
+/// Writes its Markdown section and `results.json` under `gsm8k/<model>/`; returns the section.
+fn gsm8k_only(ctx: &mut Ctx) -> Result<String> {
+    let dir = ctx.dir("gsm8k");
+    let (rows, slicegpt_note) = planned_rows(ctx, "gsm8k")?;
+    let (mut md, gsm8k_json) = ctx.stage("gsm8k: generation", |c| gsm8k_section(c, &rows))?;
+    if let Some(why) = &slicegpt_note {
+        md.push_str(&format!("\nSliceGPT row skipped: {why}\n"));
+    }
+    md.push_str(&format!(
+        "\nRows: Table 2's plans at {:.0}% removed ({}).\n",
+        ctx.profile.ratio * 100.0,
+        ctx.profile.caption()
+    ));
+    write_table(
+        ctx,
+        &dir,
+        "gsm8k",
+        &md,
+        json!({
+            "total_params": ctx.total_params(),
+            "rows": rows.iter().map(Row::plan_json).collect::<Vec<_>>(),
+            "slicegpt_skipped": slicegpt_note,
+            "gsm8k": gsm8k_json,
+        }),
+    )?;
     Ok(md)
 }
 
@@ -933,13 +1035,13 @@ fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Val
 }
 
 /// The SliceGPT row: the source sliced to the residual width whose removed parameter count is the
-/// smallest at least `target` (FinerCut's), saved as a checkpoint in the cache, loaded back and
-/// evaluated like the other rows. `Ok(Err(why))` when SliceGPT cannot apply to this model.
+/// smallest at least `target` (FinerCut's), saved as a checkpoint in the cache and loaded back as
+/// the row's model variant, to be evaluated like the other rows. `Ok(Err(why))` when SliceGPT
+/// cannot apply to this model.
 fn slicegpt_row(
     ctx: &mut Ctx,
-    tasks: &[TaskName],
+    stage: &str,
     target: usize,
-    dense_avg: Option<f64>,
     total_params: usize,
 ) -> Result<std::result::Result<Row, String>> {
     let config = ctx.loaded.checkpoint.config.clone();
@@ -968,7 +1070,7 @@ fn slicegpt_row(
     let mut wall_s = 0.0;
     if !(dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()) {
         let t0 = Instant::now();
-        let sliced = ctx.stage(&format!("table2: SliceGPT slicing to width {dim}"), |c| {
+        let sliced = ctx.stage(&format!("{stage}: SliceGPT slicing to width {dim}"), |c| {
             Ok(finercut_slice::slice_model(
                 &c.loaded.model,
                 &seqs,
@@ -993,9 +1095,6 @@ fn slicegpt_row(
     let sliced_params = loaded.model.param_count();
     let sha = loaded.checkpoint.sha256()?;
     ctx.variants.insert("SliceGPT".to_owned(), (loaded, sha));
-    let eval = ctx.stage("table2: SliceGPT evaluation", |c| {
-        c.on_variant(Some("SliceGPT"), |c| c.evaluate(&BTreeSet::new(), tasks))
-    })?;
     let removed = dense_params.saturating_sub(sliced_params);
     Ok(Ok(Row {
         level: "width".into(),
@@ -1005,7 +1104,7 @@ fn slicegpt_row(
         search_wall_s: wall_s,
         plan_file: Some(dir),
         variant: Some("SliceGPT".to_owned()),
-        ..Row::new("SliceGPT", &eval, dense_avg)
+        ..Row::planned("SliceGPT", BTreeSet::new())
     }))
 }
 
@@ -1255,7 +1354,15 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
         ("sublayers, angular", Metric::Angular, Level::Sublayer),
         ("sublayers, Euclidean", Metric::Euclidean, Level::Sublayer),
     ];
+    let names: Vec<String> = tasks.iter().map(|t| t.as_str().to_owned()).collect();
     let mut rows = Vec::new();
+    let mut md = format!(
+        "#### Ablation: {} with {:.0}% of sublayers removed\n\n| Variant | Removed (attn/FFN) | \
+         Avg | Δ Avg vs Table 2's FinerCut | PPL | First removals |\n|---|---|---|---|---|---|\n",
+        ctx.model_name,
+        ratio * 100.0
+    );
+    let mut reference: Option<Outcomes> = None;
     for (label, metric, level) in variants {
         let result = ctx.stage(&format!("ablation: {label} search"), |c| {
             c.search(Method::Finercut, Some(metric), level, Stop::Ratio(ratio))
@@ -1264,22 +1371,55 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
         let eval = ctx.stage(&format!("ablation: {label} evaluation"), |c| {
             c.evaluate(&removed, &tasks)
         })?;
+        // The first variant is Table 2's FinerCut; the others are paired against it.
+        let vs_reference = match &reference {
+            None => {
+                reference = Some(eval.outcomes.clone());
+                None
+            }
+            Some(r) => Some(stats::paired(
+                &eval.outcomes,
+                r,
+                &names,
+                &ctx.profile.bootstrap,
+            )?),
+        };
+        let units: Vec<String> = result
+            .units_for_ratio(ratio)?
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        let attn = removed.iter().filter(|&&i| i % 2 == 0).count();
+        md.push_str(&format!(
+            "| {label} | {attn}/{} | {} | {} | {:.2} | {} |\n",
+            removed.len() - attn,
+            eval.average_of_tasks()
+                .map_or("–".into(), |a| format!("{:.1}", 100.0 * a)),
+            vs_reference
+                .as_ref()
+                .map_or("–".into(), |c| interval_pp(&c.average)),
+            eval.ppl,
+            units.iter().take(5).cloned().collect::<Vec<_>>().join(" "),
+        ));
         rows.push(json!({
             "variant": label,
             "metric": metric.to_string(),
             "level": level.name(),
             "average": eval.average_of_tasks(),
+            "vs_reference": vs_reference,
             "ppl": eval.ppl,
             "tasks": eval.tasks,
-            "removed": result
-                .units_for_ratio(ratio)?
-                .iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>(),
+            "removed": units,
         }));
     }
+    md.push_str(&format!(
+        "\nAvg: the nine benchmarks' average accuracy (%); Δ: the variant minus the first row (Table \
+         2's FinerCut) in points, with a 95% paired bootstrap interval over the same documents (`*`: \
+         excludes zero). PPL: WikiText-2 test perplexity. Settings: {}.\n",
+        ctx.profile.caption()
+    ));
     let dir = ctx.dir("ablation");
-    let names: Vec<String> = rows
+    let variant_names: Vec<String> = rows
         .iter()
         .map(|r| r["variant"].as_str().unwrap_or_default().to_owned())
         .collect();
@@ -1295,7 +1435,7 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
         groups: vec!["average accuracy".into()],
         variants: rows
             .iter()
-            .zip(&names)
+            .zip(&variant_names)
             .map(|(r, n)| plots::AblationVariant {
                 name: n.clone(),
                 values: vec![r["average"].as_f64().map(|a| 100.0 * a)],
@@ -1316,7 +1456,7 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
         groups: vec!["perplexity".into()],
         variants: rows
             .iter()
-            .zip(&names)
+            .zip(&variant_names)
             .map(|(r, n)| plots::AblationVariant {
                 name: n.clone(),
                 values: vec![r["ppl"].as_f64()],
@@ -1325,10 +1465,6 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
     };
     let files = plots::ablation(&dir.join("ablation-perplexity.svg"), &ppl)?;
     println!("ablation: {files}");
-    pipeline::write_json_atomic(
-        &dir.join("results.json"),
-        &json!({"model": ctx.model_name, "model_sha256": ctx.model_sha, "profile": ctx.profile,
-                "caption": ctx.profile.caption(), "rows": rows, "version": env!("CARGO_PKG_VERSION")}),
-    )?;
+    write_table(ctx, &dir, "ablation", &md, json!({ "rows": rows }))?;
     Ok(())
 }
