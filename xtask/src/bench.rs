@@ -73,14 +73,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
     fetch::fetch(root, fetch::Target::Smollm2)?;
-    run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "finercut",
-    ]))?;
-    let bin = target_dir(root).join("release/finercut");
+    let bin = crate::build_release_finercut(root)?;
     let out = target_dir(root).join("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let model = out.join("smollm2-hf");

@@ -13,6 +13,8 @@
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, then `test`), for running locally.
 //! - `reproduce WHAT [ARGS]`: `fetch`, a release build of `finercut`, then
 //!   `finercut reproduce WHAT` (Table 2, Figures 3, 4 and 1b, the ablation) into `target/repro/`.
+//! - `check-table2 [--out DIR] [--models ...] [--rows ...]`: re-derives a reproduced Table 2 by
+//!   exporting each row's model and scoring it with `finercut eval` and `finercut ppl`.
 //! - `bench [--vs-torch ...]`: criterion benchmarks (`cargo bench --workspace`), or with
 //!   `--vs-torch` the interleaved comparison with the PyTorch reference of `benches/reference/`.
 //! - `gpu-test`, `device-check`: the CUDA backend's tests on a GPU, and the one-call check of a
@@ -25,6 +27,7 @@
 //! The runner keeps few dependencies and shells out to `cargo` and `python3` for the heavy lifting.
 
 mod bench;
+mod check_table2;
 mod cuda;
 mod fetch;
 mod fuzz;
@@ -65,7 +68,7 @@ enum Cmd {
     /// Reproduce the paper's tables and figures: fetches the model and data, builds `finercut` in
     /// release mode and runs `finercut reproduce WHAT` (see `finercut reproduce --help`).
     Reproduce {
-        /// table2, figure3, figure4, figure1b, ablation or all.
+        /// table2, figure3, figure4, figure1b, ablation, gsm8k or all.
         what: String,
         /// Further arguments for `finercut reproduce` (--full, --smoke, --models, --out, --threads).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -99,6 +102,25 @@ enum Cmd {
         /// Extra arguments for `cargo bench` (without --vs-torch).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Re-derive a reproduced Table 2 with the user's commands: export every row's model from its
+    /// `plan_file` (`finercut export`; SliceGPT's sliced checkpoint as saved), evaluate it with
+    /// `finercut eval` on the table's documents and measure its perplexity with `finercut ppl` on
+    /// the table's windows; fails unless every number equals the table's (perplexity to a
+    /// relative 1e-6). Writes OUT/check-table2/<model>/check.json.
+    CheckTable2 {
+        /// The reproduction's output directory (`--out` of `reproduce`).
+        #[arg(long, default_value = "target/repro")]
+        out: PathBuf,
+        /// Models to check, comma-separated directory names under OUT/table2 [default: all].
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Rows to check, comma-separated (Dense, FinerCut, ShortGPT, …) [default: all].
+        #[arg(long, value_delimiter = ',')]
+        rows: Vec<String>,
+        /// Worker threads of `finercut`.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// Run the checks CI runs: cargo fmt --check, clippy with -D warnings, then `cargo xtask test`.
     Ci,
@@ -185,6 +207,24 @@ fn main() -> anyhow::Result<()> {
             } else {
                 bench::criterion(&root, &args)
             }
+        }
+        Cmd::CheckTable2 {
+            out,
+            models,
+            rows,
+            threads,
+        } => {
+            let bin = build_release_finercut(&root)?;
+            check_table2::check_table2(
+                &root,
+                &bin,
+                &check_table2::CheckTable2 {
+                    out: root.join(out),
+                    models,
+                    rows,
+                    threads,
+                },
+            )
         }
         Cmd::Ci => ci(&root),
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
@@ -314,6 +354,17 @@ fn ci(root: &Path) -> anyhow::Result<()> {
 
 fn reproduce(root: &Path, what: &str, args: &[String]) -> anyhow::Result<()> {
     fetch::fetch(root, fetch::Target::All)?;
+    let bin = build_release_finercut(root)?;
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(root).arg("reproduce").arg(what).args(args);
+    if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        cmd.arg("--out").arg(root.join("target/repro"));
+    }
+    run(&mut cmd)
+}
+
+/// Builds the `finercut` binary in release mode; returns its path.
+fn build_release_finercut(root: &Path) -> anyhow::Result<PathBuf> {
     run(Command::new("cargo").current_dir(root).args([
         "build",
         "--release",
@@ -321,13 +372,7 @@ fn reproduce(root: &Path, what: &str, args: &[String]) -> anyhow::Result<()> {
         "--package",
         "finercut",
     ]))?;
-    let bin = target_dir(root).join("release/finercut");
-    let mut cmd = Command::new(&bin);
-    cmd.current_dir(root).arg("reproduce").arg(what).args(args);
-    if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
-        cmd.arg("--out").arg(root.join("target/repro"));
-    }
-    run(&mut cmd)
+    Ok(target_dir(root).join("release/finercut"))
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else `target/` in the workspace.

@@ -70,14 +70,7 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
         bail!("{} is missing after fetch", model.display());
     }
     let llama = build_llama_cpp(&cache, root)?;
-    run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "finercut",
-    ]))?;
-    let finercut = target_dir(root).join("release/finercut");
+    let finercut = crate::build_release_finercut(root)?;
     let out = target_dir(root).join("runtime-check");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let threads = opts.threads.to_string();
