@@ -86,3 +86,55 @@ pub fn check_plan_matches(
     }
     Ok(())
 }
+
+/// Calibration sequences cut as `--calib`/`--tokens`, `--samples`, `--seq-len` and
+/// `--calib-offset` say.
+pub struct Calibration {
+    /// The sequences of token ids.
+    pub seqs: Vec<Vec<u32>>,
+    /// The file they came from, or the built-in WikiText-2 split.
+    pub origin: String,
+    /// SHA-256 of the source: the token-id file's bytes or the text's.
+    pub source_sha256: String,
+}
+
+/// The calibration sequences of `arg` for a model with `checkpoint`'s tokenizer and vocabulary.
+pub fn calibration_of(
+    arg: &crate::CalibArg,
+    checkpoint: &Checkpoint,
+) -> anyhow::Result<Calibration> {
+    match &arg.tokens {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let seqs = calibration_from_ids(
+                path,
+                arg.samples,
+                arg.seq_len,
+                arg.calib_offset,
+                checkpoint.config.vocab_size,
+            )?;
+            Ok(Calibration {
+                seqs,
+                origin: path.display().to_string(),
+                source_sha256: finercut_pipeline::sha256_hex(&bytes),
+            })
+        }
+        None => {
+            let (text, origin) = text_or_wikitext2(arg.calib.as_deref())?;
+            let seqs = calibration(
+                &checkpoint.tokenizer,
+                &text,
+                &origin,
+                arg.samples,
+                arg.seq_len,
+                arg.calib_offset,
+            )?;
+            Ok(Calibration {
+                seqs,
+                origin,
+                source_sha256: finercut_pipeline::sha256_hex(text.as_bytes()),
+            })
+        }
+    }
+}

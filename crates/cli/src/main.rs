@@ -49,7 +49,10 @@ enum Command {
     /// Write a pruned checkpoint whose removed sublayers' tensors are gone.
     Export(export::Args),
     /// Slice the residual stream with SliceGPT (arXiv 2401.15024, a baseline) and write the
-    /// smaller model, which every command loads with --model DIR.
+    /// smaller model, which every command loads with --model DIR. Its calibration defaults are
+    /// FinerCut's, so both methods see the same text (the SliceGPT paper calibrates on far more);
+    /// the kept width should not exceed samples × seq-len, beyond the covariance's rank the kept
+    /// directions are arbitrary.
     Slice(slice::Args),
     /// Evaluate a (pruned) model on the paper's benchmarks, scored like lm-evaluation-harness 0.4
     /// (`finercut eval gsm8k`: GSM8K by greedy generation).
@@ -148,6 +151,29 @@ pub struct ModelArg {
     /// matrices are uploaded as `--precision` says.
     #[arg(long, value_enum, default_value_t = DtypeArg::Stored)]
     pub dtype: DtypeArg,
+}
+
+/// The calibration arguments of the commands that calibrate on text (`prune`, `slice`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibArg {
+    /// Calibration text: a text file read as one string, or JSONL with a `text` field
+    /// [default: the WikiText-2 raw test split built into the binary].
+    #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
+    pub calib: Option<PathBuf>,
+    /// Calibration as token ids instead of text: a JSON list of equally long lists of ids (what
+    /// the PyTorch reference's --save-tokens writes). --samples, --seq-len and --calib-offset
+    /// then select from it.
+    #[arg(long, value_name = "FILE.json")]
+    pub tokens: Option<PathBuf>,
+    /// Number of calibration sequences.
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Token offset of the first calibration sequence in the tokenized text.
+    #[arg(long, default_value_t = 0)]
+    pub calib_offset: usize,
 }
 
 /// Precision of the weight matrices and GEMMs (`--precision`).

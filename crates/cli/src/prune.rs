@@ -32,24 +32,8 @@ pub struct Args {
     /// Candidate units: sublayer (attention and FFN, default), attn, mlp or block.
     #[arg(long, value_parser = parse_level)]
     pub level: Option<Level>,
-    /// Calibration text: a text file read as one string, or JSONL with a `text` field
-    /// [default: the WikiText-2 raw test split built into the binary].
-    #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
-    pub calib: Option<PathBuf>,
-    /// Calibration as token ids instead of text: a JSON list of equally long lists of ids (what
-    /// the PyTorch reference's --save-tokens writes). --samples, --seq-len and --calib-offset
-    /// then select from it.
-    #[arg(long, value_name = "FILE.json")]
-    pub tokens: Option<PathBuf>,
-    /// Number of calibration sequences.
-    #[arg(long, default_value_t = 10)]
-    pub samples: usize,
-    /// Tokens per calibration sequence.
-    #[arg(long, default_value_t = 256)]
-    pub seq_len: usize,
-    /// Token offset of the first calibration sequence in the tokenized text.
-    #[arg(long, default_value_t = 0)]
-    pub calib_offset: usize,
+    #[command(flatten)]
+    pub calib: crate::CalibArg,
     /// Front exclusion x of the reference code: the first ⌊2L·x/2⌋+1 blocks are not candidates
     /// until ⌊2L·x⌋+1 sublayers are removed. Off by default.
     #[arg(long, value_name = "X")]
@@ -105,26 +89,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             loaded.path.display()
         );
     }
-    let seqs = match &args.tokens {
-        Some(path) => common::calibration_from_ids(
-            path,
-            args.samples,
-            args.seq_len,
-            args.calib_offset,
-            loaded.checkpoint.config.vocab_size,
-        )?,
-        None => {
-            let (text, origin) = common::text_or_wikitext2(args.calib.as_deref())?;
-            common::calibration(
-                &loaded.checkpoint.tokenizer,
-                &text,
-                &origin,
-                args.samples,
-                args.seq_len,
-                args.calib_offset,
-            )?
-        }
-    };
+    let seqs = common::calibration_of(&args.calib, &loaded.checkpoint)?.seqs;
 
     let mut settings = Settings::new(args.method);
     if let Some(m) = args.metric {
@@ -139,9 +104,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         Stop::Ratio(args.ratio)
     };
     settings.front_exclusion = args.front_exclusion;
-    settings.samples = args.samples;
-    settings.seq_len = args.seq_len;
-    settings.calib_offset = args.calib_offset;
+    settings.samples = args.calib.samples;
+    settings.seq_len = args.calib.seq_len;
+    settings.calib_offset = args.calib.calib_offset;
     settings.seed = (args.method == Method::Random).then_some(args.seed);
     settings.threads = threads;
     settings.exhaustive = args.exhaustive;

@@ -32,25 +32,8 @@ pub struct Args {
     /// matrices included) has at least N parameters fewer than the dense model.
     #[arg(long, value_name = "N")]
     pub remove_params: Option<usize>,
-    /// Calibration text: a text file read as one string, or JSONL with a `text` field
-    /// [default: the WikiText-2 raw test split built into the binary].
-    #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
-    pub calib: Option<PathBuf>,
-    /// Calibration as token ids instead of text: a JSON list of lists of ids; --samples,
-    /// --seq-len and --calib-offset select from it.
-    #[arg(long, value_name = "FILE.json")]
-    pub tokens: Option<PathBuf>,
-    /// Number of calibration sequences (the project's FinerCut setting, so both methods see the
-    /// same text; the SliceGPT paper calibrates on far more). The kept width should not exceed
-    /// samples × seq-len: beyond the covariance's rank the kept directions are arbitrary.
-    #[arg(long, default_value_t = 10)]
-    pub samples: usize,
-    /// Tokens per calibration sequence.
-    #[arg(long, default_value_t = 256)]
-    pub seq_len: usize,
-    /// Token offset of the first calibration sequence in the tokenized text.
-    #[arg(long, default_value_t = 0)]
-    pub calib_offset: usize,
+    #[command(flatten)]
+    pub calib: crate::CalibArg,
     /// Worker threads [default: all cores]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -89,38 +72,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         _ => bail!("give one of --dim, --ratio, --remove-params"),
     };
 
-    let (seqs, data_origin, data_sha256) = match &args.tokens {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let seqs = common::calibration_from_ids(
-                path,
-                args.samples,
-                args.seq_len,
-                args.calib_offset,
-                config.vocab_size,
-            )?;
-            (
-                seqs,
-                path.display().to_string(),
-                finercut_pipeline::sha256_hex(&bytes),
-            )
-        }
-        None => {
-            let (text, origin) = common::text_or_wikitext2(args.calib.as_deref())?;
-            let seqs = common::calibration(
-                &loaded.checkpoint.tokenizer,
-                &text,
-                &origin,
-                args.samples,
-                args.seq_len,
-                args.calib_offset,
-            )?;
-            (seqs, origin, finercut_pipeline::sha256_hex(text.as_bytes()))
-        }
-    };
+    let calib = common::calibration_of(&args.calib, &loaded.checkpoint)?;
+    let (samples, seq_len) = (args.calib.samples, args.calib.seq_len);
     let model_sha256 = loaded.checkpoint.sha256()?;
-    let rows = args.samples * args.seq_len;
+    let rows = samples * seq_len;
     if dim > rows {
         eprintln!(
             "warning: {rows} calibration tokens give covariances of rank at most {rows} < d' = {dim}; \
@@ -132,11 +87,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "slicing {} from d = {d} to d' = {dim} on {} × {} calibration tokens",
         loaded.path.display(),
-        args.samples,
-        args.seq_len
+        samples,
+        seq_len
     );
     let start = Instant::now();
-    let sliced = slice_model(model, &seqs, &SliceSettings { dim })?;
+    let sliced = slice_model(model, &calib.seqs, &SliceSettings { dim })?;
     let slice_secs = start.elapsed().as_secs_f64();
 
     let extra = BTreeMap::from([
@@ -144,9 +99,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         (
             "calibration_data".to_string(),
             json!({
-                "origin": data_origin,
-                "sha256": data_sha256,
-                "offset": args.calib_offset,
+                "origin": calib.origin,
+                "sha256": calib.source_sha256,
+                "offset": args.calib.calib_offset,
             }),
         ),
     ]);

@@ -659,6 +659,16 @@ fn paper_tasks() -> Vec<TaskName> {
     TaskName::parse_list("paper").unwrap_or_default()
 }
 
+/// The tasks' names, as the paired statistics key them.
+fn task_names(tasks: &[TaskName]) -> Vec<String> {
+    tasks.iter().map(|t| t.as_str().to_owned()).collect()
+}
+
+/// How many of the removed sublayers are attention (even indices; FFNs are odd).
+fn attention_count(removed: &BTreeSet<usize>) -> usize {
+    removed.iter().filter(|&&i| i % 2 == 0).count()
+}
+
 fn task_header(t: TaskName) -> &'static str {
     match t.as_str() {
         "arc_easy" => "ARC-e",
@@ -720,8 +730,8 @@ impl Row {
             metric: None,
             level: "-".into(),
             removed: Vec::new(),
-            removed_attn: removed.iter().filter(|&&i| i % 2 == 0).count(),
-            removed_mlp: removed.iter().filter(|&&i| i % 2 == 1).count(),
+            removed_attn: attention_count(&removed),
+            removed_mlp: removed.len() - attention_count(&removed),
             params_removed: 0,
             params_removed_fraction: 0.0,
             tasks: BTreeMap::new(),
@@ -766,10 +776,19 @@ impl Row {
     }
 }
 
+/// Table 2's rows before evaluation (see [`planned_rows`]).
+struct Planned {
+    rows: Vec<Row>,
+    /// Why SliceGPT has no row on this model, when it has none.
+    slicegpt_skipped: Option<String>,
+    /// The dense model's parameter count, the denominator of every row's removed fraction.
+    total_params: usize,
+}
+
 /// The rows of Table 2 before evaluation: the dense model, each method's plan from its search (at
 /// the profile's ratio), and SliceGPT's sliced model at FinerCut's parameter count, or why SliceGPT
 /// does not apply to this model. `stage` prefixes the names of the timed stages.
-fn planned_rows(ctx: &mut Ctx, stage: &str) -> Result<(Vec<Row>, Option<String>)> {
+fn planned_rows(ctx: &mut Ctx, stage: &str) -> Result<Planned> {
     let ratio = ctx.profile.ratio;
     let total_params = ctx.total_params();
     let mut rows = vec![Row::planned("Dense", BTreeSet::new())];
@@ -801,13 +820,18 @@ fn planned_rows(ctx: &mut Ctx, stage: &str) -> Result<(Vec<Row>, Option<String>)
         .iter()
         .find(|r| r.method == "FinerCut")
         .map_or(0, |r| r.params_removed);
-    match slicegpt_row(ctx, stage, target, total_params)? {
+    let slicegpt_skipped = match slicegpt_row(ctx, stage, target, total_params)? {
         Ok(row) => {
             rows.push(row);
-            Ok((rows, None))
+            None
         }
-        Err(why) => Ok((rows, Some(why))),
-    }
+        Err(why) => Some(why),
+    };
+    Ok(Planned {
+        rows,
+        slicegpt_skipped,
+        total_params,
+    })
 }
 
 /// Table 2 of one model: returns its Markdown section (table, verdict, settings).
@@ -821,8 +845,11 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         c.evaluate(&BTreeSet::new(), &tasks)
     })?;
     let dense_avg = dense.average_of_tasks();
-    let total_params = ctx.total_params();
-    let (planned, slicegpt_note) = planned_rows(ctx, "table2")?;
+    let Planned {
+        rows: planned,
+        slicegpt_skipped: slicegpt_note,
+        total_params,
+    } = planned_rows(ctx, "table2")?;
     let mut rows = Vec::with_capacity(planned.len());
     for row in planned {
         if row.method == "Dense" {
@@ -836,7 +863,7 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
         })?;
         rows.push(row.with_eval(&eval, dense_avg));
     }
-    let names: Vec<String> = tasks.iter().map(|t| t.as_str().to_owned()).collect();
+    let names = task_names(&tasks);
     let boot = ctx.profile.bootstrap;
     let finercut = rows
         .iter()
@@ -920,7 +947,11 @@ fn write_table(
 /// Writes its Markdown section and `results.json` under `gsm8k/<model>/`; returns the section.
 fn gsm8k_only(ctx: &mut Ctx) -> Result<String> {
     let dir = ctx.dir("gsm8k");
-    let (rows, slicegpt_note) = planned_rows(ctx, "gsm8k")?;
+    let Planned {
+        rows,
+        slicegpt_skipped: slicegpt_note,
+        total_params,
+    } = planned_rows(ctx, "gsm8k")?;
     let (mut md, gsm8k_json) = ctx.stage("gsm8k: generation", |c| gsm8k_section(c, &rows))?;
     if let Some(why) = &slicegpt_note {
         md.push_str(&format!("\nSliceGPT row skipped: {why}\n"));
@@ -936,7 +967,7 @@ fn gsm8k_only(ctx: &mut Ctx) -> Result<String> {
         "gsm8k",
         &md,
         json!({
-            "total_params": ctx.total_params(),
+            "total_params": total_params,
             "rows": rows.iter().map(Row::plan_json).collect::<Vec<_>>(),
             "slicegpt_skipped": slicegpt_note,
             "gsm8k": gsm8k_json,
@@ -1358,7 +1389,7 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
     let decisions = ctx.stage("ablation: documents per task from the dense model", |c| {
         c.decide_limits(&tasks)
     })?;
-    let names: Vec<String> = tasks.iter().map(|t| t.as_str().to_owned()).collect();
+    let names = task_names(&tasks);
     let mut rows = Vec::new();
     let mut md = format!(
         "#### Ablation: {} with {:.0}% of sublayers removed\n\n| Variant | Removed (attn/FFN) | \
@@ -1393,7 +1424,7 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
             .iter()
             .map(|u| u.to_string())
             .collect();
-        let attn = removed.iter().filter(|&&i| i % 2 == 0).count();
+        let attn = attention_count(&removed);
         md.push_str(&format!(
             "| {label} | {attn}/{} | {} | {} | {:.2} | {} |\n",
             removed.len() - attn,
