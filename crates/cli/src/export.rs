@@ -69,7 +69,8 @@ pub enum OutType {
 }
 
 impl OutType {
-    fn dtype(self) -> DType {
+    /// The element type it names.
+    pub fn dtype(self) -> DType {
         match self {
             OutType::F32 => DType::F32,
             OutType::F16 => DType::F16,

@@ -14,6 +14,7 @@ use finercut_slice::{
 use serde_json::json;
 
 use crate::common;
+use crate::export::OutType;
 
 /// Arguments of `finercut slice`.
 #[derive(Debug, clap::Args)]
@@ -37,10 +38,15 @@ pub struct Args {
     /// Worker threads [default: all cores]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Output directory: model.safetensors (f32), config.json with a `slicegpt` section,
+    /// Output directory: model.safetensors, config.json with a `slicegpt` section,
     /// tokenizer.json. Load it with `--model DIR` in any command.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Storage type of the saved weights: f32 keeps the computed weights exactly (what
+    /// `finercut reproduce` evaluates); f16 and bf16 halve the file, rounding each weight to
+    /// nearest even.
+    #[arg(long, value_enum, default_value_t = OutType::F32)]
+    pub outtype: OutType,
     /// Replace a checkpoint already in --out.
     #[arg(long)]
     pub force: bool,
@@ -117,6 +123,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             overwrite,
             Some(&loaded.checkpoint.tokenizer),
             &extra,
+            args.outtype.dtype(),
         )
         .with_context(|| format!("cannot write the sliced model to {}", args.out.display()))?;
     let after = sliced.param_count();

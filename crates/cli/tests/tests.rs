@@ -845,6 +845,23 @@ fn slice_then_use_the_sliced_model() {
         (dense - full).abs() <= 1e-4 * dense,
         "dense {dense}, full-width slice {full}"
     );
+    // Saved in bf16: the config says so, and the perplexity stays close to the f32 save's.
+    ok(&slice(&["--dim", "48"], &["--force"]));
+    let f32_ppl = ppl(o);
+    let f32_size = std::fs::metadata(out.join("model.safetensors"))
+        .expect("size")
+        .len();
+    ok(&slice(&["--dim", "48"], &["--force", "--outtype", "bf16"]));
+    assert_eq!(json(&out.join("config.json"))["torch_dtype"], "bfloat16");
+    let bf16_size = std::fs::metadata(out.join("model.safetensors"))
+        .expect("size")
+        .len();
+    assert!(bf16_size < f32_size * 6 / 10, "{bf16_size} vs {f32_size}");
+    let bf16_ppl = ppl(o);
+    assert!(
+        (bf16_ppl - f32_ppl).abs() <= 0.02 * f32_ppl,
+        "bf16 {bf16_ppl} vs f32 {f32_ppl}"
+    );
     ok(&slice(&["--remove-params", "20000"], &["--force"]));
     assert!(ppl(o).is_finite());
     ok(&["run", "--model", o, "--prompt", "The quick"]);

@@ -1120,6 +1120,7 @@ fn slicegpt_row(
             finercut_format::Overwrite::Replace,
             Some(&ctx.loaded.checkpoint.tokenizer),
             &extra,
+            finercut_format::DType::F32,
         )?;
     }
     let loaded = pipeline::load_model(&dir, &ctx.load)?;

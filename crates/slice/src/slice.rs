@@ -4,8 +4,9 @@
 use crate::linalg::{covariance, matmul_f64, symmetric_eigen, Dense};
 use crate::{Error, Result};
 use finercut_format::{
-    io::write_json, prepare_output_dir, write_safetensors, ArchParams, Architecture, Bytes, DType,
-    ModelConfig, Overwrite, RawTensor, SliceParams, TensorSource, Tokenizer,
+    f32_to_bytes, io::write_json, prepare_output_dir, write_safetensors_streamed, ArchParams,
+    Architecture, Bytes, DType, ModelConfig, Overwrite, RawTensor, SliceParams, TensorSource,
+    TensorSpec, Tokenizer,
 };
 use finercut_model::{Model, Plan, ATTN_SHORTCUT, MLP_SHORTCUT};
 use finercut_tensor::{Device, Tensor};
@@ -148,7 +149,8 @@ impl SlicedModel {
         self.to_model(&Device::Cpu)
     }
 
-    /// Writes the model to `dir`: `model.safetensors` (`f32`), `config.json` (the source's
+    /// Writes the model to `dir`: `model.safetensors` (every tensor in `dtype`: `F32` keeps the
+    /// computed weights exactly, `BF16`/`F16` halve the file, rounding to nearest even), `config.json` (the source's
     /// `model_type`, `hidden_size` = `d'`, explicit `head_dim`, `tie_word_embeddings: false`, and
     /// the `slicegpt` section with `extra`'s keys added) and, when given, `tokenizer.json`.
     /// Every file is written atomically; a directory that already holds a checkpoint is refused
@@ -159,16 +161,30 @@ impl SlicedModel {
         overwrite: Overwrite,
         tokenizer: Option<&Tokenizer>,
         extra: &BTreeMap<String, Json>,
+        dtype: DType,
     ) -> Result<()> {
         prepare_output_dir(dir, overwrite)?;
-        let tensors: Vec<(String, DType, Vec<usize>, &[u8])> = self
-            .tensors
-            .values()
-            .map(|t| (t.name.clone(), t.dtype, t.shape.clone(), &t.data[..]))
+        let tensors: Vec<&RawTensor> = self.tensors.values().collect();
+        let specs: Vec<TensorSpec> = tensors
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dtype,
+                shape: t.shape.clone(),
+            })
             .collect();
         let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        write_safetensors(&dir.join("model.safetensors"), &tensors, &metadata)?;
-        let mut config = self.config.to_hf_json();
+        write_safetensors_streamed(&dir.join("model.safetensors"), &specs, &metadata, |i| {
+            let t = tensors[i];
+            if t.dtype == dtype {
+                Ok(t.data.clone())
+            } else {
+                Ok(Bytes::from_vec(f32_to_bytes(&t.to_f32_vec()?, dtype)))
+            }
+        })?;
+        let mut out_config = self.config.clone();
+        out_config.torch_dtype = dtype;
+        let mut config = out_config.to_hf_json();
         let mut record = self.record.clone();
         if let Some(obj) = record.as_object_mut() {
             for (k, v) in extra {

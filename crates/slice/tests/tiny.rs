@@ -2,7 +2,8 @@
 //! accounting, saving and loading, refusals, and plans on a sliced model.
 
 use finercut_format::{
-    Bytes, Checkpoint, DType, ModelConfig, Overwrite, RawTensor, SafetensorsStore, TensorSource,
+    f32_to_bytes, Bytes, Checkpoint, DType, ModelConfig, Overwrite, RawTensor, SafetensorsStore,
+    TensorSource,
 };
 use finercut_model::{Model, Plan};
 use finercut_slice::{
@@ -367,7 +368,13 @@ fn parameter_formula_matches_the_model_and_the_saved_file() {
             assert_eq!(sliced.to_model(&Device::Cpu).unwrap().param_count(), want);
             let dir = tempfile::tempdir().unwrap();
             sliced
-                .save(dir.path(), Overwrite::Refuse, None, &BTreeMap::new())
+                .save(
+                    dir.path(),
+                    Overwrite::Refuse,
+                    None,
+                    &BTreeMap::new(),
+                    DType::F32,
+                )
                 .unwrap();
             let store = SafetensorsStore::open(dir.path()).unwrap();
             let saved: usize = store
@@ -418,7 +425,9 @@ fn save_and_load_give_bit_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sliced");
     let extra = BTreeMap::from([("source_model_sha256".to_string(), serde_json::json!("abc"))]);
-    sliced.save(&out, Overwrite::Refuse, None, &extra).unwrap();
+    sliced
+        .save(&out, Overwrite::Refuse, None, &extra, DType::F32)
+        .unwrap();
     let (config, unknown) = ModelConfig::read_json_file(&out.join("config.json")).unwrap();
     assert!(unknown.is_empty(), "{unknown:?}");
     assert_eq!(&config, sliced.config());
@@ -444,13 +453,51 @@ fn save_and_load_give_bit_identical_logits() {
     let b = loaded.forward(&toks, &Plan::dense()).unwrap();
     assert_eq!(a.as_slice_f32().unwrap(), b.as_slice_f32().unwrap());
 
+    // Saved in bf16: every tensor is the f32 weight rounded to nearest even, the config says
+    // so, and the model loads and gives logits close to the f32 ones.
+    let half = dir.path().join("sliced-bf16");
+    sliced
+        .save(
+            &half,
+            Overwrite::Refuse,
+            None,
+            &BTreeMap::new(),
+            DType::BF16,
+        )
+        .unwrap();
+    let json16: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(half.join("config.json")).unwrap()).unwrap();
+    assert_eq!(json16["torch_dtype"], "bfloat16");
+    let store16 = SafetensorsStore::open(&half).unwrap();
+    assert_eq!(store16.names(), store.names());
+    for name in store.names() {
+        let full = store.get(&name).unwrap();
+        let rounded = store16.get(&name).unwrap();
+        assert_eq!(rounded.dtype, DType::BF16, "{name}");
+        assert_eq!(rounded.shape, full.shape, "{name}");
+        let want = f32_to_bytes(&full.to_f32_vec().unwrap(), DType::BF16);
+        assert_eq!(&rounded.data[..], &want[..], "{name}");
+    }
+    let (config16, _) = ModelConfig::read_json_file(&half.join("config.json")).unwrap();
+    let c = Model::load(&config16, &store16, &Device::Cpu)
+        .unwrap()
+        .forward(&toks, &Plan::dense())
+        .unwrap();
+    let (a, c) = (a.as_slice_f32().unwrap(), c.as_slice_f32().unwrap());
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(c).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        worst <= 0.05 * scale,
+        "bf16 logits off by {worst} (scale {scale})"
+    );
+
     // A second save into the same directory is refused unless it may replace the checkpoint.
     let e = sliced
-        .save(&out, Overwrite::Refuse, None, &BTreeMap::new())
+        .save(&out, Overwrite::Refuse, None, &BTreeMap::new(), DType::F32)
         .unwrap_err();
     assert!(e.to_string().contains("--force"), "{e}");
     sliced
-        .save(&out, Overwrite::Replace, None, &BTreeMap::new())
+        .save(&out, Overwrite::Replace, None, &BTreeMap::new(), DType::F32)
         .unwrap();
 
     // A config whose width does not match the weights names the tensor.
