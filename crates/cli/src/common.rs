@@ -61,12 +61,14 @@ pub fn parse_ratio(s: &str) -> Result<f64, String> {
     finercut_search::check_ratio(ratio).map_err(|e| e.to_string())
 }
 
-/// Checks that a result file belongs to this model (hash and size).
+/// Checks that a result file belongs to this model (hash and size); `hint` ends the message of a
+/// hash mismatch (what else the user may pass).
 pub fn check_plan_matches(
     result: &SearchResult,
     plan_path: &Path,
     model_sha256: &str,
     ckpt: &Checkpoint,
+    hint: &str,
 ) -> anyhow::Result<()> {
     let blocks = ckpt.config.num_hidden_layers;
     if result.num_blocks != blocks {
@@ -79,7 +81,7 @@ pub fn check_plan_matches(
     if result.provenance.model_sha256 != model_sha256 {
         bail!(
             "{} was computed for the model with SHA-256 {}, not this one ({model_sha256}); \
-             pass the model the plan was searched on",
+             pass the model the plan was searched on{hint}",
             plan_path.display(),
             result.provenance.model_sha256
         );

@@ -26,7 +26,7 @@ use finercut_format::gguf::pruned_from_gguf;
 use finercut_format::nas::{nas_config_json, NAS_CONFIGURATION_PY};
 use finercut_format::{
     checkpoint_files, f32_to_bytes, prepare_output_dir, write_safetensors_streamed, Bytes,
-    Checkpoint, DType, GgufFile, Overwrite, TensorSpec,
+    Checkpoint, DType, GgufFile, ModelConfig, Overwrite, TensorSpec,
 };
 use finercut_search::export::{is_removed_tensor, ExportPlan, TensorLayout};
 use finercut_search::{sublayer_name, SearchResult};
@@ -108,6 +108,13 @@ pub struct Args {
     /// A `gguf` export dequantises quantised matrices into this type (1-D tensors stay f32).
     #[arg(long, value_enum)]
     pub outtype: Option<OutType>,
+    /// The model the plan was searched on, when --model is another copy of it (e.g. the Hugging
+    /// Face checkpoint that this GGUF was converted from, or a GGUF conversion of this checkpoint):
+    /// the plan's SHA-256 is checked against this model instead, and its shape (architecture,
+    /// blocks, widths, heads, vocabulary) against --model's. Without it the plan must have been
+    /// searched on --model itself.
+    #[arg(long, value_name = "DIR|FILE.gguf")]
+    pub searched_on: Option<PathBuf>,
     /// Replace a checkpoint already in --out: its weight shards, index and JSON files (and, for
     /// `--format gguf`, its `.gguf` files) are removed first, so none of the old weights can be
     /// loaded in place of the new ones.
@@ -130,8 +137,27 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let model_path = common::model_path(&args.model)?;
     let ckpt = common::open_checkpoint(&model_path)?;
     let result = SearchResult::load(&args.plan)?;
-    let model_sha = ckpt.sha256()?;
-    common::check_plan_matches(&result, &args.plan, &model_sha, &ckpt)?;
+    let model_sha = match &args.searched_on {
+        None => {
+            let sha = ckpt.sha256()?;
+            common::check_plan_matches(
+                &result,
+                &args.plan,
+                &sha,
+                &ckpt,
+                ", or name it with --searched-on when --model is another copy of it (e.g. its GGUF \
+                 conversion)",
+            )?;
+            sha
+        }
+        Some(path) => {
+            let searched = common::open_checkpoint(path)?;
+            let sha = searched.sha256()?;
+            common::check_plan_matches(&result, &args.plan, &sha, &searched, " as --searched-on")?;
+            check_same_shape(&searched.config, path, &ckpt.config, &model_path)?;
+            ckpt.sha256()?
+        }
+    };
     let mut already = common::removed_in_checkpoint(&model_path)?;
     already.extend(ckpt.absent_sublayers.iter().copied());
     if !already.is_empty() {
@@ -269,6 +295,50 @@ fn gguf_source(ckpt: &Checkpoint) -> anyhow::Result<&Path> {
              convert it with llama.cpp's convert_hf_to_gguf.py first, or export --format hf-nas"
         ),
     }
+}
+
+/// Fails unless `other` (at `other_path`) has the shape of `config` (at `path`): the same
+/// architecture, block count, widths, heads and vocabulary, so that a plan searched on one
+/// removes the same sublayers of the other.
+fn check_same_shape(
+    other: &ModelConfig,
+    other_path: &Path,
+    config: &ModelConfig,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let shape = |c: &ModelConfig| {
+        [
+            ("num_hidden_layers", c.num_hidden_layers),
+            ("hidden_size", c.hidden_size),
+            ("intermediate_size", c.intermediate_size),
+            ("num_attention_heads", c.num_attention_heads),
+            ("num_key_value_heads", c.num_key_value_heads),
+            ("head_dim", c.head_dim),
+            ("vocab_size", c.vocab_size),
+        ]
+    };
+    let (a, b) = (
+        other.architecture.model_type(),
+        config.architecture.model_type(),
+    );
+    if a != b {
+        bail!(
+            "--searched-on {} is a `{a}` model and {} a `{b}` one: a plan searched on one does not \
+             apply to the other",
+            other_path.display(),
+            path.display()
+        );
+    }
+    for ((name, x), (_, y)) in shape(other).into_iter().zip(shape(config)) {
+        if x != y {
+            bail!(
+                "--searched-on {} has {name} {x} and {} has {y}: they are not copies of one model",
+                other_path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The GGUF export: `out/model.gguf`, from a GGUF source with its tensors copied unchanged.
@@ -449,6 +519,7 @@ fn write_safetensors_export(
         "metric": result.settings.metric.map(|m| m.to_string()),
         "level": result.settings.level.name(),
         "source_model_sha256": model_sha,
+        "searched_on_sha256": result.provenance.model_sha256,
         "layout": format.name(),
         "version": env!("CARGO_PKG_VERSION"),
     });

@@ -47,7 +47,7 @@ impl PlanArgs {
         };
         let result = SearchResult::load(path)?;
         let sha = loaded.checkpoint.sha256()?;
-        common::check_plan_matches(&result, path, &sha, &loaded.checkpoint)?;
+        common::check_plan_matches(&result, path, &sha, &loaded.checkpoint, "")?;
         Ok(result.plan_for_ratio(ratio)?)
     }
 }

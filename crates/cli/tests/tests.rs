@@ -326,6 +326,48 @@ fn prune_export_reload() {
         "{zeroed} vs {planned}"
     );
 
+    // Another copy of the model (here: another model of the same shape) takes the plan only
+    // with --searched-on naming the model the plan was searched on; a model of another shape
+    // is refused even then.
+    let copy = d.join("copy");
+    finercut_tiny_seed(&copy, 8);
+    let c = copy.to_str().expect("utf-8");
+    let copied = d.join("pruned-copy");
+    let pc = copied.to_str().expect("utf-8");
+    let base = [
+        "export", "--plan", r, "--ratio", "0.25", "--out", pc, "--force",
+    ];
+    let e1 = err(&[&base[..], &["--model", c]].concat());
+    assert!(
+        e1.contains("SHA-256") && e1.contains("--searched-on"),
+        "{e1}"
+    );
+    ok(&[&base[..], &["--model", c, "--searched-on", m]].concat());
+    let cc = json(&copied.join("config.json"));
+    assert_eq!(
+        cc["finercut"]["removed_sublayers"],
+        config["finercut"]["removed_sublayers"]
+    );
+    assert_eq!(
+        cc["finercut"]["searched_on_sha256"],
+        result["provenance"]["model_sha256"]
+    );
+    assert_ne!(
+        cc["finercut"]["source_model_sha256"],
+        cc["finercut"]["searched_on_sha256"]
+    );
+    assert!(ppl(&["--model", pc]).is_finite());
+    let other = d.join("other-shape");
+    ok(&["make-tiny", other.to_str().expect("utf-8"), "--blocks", "6"]);
+    let o = other.to_str().expect("utf-8");
+    let e2 = err(&[&base[..], &["--model", o, "--searched-on", m]].concat());
+    assert!(
+        e2.contains("num_hidden_layers 4") && e2.contains("6"),
+        "{e2}"
+    );
+    let e3 = err(&[&base[..], &["--model", c, "--searched-on", o]].concat());
+    assert!(e3.contains("4 blocks"), "{e3}");
+
     // Nemotron-NAS layout: renumbered blocks, block_configs, the same logits.
     let nas = d.join("pruned-nas");
     let n = nas.to_str().expect("utf-8");
