@@ -172,6 +172,9 @@ enum Cmd {
         /// from this seed on, until one removes an attention alone, an FFN alone and a block.
         #[arg(long)]
         random_seed: Option<u64>,
+        /// The GGUF model pruned and checked.
+        #[arg(long, value_enum, default_value_t = runtime_check::Model::Smollm2)]
+        model: runtime_check::Model,
     },
 }
 
@@ -237,6 +240,7 @@ fn main() -> anyhow::Result<()> {
             n_prompt,
             n_gen,
             random_seed,
+            model,
         } => runtime_check::runtime_check(
             &root,
             &runtime_check::Options {
@@ -246,6 +250,7 @@ fn main() -> anyhow::Result<()> {
                 n_prompt,
                 n_gen,
                 random_seed,
+                model,
             },
         ),
     }

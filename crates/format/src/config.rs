@@ -1035,8 +1035,15 @@ impl ModelConfig {
         } else {
             None
         };
+        let has_bias = |part: &str| {
+            file.tensors()
+                .iter()
+                .any(|t| t.name.starts_with("blk.") && t.name.ends_with(&format!(".{part}.bias")))
+        };
         let architecture = match arch_name.as_str() {
             "llama" if n_expert > 0 => Architecture::Mixtral,
+            // A pruned Qwen2 (`gguf::deci` writes one): Q/K/V biases without an output bias.
+            "deci" if has_bias("attn_q") && !has_bias("attn_output") => Architecture::Qwen2,
             "llama" | "deci" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
             "qwen3" => Architecture::Qwen3,
@@ -1199,7 +1206,8 @@ impl ModelConfig {
             } else {
                 Activation::Silu
             },
-            attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
+            // Any layer's: layer 0 of a pruned `deci` file may have no attention left.
+            attention_bias: has_bias("attn_q"),
             bos_token_id: id("tokenizer.ggml.bos_token_id")?,
             eos_token_id: eos,
             eos_token_ids: eos.into_iter().collect(),

@@ -1,6 +1,6 @@
 //! Exported pruned models load back with the logits of the pruned model in memory: the `deci`
-//! GGUF (Llama, also dequantised with `--outtype`) and the Nemotron-NAS layout (Llama, Qwen2);
-//! Gemma 3, Qwen2, Qwen3 and mixture-of-experts GGUFs with sublayers removed are refused with a
+//! GGUF (Llama and Qwen2, also dequantised with `--outtype`) and the Nemotron-NAS layout (Llama,
+//! Qwen2); Gemma 3, Qwen3 and mixture-of-experts GGUFs with sublayers removed are refused with a
 //! reason.
 
 use std::collections::{BTreeSet, HashMap};
@@ -27,6 +27,14 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Little-endian `f32`s.
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// The llama.cpp name of a Hugging Face tensor of the Llama layout.
@@ -96,7 +104,8 @@ fn tiny_gguf(t: &Tiny, arch: &str, path: &std::path::Path) {
     let mut tensors = Vec::new();
     for name in t.source.names() {
         let (shape, data) = &t.source.tensors[&name];
-        let data = if name.contains(".q_proj.") || name.contains(".k_proj.") {
+        // llama.cpp's converter interleaves a Llama's Q/K rows; Qwen2 keeps them (NeoX RoPE).
+        let data = if arch == "llama" && (name.contains(".q_proj.") || name.contains(".k_proj.")) {
             let groups = if name.contains(".q_proj.") {
                 c.num_attention_heads
             } else {
@@ -137,10 +146,17 @@ fn plans() -> Vec<BTreeSet<usize>> {
 
 #[test]
 fn deci_gguf_gives_the_pruned_logits() {
-    let t = Tiny::new(Arch::Llama, 11);
+    for (arch, name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
+        deci_gguf_of(arch, name);
+    }
+}
+
+/// A tiny `name` GGUF exported as `deci` under every plan gives the pruned model's logits.
+fn deci_gguf_of(arch: Arch, name: &str) {
+    let t = Tiny::new(arch, 11);
     let dir = tempfile::tempdir().unwrap();
     let dense_path = dir.path().join("dense.gguf");
-    tiny_gguf(&t, "llama", &dense_path);
+    tiny_gguf(&t, name, &dense_path);
     let (dense, _) = load_gguf(&dense_path);
     let memory = Model::load(&t.config, &t.source, &Device::Cpu).unwrap();
     assert!(
@@ -173,7 +189,39 @@ fn deci_gguf_gives_the_pruned_logits() {
         );
         let a = logits(&pruned, &Plan::from_removed(absent.iter().copied()));
         let b = logits(&memory, &Plan::from_removed(removed.iter().copied()));
-        assert!(max_diff(&a, &b) < 1e-5, "{removed:?}: {}", max_diff(&a, &b));
+        assert!(
+            max_diff(&a, &b) < 1e-5,
+            "{name} {removed:?}: {}",
+            max_diff(&a, &b)
+        );
+        if name == "qwen2" {
+            // The Q/K rows and biases are reordered into llama.cpp's interleaved order (what
+            // its converter writes for a Llama); everything else is copied.
+            let heads = t.config.num_attention_heads;
+            let kv = t.config.num_key_value_heads;
+            let first = kept.iter().position(|k| k.attn).unwrap();
+            let b0 = kept[first].source;
+            for (part, hf, groups) in [("attn_q", "q_proj", heads), ("attn_k", "k_proj", kv)] {
+                let (shape, w) =
+                    &t.source.tensors[&format!("model.layers.{b0}.self_attn.{hf}.weight")];
+                let want = permute_rows(w, shape[0], shape[1], groups);
+                let got = f32s(
+                    &file
+                        .tensor_bytes(&format!("blk.{first}.{part}.weight"))
+                        .unwrap(),
+                );
+                assert_eq!(got, want, "{part}");
+                let (shape, bias) =
+                    &t.source.tensors[&format!("model.layers.{b0}.self_attn.{hf}.bias")];
+                let want = permute_rows(bias, shape[0], 1, groups);
+                let got = f32s(
+                    &file
+                        .tensor_bytes(&format!("blk.{first}.{part}.bias"))
+                        .unwrap(),
+                );
+                assert_eq!(got, want, "{part} bias");
+            }
+        }
         // Kept tensors are byte-for-byte copies.
         assert_eq!(
             &*file.tensor_bytes("token_embd.weight").unwrap(),
@@ -228,9 +276,8 @@ fn outtype_stores_matrices_as_asked_and_keeps_the_logits() {
 }
 
 #[test]
-fn qwen2_and_gemma3_ggufs_with_removals_are_refused() {
+fn gemma3_qwen3_and_moe_ggufs_with_removals_are_refused() {
     for (arch, name, experts, why) in [
-        (Arch::Qwen2, "qwen2", 0, "qwen2"),
         (Arch::Gemma3, "gemma3", 0, "gemma3"),
         (Arch::Llama, "qwen3", 0, "qwen3"),
         // Mixtral's GGUF says `llama` and counts experts.

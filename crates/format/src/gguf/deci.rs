@@ -26,6 +26,13 @@
 //! a Q4_1 tensor stays Q4_1 with the same blocks. A model with nothing removed keeps its own
 //! architecture.
 //!
+//! **Qwen2 sources.** A Qwen2 block is a Llama block with Q/K/V biases, which `deci` loads when
+//! present, and NeoX RoPE (each head's rows rotated as two halves), where `deci` rotates
+//! interleaved pairs. The Q/K weights and biases of a `qwen2` file are therefore reordered into the
+//! interleaved order, as llama.cpp's converter reorders a Llama's (whole rows move, so quantised
+//! tensors keep their blocks). Reading back, a `deci` file with Q/K/V biases and no output bias is
+//! a Qwen2.
+//!
 //! Reading back: [`deci_layers`] gives, for every layer of a `deci` file, which sublayers it
 //! really has (the encodings above count as absent).
 
@@ -200,9 +207,10 @@ fn i32_array(path: &std::path::Path, key: &str, v: &[usize]) -> Result<Value> {
 /// architecture (see the module documentation); with nothing removed, the file's own
 /// architecture and contents.
 ///
-/// Only Llama-architecture sources (Llama, Mistral, SmolLM, …) can lose sublayers: `deci` runs
-/// Llama blocks (SwiGLU, RMSNorm, interleaved RoPE) and nothing else, so Qwen2 (NeoX RoPE),
-/// Gemma 3 (GeGLU, sandwich norms, QK-norm) and mixtures of experts are refused.
+/// Only Llama-architecture (Llama, Mistral, SmolLM, …) and Qwen2 sources can lose sublayers:
+/// `deci` runs Llama blocks (SwiGLU, RMSNorm, interleaved RoPE, optional Q/K/V biases) and nothing
+/// else, so Qwen3 (QK-norm), Gemma 3 (GeGLU, sandwich norms, QK-norm) and mixtures of experts are
+/// refused.
 pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<GgufModelOut> {
     let path = src.path();
     let arch = src.architecture()?.to_string();
@@ -238,7 +246,11 @@ pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<Ggu
         });
     }
     let experts = src.get_u64(&key("expert_count"))?.unwrap_or(0);
-    if arch != "llama" || experts > 0 {
+    // Qwen2 blocks are Llama blocks with Q/K/V biases (which `deci` loads when present) and
+    // NeoX RoPE: its Q/K rows (and biases) are reordered into the interleaved order `deci`
+    // rotates, as llama.cpp's converter reorders a Llama's.
+    let reorder_qk = arch == "qwen2";
+    if !(arch == "llama" || reorder_qk) || experts > 0 {
         let what = if experts > 0 {
             "a mixture-of-experts model".to_string()
         } else {
@@ -248,8 +260,8 @@ pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<Ggu
             path.display().to_string(),
             format!(
                 "a GGUF of {what} with sublayers removed: llama.cpp's `deci` architecture, the only \
-                 one whose blocks may lack attention or FFN, runs Llama blocks only (SwiGLU FFN, \
-                 RMSNorm, interleaved RoPE, no QK-norm or sandwich norms); export this model with \
+                 one whose blocks may lack attention or FFN, runs Llama and Qwen2 blocks only \
+                 (SwiGLU FFN, RMSNorm, no QK-norm or sandwich norms); export this model with \
                  --format dropped or hf-compatible instead"
             ),
         ));
@@ -443,15 +455,56 @@ pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<Ggu
         if removed.contains(&sub) {
             continue;
         }
+        let mut data = src.tensor_bytes(&t.name)?;
+        if reorder_qk && (part == "attn_q" || part == "attn_k") {
+            let groups = if part == "attn_q" { heads } else { kv_heads };
+            data = interleaved_rows(path, t, &data, groups)?;
+        }
         tensors.push(GgufTensorOut {
             name: format!("blk.{nb}.{part}.{suffix}"),
             dims: t.dims.clone(),
             ggml_type: t.ggml_type,
-            data: src.tensor_bytes(&t.name)?,
+            data,
         });
     }
     flush(&mut tensors, &mut pending, None);
     Ok(GgufModelOut { metadata, tensors })
+}
+
+/// The rows of a Q or K weight (or bias) of `groups` heads, stored in NeoX RoPE order (half of
+/// each head, then the other half), reordered into the interleaved order llama.cpp's `llama` and
+/// `deci` graphs rotate; quantised rows move whole.
+fn interleaved_rows(
+    path: &std::path::Path,
+    t: &super::GgufTensorInfo,
+    data: &[u8],
+    groups: usize,
+) -> Result<crate::tensor::Bytes> {
+    let bad = |why: String| Error::bad_tensor(path, &t.name, why);
+    let (rows, row_elems) = match t.dims.as_slice() {
+        [n] => (*n as usize, 1),
+        [cols, rows] => (*rows as usize, *cols as usize),
+        dims => return Err(bad(format!("a Q/K tensor of shape {dims:?}"))),
+    };
+    let (block, bytes) = t
+        .ggml_type
+        .layout()
+        .ok_or_else(|| bad(format!("cannot reorder rows of {}", t.ggml_type)))?;
+    if row_elems % block != 0 {
+        return Err(bad(format!(
+            "rows of {row_elems} values do not split into {} blocks of {block}",
+            t.ggml_type
+        )));
+    }
+    let row_bytes = row_elems / block * bytes;
+    super::store::permute_row_bytes(data, rows, row_bytes, groups)
+        .map(crate::tensor::Bytes::from_vec)
+        .ok_or_else(|| {
+            bad(format!(
+                "{rows} rows ({} bytes) do not split into {groups} heads of even size",
+                data.len()
+            ))
+        })
 }
 
 /// What [`deci_layers`] returns: `(attention present, FFN present)` per layer, then the heads,

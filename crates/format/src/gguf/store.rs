@@ -100,6 +100,26 @@ fn move_rows(w: &[f32], rows: usize, cols: usize, groups: usize, forward: bool) 
     out
 }
 
+/// [`permute_rows`] on stored rows of `row_bytes` bytes each (quantised rows move whole, so a
+/// quantised matrix is permuted without requantising); `None` unless `data` holds `rows` such
+/// rows that split into `groups` heads of even size.
+pub(crate) fn permute_row_bytes(
+    data: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    groups: usize,
+) -> Option<Vec<u8>> {
+    if groups == 0 || !rows.is_multiple_of(2 * groups) || data.len() != rows * row_bytes {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for dst in 0..rows {
+        let src = hf_row_of(dst, rows / groups);
+        out.extend_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+    }
+    Some(out)
+}
+
 /// The GGUF row holding Hugging Face row `r` (heads of `g` rows).
 fn gguf_row_of(r: usize, g: usize) -> usize {
     let (h, w, half) = (r / g, r % g, g / 2);
