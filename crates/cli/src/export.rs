@@ -306,17 +306,6 @@ fn check_same_shape(
     config: &ModelConfig,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let shape = |c: &ModelConfig| {
-        [
-            ("num_hidden_layers", c.num_hidden_layers),
-            ("hidden_size", c.hidden_size),
-            ("intermediate_size", c.intermediate_size),
-            ("num_attention_heads", c.num_attention_heads),
-            ("num_key_value_heads", c.num_key_value_heads),
-            ("head_dim", c.head_dim),
-            ("vocab_size", c.vocab_size),
-        ]
-    };
     let (a, b) = (
         other.architecture.model_type(),
         config.architecture.model_type(),
@@ -329,7 +318,7 @@ fn check_same_shape(
             path.display()
         );
     }
-    for ((name, x), (_, y)) in shape(other).into_iter().zip(shape(config)) {
+    for ((name, x), (_, y)) in other.shape().into_iter().zip(config.shape()) {
         if x != y {
             bail!(
                 "--searched-on {} has {name} {x} and {} has {y}: they are not copies of one model",

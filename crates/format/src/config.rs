@@ -869,10 +869,10 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Checks the consistency of the settings; `origin` names the configuration in errors.
-    pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |msg: String| Err(Error::config(origin, msg));
-        for (name, v) in [
+    /// The sizes that fix every tensor's shape, by their `config.json` names: two configurations
+    /// with equal sizes (and architecture) describe copies of one network.
+    pub fn shape(&self) -> [(&'static str, usize); 7] {
+        [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -880,8 +880,14 @@ impl ModelConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("num_key_value_heads", self.num_key_value_heads),
             ("head_dim", self.head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
+        ]
+    }
+
+    /// Checks the consistency of the settings; `origin` names the configuration in errors.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |msg: String| Err(Error::config(origin, msg));
+        let context = ("max_position_embeddings", self.max_position_embeddings);
+        for (name, v) in self.shape().into_iter().chain([context]) {
             if v == 0 {
                 return bad(format!("`{name}` must be positive, got 0"));
             }
@@ -1036,9 +1042,10 @@ impl ModelConfig {
             None
         };
         let has_bias = |part: &str| {
+            let suffix = format!(".{part}.bias");
             file.tensors()
                 .iter()
-                .any(|t| t.name.starts_with("blk.") && t.name.ends_with(&format!(".{part}.bias")))
+                .any(|t| t.name.starts_with("blk.") && t.name.ends_with(&suffix))
         };
         let architecture = match arch_name.as_str() {
             "llama" if n_expert > 0 => Architecture::Mixtral,

@@ -83,19 +83,24 @@ pub fn unpermute_rows(w: &[f32], rows: usize, cols: usize, groups: usize) -> Vec
     move_rows(w, rows, cols, groups, false)
 }
 
-fn move_rows(w: &[f32], rows: usize, cols: usize, groups: usize, forward: bool) -> Vec<f32> {
+/// Whether `len` values hold `rows` rows of `cols` that split into `groups` heads of even size.
+fn permutable(len: usize, rows: usize, cols: usize, groups: usize) -> bool {
+    groups > 0 && rows.is_multiple_of(2 * groups) && len == rows * cols
+}
+
+fn move_rows<T: Copy>(w: &[T], rows: usize, cols: usize, groups: usize, forward: bool) -> Vec<T> {
     assert!(
-        groups > 0 && rows.is_multiple_of(2 * groups) && w.len() == rows * cols,
+        permutable(w.len(), rows, cols, groups),
         "permute: {rows} rows of {cols} cannot form {groups} heads of even size"
     );
-    let mut out = vec![0f32; w.len()];
+    let mut out = Vec::with_capacity(w.len());
     for dst in 0..rows {
         let src = if forward {
             hf_row_of(dst, rows / groups)
         } else {
             gguf_row_of(dst, rows / groups)
         };
-        out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+        out.extend_from_slice(&w[src * cols..(src + 1) * cols]);
     }
     out
 }
@@ -109,15 +114,8 @@ pub(crate) fn permute_row_bytes(
     row_bytes: usize,
     groups: usize,
 ) -> Option<Vec<u8>> {
-    if groups == 0 || !rows.is_multiple_of(2 * groups) || data.len() != rows * row_bytes {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len());
-    for dst in 0..rows {
-        let src = hf_row_of(dst, rows / groups);
-        out.extend_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
-    }
-    Some(out)
+    permutable(data.len(), rows, row_bytes, groups)
+        .then(|| move_rows(data, rows, row_bytes, groups, true))
 }
 
 /// The GGUF row holding Hugging Face row `r` (heads of `g` rows).
