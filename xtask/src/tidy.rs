@@ -80,6 +80,44 @@ fn model_crate_does_no_file_io() {
     }
 }
 
+/// Model directories are written through `StagedDir` (beside the target, renamed into place), so
+/// an interrupted write never leaves half a checkpoint: every library or binary source file that
+/// writes safetensors also uses it. The exceptions define the writers, or write fuzzing seeds
+/// into a scratch directory.
+#[test]
+fn model_directories_are_written_through_staged_dir() {
+    let root = crate::project_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let exempt = [
+        "crates/format/src/safetensors.rs",
+        "crates/format/src/lib.rs",
+        "crates/fuzz/src/seeds.rs",
+    ];
+    let mut checked = 0;
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "src"))
+        .filter(|p| !exempt.iter().any(|e| p.ends_with(e)))
+        .filter(|p| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            let writes =
+                text.contains("write_safetensors(") || text.contains("write_safetensors_streamed(");
+            checked += usize::from(writes);
+            writes && !text.contains("StagedDir")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        checked >= 5,
+        "found only {checked} files writing safetensors"
+    );
+    assert!(
+        offenders.is_empty(),
+        "files writing safetensors without StagedDir: {offenders:?}"
+    );
+}
+
 /// The repository's tracked files (from `git ls-files`), or, outside a git checkout, every file
 /// under the root except `target/` and hidden directories.
 fn tracked_files(root: &Path) -> Vec<PathBuf> {

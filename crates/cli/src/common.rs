@@ -140,3 +140,11 @@ pub fn calibration_of(
         }
     }
 }
+
+/// Prints, as warnings, what writing a model directory found of interrupted earlier runs
+/// ([`finercut_format::StagedDir::notes`]).
+pub fn warn_notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("warning: {n}");
+    }
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use finercut_format::{convert_gguf_to_hf, prepare_output_dir, DType, GgufFile, Overwrite};
+use finercut_format::{convert_gguf_to_hf_replacing, DType, Overwrite};
 
 /// Arguments of `finercut convert`.
 #[derive(Debug, clap::Args)]
@@ -11,12 +11,13 @@ pub struct Args {
     /// The GGUF file to convert.
     #[arg(value_name = "MODEL.gguf")]
     pub gguf: PathBuf,
-    /// The output directory (created if missing; files are written atomically); refused if it
-    /// already holds a checkpoint, unless --force.
+    /// The output directory (written beside its place and renamed into it when complete);
+    /// refused if it already holds a checkpoint, unless --force.
     #[arg(value_name = "OUT_DIR")]
     pub out: PathBuf,
-    /// Replace a checkpoint already in OUT_DIR: its weight shards, index and JSON files are
-    /// removed first, so none of the old weights can be loaded in place of the new ones.
+    /// Replace a checkpoint already in OUT_DIR: the new one is written beside it and renamed
+    /// into its place once complete (other files in OUT_DIR are kept), so none of the old
+    /// weights can be loaded in place of the new ones and an interrupted run leaves the old one.
     #[arg(long)]
     pub force: bool,
     /// Data type of the written weights: f32 is bit-identical to the GGUF's dequantisation.
@@ -39,21 +40,19 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         OutDtype::Bf16 => DType::BF16,
     };
     let overwrite = if args.force {
-        // Only a readable GGUF may replace what is there.
-        GgufFile::open(&args.gguf)
-            .with_context(|| format!("cannot convert {}", args.gguf.display()))?;
         Overwrite::Replace
     } else {
         Overwrite::Refuse
     };
-    prepare_output_dir(&args.out, overwrite)?;
-    convert_gguf_to_hf(&args.gguf, &args.out, dtype).with_context(|| {
-        format!(
-            "cannot convert {} into {}",
-            args.gguf.display(),
-            args.out.display()
-        )
-    })?;
+    let notes = convert_gguf_to_hf_replacing(&args.gguf, &args.out, dtype, overwrite)
+        .with_context(|| {
+            format!(
+                "cannot convert {} into {}",
+                args.gguf.display(),
+                args.out.display()
+            )
+        })?;
+    crate::common::warn_notes(&notes);
     eprintln!(
         "wrote {} (model.safetensors, config.json, tokenizer.json)",
         args.out.display()

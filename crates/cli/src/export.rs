@@ -3,7 +3,9 @@
 //! Four layouts (`--format`):
 //! - `dropped` (default): the tensors of removed sublayers are dropped (the checkpoint is
 //!   physically smaller) and a `finercut` section of `config.json` lists them; this project loads
-//!   it with that plan applied.
+//!   it with that plan applied. Its `model_type` is `finercut-dropped`
+//!   ([`finercut_format::own_types`]), so stock loaders refuse it rather than fill the missing
+//!   tensors with random values.
 //! - `hf-compatible`: the stock layout with zeroed output projections (`o_proj` / `down_proj`,
 //!   and their biases) of removed sublayers, so unmodified Hugging Face transformers loads it and
 //!   computes the same logits: a removed branch then adds zero. As large and as slow as the dense
@@ -15,7 +17,8 @@
 //!   `block_configs` entry per block, which vLLM serves; whole removed blocks are dropped and the
 //!   rest renumbered.
 //!
-//! finercut loads all four and computes the pruned model's logits.
+//! finercut loads all four and computes the pruned model's logits. Every layout is written
+//! beside `--out` and renamed into place ([`StagedDir`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +27,10 @@ use anyhow::{bail, Context};
 use finercut_format::gguf::deci::kept_blocks;
 use finercut_format::gguf::pruned_from_gguf;
 use finercut_format::nas::{nas_config_json, NAS_CONFIGURATION_PY};
+use finercut_format::own_types::{mark, OwnLayout};
 use finercut_format::{
-    checkpoint_files, f32_to_bytes, prepare_output_dir, write_safetensors_streamed, Bytes,
-    Checkpoint, DType, GgufFile, ModelConfig, Overwrite, TensorSpec,
+    checkpoint_files, f32_to_bytes, write_safetensors_streamed, Bytes, Checkpoint, DType, GgufFile,
+    ModelConfig, Overwrite, StagedDir, TensorSpec,
 };
 use finercut_search::export::{is_removed_tensor, ExportPlan, TensorLayout};
 use finercut_search::{sublayer_name, SearchResult};
@@ -115,9 +119,10 @@ pub struct Args {
     /// searched on --model itself.
     #[arg(long, value_name = "DIR|FILE.gguf")]
     pub searched_on: Option<PathBuf>,
-    /// Replace a checkpoint already in --out: its weight shards, index and JSON files (and, for
-    /// `--format gguf`, its `.gguf` files) are removed first, so none of the old weights can be
-    /// loaded in place of the new ones.
+    /// Replace a checkpoint already in --out: the export is written beside it and renamed into
+    /// its place once complete, replacing the old weight shards, index and JSON files (and, for
+    /// `--format gguf`, its `.gguf` files) and keeping other files, so none of the old weights
+    /// can be loaded in place of the new ones and an interrupted export leaves the old one.
     #[arg(long)]
     pub force: bool,
 }
@@ -173,6 +178,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             format.name()
         );
     }
+    if ckpt.config.slicing().is_some() && format != Format::Dropped {
+        bail!(
+            "{} is a SliceGPT model: stock runtimes do not compute its residual shortcut matrices, \
+             so it exports only as --format dropped (which finercut loads), not {}",
+            model_path.display(),
+            format.name()
+        );
+    }
     let arch = ckpt.config.architecture.model_type();
     let layout = TensorLayout::for_architecture(arch)
         .with_context(|| format!("export does not know the tensor layout of `{arch}`"))?;
@@ -191,10 +204,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             args.out.display()
         );
     }
-    prepare_export_dir(&args.out, format, args.force)?;
+    let staged = prepare_export_dir(&args.out, format, args.force)?;
+    common::warn_notes(staged.notes());
+    let out = staged.path();
     let what = match format {
         Format::Dropped | Format::HfCompatible => {
-            write_safetensors_export(&ckpt, &plan, &result, &model_sha, &args, format)?;
+            write_safetensors_export(&ckpt, &plan, &result, &model_sha, out, format)?;
             if format == Format::Dropped {
                 "tensors dropped".to_string()
             } else {
@@ -202,14 +217,22 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             }
         }
         Format::Gguf => {
-            let path = write_gguf_export(&ckpt, &plan, &args.out, args.outtype)?;
-            format!("GGUF {}", path.display())
+            let path = write_gguf_export(&ckpt, &plan, out, args.outtype)?;
+            let name = path.file_name().unwrap_or_default();
+            format!("GGUF {}", args.out.join(name).display())
         }
         Format::HfNas => {
-            write_nas_export(&ckpt, &plan, &args)?;
+            write_nas_export(&ckpt, &plan, out, args.outtype)?;
             "Nemotron-NAS layout".to_string()
         }
     };
+    if format == Format::Gguf {
+        // The new `.gguf` replaces an old one (refused above unless --force): a directory with
+        // two opens as neither.
+        staged.commit_replacing(|name| name.ends_with(".gguf"))?;
+    } else {
+        staged.commit()?;
+    }
     let names: Vec<String> = plan
         .removed_sublayers
         .iter()
@@ -250,39 +273,33 @@ fn gguf_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Makes `out` ready for an export in `format`: [`prepare_output_dir`] (refuse a checkpoint
-/// already there, or remove its files with `force`); a GGUF export also refuses, or removes, the
-/// `.gguf` files already there, since a directory with two `.gguf` files opens as neither.
-fn prepare_export_dir(out: &Path, format: Format, force: bool) -> anyhow::Result<()> {
+/// Starts writing an export in `format` to `out` ([`StagedDir`]: written beside `out`, renamed
+/// into its place by the caller's commit), refusing a checkpoint already there unless `force`; a
+/// GGUF export also refuses the `.gguf` files already there unless `force` (the commit then
+/// replaces them), since a directory with two `.gguf` files opens as neither.
+fn prepare_export_dir(out: &Path, format: Format, force: bool) -> anyhow::Result<StagedDir> {
     let overwrite = if force {
         Overwrite::Replace
     } else {
         Overwrite::Refuse
     };
-    if format == Format::Gguf {
+    if format == Format::Gguf && !force {
         let stale = gguf_files(out)?;
         if !stale.is_empty() {
-            if !force {
-                let mut names: Vec<String> = stale
-                    .iter()
-                    .filter_map(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .collect();
-                names.extend(checkpoint_files(out)?);
-                bail!(
-                    "{}: already holds a checkpoint ({}); choose another directory or overwrite it with --force",
-                    out.display(),
-                    names.join(", ")
-                );
-            }
-            for path in &stale {
-                std::fs::remove_file(path)
-                    .with_context(|| format!("cannot remove {}", path.display()))?;
-            }
+            let mut names: Vec<String> = stale
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            names.extend(checkpoint_files(out)?);
+            bail!(
+                "{}: already holds a checkpoint ({}); choose another directory or overwrite it with --force",
+                out.display(),
+                names.join(", ")
+            );
         }
     }
-    prepare_output_dir(out, overwrite)?;
-    Ok(())
+    Ok(StagedDir::begin(out, overwrite)?)
 }
 
 /// The GGUF file a GGUF export copies its tensors from: the model itself.
@@ -368,7 +385,12 @@ fn renumbered(name: &str, renumber: &[Option<usize>]) -> Option<String> {
 
 /// The Nemotron-NAS export: safetensors with removed sublayers' tensors dropped and blocks
 /// renumbered, config.json with `block_configs`, the configuration class, tokenizer files.
-fn write_nas_export(ckpt: &Checkpoint, plan: &ExportPlan, args: &Args) -> anyhow::Result<()> {
+fn write_nas_export(
+    ckpt: &Checkpoint,
+    plan: &ExportPlan,
+    out: &Path,
+    outtype: Option<OutType>,
+) -> anyhow::Result<()> {
     let config = &ckpt.config;
     let kept = kept_blocks(config.num_hidden_layers, &plan.removed_sublayers);
     let blocks: Vec<(bool, bool)> = kept.iter().map(|k| (k.attn, k.ffn)).collect();
@@ -385,7 +407,7 @@ fn write_nas_export(ckpt: &Checkpoint, plan: &ExportPlan, args: &Args) -> anyhow
         );
     }
     let mut out_config = config.clone();
-    if let Some(t) = args.outtype {
+    if let Some(t) = outtype {
         out_config.torch_dtype = t.dtype();
     }
     let json = nas_config_json(&out_config, &blocks)?;
@@ -405,28 +427,28 @@ fn write_nas_export(ckpt: &Checkpoint, plan: &ExportPlan, args: &Args) -> anyhow
         let t = ckpt.weights.get(old)?;
         specs.push(TensorSpec {
             name: new.clone(),
-            dtype: args.outtype.map_or(t.dtype, OutType::dtype),
+            dtype: outtype.map_or(t.dtype, OutType::dtype),
             shape: t.shape.clone(),
         });
     }
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors_streamed(&args.out.join("model.safetensors"), &specs, &meta, |i| {
+    write_safetensors_streamed(&out.join("model.safetensors"), &specs, &meta, |i| {
         let t = ckpt.weights.get(&keep[i].0)?;
-        match args.outtype {
+        match outtype {
             Some(o) if o.dtype() != t.dtype => {
                 Ok(Bytes::from_vec(f32_to_bytes(&t.to_f32_vec()?, o.dtype())))
             }
             _ => Ok(t.data),
         }
     })?;
-    common::write_json_atomic(&args.out.join("config.json"), &json)?;
+    common::write_json_atomic(&out.join("config.json"), &json)?;
     finercut_format::io::write_bytes_atomically(
-        &args.out.join("configuration_decilm.py"),
+        &out.join("configuration_decilm.py"),
         NAS_CONFIGURATION_PY.as_bytes(),
     )?;
-    ckpt.tokenizer.save(&args.out.join("tokenizer.json"))?;
+    ckpt.tokenizer.save(&out.join("tokenizer.json"))?;
     common::write_json_atomic(
-        &args.out.join("tokenizer_config.json"),
+        &out.join("tokenizer_config.json"),
         &ckpt
             .tokenizer
             .hf_tokenizer_config(config.max_position_embeddings),
@@ -436,7 +458,7 @@ fn write_nas_export(ckpt: &Checkpoint, plan: &ExportPlan, args: &Args) -> anyhow
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
     });
-    common::write_json_atomic(&args.out.join("generation_config.json"), &generation)?;
+    common::write_json_atomic(&out.join("generation_config.json"), &generation)?;
     Ok(())
 }
 
@@ -445,7 +467,7 @@ fn write_safetensors_export(
     plan: &ExportPlan,
     result: &SearchResult,
     model_sha: &str,
-    args: &Args,
+    out: &Path,
     format: Format,
 ) -> anyhow::Result<()> {
     let hf_compatible = format == Format::HfCompatible;
@@ -486,7 +508,7 @@ fn write_safetensors_export(
             shape: t.shape.clone(),
         });
     }
-    let weights_path = args.out.join("model.safetensors");
+    let weights_path = out.join("model.safetensors");
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors_streamed(&weights_path, &specs, &meta, |i| {
         let t = ckpt.weights.get(&keep[i])?;
@@ -515,8 +537,18 @@ fn write_safetensors_export(
     if let Some(obj) = config.as_object_mut() {
         obj.insert("finercut".into(), section);
     }
-    common::write_json_atomic(&args.out.join("config.json"), &config)?;
-    ckpt.tokenizer.save(&args.out.join("tokenizer.json"))?;
+    let config_path = out.join("config.json");
+    if !hf_compatible {
+        // Stock loaders would fill the dropped tensors with random values: give them a
+        // model_type they refuse (finercut reads the source's back from the section).
+        mark(
+            &mut config,
+            OwnLayout::Dropped,
+            &config_path.display().to_string(),
+        )?;
+    }
+    common::write_json_atomic(&config_path, &config)?;
+    ckpt.tokenizer.save(&out.join("tokenizer.json"))?;
     Ok(())
 }
 
@@ -543,18 +575,28 @@ mod tests {
     fn gguf_export_refuses_a_gguf_unless_forced() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        prepare_export_dir(&out, Format::Gguf, false).unwrap();
+        prepare_export_dir(&out, Format::Gguf, false)
+            .unwrap()
+            .commit()
+            .unwrap();
         std::fs::write(out.join("README"), b"1").unwrap();
-        prepare_export_dir(&out, Format::Gguf, false).unwrap();
+        drop(prepare_export_dir(&out, Format::Gguf, false).unwrap());
         std::fs::write(out.join("old.gguf"), b"1").unwrap();
         let e = prepare_export_dir(&out, Format::Gguf, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("old.gguf") && e.contains("--force"), "{e}");
         // Other layouts leave a GGUF alone.
-        prepare_export_dir(&out, Format::HfNas, false).unwrap();
-        prepare_export_dir(&out, Format::Gguf, true).unwrap();
+        prepare_export_dir(&out, Format::HfNas, false)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(out.join("old.gguf").exists());
+        let staged = prepare_export_dir(&out, Format::Gguf, true).unwrap();
+        std::fs::write(staged.path().join("model.gguf"), b"2").unwrap();
+        staged.commit_replacing(|n| n.ends_with(".gguf")).unwrap();
         assert!(!out.join("old.gguf").exists());
+        assert!(out.join("model.gguf").exists());
         assert!(out.join("README").exists());
         let file = dir.path().join("f");
         std::fs::write(&file, b"1").unwrap();

@@ -16,8 +16,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use finercut_format::{
-    io::write_json, prepare_output_dir, write_safetensors_streamed, Bytes, DType, Overwrite,
-    TensorSpec,
+    io::write_json, write_safetensors_streamed, Bytes, DType, Overwrite, StagedDir, TensorSpec,
 };
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -324,8 +323,8 @@ fn tensor_bytes(seed: u64, index: usize, spec: &TensorSpec, init: Init) -> Vec<u
     out
 }
 
-/// Writes a random model shaped like `spec` into `dir`: shards, index, tokenizer, then config.json
-/// (last, so an interrupted run leaves no loadable checkpoint).
+/// Writes a random model shaped like `spec` into `dir`: shards, index, tokenizer and config.json,
+/// beside `dir` and then renamed into place ([`StagedDir`]).
 pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow::Result<()> {
     if spec.heads == 0 || !spec.hidden.is_multiple_of(spec.heads) || spec.blocks == 0 {
         bail!(
@@ -335,7 +334,7 @@ pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow
             spec.heads
         );
     }
-    prepare_output_dir(
+    let staged = StagedDir::begin(
         dir,
         if force {
             Overwrite::Replace
@@ -343,6 +342,9 @@ pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow
             Overwrite::Refuse
         },
     )?;
+    crate::common::warn_notes(staged.notes());
+    let target = dir;
+    let dir = staged.path();
     let tensors = spec.tensors();
     // Shards of consecutive tensors, each at most SHARD_BYTES (a larger tensor gets its own).
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
@@ -393,7 +395,8 @@ pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow
         &finercut_pipeline::byte_tokenizer(256),
     )?;
     write_json(&dir.join("config.json"), &spec.config())
-        .with_context(|| format!("cannot write {}", dir.display()))?;
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    staged.commit()?;
     Ok(())
 }
 

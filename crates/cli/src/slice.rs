@@ -38,8 +38,9 @@ pub struct Args {
     /// Worker threads [default: all cores]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Output directory: model.safetensors, config.json with a `slicegpt` section,
-    /// tokenizer.json. Load it with `--model DIR` in any command.
+    /// Output directory: model.safetensors, config.json with a `slicegpt` section (and model_type
+    /// `finercut-slicegpt`, which stock loaders refuse: they would ignore the shortcut matrices),
+    /// tokenizer.json. Load it with `--model DIR` in any finercut command.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Storage type of the saved weights: f32 keeps the computed weights exactly (what
@@ -47,7 +48,8 @@ pub struct Args {
     /// nearest even.
     #[arg(long, value_enum, default_value_t = OutType::F32)]
     pub outtype: OutType,
-    /// Replace a checkpoint already in --out.
+    /// Replace a checkpoint already in --out (written beside it, renamed into its place once
+    /// complete).
     #[arg(long)]
     pub force: bool,
 }
@@ -117,7 +119,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         Overwrite::Refuse
     };
     let save_start = Instant::now();
-    sliced
+    let notes = sliced
         .save(
             &args.out,
             overwrite,
@@ -126,6 +128,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             args.outtype.dtype(),
         )
         .with_context(|| format!("cannot write the sliced model to {}", args.out.display()))?;
+    common::warn_notes(&notes);
     let after = sliced.param_count();
     debug_assert_eq!(after, sliced_param_count(config, dim));
     println!(

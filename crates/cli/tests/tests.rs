@@ -85,8 +85,32 @@ fn reproduce_table2_smoke() {
                 .collect()
         };
         assert_eq!(plans(&alone), plans(&table2), "{model}");
+        // Each row's correct answers and those of the dense model it keeps, counted from the
+        // per-question outcomes, and the headline made of them.
+        let section = &alone["gsm8k"];
+        let dense_correct = section["dense_correct"].as_u64().expect("dense_correct");
+        let rows = section["rows"].as_array().expect("rows");
+        assert_eq!(rows[0]["correct"].as_u64(), Some(dense_correct));
+        assert_eq!(rows[0]["dense_correct_kept"].as_u64(), Some(dense_correct));
+        for r in rows {
+            let correct = r["correct"].as_u64().expect("correct");
+            let kept = r["dense_correct_kept"].as_u64().expect("kept");
+            assert!(kept <= correct.min(dense_correct), "{r}");
+            let questions = r["questions"].as_f64().expect("questions");
+            let flexible = r["exact_match_flexible"].as_f64().expect("exact match");
+            assert!((correct as f64 - flexible * questions).abs() < 1e-9, "{r}");
+        }
+        let headline = section["headline"].as_str().expect("headline");
+        assert!(
+            headline.starts_with(&format!("The dense model answers {dense_correct} of ")),
+            "{headline}"
+        );
     }
-    assert!(dir.path().join("gsm8k/gsm8k.md").is_file());
+    let md = std::fs::read_to_string(dir.path().join("gsm8k/gsm8k.md")).expect("gsm8k.md");
+    assert!(
+        md.contains("correct, still correct |") && md.matches("**Headline.**").count() == 2,
+        "{md}"
+    );
 
     // The ablation pairs every variant with the first (Table 2's FinerCut, from the cache).
     ok(&["reproduce", "ablation", "--smoke", "--out", out]);
@@ -299,6 +323,11 @@ fn prune_export_reload() {
             .map(Vec::len),
         Some(2)
     );
+    // Stock loaders refuse it (an unknown model_type); finercut reads the source's back.
+    assert_eq!(config["model_type"], "finercut-dropped");
+    assert_eq!(config["architectures"][0], "FinercutDroppedForCausalLM");
+    assert_eq!(config["finercut"]["model_type"], "llama");
+    assert_eq!(config["finercut"]["architectures"][0], "LlamaForCausalLM");
     assert_eq!(
         ppl(&["--model", e]),
         planned,
@@ -320,6 +349,7 @@ fn prune_export_reload() {
         "--hf-compatible",
     ]);
     assert_eq!(size(&hf), size(&model));
+    assert_eq!(json(&hf.join("config.json"))["model_type"], "llama");
     let zeroed = ppl(&["--model", h]);
     assert!(
         (zeroed - planned).abs() <= 1e-4 * planned,
@@ -478,6 +508,22 @@ fn prune_export_reload() {
     assert!(!exported.join(stale).exists());
     assert!(!exported.join("model.safetensors.index.json").exists());
     assert_eq!(ppl(&["--model", e]), planned);
+    // An export killed while writing left its staging directory beside the target (named with a
+    // process id no running process has): the next export removes it and says so.
+    let killed = d.join(".pruned.finercut-new-4194305");
+    std::fs::create_dir(&killed).expect("mkdir");
+    std::fs::write(killed.join("model.safetensors"), b"half").expect("write");
+    let out = finercut(&[
+        "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", e, "--force",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("removed an unfinished checkpoint") && stderr.contains("4194305"),
+        "{stderr}"
+    );
+    assert!(!killed.exists());
+    assert_eq!(ppl(&["--model", e]), planned);
     let msg = err(&[
         "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", m, "--force",
     ]);
@@ -557,6 +603,12 @@ fn no_temporary_files(dir: &Path) {
     for entry in std::fs::read_dir(dir).expect("read_dir") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            assert!(
+                !name.unwrap_or_default().contains(".finercut-"),
+                "stray staging directory {}",
+                path.display()
+            );
             no_temporary_files(&path);
         } else {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -861,6 +913,8 @@ fn slice_then_use_the_sliced_model() {
     let config = json(&out.join("config.json"));
     assert_eq!(config["hidden_size"], 48);
     assert_eq!(config["slicegpt"]["original_hidden_size"], 64);
+    assert_eq!(config["model_type"], "finercut-slicegpt");
+    assert_eq!(config["slicegpt"]["model_type"], "llama");
     assert_eq!(config["slicegpt"]["calibration"]["seq_len"], 32);
     assert!(config["slicegpt"]["source_model_sha256"].is_string());
     no_temporary_files(&out);

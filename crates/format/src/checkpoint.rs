@@ -12,6 +12,7 @@ use crate::error::IoResultExt;
 use crate::gguf::{GgufFile, GgufStore};
 use crate::io::{sha256_files, write_json};
 use crate::safetensors::{write_safetensors_streamed, SafetensorsStore, TensorSpec};
+use crate::staged::StagedDir;
 use crate::tensor::{f32_to_bytes, Bytes, DType, TensorSource};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -129,7 +130,7 @@ fn check_tokenizer(
 pub enum Overwrite {
     /// Refuse, with an error that names the directory and the files found.
     Refuse,
-    /// Remove the old checkpoint's files first (see [`prepare_output_dir`]).
+    /// Replace the old checkpoint (see [`StagedDir`]).
     Replace,
 }
 
@@ -162,54 +163,29 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// Makes `dir` ready to receive a checkpoint: creates it if missing; if it already holds one
-/// ([`checkpoint_files`]), refuses or removes those files, as `overwrite` says.
-///
-/// Removing matters because a checkpoint may be sharded: a `model.safetensors.index.json` left
-/// from an earlier checkpoint takes precedence over a newly written `model.safetensors` when the
-/// directory is opened, so the old weights would load without a word. Other files (a README, a
-/// `.gguf`) are left alone.
-pub fn prepare_output_dir(dir: &Path, overwrite: Overwrite) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::malformed(
-            dir,
-            "is not a directory; cannot write a checkpoint into it",
-        ));
-    }
-    let found = checkpoint_files(dir)?;
-    if !found.is_empty() {
-        match overwrite {
-            Overwrite::Refuse => {
-                return Err(Error::malformed(
-                    dir,
-                    format!(
-                        "already holds a checkpoint ({}); choose another directory or overwrite it with --force",
-                        found.join(", ")
-                    ),
-                ))
-            }
-            Overwrite::Replace => {
-                for name in &found {
-                    let path = dir.join(name);
-                    std::fs::remove_file(&path).with_path(&path)?;
-                }
-            }
-        }
-    }
-    std::fs::create_dir_all(dir).with_path(dir)
-}
-
 /// Converts a GGUF model into a Hugging Face directory that transformers loads as is:
 /// `model.safetensors` (tensors dequantised, Q/K un-permuted, stored as `dtype`, with
 /// `__metadata__` `{"format": "pt", …}`), `config.json`, `tokenizer.json`,
 /// `tokenizer_config.json` and `generation_config.json`.
 ///
-/// Every file is written under a temporary name in `out_dir` and renamed into place, so a failure
-/// leaves no half-written file behind. Tensors are dequantised one at a time.
+/// The directory is written beside `out_dir` and renamed into place ([`StagedDir`]), so a failure
+/// leaves no half-written checkpoint behind. Tensors are dequantised one at a time.
 ///
-/// An `out_dir` that already holds a checkpoint is refused; clear it first with
-/// [`prepare_output_dir`] and [`Overwrite::Replace`] to replace one.
+/// An `out_dir` that already holds a checkpoint is refused; [`convert_gguf_to_hf_replacing`]
+/// replaces one.
 pub fn convert_gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<()> {
+    convert_gguf_to_hf_replacing(gguf, out_dir, dtype, Overwrite::Refuse).map(|_| ())
+}
+
+/// [`convert_gguf_to_hf`], replacing a checkpoint already in `out_dir` when `overwrite` says so
+/// (atomically: until the new one is complete, the old one stays). Returns
+/// [`StagedDir::notes`]: what was found of interrupted earlier runs.
+pub fn convert_gguf_to_hf_replacing(
+    gguf: &Path,
+    out_dir: &Path,
+    dtype: DType,
+    overwrite: Overwrite,
+) -> Result<Vec<String>> {
     let file = Arc::new(GgufFile::open(gguf)?);
     let mut config = ModelConfig::from_gguf(&file)?;
     config.torch_dtype = dtype;
@@ -228,7 +204,9 @@ pub fn convert_gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<(
                 },
             )?;
     }
-    prepare_output_dir(out_dir, Overwrite::Refuse)?;
+    let staged = StagedDir::begin(out_dir, overwrite)?;
+    let notes = staged.notes().to_vec();
+    let out_dir = staged.path();
 
     let names: Vec<String> = store
         .names()
@@ -277,5 +255,6 @@ pub fn convert_gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: DType) -> Result<(
         "pad_token_id": config.pad_token_id,
     });
     write_json(&out_dir.join("generation_config.json"), &generation)?;
-    Ok(())
+    staged.commit()?;
+    Ok(notes)
 }

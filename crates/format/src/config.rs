@@ -581,7 +581,11 @@ impl ModelConfig {
 
     /// Parses and checks config.json text, and lists the keys it ignored as unknown
     /// ([`RawConfig::unknown_keys`]); `origin` names the text in errors.
+    /// A config marked with one of finercut's own `model_type`s is read as its source's
+    /// ([`crate::own_types`]).
     pub fn parse_json_str(s: &str, origin: &str) -> Result<(Self, Vec<String>)> {
+        let unmarked = crate::own_types::unmarked_text(s, origin)?;
+        let s = unmarked.as_deref().unwrap_or(s);
         let raw: RawConfig = serde_json::from_str(s)
             .map_err(|e| Error::config(origin, format!("invalid config.json: {e}")))?;
         let unknown = raw.unknown_keys();

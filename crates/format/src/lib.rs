@@ -15,11 +15,14 @@
 //!   metadata, and back to a config.json ([`ModelConfig::to_hf_json`]).
 //! - [`Tokenizer`]: `tokenizer.json`, or rebuilt from GGUF metadata and savable as tokenizer.json.
 //! - [`Checkpoint`]: all three for a path; [`convert_gguf_to_hf`] writes a GGUF model out as a
-//!   Hugging Face directory.
+//!   Hugging Face directory; [`StagedDir`] writes every model directory beside its destination
+//!   and renames it into place.
 //! - [`gguf::write_gguf`] writes GGUF files; [`gguf::pruned_from_gguf`] turns a GGUF model with
 //!   sublayers removed into llama.cpp's `deci` architecture, tensors copied byte for byte.
 //! - [`nas`]: Nemotron-NAS (`DeciLMForCausalLM`) configurations, the Hugging Face layout of a
 //!   model whose blocks may lack attention or FFN (vLLM serves it).
+//! - [`own_types`]: the `model_type`s of checkpoints only finercut computes correctly (dropped
+//!   sublayers, SliceGPT), which stock loaders refuse.
 //! - [`cache`]: where `cargo xtask fetch` puts models and data.
 //!
 //! **Design decision: Hugging Face is the canonical layout.** Every source is presented with
@@ -64,12 +67,14 @@ mod error;
 pub mod gguf;
 pub mod io;
 pub mod nas;
+pub mod own_types;
 mod safetensors;
+mod staged;
 mod tensor;
 mod tokenizer;
 
 pub use checkpoint::{
-    checkpoint_files, convert_gguf_to_hf, prepare_output_dir, Checkpoint, Overwrite,
+    checkpoint_files, convert_gguf_to_hf, convert_gguf_to_hf_replacing, Checkpoint, Overwrite,
 };
 pub use config::{
     Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
@@ -80,5 +85,6 @@ pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, GgufTensorOut, Qua
 pub use safetensors::{
     write_safetensors, write_safetensors_streamed, SafetensorsStore, TensorSpec,
 };
+pub use staged::StagedDir;
 pub use tensor::{f32_to_bytes, Bytes, DType, Owner, RawTensor, TensorSource};
 pub use tokenizer::{Tokenizer, SUPPORTED_GGUF_PRE};

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use finercut_format::gguf::Value;
 use finercut_format::{
-    checkpoint_files, convert_gguf_to_hf, prepare_output_dir, Checkpoint, DType, Overwrite,
+    checkpoint_files, convert_gguf_to_hf, convert_gguf_to_hf_replacing, Checkpoint, DType,
+    Overwrite,
 };
 
 use crate::common::{bytes_to_unicode, i32s, strings, GgufBuilder};
@@ -104,7 +105,7 @@ fn a_tokenizer_beyond_the_embedding_is_refused_on_open() {
 }
 
 #[test]
-fn conversion_refuses_a_checkpoint_and_replacing_removes_stale_shards() {
+fn conversion_refuses_a_checkpoint_and_replacing_drops_stale_shards() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = write_gguf(dir.path(), 259);
     let out = dir.path().join("out");
@@ -138,23 +139,30 @@ fn conversion_refuses_a_checkpoint_and_replacing_removes_stale_shards() {
     std::fs::write(out.join("model-00001-of-00002.safetensors"), b"old").unwrap();
     std::fs::write(out.join("README.md"), "kept").unwrap();
     std::fs::write(dir.path().join("not-a-dir"), "x").unwrap();
-    assert!(prepare_output_dir(&dir.path().join("not-a-dir"), Overwrite::Replace).is_err());
-    prepare_output_dir(&out, Overwrite::Replace).unwrap();
-    assert!(checkpoint_files(&out).unwrap().is_empty());
+    let e = convert_gguf_to_hf_replacing(
+        &gguf,
+        &dir.path().join("not-a-dir"),
+        DType::F32,
+        Overwrite::Replace,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not a directory"), "{e}");
+    let notes = convert_gguf_to_hf_replacing(&gguf, &out, DType::BF16, Overwrite::Replace).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
     assert!(
         out.join("README.md").is_file(),
         "other files are left alone"
     );
-    convert_gguf_to_hf(&gguf, &out, DType::BF16).unwrap();
     assert!(!out.join("model.safetensors.index.json").exists());
+    assert!(!out.join("model-00001-of-00002.safetensors").exists());
     let ckpt = Checkpoint::open(&out).unwrap();
     assert_eq!(ckpt.config.torch_dtype, DType::BF16);
     assert_eq!(ckpt.files, vec![out.join("model.safetensors")]);
 
     // A missing directory is created; no temporary file is left anywhere.
     let fresh = dir.path().join("a/b");
-    prepare_output_dir(&fresh, Overwrite::Refuse).unwrap();
-    assert!(fresh.is_dir());
+    convert_gguf_to_hf(&gguf, &fresh, DType::F32).unwrap();
+    assert!(fresh.join("config.json").is_file());
     for d in [&out, dir.path()] {
         for entry in std::fs::read_dir(d).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();

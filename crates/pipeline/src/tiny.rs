@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Context, Result};
-use finercut_format::{write_safetensors, DType};
+use finercut_format::{write_safetensors, DType, Overwrite, StagedDir};
 use serde_json::json;
 
 /// Shape of the tiny model.
@@ -95,9 +95,12 @@ impl SplitMix {
     }
 }
 
-/// Writes the tiny model into `dir` (config.json, tokenizer.json, model.safetensors).
+/// Writes the tiny model into `dir` (config.json, tokenizer.json, model.safetensors), replacing a
+/// checkpoint there: written beside `dir` and renamed into place ([`StagedDir`]).
 pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let staged = StagedDir::begin(dir, Overwrite::Replace)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = staged.path();
     let vocab = 257usize;
     let eos = 256u32;
     let head_dim = spec.hidden / spec.heads;
@@ -167,5 +170,6 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) -> Result<()> {
         .collect();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(&dir.join("model.safetensors"), &list, &meta)?;
+    staged.commit()?;
     Ok(())
 }

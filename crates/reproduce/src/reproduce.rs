@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
+use finercut_eval::gsm8k::{Gsm8kDocResult, Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName};
 use finercut_metrics::Metric;
 use finercut_pipeline::{self as pipeline, Context, LoadOptions, Loaded};
@@ -1018,13 +1018,17 @@ fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Val
         o
     };
     let dense = outcomes(&reports[0].1);
+    let dense_correct = correct_ids(&reports[0].1.docs);
     let names = ["gsm8k".to_owned()];
-    md.push_str(
-        "| Method | Exact match (flexible) | Δ vs dense | Strict | Generated tokens | Prefill tok/s | \
-         Generation tok/s |\n|---|---|---|---|---|---|---|\n",
-    );
+    md.push_str(&format!(
+        "| Method | Removed | Exact match (flexible) | Δ vs dense | Of the dense model's {} \
+         correct, still correct | Strict | Generated tokens | Prefill tok/s | Generation tok/s \
+         |\n|---|---|---|---|---|---|---|---|---|\n",
+        dense_correct.len()
+    ));
     let mut data = Vec::new();
-    for (i, (method, rep)) in reports.iter().enumerate() {
+    let mut tallies = Vec::new();
+    for (i, ((method, rep), row)) in reports.iter().zip(rows).enumerate() {
         let diff = if i == 0 {
             None
         } else {
@@ -1034,10 +1038,27 @@ fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Val
             .metrics
             .get(finercut_eval::gsm8k::STRICT)
             .map(|m| m.value);
+        let tally = Gsm8kTally::of(
+            method,
+            &rep.docs,
+            rep.generated_tokens,
+            &dense_correct,
+            diff.as_ref(),
+        );
+        let removed = if i == 0 {
+            "–".to_owned()
+        } else {
+            row.removed_label
+                .clone()
+                .unwrap_or_else(|| format!("{}/{}", row.removed_attn, row.removed_mlp))
+        };
         md.push_str(&format!(
-            "| {method} | {:.1} | {} | {} | {} | {:.0} | {:.1} |\n",
+            "| {method} | {removed} | {:.1} ({}/{}) | {} | {} | {} | {} | {:.0} | {:.1} |\n",
             100.0 * rep.value,
+            tally.correct,
+            tally.questions,
             diff.as_ref().map_or("–".into(), interval_pp),
+            tally.dense_correct_kept,
             strict.map_or("–".into(), |v| format!("{:.1}", 100.0 * v)),
             rep.generated_tokens,
             rep.prefill_tokens_per_second,
@@ -1045,24 +1066,143 @@ fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Val
         ));
         data.push(json!({
             "method": method, "exact_match_flexible": rep.value, "exact_match_strict": strict,
-            "vs_dense": diff, "questions": rep.n, "generated_tokens": rep.generated_tokens,
+            "vs_dense": diff, "questions": rep.n, "correct": tally.correct,
+            "dense_correct_kept": tally.dense_correct_kept,
+            "generated_tokens": rep.generated_tokens,
+            "generated_tokens_per_question": tally.tokens_per_question,
             "prefill_tokens_per_second": rep.prefill_tokens_per_second,
             "generation_tokens_per_second": rep.generation_tokens_per_second,
             "batch_size": rep.batch_size, "max_gen_toks": rep.max_gen_toks,
         }));
+        tallies.push(tally);
     }
     md.push_str(&format!(
         "\n{} questions of the test split, oe-eval's 8-shot chain-of-thought prompt, greedy \
          generation with a key/value cache (at most {} new tokens), answers extracted like \
          lm-evaluation-harness's `flexible-extract` (headline) and `strict-match`. The dense model \
          answered {k} of the first {n} before the rows were generated. Δ: percentage points with a \
-         95% paired bootstrap interval over the same questions (`*`: excludes zero).\n",
+         95% paired bootstrap interval over the same questions (`*`: excludes zero). \
+         \"Still correct\": of the questions the dense model answers correctly (flexible), those \
+         the row answers correctly too.\n",
         reports[0].1.n, reports[0].1.max_gen_toks
     ));
+    let headline = gsm8k_headline(&tallies);
+    md.push_str(&format!("\n**Headline.** {headline}\n"));
     Ok((
         md,
-        json!({"above_chance": true, "probe_questions": n, "probe_correct": k, "rows": data}),
+        json!({"above_chance": true, "probe_questions": n, "probe_correct": k,
+               "dense_correct": dense_correct.len(), "rows": data, "headline": headline}),
     ))
+}
+
+/// The `doc_id`s of the questions answered correctly (flexible exact match).
+fn correct_ids(docs: &[Gsm8kDocResult]) -> BTreeSet<usize> {
+    docs.iter()
+        .filter(|d| d.flexible_correct)
+        .map(|d| d.doc_id)
+        .collect()
+}
+
+/// One row of the GSM8K check, counted from its per-question outcomes.
+#[derive(Debug, Clone, PartialEq)]
+struct Gsm8kTally {
+    method: String,
+    questions: usize,
+    /// Questions answered correctly (flexible exact match).
+    correct: usize,
+    /// Of the dense model's correctly answered questions, those this row answers correctly.
+    dense_correct_kept: usize,
+    /// New tokens per question.
+    tokens_per_question: f64,
+    /// Whether the difference to the dense model excludes zero (`None` for the dense row).
+    drop_excludes_zero: Option<bool>,
+}
+
+impl Gsm8kTally {
+    /// The tally of a row whose per-question outcomes are `docs` (`generated_tokens` new tokens
+    /// in all), against the dense model's correctly answered `doc_id`s and its difference to it.
+    fn of(
+        method: &str,
+        docs: &[Gsm8kDocResult],
+        generated_tokens: usize,
+        dense_correct: &BTreeSet<usize>,
+        diff: Option<&stats::Interval>,
+    ) -> Gsm8kTally {
+        let correct = correct_ids(docs);
+        Gsm8kTally {
+            method: method.to_owned(),
+            questions: docs.len(),
+            correct: correct.len(),
+            dense_correct_kept: correct.intersection(dense_correct).count(),
+            tokens_per_question: generated_tokens as f64 / docs.len().max(1) as f64,
+            drop_excludes_zero: diff.map(|d| d.excludes(0.0)),
+        }
+    }
+}
+
+/// The GSM8K check's headline, from its rows (the dense model first): how many questions each
+/// row answers, how many of the dense model's correct answers the pruned rows keep, how many of
+/// their differences exclude zero, and how long their answers are.
+fn gsm8k_headline(tallies: &[Gsm8kTally]) -> String {
+    let Some((dense, pruned)) = tallies.split_first() else {
+        return "No rows.".to_owned();
+    };
+    let mut s = format!(
+        "The dense model answers {} of {} questions.",
+        dense.correct, dense.questions
+    );
+    if pruned.is_empty() {
+        return s;
+    }
+    let range = |v: Vec<f64>, digits: usize| -> String {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if (hi - lo).abs() < 0.5 * 10f64.powi(-(digits as i32)) {
+            format!("{lo:.digits$}")
+        } else {
+            format!("{lo:.digits$}–{hi:.digits$}")
+        }
+    };
+    let list = |f: &dyn Fn(&Gsm8kTally) -> usize| -> String {
+        pruned
+            .iter()
+            .map(|t| format!("{} {}", t.method, f(t)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s.push_str(&format!(
+        " The pruned rows answer {} ({}).",
+        range(pruned.iter().map(|t| t.correct as f64).collect(), 0),
+        list(&|t| t.correct)
+    ));
+    let kept: Vec<usize> = pruned.iter().map(|t| t.dense_correct_kept).collect();
+    if kept.iter().all(|&k| k == 0) {
+        s.push_str(&format!(
+            " None of them answers any of the dense model's {} correct questions.",
+            dense.correct
+        ));
+    } else {
+        s.push_str(&format!(
+            " Of the dense model's {} correct answers they keep {} ({}).",
+            dense.correct,
+            range(kept.iter().map(|&k| k as f64).collect(), 0),
+            list(&|t| t.dense_correct_kept)
+        ));
+    }
+    let excluding = pruned
+        .iter()
+        .filter(|t| t.drop_excludes_zero == Some(true))
+        .count();
+    s.push_str(&format!(
+        " {excluding} of the {} differences to the dense model exclude zero.",
+        pruned.len()
+    ));
+    s.push_str(&format!(
+        " New tokens per question: dense {:.0}, pruned rows {}.",
+        dense.tokens_per_question,
+        range(pruned.iter().map(|t| t.tokens_per_question).collect(), 0)
+    ));
+    s
 }
 
 /// The SliceGPT row: the source sliced to the residual width whose removed parameter count is the
@@ -1115,13 +1255,16 @@ fn slicegpt_row(
             ("target_removed_params".to_owned(), json!(target)),
             ("slice_wall_s".to_owned(), json!(wall_s)),
         ]);
-        sliced.save(
+        let notes = sliced.save(
             &dir,
             finercut_format::Overwrite::Replace,
             Some(&ctx.loaded.checkpoint.tokenizer),
             &extra,
             finercut_format::DType::F32,
         )?;
+        for n in notes {
+            eprintln!("warning: {n}");
+        }
     }
     let loaded = pipeline::load_model(&dir, &ctx.load)?;
     let sliced_params = loaded.model.param_count();
@@ -1509,4 +1652,80 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
         json!({ "documents_per_task": decisions, "rows": rows }),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn doc(doc_id: usize, correct: bool) -> Gsm8kDocResult {
+        Gsm8kDocResult {
+            doc_id,
+            target: "1".into(),
+            generation: String::new(),
+            flexible: if correct { "1" } else { "2" }.into(),
+            strict: String::new(),
+            flexible_correct: correct,
+            strict_correct: false,
+            prompt_tokens: 10,
+            generated_tokens: 5,
+            stop: "eos".into(),
+        }
+    }
+
+    fn interval(low: f64, high: f64) -> stats::Interval {
+        stats::Interval {
+            estimate: 0.5 * (low + high),
+            low,
+            high,
+        }
+    }
+
+    #[test]
+    fn gsm8k_tallies_count_the_dense_models_answers_kept() {
+        let dense_docs: Vec<_> = (0..6).map(|i| doc(i, i < 3)).collect();
+        let dense_correct = correct_ids(&dense_docs);
+        assert_eq!(dense_correct, BTreeSet::from([0, 1, 2]));
+        let dense = Gsm8kTally::of("Dense", &dense_docs, 600, &dense_correct, None);
+        assert_eq!(
+            (dense.correct, dense.dense_correct_kept, dense.questions),
+            (3, 3, 6)
+        );
+        assert_eq!(dense.tokens_per_question, 100.0);
+        // Right on question 2 (one the dense model answers) and 4 and 5 (ones it does not).
+        let row_docs: Vec<_> = (0..6).map(|i| doc(i, [2, 4, 5].contains(&i))).collect();
+        let drop = interval(-0.4, 0.1);
+        let a = Gsm8kTally::of("A", &row_docs, 1200, &dense_correct, Some(&drop));
+        assert_eq!((a.correct, a.dense_correct_kept), (3, 1));
+        assert_eq!(a.drop_excludes_zero, Some(false));
+        let none: Vec<_> = (0..6).map(|i| doc(i, i == 5)).collect();
+        let b = Gsm8kTally::of(
+            "B",
+            &none,
+            1500,
+            &dense_correct,
+            Some(&interval(-0.6, -0.1)),
+        );
+        assert_eq!((b.correct, b.dense_correct_kept), (1, 0));
+
+        let h = gsm8k_headline(&[dense.clone(), a.clone(), b.clone()]);
+        assert_eq!(
+            h,
+            "The dense model answers 3 of 6 questions. The pruned rows answer 1–3 (A 3, B 1). \
+             Of the dense model's 3 correct answers they keep 0–1 (A 1, B 0). 1 of the 2 \
+             differences to the dense model exclude zero. New tokens per question: dense 100, \
+             pruned rows 200–250."
+        );
+        let h = gsm8k_headline(&[dense.clone(), b]);
+        assert!(
+            h.contains("None of them answers any of the dense model's 3 correct questions."),
+            "{h}"
+        );
+        assert!(h.contains("pruned rows 250."), "{h}");
+        assert_eq!(
+            gsm8k_headline(&[dense]),
+            "The dense model answers 3 of 6 questions."
+        );
+    }
 }

@@ -3,10 +3,11 @@
 
 use crate::linalg::{covariance, matmul_f64, symmetric_eigen, Dense};
 use crate::{Error, Result};
+use finercut_format::own_types::{mark, OwnLayout};
 use finercut_format::{
-    f32_to_bytes, io::write_json, prepare_output_dir, write_safetensors_streamed, ArchParams,
-    Architecture, Bytes, DType, ModelConfig, Overwrite, RawTensor, SliceParams, TensorSource,
-    TensorSpec, Tokenizer,
+    f32_to_bytes, io::write_json, write_safetensors_streamed, ArchParams, Architecture, Bytes,
+    DType, ModelConfig, Overwrite, RawTensor, SliceParams, StagedDir, TensorSource, TensorSpec,
+    Tokenizer,
 };
 use finercut_model::{Model, Plan, ATTN_SHORTCUT, MLP_SHORTCUT};
 use finercut_tensor::{Device, Tensor};
@@ -150,11 +151,15 @@ impl SlicedModel {
     }
 
     /// Writes the model to `dir`: `model.safetensors` (every tensor in `dtype`: `F32` keeps the
-    /// computed weights exactly, `BF16`/`F16` halve the file, rounding to nearest even), `config.json` (the source's
-    /// `model_type`, `hidden_size` = `d'`, explicit `head_dim`, `tie_word_embeddings: false`, and
-    /// the `slicegpt` section with `extra`'s keys added) and, when given, `tokenizer.json`.
-    /// Every file is written atomically; a directory that already holds a checkpoint is refused
-    /// or cleared first, as `overwrite` says.
+    /// computed weights exactly, `BF16`/`F16` halve the file, rounding to nearest even),
+    /// `config.json` (`model_type` `finercut-slicegpt`, which stock loaders refuse, with the
+    /// source's `model_type` in the `slicegpt` section ([`finercut_format::own_types`]);
+    /// `hidden_size` = `d'`, explicit `head_dim`, `tie_word_embeddings: false`, and `extra`'s
+    /// keys added to the section) and, when given, `tokenizer.json`.
+    /// The directory is written beside `dir` and renamed into place
+    /// ([`finercut_format::StagedDir`]); a directory that already holds a checkpoint is refused
+    /// or replaced, as `overwrite` says. Returns what was found of interrupted earlier runs
+    /// ([`finercut_format::StagedDir::notes`]).
     pub fn save(
         &self,
         dir: &Path,
@@ -162,8 +167,10 @@ impl SlicedModel {
         tokenizer: Option<&Tokenizer>,
         extra: &BTreeMap<String, Json>,
         dtype: DType,
-    ) -> Result<()> {
-        prepare_output_dir(dir, overwrite)?;
+    ) -> Result<Vec<String>> {
+        let staged = StagedDir::begin(dir, overwrite)?;
+        let notes = staged.notes().to_vec();
+        let dir = staged.path();
         let tensors: Vec<&RawTensor> = self.tensors.values().collect();
         let specs: Vec<TensorSpec> = tensors
             .iter()
@@ -194,11 +201,20 @@ impl SlicedModel {
         if let Some(obj) = config.as_object_mut() {
             obj.insert("slicegpt".into(), record);
         }
-        write_json(&dir.join("config.json"), &config)?;
+        let config_path = dir.join("config.json");
+        // Stock loaders would drop the shortcut matrices without a word: give them a model_type
+        // they refuse (finercut reads the source's back from the `slicegpt` section).
+        mark(
+            &mut config,
+            OwnLayout::Sliced,
+            &config_path.display().to_string(),
+        )?;
+        write_json(&config_path, &config)?;
         if let Some(t) = tokenizer {
             t.save(&dir.join("tokenizer.json"))?;
         }
-        Ok(())
+        staged.commit()?;
+        Ok(notes)
     }
 }
 

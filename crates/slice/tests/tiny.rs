@@ -433,7 +433,10 @@ fn save_and_load_give_bit_identical_logits() {
     assert_eq!(&config, sliced.config());
     let text = std::fs::read_to_string(out.join("config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(json["model_type"], "qwen2");
+    // Stock loaders refuse it; the source's model_type is kept for finercut.
+    assert_eq!(json["model_type"], "finercut-slicegpt");
+    assert_eq!(json["slicegpt"]["model_type"], "qwen2");
+    assert_eq!(json["slicegpt"]["architectures"][0], "Qwen2ForCausalLM");
     assert_eq!(json["hidden_size"], 10);
     assert_eq!(json["head_dim"], HEAD_DIM);
     assert_eq!(json["tie_word_embeddings"], false);

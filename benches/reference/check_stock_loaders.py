@@ -1,0 +1,133 @@
+"""Checks what unmodified Hugging Face transformers does with finercut's checkpoint layouts.
+
+    .venv-reference/bin/python benches/reference/check_stock_loaders.py --finercut target/debug/finercut
+
+With a tiny random Llama (`finercut make-tiny`), a FinerCut search and SliceGPT, it writes
+  - `export --format dropped` (removed sublayers' tensors absent),
+  - `export --format hf-compatible` (stock layout, zeroed output projections),
+  - `slice` (SliceGPT: residual shortcut matrices, a narrower residual stream),
+and asserts that `AutoModelForCausalLM.from_pretrained` refuses the first and the third (their
+config.json declares a `model_type` transformers does not know) and loads the second with no
+missing or unexpected tensor and with the next-token log-probabilities finercut computes for the
+pruned model (to 1e-4).
+As a control, it also loads a copy of the dropped export whose `model_type`/`architectures` were put
+back to the source's: transformers then loads it with only a warning and random tensors in place of
+the dropped ones (what the marking prevents), so the check would fail if the marking were dropped.
+Prints one line per layout and exits non-zero on any failed expectation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+
+def run(finercut: str, *args: str) -> str:
+    out = subprocess.run([finercut, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"finercut {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def try_load(path: str):
+    """(model, loading_info) or (None, the exception's first line)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, output_loading_info=True
+        )
+        return model, info
+    except Exception as e:  # noqa: BLE001 - any refusal counts; the message is printed
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--finercut", required=True, help="path of the finercut binary")
+    ap.add_argument("--keep", help="write the checkpoints here instead of a temporary directory")
+    args = ap.parse_args()
+    finercut = os.path.abspath(args.finercut)
+    import transformers
+
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    root = args.keep or tempfile.mkdtemp(prefix="finercut-stock-")
+    os.makedirs(root, exist_ok=True)
+    p = lambda name: os.path.join(root, name)  # noqa: E731
+    with open(p("calib.txt"), "w") as f:
+        f.write("The quick brown fox jumps over the lazy dog. " * 40)
+    calib = ["--calib", p("calib.txt"), "--samples", "2", "--seq-len", "32"]
+    run(finercut, "make-tiny", p("tiny"))
+    if os.path.exists(p("run.json")):
+        os.remove(p("run.json"))
+    run(finercut, "prune", "--model", p("tiny"), *calib, "--ratio", "0.5", "--out", p("run.json"))
+    export = ["export", "--model", p("tiny"), "--plan", p("run.json"), "--ratio", "0.25", "--force"]
+    run(finercut, *export, "--out", p("dropped"))
+    run(finercut, *export, "--format", "hf-compatible", "--out", p("hf-compatible"))
+    run(finercut, "slice", "--model", p("tiny"), *calib, "--ratio", "0.25", "--out", p("sliced"),
+        "--force")
+
+    failures = []
+    for name, want in [("dropped", "refused"), ("sliced", "refused"), ("hf-compatible", "loaded")]:
+        config = json.load(open(os.path.join(p(name), "config.json")))
+        model, info = try_load(p(name))
+        got = "refused" if model is None else "loaded"
+        detail = info if model is None else (
+            f"missing {len(info['missing_keys'])}, unexpected {len(info['unexpected_keys'])} tensors"
+        )
+        verdict = "ok" if got == want else "FAIL"
+        print(f"{verdict}: {name:14} model_type {config['model_type']!r:22} {got}: {detail}")
+        if got != want:
+            failures.append(name)
+        if model is not None and (info["missing_keys"] or info["unexpected_keys"]):
+            failures.append(f"{name} (tensors)")
+
+    # The hf-compatible export computes finercut's pruned logits in transformers.
+    model, _ = try_load(p("hf-compatible"))
+    if model is not None:
+        ours = json.loads(run(finercut, "run", "--model", p("dropped"), "--prompt", "Hello world",
+                              "--json"))
+        with torch.no_grad():
+            logits = model(torch.tensor([ours["ids"]])).logits[0, -1].double()
+        theirs = torch.log_softmax(logits, dim=-1)
+        diff = (theirs - torch.tensor(ours["logprobs"], dtype=torch.float64)).abs().max().item()
+        same = diff <= 1e-4
+        print(f"{'ok' if same else 'FAIL'}: hf-compatible in transformers vs the dropped export in "
+              f"finercut ({len(ours['removed_sublayers'])} sublayers removed): next-token "
+              f"log-probabilities differ by at most {diff:.2e}")
+        if not same:
+            failures.append("hf-compatible logits")
+
+    # Control: the dropped export under the source's model_type loads, with random tensors.
+    control = p("dropped-unmarked")
+    shutil.rmtree(control, ignore_errors=True)
+    shutil.copytree(p("dropped"), control)
+    config = json.load(open(os.path.join(control, "config.json")))
+    config["model_type"] = config["finercut"]["model_type"]
+    config["architectures"] = config["finercut"]["architectures"]
+    json.dump(config, open(os.path.join(control, "config.json"), "w"))
+    model, info = try_load(control)
+    missing = [] if model is None else info["missing_keys"]
+    print(f"{'ok' if missing else 'FAIL'}: control: the dropped export as model_type "
+          f"{config['model_type']!r} {'loads with ' + str(len(missing)) + ' tensors missing (randomly initialised)' if missing else 'did not load: ' + str(info)}")
+    if not missing:
+        failures.append("control")
+
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    if failures:
+        print(f"FAILED: {', '.join(failures)}")
+        return 1
+    print("all as expected")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
