@@ -20,7 +20,7 @@ use finercut_format::{Bytes, GgmlType};
 const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("SmolLM2-135M-Instruct.Q4_1.gguf", "tiny.gguf"),
     ("--max-windows 40", "--max-windows 2"),
-    ("--limit 100", "--limit 2"),
+    ("--limit 100", "--limit 1"),
     ("--limit 50", "--limit 1"),
     // About 12% of the tiny model's parameters, as 18.6M is of SmolLM2-135M's.
     ("--remove-params 18600000", "--remove-params 20000"),
@@ -87,6 +87,7 @@ fn readme_examples_run_in_order() {
         {
             args.extend(extra.iter().map(|s| s.to_string()));
         }
+        let start = std::time::Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_finercut"))
             .args(&args)
             .current_dir(dir.path())
@@ -99,6 +100,7 @@ fn readme_examples_run_in_order() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        eprintln!("{:6.1} s  finercut {}", start.elapsed().as_secs_f64(), args.join(" "));
         ran += 1;
     }
     assert!(ran >= 10, "only {ran} examples ran");

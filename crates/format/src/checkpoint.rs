@@ -186,6 +186,10 @@ pub fn convert_gguf_to_hf_replacing(
     dtype: DType,
     overwrite: Overwrite,
 ) -> Result<Vec<String>> {
+    // A checkpoint already there is refused before the source is read.
+    let staged = StagedDir::begin(out_dir, overwrite)?;
+    let notes = staged.notes().to_vec();
+    let out_dir = staged.path();
     let file = Arc::new(GgufFile::open(gguf)?);
     let mut config = ModelConfig::from_gguf(&file)?;
     config.torch_dtype = dtype;
@@ -204,9 +208,6 @@ pub fn convert_gguf_to_hf_replacing(
                 },
             )?;
     }
-    let staged = StagedDir::begin(out_dir, overwrite)?;
-    let notes = staged.notes().to_vec();
-    let out_dir = staged.path();
 
     let names: Vec<String> = store
         .names()
