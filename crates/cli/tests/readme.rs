@@ -100,7 +100,11 @@ fn readme_examples_run_in_order() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        eprintln!("{:6.1} s  finercut {}", start.elapsed().as_secs_f64(), args.join(" "));
+        eprintln!(
+            "{:6.1} s  finercut {}",
+            start.elapsed().as_secs_f64(),
+            args.join(" ")
+        );
         ran += 1;
     }
     assert!(ran >= 10, "only {ran} examples ran");
