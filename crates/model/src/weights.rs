@@ -141,7 +141,17 @@ impl<'a> Weights<'a> {
                 actual: raw.shape,
             });
         }
-        Ok(to_tensor(&raw)?.to_dtype(dtype)?.to_device(&self.device)?)
+        // Converted once, from the stored type straight to `dtype` (bf16 stored and wanted: no
+        // conversion at all), then moved to the device.
+        let stored = Tensor::from_shared_bytes(
+            raw.data.owner().clone(),
+            raw.data.start(),
+            raw.data.len(),
+            dtype_of(raw.dtype),
+            &raw.shape,
+        )
+        .map_err(|e| Error::Input(format!("weight `{}`: {e}", raw.name)))?;
+        Ok(stored.to_dtype(dtype)?.to_device(&self.device)?)
     }
 
     /// The weight matrix `name` of shape `[rows, cols]`, held as [`WeightDtype`] says (stored
