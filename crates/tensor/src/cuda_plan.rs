@@ -236,6 +236,7 @@ impl GemmArgs {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap (`docs/STYLE.md`).
 mod tests {
     use super::*;
 
@@ -425,7 +426,7 @@ mod tests {
         assert_eq!(define("ATT_WARPS"), i64::from(ATT_WARPS));
         assert_eq!(define("ATT_ROWS"), i64::from(ATT_ROWS));
         assert_eq!(define("ATT_MAXD"), i64::from(ATT_MAXD));
-        assert_eq!(ATT_BQ % ATT_WARPS, 0);
+        const { assert!(ATT_BQ.is_multiple_of(ATT_WARPS)) };
         for (name, metric) in [
             ("DIV_JS", crate::RowMetric::Js),
             ("DIV_JS_REFERENCE", crate::RowMetric::JsReference),
@@ -437,8 +438,10 @@ mod tests {
             assert_eq!(define(name), i64::from(metric.code()), "{name}");
         }
         // The block reductions keep one partial per warp in s[32]; blocks are whole warps.
-        assert!(THREADS % 32 == 0 && THREADS / 32 <= 32 && THREADS <= MAX_BLOCK_THREADS);
-        assert!((32 * ATT_WARPS) % 32 == 0 && ATT_WARPS <= 32);
+        const {
+            assert!(THREADS.is_multiple_of(32) && THREADS / 32 <= 32);
+            assert!(THREADS <= MAX_BLOCK_THREADS && 32 * ATT_WARPS <= MAX_BLOCK_THREADS);
+        };
         assert!(include_str!("cuda/kernels.cu").contains("__shared__ float s[32];"));
     }
 }
