@@ -174,7 +174,7 @@ fn alloc_err<T>(device: CudaDevice, op: &'static str, elems: usize, e: DriverErr
             device: device.to_string(),
             bytes,
             elems,
-            detail: e.to_string(),
+            detail: driver_text(e),
         }
     } else {
         Error::Cuda {
@@ -225,6 +225,17 @@ fn driver_err(op: &'static str, e: DriverError) -> Error {
     }
 }
 
+/// The driver's name and message of `e` (the message needs the driver, so without one only the
+/// name).
+fn driver_text(e: DriverError) -> String {
+    // SAFETY: only tries to load the library.
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        format!("{:?}: {e}", e.0)
+    } else {
+        format!("{:?}", e.0)
+    }
+}
+
 /// The driver's message; for a fault that an earlier asynchronous launch may have caused, also how
 /// to find that launch.
 fn describe(e: DriverError) -> String {
@@ -241,11 +252,12 @@ fn describe(e: DriverError) -> String {
     );
     if sticky && !debug_launches() {
         format!(
-            "{e} (kernels run asynchronously, so an earlier launch may have caused this: rerun \
-             with FINERCUT_CUDA_DEBUG=1 or CUDA_LAUNCH_BLOCKING=1 to name the kernel)"
+            "{} (kernels run asynchronously, so an earlier launch may have caused this: rerun \
+             with FINERCUT_CUDA_DEBUG=1 or CUDA_LAUNCH_BLOCKING=1 to name the kernel)",
+            driver_text(e)
         )
     } else {
-        e.to_string()
+        driver_text(e)
     }
 }
 
@@ -267,7 +279,7 @@ fn debug_sync(be: &Backend, what: &str, op: &'static str) -> Result<()> {
     }
     be.stream.synchronize().map_err(|e| Error::Cuda {
         op,
-        detail: format!("{what} faulted: {e}"),
+        detail: format!("{what} faulted: {}", driver_text(e)),
     })
 }
 
@@ -397,7 +409,11 @@ fn load_kernels(ctx: &Arc<CudaContext>, cc: i32) -> Result<Arc<CudaModule>> {
             .load_module(Ptx::from_binary(cubin.image))
             .map_err(|e| Error::Cuda {
                 op,
-                detail: format!("loading the sm_{cc} cubin ({}): {e}", versions()),
+                detail: format!(
+                    "loading the sm_{cc} cubin ({}): {}",
+                    versions(),
+                    driver_text(e)
+                ),
             }),
         Err(cubin_err) => {
             let ptx = compile_ptx(KERNELS_CU, cc, &[]).map_err(|detail| Error::Cuda {
@@ -415,8 +431,9 @@ fn load_kernels(ctx: &Arc<CudaContext>, cc: i32) -> Result<Arc<CudaModule>> {
                 Error::Cuda {
                     op,
                     detail: format!(
-                        "{why} ({}; no cubin for sm_{cc}: {cubin_err}): {e}",
-                        versions()
+                        "{why} ({}; no cubin for sm_{cc}: {cubin_err}): {}",
+                        versions(),
+                        driver_text(e)
                     ),
                 }
             })
@@ -1130,5 +1147,51 @@ impl BackendStorage for CudaStorage {
             &bk
         )?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cudarc::driver::sys::CUresult;
+
+    #[test]
+    fn a_full_card_is_a_typed_error_naming_the_operation_and_size() {
+        let dev = CudaDevice { ordinal: 1 };
+        let e = alloc_err::<f32>(
+            dev,
+            "matmul",
+            1 << 20,
+            DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+        );
+        assert!(
+            matches!(
+                &e,
+                Error::OutOfMemory { op: "matmul", device, bytes: 4_194_304, elems: 1_048_576, .. }
+                    if device == "cuda:1"
+            ),
+            "{e}"
+        );
+        let e = alloc_err::<u16>(
+            dev,
+            "to_device",
+            3,
+            DriverError(CUresult::CUDA_ERROR_INVALID_VALUE),
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("to_device") && text.contains("3 elements (6 bytes)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_asynchronous_fault_says_how_to_find_its_kernel() {
+        let text = describe(DriverError(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS));
+        if !debug_launches() {
+            assert!(text.contains("CUDA_LAUNCH_BLOCKING=1"), "{text}");
+        }
+        let other = describe(DriverError(CUresult::CUDA_ERROR_INVALID_VALUE));
+        assert!(!other.contains("CUDA_LAUNCH_BLOCKING"), "{other}");
     }
 }
