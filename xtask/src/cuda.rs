@@ -13,8 +13,10 @@ use crate::{fetch, run, target_dir};
 
 /// Without a GPU: the `cuda` feature builds and passes clippy (tensor engine, model, search with its
 /// GPU test, CLI), the tensor crate's unit tests pass with it (opening a card is a clear error where
-/// there is no driver), and every kernel compiles to PTX for compute_80 and compute_90 with NVRTC
-/// from `fetch cuda-tools`.
+/// there is no driver, and the kernels' launch plans, cuBLAS arguments and Rust emulations check
+/// out), and every kernel compiles with NVRTC from `fetch cuda-tools` to PTX for compute_80 and
+/// compute_90 and to cubins for sm_80 and sm_90, whose ptxas report must show no spills in the
+/// attention kernel and no shared memory above the limit.
 pub fn checks(root: &Path) -> anyhow::Result<()> {
     fetch::fetch(root, fetch::Target::CudaTools)?;
     run(Command::new("cargo").current_dir(root).args([
