@@ -283,19 +283,16 @@ fn kill_a_rank(
     prune: &dyn Fn(&Path, &[&str]) -> Vec<String>,
 ) -> anyhow::Result<()> {
     let out: PathBuf = dir.join("killed.json");
+    // A longer search than the others, so that it is still running when a rank is killed.
+    let mut args = prune(&out, &["--to-end", "--exhaustive"]);
+    for (flag, value) in [("--samples", "16"), ("--seq-len", "64")] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args[i + 1] = value.to_owned();
+        }
+    }
     let mut cmd = mpirun(3);
     cmd.arg(bin)
-        .args(prune(
-            &out,
-            &[
-                "--to-end",
-                "--exhaustive",
-                "--samples",
-                "16",
-                "--seq-len",
-                "64",
-            ],
-        ))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     eprintln!("$ {cmd:?} (rank 2 killed after the first step)");
