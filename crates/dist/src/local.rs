@@ -142,7 +142,8 @@ mod tests {
     #[test]
     fn all_gather_and_broadcast_over_threads() {
         let group = Local::group(4);
-        let out: Vec<(Vec<Vec<u8>>, Vec<u8>, Vec<Vec<f64>>)> = std::thread::scope(|s| {
+        type Seen = (Vec<Vec<u8>>, Vec<u8>, Vec<Vec<f64>>);
+        let out: Vec<Seen> = std::thread::scope(|s| {
             let handles: Vec<_> = group
                 .iter()
                 .map(|t| {
