@@ -19,6 +19,9 @@
 //!   `--vs-torch` the interleaved comparison with the PyTorch reference of `benches/reference/`.
 //! - `gpu-test`, `device-check`: the CUDA backend's tests on a GPU, and the one-call check of a
 //!   GPU machine (see `cuda.rs`).
+//! - `mpi-test`: `finercut prune` over 1 to 4 MPI ranks on tiny models against the one-process
+//!   result files, resuming on another number of ranks, refusal of mismatched ranks and a killed
+//!   rank (installs Open MPI and libclang with `apt-get` when missing; see `mpi.rs`).
 //! - `fuzz`: the fuzz campaign over every loader (`finercut-fuzz`, release build).
 //! - `runtime-check`: builds llama.cpp from the `llama-cpp-python` source package and checks a
 //!   pruned GGUF export of SmolLM2 with it (tensors, file size, log-probabilities, tokens/s); not
@@ -31,6 +34,7 @@ mod check_table2;
 mod cuda;
 mod fetch;
 mod fuzz;
+mod mpi;
 mod runtime_check;
 #[cfg(test)]
 mod tidy;
@@ -138,6 +142,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// `finercut prune` over MPI ranks (mpirun, 1 to 4 ranks) on tiny models: every result file
+    /// equal to the one-process file, resume on another number of ranks, refusal of ranks that
+    /// run other settings, a killed rank ending the job. Installs openmpi-bin, libopenmpi-dev and
+    /// libclang with apt-get when missing; builds `finercut --features mpi`.
+    MpiTest,
     /// Run the CUDA backend's GPU tests (every op and whole models against the CPU); fails
     /// without a GPU.
     GpuTest {
@@ -238,6 +247,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ci => ci(&root),
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
         Cmd::GpuTest { args } => cuda::gpu_test(&root, &args),
+        Cmd::MpiTest => mpi::mpi_test(&root),
         Cmd::DeviceCheck { dry_run } => cuda::device_check(&root, dry_run),
         Cmd::RuntimeCheck {
             ratio,

@@ -76,6 +76,20 @@ fn parse_level(s: &str) -> Result<Level, String> {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let threads = common::init_threads(args.threads)?;
+    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
+    let dist = finercut_dist::from_environment()?;
+    match search(&args, threads, dist.as_ref()) {
+        Err(e) if dist.size() > 1 => {
+            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
+            dist.abort(&format!("error: {e:#}"));
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
+    let rank0 = dist.rank() == 0;
     if args.out.exists() && !args.resume && !args.force {
         bail!(
             "{} exists: pass --resume to continue it or --force to overwrite it",
@@ -116,13 +130,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     settings.validate()?;
 
-    eprintln!("hashing {}", loaded.path.display());
+    if rank0 {
+        eprintln!("hashing {}", loaded.path.display());
+    }
     let provenance = Provenance {
         model_sha256: loaded.checkpoint.sha256()?,
         data_sha256: Provenance::tokens_sha256(&seqs),
     };
     let t0 = Instant::now();
-    let result = finercut_pipeline::execute_search(
+    let result = finercut_pipeline::execute_search_on(
+        dist,
         &loaded,
         &seqs,
         &settings,
@@ -131,6 +148,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         args.resume,
         true,
     )?;
+    if !rank0 {
+        return Ok(());
+    }
     let order: Vec<String> = result.order().iter().map(|u| u.to_string()).collect();
     println!(
         "{} ({}) on {}: removed {} in {:.1} s, {:.1} forward-equivalents",

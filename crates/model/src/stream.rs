@@ -30,6 +30,10 @@ pub struct StreamStats {
     pub sublayer_evals: usize,
     /// `sublayer_evals / 2L`: the work in units of one full forward pass (LM heads not counted).
     pub forward_equivalents: f64,
+    /// The part of `sublayer_evals` spent on the base stream (it runs up to the last birth, so a
+    /// pass over several sets of candidates evaluates the base as often as the set that needs it
+    /// longest: the largest of their counts).
+    pub base_evals: usize,
 }
 
 /// The sink of [`Model::stream_candidates`]: `(candidate, first_row, rows)` with `rows` holding
@@ -92,6 +96,7 @@ impl Model {
         let mut base_x = Some(self.embed_ids(&ids)?);
         let mut streams: Vec<Option<Tensor>> = candidates.iter().map(|_| None).collect();
         let mut evals = 0;
+        let mut base_evals = 0;
         for s in 0..count {
             for (c, &b) in birth.iter().enumerate() {
                 if b == s {
@@ -102,6 +107,7 @@ impl Model {
                 // Every candidate is born: the base stream is no longer needed.
                 base_x = None;
             }
+            let base_active = base_x.is_some() && !base.is_removed(s);
             let mut active: Vec<&mut Tensor> = Vec::with_capacity(candidates.len() + 1);
             // Streams that skip sublayer `s` (a sliced model still applies its shortcut to them).
             let mut skipping: Vec<&mut Tensor> = Vec::new();
@@ -128,6 +134,7 @@ impl Model {
                 continue;
             }
             evals += active.len();
+            base_evals += usize::from(base_active);
             self.apply_streams(s, &mut active, n, t)?;
         }
         // Candidates that remove nothing beyond the base are the base model.
@@ -141,6 +148,7 @@ impl Model {
         Ok(StreamStats {
             sublayer_evals: evals,
             forward_equivalents: evals as f64 / count as f64,
+            base_evals,
         })
     }
 

@@ -228,6 +228,7 @@ fn stream_stats_count_sublayer_evaluations() {
         .unwrap();
     // Base: sublayers 0..=4 (the last birth is at 5); candidate c: sublayers c+1..=5.
     assert_eq!(stats.sublayer_evals, 5 + (5 + 4 + 3 + 2 + 1));
+    assert_eq!(stats.base_evals, 5);
     assert!((stats.forward_equivalents - 20.0 / 6.0).abs() < 1e-12);
     // With sublayers 0 and 3 removed already, candidate [0] is the base model itself.
     let base = Plan::from_removed([0, 3]);
@@ -237,6 +238,7 @@ fn stream_stats_count_sublayer_evaluations() {
         .unwrap();
     // Base runs 1, 2, 4, 5 (candidate [0] needs it to the end); [1] runs 2, 4, 5; [5] runs none.
     assert_eq!(stats.sublayer_evals, 4 + 3);
+    assert_eq!(stats.base_evals, 4);
 }
 
 #[test]

@@ -49,6 +49,6 @@ pub use load::{
 };
 pub use progress::{init_threads, peak_rss_mib, progress_bar};
 pub use score::{evaluate_plan, gsm8k_of, perplexity_of};
-pub use search::execute as execute_search;
+pub use search::{execute as execute_search, execute_on as execute_search_on};
 pub use text::{calibration, calibration_from_ids, read_text, text_or_wikitext2};
 pub use tiny::{byte_tokenizer, write_tiny_model, TinySpec};

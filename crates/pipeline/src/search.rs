@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
+use finercut_dist::{Alone, Transport};
 use finercut_metrics::Metric;
+use finercut_search::distributed::{check_same_run, RunIdentity};
 use finercut_search::model_scorer::{ModelHiddenStates, StreamingScorer};
 use finercut_search::{run, Family, Inputs, Observer, Provenance, SearchResult, Settings, Step};
 use indicatif::ProgressBar;
@@ -21,6 +23,28 @@ pub fn execute(
     resume: bool,
     verbose: bool,
 ) -> Result<SearchResult> {
+    execute_on(
+        &Alone, loaded, seqs, settings, provenance, out, resume, verbose,
+    )
+}
+
+/// [`execute`] as one rank of `dist`: every rank runs the same search (checked first: model,
+/// calibration, settings and resumed steps), the candidates of each scoring pass are shared
+/// among the ranks, and only rank 0 writes `out` and shows progress. Every rank returns the same
+/// result, equal bit for bit to the one-process run's (wall times aside). A rank that fails must
+/// call [`Transport::abort`] so that the others do not wait for it.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_on(
+    dist: &dyn Transport,
+    loaded: &Loaded,
+    seqs: &[Vec<u32>],
+    settings: &Settings,
+    provenance: Provenance,
+    out: &std::path::Path,
+    resume: bool,
+    verbose: bool,
+) -> Result<SearchResult> {
+    let verbose = verbose && dist.rank() == 0;
     let num_blocks = loaded.checkpoint.config.num_hidden_layers;
     let mut result = if resume && out.exists() {
         let r = SearchResult::resume(out, settings, &provenance, num_blocks)
@@ -36,9 +60,31 @@ pub fn execute(
     } else {
         SearchResult::new(settings.clone(), provenance, num_blocks)?
     };
+    if dist.size() > 1 {
+        let out_name = out.display().to_string();
+        let model_name = loaded.path.display().to_string();
+        let data_name = format!(
+            "{} sequences of {} tokens",
+            settings.samples, settings.seq_len
+        );
+        check_same_run(
+            dist,
+            &RunIdentity {
+                provenance: &result.provenance,
+                settings,
+                resumed_steps: result.steps.len(),
+                model_file: &model_name,
+                data_file: &data_name,
+                out_file: &out_name,
+            },
+        )
+        .with_context(|| format!("rank {} of {}", dist.rank(), dist.size()))?;
+    }
     if result.complete {
         return Ok(result);
     }
+    // Only rank 0 writes the checkpoint and the result.
+    let out = (dist.rank() == 0).then_some(out);
     let mut observer = BarObserver::new(verbose);
     match settings.method.family() {
         Family::Greedy | Family::OneShot => {
@@ -46,28 +92,31 @@ pub fn execute(
                 &loaded.model,
                 seqs.to_vec(),
                 settings.metric.unwrap_or(Metric::Js),
-            )?;
+            )?
+            .with_transport(dist);
             if result.steps.is_empty() {
                 result.preparation = scorer.preparation().clone();
             }
-            run(
-                &mut result,
-                Inputs::Scorer(&mut scorer),
-                Some(out),
-                &mut observer,
-            )?;
+            run(&mut result, Inputs::Scorer(&mut scorer), out, &mut observer)?;
+            if verbose && dist.size() > 1 {
+                eprintln!(
+                    "{} ranks; rank 0 sent {} bytes of per-row values",
+                    dist.size(),
+                    scorer.sent_bytes()
+                );
+            }
         }
         Family::HiddenStates => {
             let mut states = ModelHiddenStates::new(&loaded.model, seqs.to_vec())?;
             run(
                 &mut result,
                 Inputs::HiddenStates(&mut states),
-                Some(out),
+                out,
                 &mut observer,
             )?;
         }
         Family::Random => {
-            run(&mut result, Inputs::Nothing, Some(out), &mut observer)?;
+            run(&mut result, Inputs::Nothing, out, &mut observer)?;
         }
     }
     observer.finish();

@@ -42,6 +42,7 @@
 
 use std::path::PathBuf;
 
+pub mod distributed;
 pub mod eliminate;
 pub mod export;
 pub mod inspect;
@@ -168,6 +169,23 @@ pub enum Error {
     /// An error of the model.
     #[error(transparent)]
     Model(#[from] finercut_model::Error),
+    /// A rank of a distributed run that does not run the same search as rank 0.
+    #[error("rank {rank} differs from rank 0 in its {what} ({file}): rank 0 has {rank0}, rank {rank} has {theirs}")]
+    RankMismatch {
+        /// The rank.
+        rank: usize,
+        /// What differs.
+        what: &'static str,
+        /// The file it comes from, as that rank names it.
+        file: String,
+        /// Rank 0's value.
+        rank0: String,
+        /// The rank's value.
+        theirs: String,
+    },
+    /// An error between the ranks of a distributed run.
+    #[error(transparent)]
+    Dist(#[from] finercut_dist::Error),
 }
 
 /// Result with this crate's [`Error`].

@@ -9,10 +9,20 @@
 //!   kept to check the streaming scorer (same removal order and scores).
 //! - [`ModelHiddenStates`]: dense block-boundary states from `Model::trace` for ShortGPT and
 //!   DeeperLayers.
+//!
+//! Across ranks ([`StreamingScorer::with_transport`]), every scoring pass deals its candidates to
+//! the ranks by cost (`finercut_dist::deal` of `2L − birth`, the sublayers a candidate's stream
+//! runs), each rank streams its share, and the per-row values of every candidate are gathered to
+//! every rank, which fills the same accumulators as one process would: the elimination then runs
+//! on the same numbers everywhere. A row's value does not depend on which other streams share
+//! its GEMMs (the CPU GEMM is batch-invariant, `docs/ARCHITECTURE.md`), so the scores are those of
+//! one process bit for bit, and so is the work counted (the base stream once, as far as the
+//! candidate born last needs it).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use finercut_dist::Transport;
 use finercut_metrics::{next_token_targets, Accumulator, DenseRows, Metric};
 use finercut_model::{DenseLogits, Model, Plan, RowMetric, Tensor};
 
@@ -105,6 +115,10 @@ pub struct StreamingScorer<'m> {
     device_dense: Option<DenseLogits>,
     preparation: Cost,
     group_rows: usize,
+    /// The ranks this scorer shares its candidates with, if any.
+    dist: Option<&'m dyn Transport>,
+    /// Bytes this rank has contributed to gathers so far.
+    sent_bytes: u64,
 }
 
 impl<'m> StreamingScorer<'m> {
@@ -135,7 +149,23 @@ impl<'m> StreamingScorer<'m> {
             device_dense,
             preparation,
             group_rows: GROUP_ROWS,
+            dist: None,
+            sent_bytes: 0,
         })
+    }
+
+    /// Shares every scoring pass with the other ranks of `dist` (see the module docs); every rank
+    /// must make the same calls with the same model, calibration and settings. Changes the speed,
+    /// never a result.
+    pub fn with_transport(mut self, dist: &'m dyn Transport) -> Self {
+        self.dist = Some(dist);
+        self
+    }
+
+    /// Bytes of per-row values and counts this rank has sent to the others so far (0 in one
+    /// process).
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes
     }
 
     /// Sets the rows a group of sequences holds at least under elimination (default
@@ -172,27 +202,18 @@ impl Scorer for StreamingScorer<'_> {
             .iter()
             .map(|_| Accumulator::new(self.metric, &self.dense))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut done = 0usize;
-        let feed = ChunkFeed::new(self.metric, self.device_dense.as_ref());
-        let stats = self.model.stream_candidate_tensors(
-            &self.tokens,
-            &base,
+        let which: Vec<usize> = (0..candidates.len()).collect();
+        let pass = Pass {
+            model: self.model,
+            tokens: &self.tokens,
+            first_row: 0,
+            base: &base,
             candidates,
-            &mut |c, first_row, logits| {
-                let acc = accs.get_mut(c).ok_or_else(|| {
-                    finercut_model::Error::Input(format!(
-                        "stream sent candidate {c} of {}",
-                        candidates.len()
-                    ))
-                })?;
-                feed.add(acc, first_row, logits)?;
-                if acc.is_complete() {
-                    done += 1;
-                    progress(done);
-                }
-                Ok(())
-            },
-        )?;
+            feed: ChunkFeed::new(self.metric, self.device_dense.as_ref()),
+            dist: self.dist,
+        };
+        let stats = pass.run(&which, &mut accs, progress)?;
+        self.sent_bytes += stats.sent_bytes;
         let scores = accs
             .iter()
             .map(Accumulator::finish)
@@ -225,8 +246,11 @@ impl Scorer for StreamingScorer<'_> {
             seq_len: t,
             feed: ChunkFeed::new(self.metric, self.device_dense.as_ref()),
             forward_equivalents: 0.0,
+            dist: self.dist,
+            sent_bytes: 0,
         };
         let outcome = eliminate(&mut step, progress)?;
+        self.sent_bytes += step.sent_bytes;
         Ok(Scored {
             scores: outcome.scores,
             stopped_after_rows: outcome.stopped_after_rows,
@@ -288,6 +312,8 @@ struct GroupedStep<'s, 'm> {
     seq_len: usize,
     feed: ChunkFeed<'s>,
     forward_equivalents: f64,
+    dist: Option<&'s dyn Transport>,
+    sent_bytes: u64,
 }
 
 impl GroupedStep<'_, '_> {
@@ -312,25 +338,19 @@ impl GroupScoring for GroupedStep<'_, '_> {
 
     fn score_group(&mut self, which: &[usize], group: usize) -> Result<()> {
         let seqs = self.sequences(group);
-        let first_row = seqs.start * self.seq_len;
         let share = seqs.len() as f64 / self.tokens.len().max(1) as f64;
-        let sets: Vec<Vec<usize>> = which.iter().map(|&c| self.candidates[c].clone()).collect();
-        let (accs, feed) = (&mut self.accs, &self.feed);
-        let stats = self.model.stream_candidate_tensors(
-            &self.tokens[seqs],
-            &self.base,
-            &sets,
-            &mut |k, row, logits| {
-                let acc = which.get(k).and_then(|&c| accs.get_mut(c)).ok_or_else(|| {
-                    finercut_model::Error::Input(format!(
-                        "stream sent candidate {k} of {}",
-                        which.len()
-                    ))
-                })?;
-                feed.add(acc, first_row + row, logits)
-            },
-        )?;
+        let pass = Pass {
+            model: self.model,
+            tokens: &self.tokens[seqs.clone()],
+            first_row: seqs.start * self.seq_len,
+            base: &self.base,
+            candidates: self.candidates,
+            feed: self.feed,
+            dist: self.dist,
+        };
+        let stats = pass.run(which, &mut self.accs, &mut |_| {})?;
         self.forward_equivalents += stats.forward_equivalents * share;
+        self.sent_bytes += stats.sent_bytes;
         Ok(())
     }
 
@@ -343,6 +363,151 @@ impl GroupScoring for GroupedStep<'_, '_> {
             message: format!("no candidate {c} of {}", self.accs.len()),
         })?;
         Ok(acc.finish()?)
+    }
+}
+
+/// Work of one [`Pass`].
+struct PassStats {
+    /// The work one process would have done, in forward-equivalents.
+    forward_equivalents: f64,
+    /// Bytes this rank sent.
+    sent_bytes: u64,
+}
+
+/// One streaming pass of some candidates over some calibration sequences, filling their
+/// accumulators; shared by the ranks of `dist` when there are several.
+struct Pass<'p, 's> {
+    model: &'p Model,
+    /// The sequences of the pass.
+    tokens: &'p [Vec<u32>],
+    /// Calibration row of the first token of `tokens`.
+    first_row: usize,
+    base: &'p Plan,
+    candidates: &'p [Vec<usize>],
+    feed: ChunkFeed<'s>,
+    dist: Option<&'p dyn Transport>,
+}
+
+impl Pass<'_, '_> {
+    /// Streams candidates `which` (ascending indices into `candidates`) into `accs` (indexed by
+    /// candidate); `progress(done)` after candidates complete.
+    fn run(
+        &self,
+        which: &[usize],
+        accs: &mut [Accumulator<'_>],
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<PassStats> {
+        let count = self.model.num_sublayers().max(1);
+        let Some(dist) = self.dist.filter(|d| d.size() > 1) else {
+            let stats = self.stream(which, accs, progress)?;
+            return Ok(PassStats {
+                forward_equivalents: stats.forward_equivalents,
+                sent_bytes: 0,
+            });
+        };
+        // Deal by cost: the sublayers from the candidate's birth to the end.
+        let costs: Vec<usize> = which
+            .iter()
+            .map(|&c| {
+                let birth = self.candidates[c]
+                    .iter()
+                    .copied()
+                    .filter(|&i| !self.base.is_removed(i))
+                    .min()
+                    .unwrap_or(count);
+                count.saturating_sub(birth)
+            })
+            .collect();
+        let owner = finercut_dist::deal(&costs, dist.size());
+        let share = |rank: usize| -> Vec<usize> {
+            which
+                .iter()
+                .zip(&owner)
+                .filter(|(_, &o)| o == rank)
+                .map(|(&c, _)| c)
+                .collect()
+        };
+        let me = dist.rank();
+        let mine = share(me);
+        let stats = if mine.is_empty() {
+            finercut_model::StreamStats::default()
+        } else {
+            self.stream(&mine, accs, &mut |_| {})?
+        };
+        // Message: base evaluations, candidate evaluations, then each candidate's row values.
+        let rows = self.tokens.iter().map(Vec::len).sum::<usize>();
+        let mut msg: Vec<u8> = Vec::with_capacity(16 + mine.len() * rows * 8);
+        msg.extend((stats.base_evals as u64).to_le_bytes());
+        msg.extend(((stats.sublayer_evals - stats.base_evals) as u64).to_le_bytes());
+        for &c in &mine {
+            let values = &accs[c].row_values()[self.first_row..self.first_row + rows];
+            msg.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        let all = dist.all_gather_bytes(&msg)?;
+        let (mut base_evals, mut cand_evals) = (0usize, 0usize);
+        for (rank, bytes) in all.iter().enumerate() {
+            let theirs = share(rank);
+            let want = 16 + theirs.len() * rows * 8;
+            if bytes.len() != want {
+                return Err(Error::Scorer {
+                    message: format!(
+                        "rank {rank} sent {} bytes for {} candidates of {rows} rows, expected {want}",
+                        bytes.len(),
+                        theirs.len()
+                    ),
+                });
+            }
+            let count_at = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[at..at + 8]);
+                u64::from_le_bytes(b) as usize
+            };
+            base_evals = base_evals.max(count_at(0));
+            cand_evals += count_at(8);
+            if rank == me {
+                continue;
+            }
+            let values = finercut_dist::f64s_from_bytes(rank, &bytes[16..])?;
+            for (k, &c) in theirs.iter().enumerate() {
+                accs[c].add_row_values(self.first_row, &values[k * rows..(k + 1) * rows])?;
+            }
+        }
+        progress(which.len());
+        Ok(PassStats {
+            forward_equivalents: (base_evals + cand_evals) as f64 / count as f64,
+            sent_bytes: msg.len() as u64,
+        })
+    }
+
+    /// Streams candidates `which` on this rank.
+    fn stream(
+        &self,
+        which: &[usize],
+        accs: &mut [Accumulator<'_>],
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<finercut_model::StreamStats> {
+        let sets: Vec<Vec<usize>> = which.iter().map(|&c| self.candidates[c].clone()).collect();
+        let (feed, first_row) = (&self.feed, self.first_row);
+        let mut done = 0usize;
+        Ok(self.model.stream_candidate_tensors(
+            self.tokens,
+            self.base,
+            &sets,
+            &mut |k, row, logits| {
+                let acc = which.get(k).and_then(|&c| accs.get_mut(c)).ok_or_else(|| {
+                    finercut_model::Error::Input(format!(
+                        "stream sent candidate {k} of {}",
+                        which.len()
+                    ))
+                })?;
+                feed.add(acc, first_row + row, logits)?;
+                if acc.is_complete() {
+                    done += 1;
+                    progress(done);
+                }
+                Ok(())
+            },
+        )?)
     }
 }
 

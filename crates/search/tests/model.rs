@@ -18,7 +18,7 @@ use crate::common::MemSource;
 const VOCAB: usize = 40;
 const HIDDEN: usize = 16;
 const FFN: usize = 24;
-const BLOCKS: usize = 4;
+pub(crate) const BLOCKS: usize = 4;
 
 fn tiny_config() -> ModelConfig {
     let json = format!(
@@ -31,7 +31,7 @@ fn tiny_config() -> ModelConfig {
     ModelConfig::from_json_str(&json, "tiny test config").unwrap()
 }
 
-fn tiny_model(seed: u64) -> Model {
+pub(crate) fn tiny_model(seed: u64) -> Model {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = BTreeMap::new();
     let mut add = |name: String, shape: Vec<usize>, center: f32, spread: f32| {
@@ -114,14 +114,14 @@ fn tiny_model(seed: u64) -> Model {
     Model::load(&tiny_config(), &MemSource(tensors), &device).unwrap()
 }
 
-fn tokens(seed: u64, n: usize, t: usize) -> Vec<Vec<u32>> {
+pub(crate) fn tokens(seed: u64, n: usize, t: usize) -> Vec<Vec<u32>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n)
         .map(|_| (0..t).map(|_| rng.gen_range(0..VOCAB as u32)).collect())
         .collect()
 }
 
-fn prov() -> Provenance {
+pub(crate) fn prov() -> Provenance {
     Provenance {
         model_sha256: "tiny".into(),
         data_sha256: "random".into(),
@@ -214,7 +214,7 @@ fn ragged_calibration_is_an_error() {
 }
 
 /// Every (method, metric, level) a greedy search runs with.
-fn greedy_configurations() -> Vec<(Method, Metric, Level)> {
+pub(crate) fn greedy_configurations() -> Vec<(Method, Metric, Level)> {
     let mut out = Vec::new();
     for metric in Metric::ALL {
         for level in [Level::Sublayer, Level::Attn, Level::Mlp, Level::Block] {

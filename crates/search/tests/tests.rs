@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap.
 
 mod common;
+mod dist;
 mod families;
 mod model;
 

@@ -6,8 +6,8 @@
 //! crate can widen (quantised GGUF blocks: `finercut-model` implements the trait over
 //! `finercut-format`'s rows, so this crate knows no file format).
 //!
-//! `x·Wᵀ` with a stored `W` uses the tiling of the dense product (`cpu::gemm::tiling`, which
-//! depends on the shape only): for each tile of output columns, i.e. of rows of `W`, those rows are
+//! `x·Wᵀ` with a stored `W` uses the tiling of the dense product (`cpu::gemm`: fixed row tiles,
+//! column tiles from the column count): for each tile of output columns, i.e. of rows of `W`, those rows are
 //! widened into a buffer from the pool of reused buffers, and each output tile is the same
 //! single-threaded `sgemm` call as in the dense product, on the same `f32` values, writing into
 //! the strided output. Widening is exact, so the result is bit-identical to widening the whole
@@ -381,7 +381,7 @@ fn widened_matmul_t(w: &dyn WidenRows, x: &[f32], m: usize, out: &mut [f32]) -> 
         out[..m * n].fill(0.0);
         return Ok(());
     }
-    let (tile_m, tile_n) = gemm::tiling(m, n);
+    let (tile_m, tile_n) = (gemm::TILE_M, gemm::tile_cols(n));
     let (tiles_m, tiles_n) = (m.div_ceil(tile_m), n.div_ceil(tile_n));
     let parallel = tiles_m * tiles_n > 1 && m * n * k >= gemm::SMALL;
     let c = SendPtr(out.as_mut_ptr());
@@ -394,8 +394,8 @@ fn widened_matmul_t(w: &dyn WidenRows, x: &[f32], m: usize, out: &mut [f32]) -> 
             let r0 = tm * tile_m;
             let g = Gemm {
                 alpha: 1.0,
-                m: tile_m.min(m - r0),
-                n: cols,
+                m,
+                n,
                 k,
                 lda: k,
                 ldb: k,
@@ -404,12 +404,14 @@ fn widened_matmul_t(w: &dyn WidenRows, x: &[f32], m: usize, out: &mut [f32]) -> 
                 accumulate: false,
             };
             // SAFETY: `x` holds `m·k` values and `out` `m·n` (checked above), so rows
-            // `r0..r0 + g.m` of `x` and the block at `(r0, c0)` of `out` lie inside them; `b` holds
+            // `r0..r0 + rows` of `x` and the block at `(r0, c0)` of `out` lie inside them; `b` holds
             // the tile's `cols` rows of `k` values. Tiles write disjoint blocks of `out` (distinct
             // row or column ranges), and the dimensions fit `i32` (`check_x`).
             unsafe {
                 gemm::sgemm_tile(
                     g,
+                    tile_m.min(m - r0),
+                    cols,
                     x.as_ptr().add(r0 * k),
                     b.as_ptr(),
                     c.get().add(r0 * n + c0),
@@ -503,6 +505,45 @@ mod tests {
                 );
             }
             assert!(mat.embedding(&[n as u32]).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        /// Batch invariance of the product with stored rows: each output row has the same bits
+        /// whether computed alone or inside batches of other sizes and offsets, and the same bits
+        /// as the dense product with the widened matrix.
+        #[test]
+        fn a_row_does_not_depend_on_its_batch(
+            m in 1usize..160,
+            n in 1usize..1100,
+            k in 1usize..200,
+            seed in 0u64..1000,
+            pick in 0.0f64..1.0,
+            lo_frac in 0.0f64..1.0,
+            hi_frac in 0.0f64..1.0,
+        ) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let w: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let bits = HalfKind::Bf16.encode(&w);
+            let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let mat = Matrix::from_shared_bytes(shared(bytes), 0, n * k * 2, DType::BF16, &[n, k])
+                .unwrap();
+            let dense = Matrix::Dense(mat.to_dense().unwrap());
+            let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let product = |mat: &Matrix, lo: usize, hi: usize| -> Vec<u32> {
+                let xt = Tensor::from_vec(x[lo * k..hi * k].to_vec(), &[hi - lo, k], &Device::Cpu)
+                    .unwrap();
+                mat.matmul_t(&xt).unwrap().to_vec_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+            };
+            let r = ((pick * m as f64) as usize).min(m - 1);
+            let lo = (lo_frac * r as f64) as usize;
+            let hi = r + 1 + (hi_frac * (m - r - 1) as f64) as usize;
+            let whole = product(&mat, 0, m);
+            let want = &whole[r * n..(r + 1) * n];
+            proptest::prop_assert_eq!(&product(&mat, r, r + 1)[..], want);
+            proptest::prop_assert_eq!(&product(&mat, lo, hi)[(r - lo) * n..(r - lo + 1) * n], want);
+            proptest::prop_assert_eq!(&product(&dense, lo, hi)[(r - lo) * n..(r - lo + 1) * n], want);
         }
     }
 

@@ -1,11 +1,19 @@
 //! Single-precision GEMM on the CPU: OpenBLAS `cblas_sgemm` when the build script found it
 //! (`cfg(finercut_openblas)`), the pure-Rust `matrixmultiply` otherwise.
 //!
-//! With OpenBLAS, the output is cut into tiles whose sizes depend only on the problem shape, and rayon
-//! runs one single-threaded `cblas_sgemm` per tile. Every output element is therefore computed by the
-//! same kernel call whatever the number of threads (OpenBLAS' own threading splits the matrix by thread
-//! count, and its edge kernels may round differently), and BLAS threads never compete with rayon's.
+//! Both back-ends run the same tiling: the output is cut into tiles of exactly [`TILE_M`] rows (the
+//! last tile of a product is padded with zero rows) and of columns that depend on the output's
+//! column count only ([`tile_cols`]), and rayon runs one single-threaded back-end call per tile.
+//! Every call of a product therefore has the same shape whatever the number of rows and threads,
+//! so the back-end never switches kernels by size (OpenBLAS' small-matrix and direct paths, its
+//! edge kernels, `matrixmultiply`'s masked edge kernel), and each output row is computed by the
+//! same arithmetic whichever other rows share its batch and at whichever offset: the product is
+//! batch-invariant as well as independent of the thread count. BLAS threads never compete with
+//! rayon's.
 
+use rayon::prelude::*;
+
+use crate::cpu::pool;
 use crate::{Error, Result};
 
 pub(crate) use crate::backend::BLayout;
@@ -25,29 +33,24 @@ pub(crate) struct Gemm {
     pub accumulate: bool,
 }
 
-/// Largest output tile. Tile sizes derive from the shape only (never from the thread count), which keeps
-/// results reproducible.
-const TILE_M: usize = 256;
-const TILE_N: usize = 2048;
-/// Problems are cut into at least this many tiles where the tiles stay reasonably large.
-const MIN_TILES: usize = 8;
+/// Rows of every output tile: a product's rows are cut into tiles of exactly this many rows, the
+/// last one padded with zero rows, so every back-end call has this row count (see the module
+/// comment). A multiple of every back-end's register tile (8, 16).
+pub(crate) const TILE_M: usize = 64;
+/// Most columns of an output tile.
+const TILE_N: usize = 512;
 
-/// Tile sizes `(rows, cols)` for an `m×n` output.
-pub(crate) fn tiling(m: usize, n: usize) -> (usize, usize) {
-    let (mut tm, mut tn) = (m.clamp(1, TILE_M), n.clamp(1, TILE_N));
-    let count = |tm: usize, tn: usize| m.div_ceil(tm) * n.div_ceil(tn);
-    while count(tm, tn) < MIN_TILES {
-        if tn >= 512 {
-            tn = (tn / 2).next_multiple_of(16);
-        } else if tm >= 64 {
-            tm = (tm / 2).next_multiple_of(8);
-        } else {
-            break;
-        }
+/// Columns of the output tiles of a product with `n` output columns: a function of `n` only
+/// (never of the row count or of the thread count), as few tiles of at most [`TILE_N`] columns
+/// as cover `n`, of equal width rounded up to a multiple of 16 (the last may be narrower).
+pub(crate) fn tile_cols(n: usize) -> usize {
+    if n <= TILE_N {
+        return n.max(1);
     }
-    (tm, tn)
+    n.div_ceil(n.div_ceil(TILE_N)).next_multiple_of(16)
 }
-/// Problems below this many multiply-adds run as one call on the current thread.
+
+/// Problems below this many multiply-adds run their tiles one after another on the current thread.
 pub(crate) const SMALL: usize = 1 << 21;
 
 impl Gemm {
@@ -109,34 +112,114 @@ fn check_or_trivial(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<boo
     Ok(false)
 }
 
-/// Runs `g` on the given buffers (checked against the dimensions first).
+/// Runs `g` on the given buffers (checked against the dimensions first), tile by tile (see the
+/// module comment).
 pub(crate) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
-    if !check_or_trivial(&g, a, b, c)? {
-        backend::sgemm(g, a, b, c);
+    if check_or_trivial(&g, a, b, c)? {
+        return Ok(());
+    }
+    let tile_n = tile_cols(g.n);
+    let tiles_m = g.m.div_ceil(TILE_M);
+    let tiles_n = g.n.div_ceil(tile_n);
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    let run = |t: usize| {
+        // Column-major tile order: consecutive tasks share the same B columns.
+        let (tm, tn) = (t % tiles_m, t / tiles_m);
+        let (r0, c0) = (tm * TILE_M, tn * tile_n);
+        let (rows, cols) = (TILE_M.min(g.m - r0), tile_n.min(g.n - c0));
+        let b_off = match g.b_layout {
+            BLayout::KxN => c0,
+            BLayout::NxK => c0 * g.ldb,
+        };
+        // SAFETY: `Gemm::check` verified that every row/column range addressed with these leading
+        // dimensions lies inside the slices and that the dimensions fit `i32`; tiles write
+        // disjoint blocks of C (distinct row or column ranges), so concurrent calls do not alias.
+        unsafe {
+            sgemm_tile(
+                g,
+                rows,
+                cols,
+                a.as_ptr().add(r0 * g.lda),
+                b.as_ptr().add(b_off),
+                c_ptr.get().add(r0 * g.ldc + c0),
+            )
+        };
+    };
+    let tiles = tiles_m * tiles_n;
+    if tiles == 1 || g.m * g.n * g.k < SMALL {
+        (0..tiles).for_each(run);
+    } else {
+        (0..tiles).into_par_iter().for_each(run);
     }
     Ok(())
 }
 
-/// Runs `g` as one call on the current thread (for small products inside parallel tasks).
+/// Runs `g` as one call on the current thread (for small products inside parallel tasks, such as
+/// the attention of one sequence; not batch-invariant, and not meant to be).
 pub(crate) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
     if !check_or_trivial(&g, a, b, c)? {
-        backend::sgemm_serial(g, a, b, c);
+        // SAFETY: `check_or_trivial` verified that the slices cover the whole product and that
+        // the dimensions fit `i32`; `c` is borrowed mutably.
+        unsafe { backend::call(g, g.m, g.n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) };
     }
     Ok(())
 }
 
-/// Runs one tile of a larger product, `g` describing the tile (`g.m × g.n` outputs, the larger
-/// product's leading dimensions), on the current thread: the same kernel call as each tile of
-/// [`sgemm`], for callers that prepare the tile's operands themselves (`crate::widen`).
+/// Runs one output tile of a larger product `g` on the current thread: `rows ≤ TILE_M` rows and
+/// `cols` columns, `a` pointing at the tile's first row of A, `b` at its first column of `op(B)`
+/// and `c` at its first element, all with `g`'s leading dimensions. The back-end is always called
+/// with [`TILE_M`] rows: a tile with fewer rows is computed on a zero-padded copy. Shared by the
+/// dense product and the product with stored rows (`crate::widen`), so both compute each element
+/// with the same call.
 ///
 /// # Safety
 ///
-/// `a`, `b` and `c` must address `g`'s operands with its leading dimensions inside live
+/// `a`, `b` and `c` must address the tile's operands with `g`'s leading dimensions inside live
 /// allocations, nothing else may access that block of `c` during the call, and every dimension
 /// and leading dimension must fit in `i32`.
-pub(crate) unsafe fn sgemm_tile(g: Gemm, a: *const f32, b: *const f32, c: *mut f32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { backend::tile(g, a, b, c) }
+pub(crate) unsafe fn sgemm_tile(
+    g: Gemm,
+    rows: usize,
+    cols: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+) {
+    if rows == TILE_M {
+        // SAFETY: guaranteed by the caller.
+        unsafe { backend::call(g, TILE_M, cols, a, b, c) };
+        return;
+    }
+    let k = g.k;
+    let mut pa = pool::take_zeroed(TILE_M * k);
+    let mut pc = pool::take_zeroed(TILE_M * cols);
+    for r in 0..rows {
+        // SAFETY: the caller guarantees rows `0..rows` of A (`k` values each, `g.lda` apart) and of
+        // the C block (`cols` values each, `g.ldc` apart) lie inside live allocations.
+        unsafe {
+            pa[r * k..(r + 1) * k].copy_from_slice(std::slice::from_raw_parts(a.add(r * g.lda), k));
+            if g.accumulate {
+                pc[r * cols..(r + 1) * cols]
+                    .copy_from_slice(std::slice::from_raw_parts(c.add(r * g.ldc), cols));
+            }
+        }
+    }
+    let padded = Gemm {
+        lda: k,
+        ldc: cols,
+        ..g
+    };
+    // SAFETY: `pa` holds `TILE_M × k` and `pc` `TILE_M × cols` values; `b` is the caller's.
+    unsafe { backend::call(padded, TILE_M, cols, pa.as_ptr(), b, pc.as_mut_ptr()) };
+    for r in 0..rows {
+        // SAFETY: as above; nothing else accesses this block of C during the call.
+        unsafe {
+            std::slice::from_raw_parts_mut(c.add(r * g.ldc), cols)
+                .copy_from_slice(&pc[r * cols..(r + 1) * cols]);
+        }
+    }
+    pool::give(pa);
+    pool::give(pc);
 }
 
 /// A raw pointer that may cross threads; each user writes a disjoint region.
@@ -156,9 +239,8 @@ impl<T> SendPtr<T> {
 
 #[cfg(finercut_openblas)]
 mod backend {
-    use super::{tiling, BLayout, Gemm, SendPtr, SMALL};
+    use super::{BLayout, Gemm};
     use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT, CBLAS_TRANSPOSE};
-    use rayon::prelude::*;
     use std::os::raw::c_int;
     use std::sync::Once;
 
@@ -276,14 +358,22 @@ mod backend {
         None
     }
 
-    /// One `cblas_sgemm` of an `m×n` block of `g`'s output.
+    /// One single-threaded `cblas_sgemm` of an `m×n` block of `g`'s output.
     ///
     /// # Safety
     ///
     /// `a`, `b` and `c` must address an `m×k`, `op(B)` and `m×n` block with `g`'s leading dimensions,
     /// inside live allocations, and nothing else may access that part of `c` during the call; the
     /// dimensions must fit in `c_int` (checked by `Gemm::check`).
-    unsafe fn call(g: Gemm, m: usize, n: usize, a: *const f32, b: *const f32, c: *mut f32) {
+    pub(super) unsafe fn call(
+        g: Gemm,
+        m: usize,
+        n: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+    ) {
+        INIT.call_once(init);
         // SAFETY: guaranteed by the caller.
         unsafe {
             cblas_sgemm(
@@ -306,58 +396,6 @@ mod backend {
                 c,
                 g.ldc as c_int,
             );
-        }
-    }
-
-    /// # Safety
-    ///
-    /// See [`super::sgemm_tile`].
-    pub(super) unsafe fn tile(g: Gemm, a: *const f32, b: *const f32, c: *mut f32) {
-        INIT.call_once(init);
-        // SAFETY: guaranteed by the caller.
-        unsafe { call(g, g.m, g.n, a, b, c) };
-    }
-
-    pub(super) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
-        INIT.call_once(init);
-        // SAFETY: `Gemm::check` verified the slices cover the whole product; `c` is borrowed mutably.
-        unsafe { call(g, g.m, g.n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) };
-    }
-
-    pub(super) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
-        INIT.call_once(init);
-        let (tile_m, tile_n) = tiling(g.m, g.n);
-        let tiles_m = g.m.div_ceil(tile_m);
-        let tiles_n = g.n.div_ceil(tile_n);
-        let c_ptr = SendPtr(c.as_mut_ptr());
-        let run_tile = |t: usize| {
-            // Column-major tile order: consecutive tasks share the same B columns.
-            let (tm, tn) = (t % tiles_m, t / tiles_m);
-            let (r0, c0) = (tm * tile_m, tn * tile_n);
-            let (rows, cols) = (tile_m.min(g.m - r0), tile_n.min(g.n - c0));
-            let b_off = match g.b_layout {
-                BLayout::KxN => c0,
-                BLayout::NxK => c0 * g.ldb,
-            };
-            // SAFETY: `Gemm::check` verified that every row/column range addressed with these
-            // leading dimensions lies inside the slices, and tiles write disjoint parts of C
-            // (distinct row or column ranges), so concurrent calls do not alias.
-            unsafe {
-                call(
-                    g,
-                    rows,
-                    cols,
-                    a.as_ptr().add(r0 * g.lda),
-                    b.as_ptr().add(b_off),
-                    c_ptr.get().add(r0 * g.ldc + c0),
-                )
-            };
-        };
-        let tiles = tiles_m * tiles_n;
-        if tiles == 1 || g.m * g.n * g.k < SMALL {
-            (0..tiles).for_each(run_tile);
-        } else {
-            (0..tiles).into_par_iter().for_each(run_tile);
         }
     }
 }
@@ -389,19 +427,20 @@ mod backend {
         String::new()
     }
 
-    pub(super) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
-        sgemm(g, a, b, c);
-    }
-
-    pub(super) fn sgemm(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
-        // SAFETY: `Gemm::check` verified that all addressed elements lie inside the slices.
-        unsafe { tile(g, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) }
-    }
-
+    /// One `matrixmultiply` call of an `m×n` block of `g`'s output.
+    ///
     /// # Safety
     ///
-    /// See [`super::sgemm_tile`].
-    pub(super) unsafe fn tile(g: Gemm, a: *const f32, b: *const f32, c: *mut f32) {
+    /// `a`, `b` and `c` must address an `m×k`, `op(B)` and `m×n` block with `g`'s leading dimensions,
+    /// inside live allocations, and nothing else may access that part of `c` during the call.
+    pub(super) unsafe fn call(
+        g: Gemm,
+        m: usize,
+        n: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+    ) {
         let (rsb, csb) = match g.b_layout {
             BLayout::KxN => (g.ldb as isize, 1),
             BLayout::NxK => (1, g.ldb as isize),
@@ -410,9 +449,9 @@ mod backend {
         // matrixmultiply computes each element with the same kernel whatever its thread count.
         unsafe {
             matrixmultiply::sgemm(
-                g.m,
+                m,
                 g.k,
-                g.n,
+                n,
                 g.alpha,
                 a,
                 g.lda as isize,
@@ -459,7 +498,7 @@ mod tests {
                         BLayout::KxN => b[p * g.ldb + j],
                         BLayout::NxK => b[j * g.ldb + p],
                     };
-                    s += f64::from(a[i * g.lda + p]) * f64::from(bv);
+                    s += f64::from(g.alpha) * f64::from(a[i * g.lda + p]) * f64::from(bv);
                 }
                 out[i * g.n + j] = s;
             }
@@ -511,6 +550,78 @@ mod tests {
                 }
                 // The padding column is untouched.
                 assert_eq!(c[i * g.ldc + n], c0[i * g.ldc + n]);
+            }
+        }
+    }
+
+    /// Runs `g` on rows `lo..hi` of the product `g` describes (A and C offset, the same B).
+    fn rows_of(g: Gemm, a: &[f32], b: &[f32], c0: &[f32], lo: usize, hi: usize) -> Vec<f32> {
+        let sub = Gemm { m: hi - lo, ..g };
+        let mut c = c0[lo * g.ldc..hi * g.ldc].to_vec();
+        sgemm(sub, &a[lo * g.lda..hi * g.lda], b, &mut c).unwrap();
+        c
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Batch invariance: each output row has the same bits whether computed alone, inside the
+        /// whole batch, or inside a sub-batch at another offset and of another size.
+        #[test]
+        fn a_row_does_not_depend_on_its_batch(
+            m in 1usize..200,
+            n in 1usize..700,
+            k in 1usize..300,
+            nxk in proptest::bool::ANY,
+            accumulate in proptest::bool::ANY,
+            scaled in proptest::bool::ANY,
+            seed in 0u64..1000,
+            pick in 0.0f64..1.0,
+            lo_frac in 0.0f64..1.0,
+            hi_frac in 0.0f64..1.0,
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let layout = if nxk { BLayout::NxK } else { BLayout::KxN };
+            let (ldb, b_len) = match layout {
+                BLayout::KxN => (n, k * n),
+                BLayout::NxK => (k, n * k),
+            };
+            let g = Gemm {
+                alpha: if scaled { 0.37 } else { 1.0 },
+                m,
+                n,
+                k,
+                lda: k,
+                ldb,
+                ldc: n,
+                b_layout: layout,
+                accumulate,
+            };
+            let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..b_len).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let whole = rows_of(g, &a, &b, &c0, 0, m);
+            let r = ((pick * m as f64) as usize).min(m - 1);
+            let lo = (lo_frac * r as f64) as usize;
+            let hi = r + 1 + (hi_frac * (m - r - 1) as f64) as usize;
+            let alone = rows_of(g, &a, &b, &c0, r, r + 1);
+            let inside = rows_of(g, &a, &b, &c0, lo, hi);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let want = bits(&whole[r * n..(r + 1) * n]);
+            proptest::prop_assert_eq!(bits(&alone), want.clone(), "row {} alone", r);
+            proptest::prop_assert_eq!(
+                bits(&inside[(r - lo) * n..(r - lo + 1) * n]),
+                want,
+                "row {} in rows {}..{}",
+                r,
+                lo,
+                hi
+            );
+            // And the values are right.
+            let reference = reference(g, &a, &b, &c0);
+            for j in 0..n {
+                let (got, exp) = (f64::from(whole[r * n + j]), reference[r * n + j]);
+                proptest::prop_assert!((got - exp).abs() < 1e-4 * (1.0 + exp.abs()), "{} vs {}", got, exp);
             }
         }
     }

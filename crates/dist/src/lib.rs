@@ -1,0 +1,242 @@
+//! Collectives for running one finercut search on several processes (ranks).
+//!
+//! [`Transport`] is all the search needs from the machinery that connects the ranks: the rank and
+//! the number of ranks, an all-gather of variable-length buffers, a broadcast and an abort that
+//! needs no other rank's cooperation. Two implementations:
+//!
+//! - [`Local`]: `k` ranks in one process, one thread each (`Local::group`); what the default tests
+//!   run, so the dealing and gathering logic is tested without an MPI installation;
+//! - `Mpi` (feature `mpi`): MPI through the `mpi` crate (rsmpi), for `mpirun` and Slurm's `srun`;
+//!   one thread (the one that initialised MPI) makes every MPI call, rayon runs the rest.
+//!
+//! [`deal`] assigns work items to ranks by cost, deterministically, so every rank computes the
+//! same assignment without communicating.
+
+#![deny(missing_docs)]
+
+mod local;
+#[cfg(feature = "mpi")]
+mod mpi_transport;
+
+pub use local::Local;
+#[cfg(feature = "mpi")]
+pub use mpi_transport::Mpi;
+
+/// What can go wrong between ranks.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another rank gave up (or this one did): every collective after that fails.
+    #[error("rank {rank} aborted the job: {message}")]
+    Aborted {
+        /// The rank that aborted.
+        rank: usize,
+        /// Its error.
+        message: String,
+    },
+    /// A buffer too large for the transport's counts.
+    #[error("rank {rank}: buffer of {len} bytes is too large for the transport (at most {max})")]
+    TooLarge {
+        /// The rank sending it.
+        rank: usize,
+        /// Its length in bytes.
+        len: usize,
+        /// The largest length the transport carries.
+        max: usize,
+    },
+    /// Received bytes that do not decode as what was sent.
+    #[error("rank {rank} sent {len} bytes, not a whole number of {what}")]
+    Decode {
+        /// The sending rank.
+        rank: usize,
+        /// The byte count.
+        len: usize,
+        /// What was expected.
+        what: &'static str,
+    },
+    /// The transport could not be set up.
+    #[error("cannot start the transport: {0}")]
+    Setup(String),
+}
+
+/// Result of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The collectives the distributed search uses. Every rank calls the same collectives in the same
+/// order; a rank that fails calls [`Transport::abort`] instead, which ends the collectives of all
+/// others (they return [`Error::Aborted`], or, with MPI, the job ends).
+pub trait Transport {
+    /// This rank, `0..size()`.
+    fn rank(&self) -> usize;
+
+    /// Number of ranks.
+    fn size(&self) -> usize;
+
+    /// Every rank's buffer, in rank order (this rank's own included); buffers may differ in length.
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>>;
+
+    /// Rank `root`'s buffer on every rank (`data` is ignored on the other ranks).
+    fn broadcast_bytes(&self, root: usize, data: &[u8]) -> Result<Vec<u8>>;
+
+    /// Ends the job from this rank without waiting for any other: `message` names the error.
+    /// With MPI this does not return (`MPI_Abort`); in process, every other rank's current and
+    /// next collective fails with [`Error::Aborted`].
+    fn abort(&self, message: &str);
+
+    /// Every rank's `f64` values, in rank order, bit for bit.
+    fn all_gather_f64(&self, mine: &[f64]) -> Result<Vec<Vec<f64>>> {
+        let bytes: Vec<u8> = mine.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.all_gather_bytes(&bytes)?
+            .into_iter()
+            .enumerate()
+            .map(|(rank, b)| f64s_from_bytes(rank, &b))
+            .collect()
+    }
+}
+
+/// Decodes little-endian `f64`s sent by `rank`.
+pub fn f64s_from_bytes(rank: usize, bytes: &[u8]) -> Result<Vec<f64>> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(Error::Decode {
+            rank,
+            len: bytes.len(),
+            what: "f64 values",
+        });
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            f64::from_le_bytes(a)
+        })
+        .collect())
+}
+
+/// One process alone: rank 0 of 1; collectives return this rank's own data.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Alone;
+
+impl Transport for Alone {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Ok(vec![mine.to_vec()])
+    }
+    fn broadcast_bytes(&self, _root: usize, data: &[u8]) -> Result<Vec<u8>> {
+        Ok(data.to_vec())
+    }
+    fn abort(&self, _message: &str) {}
+}
+
+/// Deals items of the given `costs` to `ranks` ranks: longest first (ties: lower item index), each
+/// onto the rank with the least cost so far (ties: lower rank). Returns each item's rank. A
+/// function of its arguments only, so every rank computes the same deal.
+pub fn deal(costs: &[usize], ranks: usize) -> Vec<usize> {
+    let ranks = ranks.max(1);
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].cmp(&costs[a]).then(a.cmp(&b)));
+    let mut load = vec![0usize; ranks];
+    let mut owner = vec![0usize; costs.len()];
+    for i in order {
+        let r = (0..ranks).min_by_key(|&r| (load[r], r)).unwrap_or(0);
+        owner[i] = r;
+        load[r] += costs[i];
+    }
+    owner
+}
+
+/// Whether this process was started by an MPI launcher (`mpirun`/`mpiexec` of Open MPI or MPICH,
+/// Slurm's `srun` with PMI or PMIx): the variables those launchers set for each rank.
+pub fn launched_by_mpi() -> bool {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "PMI_RANK",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
+}
+
+/// The number of ranks an MPI launcher started, from its variables (1 when none is set).
+#[cfg(not(feature = "mpi"))]
+fn launched_ranks() -> usize {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(1)
+}
+
+/// The transport of this process: MPI when an MPI launcher started it (in a build with the
+/// feature `mpi`), one process alone otherwise. A build without MPI started as several ranks is
+/// an error (each rank would run the whole search and write the same files).
+pub fn from_environment() -> Result<Box<dyn Transport>> {
+    if !launched_by_mpi() {
+        return Ok(Box::new(Alone));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        Ok(Box::new(Mpi::init()?))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        match launched_ranks() {
+            0 | 1 => Ok(Box::new(Alone)),
+            n => Err(Error::Setup(format!(
+                "started by an MPI launcher as {n} ranks, but this finercut was built without MPI: build it with `cargo build --release --features mpi`"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deal_puts_the_longest_first_on_the_least_loaded_rank() {
+        // Costs 5 4 3 3 1 over 2 ranks: 5→0, 4→1, 3 (item 2)→1, 3 (item 3)→0, 1→0 or 1 (8 vs 7)→1.
+        assert_eq!(deal(&[5, 4, 3, 3, 1], 2), vec![0, 1, 1, 0, 1]);
+        // Ties between ranks go to the lower rank; one rank gets everything.
+        assert_eq!(deal(&[2, 2, 2], 3), vec![0, 1, 2]);
+        assert_eq!(deal(&[7, 1, 3], 1), vec![0, 0, 0]);
+        assert_eq!(deal(&[], 4), Vec::<usize>::new());
+        // More ranks than items: the extra ranks get nothing.
+        assert_eq!(deal(&[1, 9], 4), vec![1, 0]);
+    }
+
+    #[test]
+    fn deal_balances_a_triangle_of_costs() {
+        // Candidates born at sublayer c cost 2L − c: dealt over 4 ranks, loads differ by less
+        // than the largest single cost.
+        let costs: Vec<usize> = (0..64).map(|c| 64 - c).collect();
+        let owner = deal(&costs, 4);
+        let mut load = [0usize; 4];
+        for (i, &r) in owner.iter().enumerate() {
+            load[r] += costs[i];
+        }
+        let (lo, hi) = (load.iter().min().unwrap(), load.iter().max().unwrap());
+        assert!(hi - lo <= 64, "{load:?}");
+        assert_eq!(load.iter().sum::<usize>(), costs.iter().sum::<usize>());
+    }
+
+    #[test]
+    fn f64s_round_trip_bit_for_bit_and_bad_lengths_are_errors() {
+        let xs = [0.1, -0.0, f64::NAN, f64::INFINITY, 1e-310];
+        let got = Alone.all_gather_f64(&xs).unwrap();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got[0]), bits(&xs));
+        assert!(matches!(
+            f64s_from_bytes(3, &[0; 9]),
+            Err(Error::Decode { rank: 3, .. })
+        ));
+    }
+}

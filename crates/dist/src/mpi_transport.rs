@@ -1,0 +1,139 @@
+//! [`Mpi`]: the transport over MPI (rsmpi), for `mpirun`/`mpiexec` and Slurm's `srun`.
+//!
+//! MPI is initialised with `MPI_THREAD_FUNNELED`: the thread that calls [`Mpi::init`] makes every
+//! MPI call (the search's main thread; rayon's workers never touch MPI), and a call from another
+//! thread is refused. MPI's default error handler ends the job on any MPI error, so a collective
+//! never returns half-done.
+
+use std::thread::ThreadId;
+
+use mpi::datatype::PartitionMut;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use mpi::Count;
+
+use crate::{Error, Result, Transport};
+
+/// The ranks of `MPI_COMM_WORLD`.
+pub struct Mpi {
+    // The communicator is dropped before the universe, which finalises MPI.
+    world: SimpleCommunicator,
+    _universe: Universe,
+    thread: ThreadId,
+    rank: usize,
+    size: usize,
+}
+
+impl Mpi {
+    /// Initialises MPI on the calling thread (the only thread that may then use the transport).
+    pub fn init() -> Result<Mpi> {
+        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+            .ok_or_else(|| Error::Setup("MPI is already initialised".into()))?;
+        let world = universe.world();
+        let (rank, size) = (world.rank(), world.size());
+        // A panic on any thread ends the job at once: unwinding would finalise MPI on this rank
+        // while the others wait in a collective.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            eprintln!("rank {rank} of {size}: panicked; aborting the job");
+            // SAFETY: MPI is initialised (and not finalised: the job ends here); MPI_Abort takes
+            // the world communicator and an exit code and does not return.
+            unsafe {
+                mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101);
+            }
+        }));
+        Ok(Mpi {
+            world,
+            _universe: universe,
+            thread: std::thread::current().id(),
+            rank: usize::try_from(rank).unwrap_or(0),
+            size: usize::try_from(size).unwrap_or(1).max(1),
+        })
+    }
+
+    fn check_thread(&self) -> Result<()> {
+        if std::thread::current().id() != self.thread {
+            return Err(Error::Setup(format!(
+                "rank {}: MPI called from a thread other than the one that initialised it",
+                self.rank
+            )));
+        }
+        Ok(())
+    }
+
+    fn count(&self, len: usize) -> Result<Count> {
+        Count::try_from(len).map_err(|_| Error::TooLarge {
+            rank: self.rank,
+            len,
+            max: Count::MAX as usize,
+        })
+    }
+}
+
+impl Transport for Mpi {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_gather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.check_thread()?;
+        let my_count = self.count(mine.len())?;
+        let mut counts: Vec<Count> = vec![0; self.size];
+        self.world.all_gather_into(&my_count, &mut counts[..]);
+        let mut displs: Vec<Count> = Vec::with_capacity(self.size);
+        let mut total = 0usize;
+        for &c in &counts {
+            displs.push(self.count(total)?);
+            total += usize::try_from(c).unwrap_or(0);
+        }
+        self.count(total)?;
+        let mut buf = vec![0u8; total];
+        {
+            let mut partition = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
+            self.world.all_gather_varcount_into(mine, &mut partition);
+        }
+        let mut out = Vec::with_capacity(self.size);
+        let mut at = 0usize;
+        for &c in &counts {
+            let c = usize::try_from(c).unwrap_or(0);
+            out.push(buf[at..at + c].to_vec());
+            at += c;
+        }
+        Ok(out)
+    }
+
+    fn broadcast_bytes(&self, root: usize, data: &[u8]) -> Result<Vec<u8>> {
+        self.check_thread()?;
+        let root_rank = i32::try_from(root)
+            .ok()
+            .filter(|&r| (r as usize) < self.size)
+            .ok_or_else(|| Error::Setup(format!("broadcast from rank {root} of {}", self.size)))?;
+        let process = self.world.process_at_rank(root_rank);
+        let mut len = if self.rank == root {
+            data.len() as u64
+        } else {
+            0
+        };
+        process.broadcast_into(&mut len);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        self.count(len)?;
+        let mut buf = if self.rank == root {
+            data.to_vec()
+        } else {
+            vec![0u8; len]
+        };
+        process.broadcast_into(&mut buf[..]);
+        Ok(buf)
+    }
+
+    fn abort(&self, message: &str) {
+        eprintln!("rank {} of {}: {message}", self.rank, self.size);
+        self.world.abort(1)
+    }
+}

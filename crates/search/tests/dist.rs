@@ -1,0 +1,256 @@
+//! The search across ranks, with the in-process group of ranks (`finercut_dist::Local`, one thread
+//! per rank): for 1 to 4 ranks, every rank's result equals the one-process result bit for bit
+//! (removal order, scores, runners-up, bounds, stop rows, work counted), with elimination and
+//! exhaustively, for every greedy method; checkpoints resume with another number of ranks; a
+//! rank that fails ends every other rank's search with its error; ranks that disagree on what
+//! they run refuse to start.
+
+use finercut_dist::{Local, Transport};
+use finercut_metrics::Metric;
+use finercut_model::Model;
+use finercut_search::distributed::{check_same_run, RunIdentity};
+use finercut_search::model_scorer::StreamingScorer;
+use finercut_search::{run, Error, Inputs, Level, Method, SearchResult, Settings, Stop};
+
+use crate::model::{greedy_configurations, prov, tiny_model, tokens, BLOCKS};
+
+/// The result without wall times, which differ between runs.
+fn timeless(r: &SearchResult) -> SearchResult {
+    let mut r = r.clone();
+    r.preparation.wall_s = 0.0;
+    r.steps.iter_mut().for_each(|s| s.wall_s = 0.0);
+    r
+}
+
+fn one_process(model: &Model, calib: &[Vec<u32>], s: &Settings) -> SearchResult {
+    let metric = s.metric.unwrap_or(Metric::Js);
+    let mut scorer = StreamingScorer::new(model, calib.to_vec(), metric)
+        .unwrap()
+        .with_group_rows(1);
+    let mut r = SearchResult::new(s.clone(), prov(), BLOCKS).unwrap();
+    r.preparation = scorer.preparation().clone();
+    run(&mut r, Inputs::Scorer(&mut scorer), None, &mut ()).unwrap();
+    r
+}
+
+/// Runs `s` on `ranks` ranks, one thread each, rank 0 writing `checkpoint` (resumed from it when
+/// it exists); returns every rank's outcome. A rank that fails aborts the group, as the
+/// command line does.
+fn on_ranks(
+    model: &Model,
+    calib: &[Vec<u32>],
+    s: &Settings,
+    ranks: usize,
+    checkpoint: Option<&std::path::Path>,
+    fail_rank: Option<usize>,
+) -> Vec<finercut_search::Result<SearchResult>> {
+    let group = Local::group(ranks);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = group
+            .iter()
+            .map(|t| {
+                scope.spawn(move || {
+                    let out = rank_run(model, calib, s, t, checkpoint, fail_rank);
+                    if let Err(e) = &out {
+                        t.abort(&e.to_string());
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn rank_run(
+    model: &Model,
+    calib: &[Vec<u32>],
+    s: &Settings,
+    t: &Local,
+    checkpoint: Option<&std::path::Path>,
+    fail_rank: Option<usize>,
+) -> finercut_search::Result<SearchResult> {
+    if fail_rank == Some(t.rank()) {
+        return Err(Error::Scorer {
+            message: "out of memory".into(),
+        });
+    }
+    let metric = s.metric.unwrap_or(Metric::Js);
+    let mut scorer = StreamingScorer::new(model, calib.to_vec(), metric)?
+        .with_group_rows(1)
+        .with_transport(t);
+    let mut r = match checkpoint.filter(|p| p.exists()) {
+        Some(p) => SearchResult::resume(p, s, &prov(), BLOCKS)?,
+        None => {
+            let mut r = SearchResult::new(s.clone(), prov(), BLOCKS)?;
+            r.preparation = scorer.preparation().clone();
+            r
+        }
+    };
+    let ckpt = checkpoint.filter(|_| t.rank() == 0);
+    run(&mut r, Inputs::Scorer(&mut scorer), ckpt, &mut ())?;
+    Ok(r)
+}
+
+#[test]
+fn every_rank_count_gives_the_one_process_result_bit_for_bit() {
+    let model = tiny_model(31);
+    let calib = tokens(17, 4, 5);
+    let mut configurations: Vec<(Method, Metric, Level)> = Vec::new();
+    for metric in [Metric::Js, Metric::Ppl] {
+        for level in [Level::Sublayer, Level::Block] {
+            configurations.push((Method::Finercut, metric, level));
+        }
+    }
+    configurations.push((Method::Sleb, Metric::Ppl, Level::Block));
+    configurations.push((Method::Blockpruner, Metric::Ppl, Level::Sublayer));
+    for (method, metric, level) in configurations {
+        for exhaustive in [false, true] {
+            let mut s = Settings::new(method);
+            s.metric = Some(metric);
+            s.level = level;
+            s.stop = Stop::End;
+            s.exhaustive = exhaustive;
+            let want = timeless(&one_process(&model, &calib, &s));
+            assert!(!want.steps.is_empty());
+            for ranks in 1..=4 {
+                for (rank, got) in on_ranks(&model, &calib, &s, ranks, None, None)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let got = timeless(&got.unwrap());
+                    assert_eq!(
+                        got, want,
+                        "{method} {metric} {level} exhaustive={exhaustive}: rank {rank} of {ranks}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn elimination_across_ranks_for_every_greedy_configuration() {
+    // Every metric and level, on 3 ranks (candidates unevenly dealt).
+    let model = tiny_model(12);
+    let calib = tokens(3, 3, 6);
+    for (method, metric, level) in greedy_configurations() {
+        let mut s = Settings::new(method);
+        s.metric = Some(metric);
+        s.level = level;
+        s.stop = Stop::End;
+        let want = timeless(&one_process(&model, &calib, &s));
+        let got = on_ranks(&model, &calib, &s, 3, None, None);
+        for (rank, r) in got.into_iter().enumerate() {
+            assert_eq!(
+                timeless(&r.unwrap()),
+                want,
+                "{method} {metric} {level} rank {rank}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_resumes_with_another_number_of_ranks() {
+    let model = tiny_model(5);
+    let calib = tokens(6, 4, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    let mut s = Settings::new(Method::Finercut);
+    s.stop = Stop::End;
+    let want = timeless(&one_process(&model, &calib, &s));
+
+    let mut part = s.clone();
+    part.stop = Stop::Ratio(0.4);
+    for r in on_ranks(&model, &calib, &part, 3, Some(&path), None) {
+        assert_eq!(r.unwrap().steps.len(), 3);
+    }
+    assert_eq!(SearchResult::load(&path).unwrap().steps.len(), 3);
+    for r in on_ranks(&model, &calib, &s, 2, Some(&path), None) {
+        assert_eq!(timeless(&r.unwrap()), want);
+    }
+    // Rank 0 wrote the whole run, atomically.
+    assert_eq!(timeless(&SearchResult::load(&path).unwrap()), want);
+    assert!(!dir.path().join("run.json.tmp").exists());
+}
+
+#[test]
+fn a_failing_rank_ends_every_rank_with_its_error() {
+    let model = tiny_model(5);
+    let calib = tokens(6, 3, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    let mut s = Settings::new(Method::Finercut);
+    s.stop = Stop::End;
+    for fail in [0, 2] {
+        let out = on_ranks(&model, &calib, &s, 3, Some(&path), Some(fail));
+        for (rank, r) in out.iter().enumerate() {
+            let err = r.as_ref().unwrap_err().to_string();
+            if rank == fail {
+                assert!(err.contains("out of memory"), "{err}");
+            } else {
+                assert!(
+                    err.contains(&format!("rank {fail} aborted")) && err.contains("out of memory"),
+                    "rank {rank}: {err}"
+                );
+            }
+        }
+        // No step was completed, so nothing was written.
+        assert!(!path.exists());
+    }
+}
+
+#[test]
+fn ranks_that_run_different_searches_refuse_to_start() {
+    let group = Local::group(3);
+    let base = Settings::new(Method::Finercut);
+    let mut other = base.clone();
+    other.level = Level::Block;
+    let p = prov();
+    let mut q = prov();
+    q.data_sha256 = "other".into();
+    let cases: [(&Settings, &finercut_search::Provenance, &str); 3] = [
+        (&base, &p, "calibration SHA-256"),
+        (&other, &p, "settings"),
+        (&base, &q, "calibration SHA-256"),
+    ];
+    let (base_ref, p_ref) = (&base, &p);
+    for (k, (settings_2, prov_2, what)) in cases.into_iter().enumerate() {
+        let errs: Vec<String> = std::thread::scope(|scope| {
+            let hs: Vec<_> = group
+                .iter()
+                .map(|t| {
+                    scope.spawn(move || {
+                        let (settings, provenance, data) = if t.rank() == 2 {
+                            (settings_2, prov_2, "calib-2.txt")
+                        } else {
+                            (base_ref, p_ref, "calib.txt")
+                        };
+                        let id = RunIdentity {
+                            provenance,
+                            settings,
+                            resumed_steps: 0,
+                            model_file: "model",
+                            data_file: data,
+                            out_file: "run.json",
+                        };
+                        check_same_run(t, &id).map_or_else(|e| e.to_string(), |()| String::new())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        if k == 0 {
+            // Only the file name differs: the same run.
+            assert!(errs.iter().all(String::is_empty), "{errs:?}");
+            continue;
+        }
+        for e in &errs {
+            assert!(e.contains("rank 2") && e.contains(what), "{e}");
+        }
+        if what == "calibration SHA-256" {
+            assert!(errs[0].contains("calib-2.txt"), "{}", errs[0]);
+        }
+    }
+}
