@@ -44,6 +44,47 @@ fn every_file_has_a_module_doc() {
     );
 }
 
+/// Loading a library crate changes nothing in the process: code that runs before `main` (an
+/// `.init_array` entry) is written once, in `init_blas_before_main!` (`crates/tensor/src/cpu/blas.rs`),
+/// and only executables invoke it: in a crate's `src/`, only a binary's `main.rs` or under
+/// `#[cfg(test)]`.
+#[test]
+fn nothing_runs_before_main_when_a_library_loads() {
+    let root = crate::project_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let mut bad = Vec::new();
+    for path in &files {
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.contains("link_section") && rel != "crates/tensor/src/cpu/blas.rs" {
+            bad.push(format!(
+                "{rel}: link_section outside init_blas_before_main!"
+            ));
+        }
+        let in_library_src = rel.contains("/src/") && !rel.ends_with("/main.rs");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("init_blas_before_main!()")
+                && !line.trim_start().starts_with("//")
+                && !line.contains("macro_rules")
+                && in_library_src
+                && (i == 0 || lines[i - 1].trim() != "#[cfg(test)]")
+            {
+                bad.push(format!("{rel}:{}: invoked outside #[cfg(test)]", i + 1));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "code that would run before main in a library: {bad:?}"
+    );
+}
+
 /// `cfg(feature = "cuda")` appears only in the tensor crate.
 #[test]
 fn cuda_cfg_only_in_tensor_crate() {

@@ -95,6 +95,10 @@ mod plan;
 mod stream;
 mod weights;
 
+// This crate's unit tests run with the kernels an executable gets from `init_blas`.
+#[cfg(test)]
+finercut_tensor::init_blas_before_main!();
+
 pub use continuation::PrefixState;
 pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).

@@ -52,6 +52,10 @@ mod scorer;
 mod settings;
 mod unit;
 
+// This crate's unit tests run with the kernels an executable gets from `init_blas`.
+#[cfg(test)]
+finercut_tensor::init_blas_before_main!();
+
 pub use eliminate::{eliminate, Elimination, GroupScoring};
 pub use result::{Candidate, Cost, SearchResult, Step, Window, FORMAT_VERSION, RUNNERS_UP};
 pub use run::{front_exclusion, run, Inputs};
