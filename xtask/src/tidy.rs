@@ -320,7 +320,7 @@ fn the_outside_path_check_catches_what_it_should() {
 }
 
 /// Every data file committed to the repository matches its SHA-256 in `data/checksums.json`, and
-/// every file under `data/wikitext-2-raw/` and `data/golden/`, subdirectories included (but the
+/// every file under `crates/eval/data/wikitext-2-raw/` and `data/golden/`, subdirectories included (but the
 /// READMEs), has an entry.
 #[test]
 fn vendored_data_matches_its_checksums() {
@@ -328,8 +328,11 @@ fn vendored_data_matches_its_checksums() {
     let listed = crate::fetch::check_vendored(&root).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(listed
         .iter()
-        .any(|p| p == "data/wikitext-2-raw/wiki.test.raw"));
-    let mut dirs = vec!["data/wikitext-2-raw".to_owned(), "data/golden".to_owned()];
+        .any(|p| p == "crates/eval/data/wikitext-2-raw/wiki.test.raw"));
+    let mut dirs = vec![
+        "crates/eval/data/wikitext-2-raw".to_owned(),
+        "data/golden".to_owned(),
+    ];
     while let Some(dir) = dirs.pop() {
         let entries = fs::read_dir(root.join(&dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         for entry in entries.flatten() {

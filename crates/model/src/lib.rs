@@ -99,6 +99,12 @@ mod weights;
 #[cfg(test)]
 finercut_tensor::init_blas_before_main!();
 
+/// The formats crate this one is built against (configurations, `TensorSource`, safetensors and
+/// GGUF), re-exported so that a user's versions match.
+pub use finercut_format as format;
+/// The tensor engine this one is built against (`Tensor`, `Device`, the BLAS set-up).
+pub use finercut_tensor as tensor;
+
 pub use continuation::PrefixState;
 pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).

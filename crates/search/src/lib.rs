@@ -65,6 +65,9 @@ pub use settings::{
 };
 pub use unit::{sublayer_name, Level, Unit};
 
+/// The metrics the search scores with ([`Settings::metric`]), from `finercut-metrics`.
+pub use finercut_metrics::Metric;
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

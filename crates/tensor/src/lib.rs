@@ -51,7 +51,8 @@
 //!   `intel-mkl` (the system's `libmkl_rt`), `blis`, `accelerate` (through `blas-src`), or `openblas-dynamic` (OpenBLAS loaded at run
 //!   time from `libopenblas.so.0` where it is installed, `matrixmultiply` where not: links nothing, so it
 //!   builds on any machine; the `finercut` binary's default). With none, the pure-Rust `matrixmultiply`.
-//! - `ndarray`: conversions between [`Tensor`] and `ndarray` arrays and views (module `nd`).
+//! - `ndarray`: conversions between [`Tensor`] and `ndarray` arrays and views, zero-copy where the layout allows (`Tensor::as_ndarray`,
+//!   `Tensor::from_ndarray`, module `nd`).
 //! - `cuda`: the CUDA backend on `cudarc` (driver, cuBLAS, NVRTC, all loaded at run time: building needs
 //!   no CUDA toolkit, and a CUDA build runs on machines without a driver, where [`Device::cuda`] is an
 //!   error). GEMMs go through cuBLAS (`f32` with TF32 off, or `bf16` inputs with `f32` accumulation when
@@ -88,6 +89,8 @@ mod device;
 mod divergence;
 mod dtype;
 mod error;
+#[cfg(feature = "ndarray")]
+pub mod nd;
 mod ops;
 mod rope;
 mod storage;
