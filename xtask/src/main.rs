@@ -9,7 +9,9 @@
 //!   (printing how many tests on the downloaded model and data ran and how many skipped), then the
 //!   CUDA backend's checks without a GPU (clippy of the `cuda` feature, its unit tests, the PTX
 //!   compilation of every kernel), then the smoke reproduction `finercut reproduce table2 --smoke`
-//!   on the data committed to the repository.
+//!   on the data committed to the repository, then `outside-crate`.
+//! - `outside-crate`: builds and runs a crate outside the workspace that depends on
+//!   `finercut-model` and `finercut-search` by path (`outside.rs`).
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, then `test`), for running locally.
 //! - `reproduce WHAT [ARGS]`: `fetch`, a release build of `finercut`, then
 //!   `finercut reproduce WHAT` (Table 2, Figures 3, 4 and 1b, the ablation) into `target/repro/`.
@@ -31,6 +33,7 @@ mod check_table2;
 mod cuda;
 mod fetch;
 mod fuzz;
+mod outside;
 mod runtime_check;
 #[cfg(test)]
 mod tidy;
@@ -65,6 +68,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build and run a crate outside the workspace that depends on finercut-model and
+    /// finercut-search by path: writes a tiny model, loads it, runs a three-step search and prints
+    /// the removed sublayers.
+    OutsideCrate,
     /// Reproduce the paper's tables and figures: fetches the model and data, builds `finercut` in
     /// release mode and runs `finercut reproduce WHAT` (see `finercut reproduce --help`).
     Reproduce {
@@ -184,6 +191,7 @@ fn main() -> anyhow::Result<()> {
     match flags.command {
         Cmd::Fetch { target } => fetch::fetch(&root, target),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::OutsideCrate => outside::check(&root, &target_dir(&root)),
         Cmd::Reproduce { what, args } => reproduce(&root, &what, &args),
         Cmd::Bench {
             vs_torch,
@@ -311,7 +319,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "smoke reproduction (reproduce table2 --smoke) passed in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    Ok(())
+    outside::check(root, &target_dir(root))
+        .map_err(|e| format_err!("the outside-crate check failed: {e}"))
 }
 
 /// The environment variable through which tests report that they used downloaded files (the

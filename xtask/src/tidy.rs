@@ -85,6 +85,38 @@ fn nothing_runs_before_main_when_a_library_loads() {
     );
 }
 
+/// `finercut-slice`'s public items speak in slices and its own `Dense`, never in `faer`'s
+/// version-pinned matrix types.
+#[test]
+fn slice_api_exposes_no_faer_types() {
+    let root = crate::project_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates/slice/src"), &mut files);
+    assert!(!files.is_empty(), "no sources under crates/slice/src");
+    let mut bad = Vec::new();
+    for path in &files {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            let public =
+                t.starts_with("pub fn") || t.starts_with("pub struct") || t.starts_with("pub ");
+            let restricted = t.starts_with("pub(crate)") || t.starts_with("pub(super)");
+            if public
+                && !restricted
+                && ["MatRef", "MatMut", "faer::", "Mat<"]
+                    .iter()
+                    .any(|f| t.contains(f))
+            {
+                bad.push(format!("{}:{}: {t}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "faer types in finercut-slice's public API: {bad:?}"
+    );
+}
+
 /// `cfg(feature = "cuda")` appears only in the tensor crate.
 #[test]
 fn cuda_cfg_only_in_tensor_crate() {
