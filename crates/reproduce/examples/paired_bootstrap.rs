@@ -7,11 +7,11 @@ fn main() -> finercut_reproduce::Result<()> {
     // A dense model and a pruned one on the same 200 questions of one task: the pruned model
     // loses every seventh question the dense model had right.
     let (mut dense, mut pruned) = (Outcomes::default(), Outcomes::default());
-    let right = |i: usize| i % 3 != 0;
+    let right = |i: usize| !i.is_multiple_of(3);
     dense.insert_task("arc_easy", (0..200).map(|i| (doc_key(None, i), right(i))));
     pruned.insert_task(
         "arc_easy",
-        (0..200).map(|i| (doc_key(None, i), right(i) && i % 7 != 0)),
+        (0..200).map(|i| (doc_key(None, i), right(i) && !i.is_multiple_of(7))),
     );
     let tasks = ["arc_easy".to_string()];
     let c = paired(&pruned, &dense, &tasks, &Bootstrap::default())?;
