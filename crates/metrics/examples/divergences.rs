@@ -8,8 +8,9 @@ fn main() -> Result<(), finercut_metrics::Error> {
     // Logits of three positions of one sequence, dense and after a removal.
     let dense = vec![2.0, 0.5, -1.0, 0.0, 0.1, 3.0, 0.2, -0.5, 1.0, 1.0, 1.0, 1.0];
     let pruned = vec![1.5, 0.7, -0.8, 0.1, 0.4, 2.2, 0.3, -0.2, 1.2, 0.9, 1.0, 0.8];
-    // Perplexity scores the next token of each position: here the sequence is 0, 1, 2, 3.
-    let targets = next_token_targets(&[vec![0, 1, 2, 3]]);
+    // Perplexity scores the next token of each position: the sequence is the tokens 0, 1, 2
+    // (the last position has no next token).
+    let targets = next_token_targets(&[vec![0, 1, 2]]);
     let rows = DenseRows::new(dense, vocab)?.with_targets(targets)?;
     for metric in Metric::ALL {
         let mut acc = Accumulator::new(metric, &rows)?;
