@@ -1,7 +1,7 @@
 //! The WikiText-2 raw test split, built into the library.
 //!
-//! `data/wikitext-2-raw/wiki.test.raw` of this crate (1.3 MB; source, licence and checksum in
-//! `data/wikitext-2-raw/README.md` beside it; packaged with the crate) is compiled in with `include_str!`, so the default perplexity text
+//! `crates/eval/data/wikitext-2-raw/wiki.test.raw`, inside this crate and packaged with it (1.3 MB;
+//! source, licence and checksum in `crates/eval/data/wikitext-2-raw/README.md`), is compiled in with `include_str!`, so the default perplexity text
 //! and calibration text exist wherever the binary runs, and no path of the machine that built it is
 //! needed at run time.
 //! The text keeps its CRLF line endings: the tokenisation, and so every window and calibration slice,
