@@ -114,7 +114,7 @@ enum Cmd {
     /// `plan_file` (`finercut export`; SliceGPT's sliced checkpoint as saved), evaluate it with
     /// `finercut eval` on the table's documents and measure its perplexity with `finercut ppl` on
     /// the table's windows; fails unless every number equals the table's (perplexity to a
-    /// relative 1e-6). Writes OUT/check-table2/<model>/check.json.
+    /// relative 1e-6). Writes `OUT/check-table2/<model>/check.json`.
     CheckTable2 {
         /// The reproduction's output directory (`--out` of `reproduce`).
         #[arg(long, default_value = "target/repro")]
