@@ -5,7 +5,7 @@ For each golden prompt: the tokenizer's ids (no special tokens) must equal the g
 float32 logits of the golden ids are compared position by position: the golden top-10 logits (at the
 golden top-10 ids) and the log-sum-exp, and for prompt 1 all 49,152 logits at the last position
 (smollm2_prompt1_last_logits.npy). Also compares the first 2048 ids of the WikiText-2 test text
-(data/wikitext-2-raw/wiki.test.raw, or --text). Exits 1 if any logit differs by more than --tol
+(crates/eval/data/wikitext-2-raw/wiki.test.raw, or --text). Exits 1 if any logit differs by more than --tol
 (default 1e-3; sdpa vs eager differ by ~1.4e-4).
 """
 
@@ -26,7 +26,7 @@ from refcommon import load_llama, set_threads  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 DEFAULT_GOLDEN = os.path.join(REPO, "data", "golden")
-DEFAULT_TEXT = os.path.join(REPO, "data", "wikitext-2-raw", "wiki.test.raw")
+DEFAULT_TEXT = os.path.join(REPO, "crates", "eval", "data", "wikitext-2-raw", "wiki.test.raw")
 
 
 def main() -> int:

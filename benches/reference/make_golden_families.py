@@ -105,7 +105,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", choices=sorted(KEYS))
     ap.add_argument("gguf")
-    ap.add_argument("--wiki", default="data/wikitext-2-raw/wiki.test.raw")
+    ap.add_argument("--wiki", default="crates/eval/data/wikitext-2-raw/wiki.test.raw")
     ap.add_argument("--out", default="data/golden")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--windows", type=int, default=N_WINDOWS, help="perplexity windows to score")

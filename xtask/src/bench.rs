@@ -93,7 +93,7 @@ pub fn vs_torch(root: &Path, s: &VsTorch) -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join(".venv-reference"));
     let python = venv.join("bin/python");
-    let text = root.join("data/wikitext-2-raw/wiki.test.raw");
+    let text = root.join("crates/eval/data/wikitext-2-raw/wiki.test.raw");
     let shape = format!("{}x{}", s.samples, s.seq_len);
     let tokens = out.join(format!("calib-{shape}.json"));
     let threads = s.threads.to_string();

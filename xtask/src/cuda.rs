@@ -109,7 +109,6 @@ pub fn device_check(root: &Path, dry_run: bool) -> anyhow::Result<()> {
     let build_dir = target_dir(root).join("device");
     let env = |cmd: &mut Command| {
         cmd.current_dir(root)
-            .env("FINERCUT_BLAS", "none")
             .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
             .env("CARGO_PROFILE_RELEASE_STRIP", "true")
             .env("CARGO_TARGET_DIR", &build_dir);
@@ -120,6 +119,7 @@ pub fn device_check(root: &Path, dry_run: bool) -> anyhow::Result<()> {
         "--release",
         "--package",
         "finercut",
+        "--no-default-features",
         "--features",
         "cuda",
     ]);

@@ -9,7 +9,9 @@
 //!   (printing how many tests on the downloaded model and data ran and how many skipped), then the
 //!   CUDA backend's checks without a GPU (clippy of the `cuda` feature, its unit tests, the PTX
 //!   compilation of every kernel), then the smoke reproduction `finercut reproduce table2 --smoke`
-//!   on the data committed to the repository.
+//!   on the data committed to the repository, then `outside-crate`.
+//! - `outside-crate`: builds and runs a crate outside the workspace that depends on
+//!   `finercut-model` and `finercut-search` by path (`outside.rs`).
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, then `test`), for running locally.
 //! - `reproduce WHAT [ARGS]`: `fetch`, a release build of `finercut`, then
 //!   `finercut reproduce WHAT` (Table 2, Figures 3, 4 and 1b, the ablation) into `target/repro/`.
@@ -35,6 +37,7 @@ mod cuda;
 mod fetch;
 mod fuzz;
 mod mpi;
+mod outside;
 mod runtime_check;
 #[cfg(test)]
 mod tidy;
@@ -69,6 +72,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build and run a crate outside the workspace that depends on finercut-model and
+    /// finercut-search by path: writes a tiny model, loads it, runs a three-step search and prints
+    /// the removed sublayers.
+    OutsideCrate,
     /// Reproduce the paper's tables and figures: fetches the model and data, builds `finercut` in
     /// release mode and runs `finercut reproduce WHAT` (see `finercut reproduce --help`).
     Reproduce {
@@ -111,7 +118,7 @@ enum Cmd {
     /// `plan_file` (`finercut export`; SliceGPT's sliced checkpoint as saved), evaluate it with
     /// `finercut eval` on the table's documents and measure its perplexity with `finercut ppl` on
     /// the table's windows; fails unless every number equals the table's (perplexity to a
-    /// relative 1e-6). Writes OUT/check-table2/<model>/check.json.
+    /// relative 1e-6). Writes `OUT/check-table2/<model>/check.json`.
     CheckTable2 {
         /// The reproduction's output directory (`--out` of `reproduce`).
         #[arg(long, default_value = "target/repro")]
@@ -199,6 +206,7 @@ fn main() -> anyhow::Result<()> {
     match flags.command {
         Cmd::Fetch { target } => fetch::fetch(&root, target),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::OutsideCrate => outside::check(&root, &target_dir(&root)),
         Cmd::Reproduce { what, args } => reproduce(&root, &what, &args),
         Cmd::Bench {
             vs_torch,
@@ -327,7 +335,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "smoke reproduction (reproduce table2 --smoke) passed in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    Ok(())
+    outside::check(root, &target_dir(root))
+        .map_err(|e| format_err!("the outside-crate check failed: {e}"))
 }
 
 /// The environment variable through which tests report that they used downloaded files (the

@@ -44,6 +44,79 @@ fn every_file_has_a_module_doc() {
     );
 }
 
+/// Loading a library crate changes nothing in the process: code that runs before `main` (an
+/// `.init_array` entry) is written once, in `init_blas_before_main!` (`crates/tensor/src/cpu/blas.rs`),
+/// and only executables invoke it: in a crate's `src/`, only a binary's `main.rs` or under
+/// `#[cfg(test)]`.
+#[test]
+fn nothing_runs_before_main_when_a_library_loads() {
+    let root = crate::project_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    let mut bad = Vec::new();
+    for path in &files {
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if text.contains("link_section") && rel != "crates/tensor/src/cpu/blas.rs" {
+            bad.push(format!(
+                "{rel}: link_section outside init_blas_before_main!"
+            ));
+        }
+        let in_library_src = rel.contains("/src/") && !rel.ends_with("/main.rs");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("init_blas_before_main!()")
+                && !line.trim_start().starts_with("//")
+                && !line.contains("macro_rules")
+                && in_library_src
+                && (i == 0 || lines[i - 1].trim() != "#[cfg(test)]")
+            {
+                bad.push(format!("{rel}:{}: invoked outside #[cfg(test)]", i + 1));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "code that would run before main in a library: {bad:?}"
+    );
+}
+
+/// `finercut-slice`'s public items speak in slices and its own `Dense`, never in `faer`'s
+/// version-pinned matrix types.
+#[test]
+fn slice_api_exposes_no_faer_types() {
+    let root = crate::project_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("crates/slice/src"), &mut files);
+    assert!(!files.is_empty(), "no sources under crates/slice/src");
+    let mut bad = Vec::new();
+    for path in &files {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            let public =
+                t.starts_with("pub fn") || t.starts_with("pub struct") || t.starts_with("pub ");
+            let restricted = t.starts_with("pub(crate)") || t.starts_with("pub(super)");
+            if public
+                && !restricted
+                && ["MatRef", "MatMut", "faer::", "Mat<"]
+                    .iter()
+                    .any(|f| t.contains(f))
+            {
+                bad.push(format!("{}:{}: {t}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "faer types in finercut-slice's public API: {bad:?}"
+    );
+}
+
 /// `cfg(feature = "cuda")` appears only in the tensor crate.
 #[test]
 fn cuda_cfg_only_in_tensor_crate() {
@@ -335,7 +408,7 @@ fn the_outside_path_check_catches_what_it_should() {
 }
 
 /// Every data file committed to the repository matches its SHA-256 in `data/checksums.json`, and
-/// every file under `data/wikitext-2-raw/` and `data/golden/`, subdirectories included (but the
+/// every file under `crates/eval/data/wikitext-2-raw/` and `data/golden/`, subdirectories included (but the
 /// READMEs), has an entry.
 #[test]
 fn vendored_data_matches_its_checksums() {
@@ -343,8 +416,11 @@ fn vendored_data_matches_its_checksums() {
     let listed = crate::fetch::check_vendored(&root).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(listed
         .iter()
-        .any(|p| p == "data/wikitext-2-raw/wiki.test.raw"));
-    let mut dirs = vec!["data/wikitext-2-raw".to_owned(), "data/golden".to_owned()];
+        .any(|p| p == "crates/eval/data/wikitext-2-raw/wiki.test.raw"));
+    let mut dirs = vec![
+        "crates/eval/data/wikitext-2-raw".to_owned(),
+        "data/golden".to_owned(),
+    ];
     while let Some(dir) = dirs.pop() {
         let entries = fs::read_dir(root.join(&dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         for entry in entries.flatten() {

@@ -84,7 +84,13 @@ enum Command {
     },
 }
 
+// The unit tests run with the kernels `main` sets up.
+#[cfg(test)]
+finercut_tensor::init_blas_before_main!();
+
 fn main() -> std::process::ExitCode {
+    // SAFETY: first thing in `main`, before this program starts any thread (rayon's pool included).
+    unsafe { finercut_tensor::init_blas() };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => convert::main(args),

@@ -95,6 +95,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         "model": loaded.path.display().to_string(),
         "threads": threads,
         "backend": finercut_tensor::gemm_backend(),
+        "blas": blas_json(),
         "openblas_coretype": std::env::var("OPENBLAS_CORETYPE").ok(),
         "peak_rss_mib": common::peak_rss_mib(),
         "results": results,
@@ -114,4 +115,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Which BLAS runs the GEMMs: its name, OpenBLAS' kernel set, and whether it was linked or loaded.
+fn blas_json() -> serde_json::Value {
+    let info = finercut_tensor::blas_info();
+    json!({ "name": info.name, "kernels": info.kernels, "source": info.source })
 }

@@ -71,6 +71,10 @@ pub mod tasks;
 pub mod text;
 mod wikitext2;
 
+// This crate's unit tests run with the kernels an executable gets from `init_blas`.
+#[cfg(test)]
+finercut_tensor::init_blas_before_main!();
+
 pub use data::default_data_dir;
 pub use error::{Error, Result};
 pub use evaluate::{

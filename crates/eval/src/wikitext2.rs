@@ -1,7 +1,7 @@
 //! The WikiText-2 raw test split, built into the library.
 //!
-//! `data/wikitext-2-raw/wiki.test.raw` (1.3 MB; source, licence and checksum in
-//! `data/wikitext-2-raw/README.md`) is compiled in with `include_str!`, so the default perplexity text
+//! `crates/eval/data/wikitext-2-raw/wiki.test.raw`, inside this crate and packaged with it (1.3 MB;
+//! source, licence and checksum in `crates/eval/data/wikitext-2-raw/README.md`), is compiled in with `include_str!`, so the default perplexity text
 //! and calibration text exist wherever the binary runs, and no path of the machine that built it is
 //! needed at run time.
 //! The text keeps its CRLF line endings: the tokenisation, and so every window and calibration slice,
@@ -10,7 +10,7 @@
 /// The whole WikiText-2 raw test file, bytes as they are (CRLF line endings).
 pub const WIKITEXT2_TEST: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../data/wikitext-2-raw/wiki.test.raw"
+    "/data/wikitext-2-raw/wiki.test.raw"
 ));
 
 /// SHA-256 of [`WIKITEXT2_TEST`], as recorded in `data/checksums.json`.
@@ -19,7 +19,7 @@ pub const WIKITEXT2_TEST_SHA256: &str =
 
 /// How reports and error messages name the built-in text.
 pub const WIKITEXT2_TEST_ORIGIN: &str =
-    "built-in WikiText-2 raw test (data/wikitext-2-raw/wiki.test.raw)";
+    "built-in WikiText-2 raw test (crates/eval/data/wikitext-2-raw/wiki.test.raw)";
 
 #[cfg(test)]
 mod tests {

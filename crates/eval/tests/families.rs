@@ -70,7 +70,7 @@ fn golden(family: &Family, what: &str) -> Value {
 }
 
 fn wiki_text() -> String {
-    let path = repo_data().join("wikitext-2-raw/wiki.test.raw");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/wikitext-2-raw/wiki.test.raw");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 

@@ -1,6 +1,9 @@
 //! Integration tests of `finercut-eval`.
 #![allow(clippy::unwrap_used)]
 
+// The kernels an executable gets from `init_blas` (OpenBLAS re-initialised before the harness starts).
+finercut_tensor::init_blas_before_main!();
+
 mod families;
 mod gsm8k;
 mod mock;

@@ -2,7 +2,7 @@
 //! unless `FINERCUT_SKIP_DOWNLOADED_TESTS` is set):
 //! configuration, tokenizer against the golden ids, conversion to safetensors bit for bit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use finercut_format::{
     cache, convert_gguf_to_hf, Architecture, Checkpoint, DType, GgufFile, GgufStore, ModelConfig,
@@ -89,7 +89,8 @@ fn tokenizer_matches_the_golden_ids() {
     }
 
     let wiki = &golden["wiki"];
-    let wiki_path = repo_data_dir().join("wikitext-2-raw/wiki.test.raw");
+    let wiki_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/data/wikitext-2-raw/wiki.test.raw");
     let text = std::fs::read_to_string(wiki_path).unwrap();
     assert_eq!(
         text.chars().count() as u64,

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+// The kernels an executable gets from `init_blas` (OpenBLAS re-initialised before the harness starts).
+finercut_tensor::init_blas_before_main!();
+
 use std::time::Duration;
 
 use finercut_fuzz::{alloc, run, CountingAlloc, Options};

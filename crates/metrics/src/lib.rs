@@ -36,6 +36,8 @@ mod accumulate;
 mod dense;
 mod fastmath;
 mod metric;
+#[cfg(feature = "ndarray")]
+pub mod nd;
 pub mod similarity;
 
 pub use accumulate::{Accumulator, BOUND_MARGIN};

@@ -95,6 +95,16 @@ mod plan;
 mod stream;
 mod weights;
 
+// This crate's unit tests run with the kernels an executable gets from `init_blas`.
+#[cfg(test)]
+finercut_tensor::init_blas_before_main!();
+
+/// The formats crate this one is built against (configurations, `TensorSource`, safetensors and
+/// GGUF), re-exported so that a user's versions match.
+pub use finercut_format as format;
+/// The tensor engine this one is built against (`Tensor`, `Device`, the BLAS set-up).
+pub use finercut_tensor as tensor;
+
 pub use continuation::PrefixState;
 pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap (`docs/STYLE.md`).
 
+// The kernels an executable gets from `init_blas` (OpenBLAS re-initialised before the harness starts).
+finercut_tensor::init_blas_before_main!();
+
 mod export;
 mod families;
 mod generate;

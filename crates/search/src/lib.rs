@@ -53,6 +53,10 @@ mod scorer;
 mod settings;
 mod unit;
 
+// This crate's unit tests run with the kernels an executable gets from `init_blas`.
+#[cfg(test)]
+finercut_tensor::init_blas_before_main!();
+
 pub use eliminate::{eliminate, Elimination, GroupScoring};
 pub use result::{Candidate, Cost, SearchResult, Step, Window, FORMAT_VERSION, RUNNERS_UP};
 pub use run::{front_exclusion, run, Inputs};
@@ -61,6 +65,9 @@ pub use settings::{
     check_ratio, ratio_to_sublayers, Family, Method, Provenance, Settings, Stop, TokenSelection,
 };
 pub use unit::{sublayer_name, Level, Unit};
+
+/// The metrics the search scores with ([`Settings::metric`]), from `finercut-metrics`.
+pub use finercut_metrics::Metric;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

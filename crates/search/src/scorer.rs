@@ -13,7 +13,7 @@ pub struct Scored {
     /// complete score where `stopped_after_rows` says the candidate was stopped.
     pub scores: Vec<f64>,
     /// Per candidate: `None` when its score is complete, `Some(rows)` when it was stopped after
-    /// `rows` calibration rows because it could no longer be the best ([`crate::eliminate`]).
+    /// `rows` calibration rows because it could no longer be the best ([`crate::eliminate()`]).
     /// Empty when every score is complete.
     pub stopped_after_rows: Vec<Option<usize>>,
     /// Work done, in forward-equivalents (sublayer evaluations ÷ 2L).
@@ -57,7 +57,7 @@ pub trait Scorer {
 
     /// Like [`Scorer::score`], but only the best candidate needs its complete score: a candidate
     /// may be stopped once it provably cannot be the best (its lower bound is strictly above
-    /// another candidate's complete score; [`crate::eliminate`]). The best candidate, its score
+    /// another candidate's complete score; [`crate::eliminate()`]). The best candidate, its score
     /// and every candidate that ties with it are complete and equal, bit for bit, to what
     /// [`Scorer::score`] gives. The default scores every candidate completely.
     fn score_eliminating(

@@ -212,7 +212,7 @@ pub struct Settings {
     #[serde(default)]
     pub token_selection: TokenSelection,
     /// Greedy methods: score every candidate on every calibration row instead of stopping the
-    /// candidates that can no longer be the best of their step ([`crate::eliminate`]). Same
+    /// candidates that can no longer be the best of their step ([`crate::eliminate()`]). Same
     /// removal order and scores of the removed units; every runner-up's score is complete.
     #[serde(default)]
     pub exhaustive: bool,

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap.
 
+// The kernels an executable gets from `init_blas` (OpenBLAS re-initialised before the harness starts).
+finercut_tensor::init_blas_before_main!();
+
 mod common;
 mod dist;
 mod families;

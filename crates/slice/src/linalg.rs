@@ -48,8 +48,9 @@ impl Dense {
         self.data.iter().map(|&v| v as f32).collect()
     }
 
-    /// A `faer` view.
-    pub fn view(&self) -> MatRef<'_, f64> {
+    /// A `faer` view (kept inside the crate: the public API speaks in row-major slices, so it does
+    /// not tie users to `faer`'s version).
+    pub(crate) fn view(&self) -> MatRef<'_, f64> {
         MatRef::from_row_major_slice(&self.data, self.rows, self.cols)
     }
 
@@ -68,8 +69,20 @@ impl Dense {
     }
 }
 
-/// `a · b` in `f64`, blocks of rows of `a` in parallel.
-pub fn matmul_f64(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Dense {
+/// `a · b` in `f64` (row-major matrices), blocks of rows of `a` in parallel; an error when the
+/// inner dimensions differ.
+pub fn matmul_f64(a: &Dense, b: &Dense) -> Result<Dense> {
+    if a.cols != b.rows {
+        return Err(Error::Input(format!(
+            "cannot multiply a {}×{} matrix by a {}×{} one",
+            a.rows, a.cols, b.rows, b.cols
+        )));
+    }
+    Ok(matmul_views(a.view(), b.view()))
+}
+
+/// `a · b` on `faer` views, blocks of rows of `a` in parallel.
+pub(crate) fn matmul_views(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Dense {
     let (m, n) = (a.nrows(), b.ncols());
     let mut data = vec![0.0f64; m * n];
     if n > 0 {

@@ -1,7 +1,7 @@
 //! The SliceGPT transform: PCA bases of the residual stream of the sliced network, computed
 //! sequentially, and the rotated and sliced weights.
 
-use crate::linalg::{covariance, matmul_f64, symmetric_eigen, Dense};
+use crate::linalg::{covariance, matmul_views, symmetric_eigen, Dense};
 use crate::{Error, Result};
 use finercut_format::own_types::{mark, OwnLayout};
 use finercut_format::{
@@ -236,8 +236,8 @@ fn host(model: &Model, name: &str) -> Result<Vec<f32>> {
 /// original basis.
 fn project(x: &[f32], rows: usize, d: usize, q: &Dense) -> Result<Vec<f32>> {
     let xd = Dense::from_f32(x, rows, d)?;
-    let coords = matmul_f64(xd.view(), q.view());
-    Ok(matmul_f64(coords.view(), q.view().transpose()).to_f32())
+    let coords = matmul_views(xd.view(), q.view());
+    Ok(matmul_views(coords.view(), q.view().transpose()).to_f32())
 }
 
 /// Principal directions of rows `x` (`rows × d`): eigenvalues (descending) and the `d × k` matrix
@@ -259,14 +259,14 @@ fn rotate_in(w: &[f32], out: usize, gamma: &[f32], q: &Dense) -> Result<Vec<f32>
         }
     }
     let wd = Dense::from_f32(w, out, d)?;
-    Ok(matmul_f64(wd.view(), gq.view()).to_f32())
+    Ok(matmul_views(wd.view(), gq.view()).to_f32())
 }
 
 /// `Qᵀ W` for `W` (`d × inner`): the weights of a layer writing the residual stream, rotated and
 /// sliced to `k` outputs.
 fn rotate_out(w: &[f32], inner: usize, q: &Dense) -> Result<Vec<f32>> {
     let wd = Dense::from_f32(w, q.rows, inner)?;
-    Ok(matmul_f64(q.view().transpose(), wd.view()).to_f32())
+    Ok(matmul_views(q.view().transpose(), wd.view()).to_f32())
 }
 
 fn raw(name: String, shape: Vec<usize>, values: Vec<f32>) -> (String, RawTensor) {
@@ -395,7 +395,7 @@ pub fn slice_model(
         add(
             l(ATTN_SHORTCUT),
             vec![k, k],
-            matmul_f64(qa.view().transpose(), qm.view()).to_f32(),
+            matmul_views(qa.view().transpose(), qm.view()).to_f32(),
         );
         // FFN: reads point 2b + 1, writes point 2b + 2.
         let gamma = host(model, &l("post_attention_layernorm.weight"))?;
@@ -417,7 +417,7 @@ pub fn slice_model(
         add(
             l(MLP_SHORTCUT),
             vec![k, k],
-            matmul_f64(qm.view().transpose(), qn.view()).to_f32(),
+            matmul_views(qm.view().transpose(), qn.view()).to_f32(),
         );
     }
     let last = &bases[count];

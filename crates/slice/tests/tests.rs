@@ -6,6 +6,9 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap (`docs/STYLE.md`).
 #![allow(clippy::needless_range_loop)] // Plain index loops are the f64 references.
 
+// The kernels an executable gets from `init_blas` (OpenBLAS re-initialised before the harness starts).
+finercut_tensor::init_blas_before_main!();
+
 mod linalg;
 mod real_model;
 mod tiny;

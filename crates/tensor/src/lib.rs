@@ -25,29 +25,34 @@
 //! `storage.rs`, and calls the same method of a crate-private `BackendStorage` trait on the CPU or CUDA
 //! storage. Operands on different devices give [`Error::DeviceMismatch`].
 //!
-//! On the CPU, GEMMs use OpenBLAS (`cblas_sgemm`) when the build script finds `libopenblas`, else the
-//! pure-Rust `matrixmultiply` (see [`gemm_backend`]); `FINERCUT_BLAS=none` at build time forces the
-//! latter. Other kernels use rayon over rows or heads and are compiled twice, for the baseline CPU and for
-//! AVX2+FMA, picked at run time. **Results do not depend on the number of threads**: work is split into
-//! pieces whose size depends only on the shapes, and every sum runs in a fixed order. In particular
-//! OpenBLAS runs single-threaded inside rayon tasks over output tiles of fixed size (its own threading
-//! partitions by thread count), and a `DYNAMIC_ARCH` OpenBLAS that does not recognise the CPU (Debian 12's
-//! 0.3.21 on Emerald Rapids falls back to SSE3 "Prescott" kernels, 5× slower) is re-initialised with the
-//! best kernel set the CPU's features allow, unless `OPENBLAS_CORETYPE` is set.
+//! On the CPU, GEMMs run on the BLAS chosen with a cargo feature (below), else on the pure-Rust
+//! `matrixmultiply` ([`blas_info`] says which). Other kernels use rayon over rows or heads and are
+//! compiled twice, for the baseline CPU and for AVX2+FMA, picked at run time. **Results do not depend
+//! on the number of threads**: work is split into pieces whose size depends only on the shapes, and
+//! every sum runs in a fixed order. In particular the BLAS runs single-threaded inside rayon tasks over
+//! output tiles of fixed size (OpenBLAS' own threading partitions by thread count).
+//!
+//! Loading the crate has no effect on the process. An executable that uses OpenBLAS calls
+//! [`init_blas`] first thing in `main` (or invokes [`init_blas_before_main!`]): a `DYNAMIC_ARCH`
+//! OpenBLAS that does not recognise the CPU (Debian 12's 0.3.21 on Emerald Rapids falls back to SSE3
+//! "Prescott" kernels, 5× slower) is then re-initialised with the best kernel set the CPU's features
+//! allow, unless `OPENBLAS_CORETYPE` is set; that sets an environment variable for the call, so it is
+//! the executable's decision, made before it starts threads.
 //!
 //! Large `f32` buffers are recycled through a small cache (at most 1 GiB, see
 //! [`release_cached_buffers`]): freshly mapped pages cost a page fault each, which in a virtual machine
 //! made a 50 MB allocation ten times slower than filling it. [`Tensor::empty`] hands out such a buffer
 //! without zeroing it, for outputs that are written entirely.
 //!
-//! # Build configuration
-//!
-//! - `FINERCUT_BLAS=none` (at build time): use `matrixmultiply` even where OpenBLAS is installed;
-//!   `FINERCUT_BLAS=openblas`: fail the build when OpenBLAS is missing.
-//! - `FINERCUT_OPENBLAS_DIR`: a directory to search for `libopenblas` first.
-//!
 //! # Crate feature flags
 //!
+//! - The CPU BLAS, at most one: `openblas-system` (the system's OpenBLAS, found by pkg-config, e.g.
+//!   Debian's `libopenblas-dev`), `openblas-static` (OpenBLAS built from source by `openblas-src`),
+//!   `intel-mkl` (the system's `libmkl_rt`), `blis`, `accelerate` (through `blas-src`), or `openblas-dynamic` (OpenBLAS loaded at run
+//!   time from `libopenblas.so.0` where it is installed, `matrixmultiply` where not: links nothing, so it
+//!   builds on any machine; the `finercut` binary's default). With none, the pure-Rust `matrixmultiply`.
+//! - `ndarray`: conversions between [`Tensor`] and `ndarray` arrays and views, zero-copy where the layout allows (`Tensor::as_ndarray`,
+//!   `Tensor::from_ndarray`, module `nd`).
 //! - `cuda`: the CUDA backend on `cudarc` (driver, cuBLAS, NVRTC, all loaded at run time: building needs
 //!   no CUDA toolkit, and a CUDA build runs on machines without a driver, where [`Device::cuda`] is an
 //!   error). GEMMs go through cuBLAS (`f32` with TF32 off, or `bf16` inputs with `f32` accumulation when
@@ -87,12 +92,19 @@ mod device;
 mod divergence;
 mod dtype;
 mod error;
+#[cfg(feature = "ndarray")]
+pub mod nd;
 mod ops;
 mod rope;
 mod storage;
 mod tensor;
 mod widen;
 
+// This crate's unit tests run with the kernels an executable gets from `init_blas`.
+#[cfg(test)]
+crate::init_blas_before_main!();
+
+pub use cpu::blas::{blas_info, init_blas, BlasInfo};
 pub use cpu::gemm::backend_name as gemm_backend;
 pub use cpu::pool::release_cached_buffers;
 pub use cuda::CudaStorage;

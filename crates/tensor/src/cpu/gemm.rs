@@ -1,5 +1,5 @@
-//! Single-precision GEMM on the CPU: OpenBLAS `cblas_sgemm` when the build script found it
-//! (`cfg(finercut_openblas)`), the pure-Rust `matrixmultiply` otherwise.
+//! Single-precision GEMM on the CPU: `cblas_sgemm` of the BLAS chosen by a cargo feature (module
+//! `blas`), the pure-Rust `matrixmultiply` without one.
 //!
 //! Both back-ends run the same tiling: the output is cut into tiles of exactly [`TILE_M`] rows (the
 //! last tile of a product is padded with zero rows) and of columns that depend on the output's
@@ -237,126 +237,12 @@ impl<T> SendPtr<T> {
     }
 }
 
-#[cfg(finercut_openblas)]
-mod backend {
+#[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+mod blas_backend {
     use super::{BLayout, Gemm};
-    use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT, CBLAS_TRANSPOSE};
+    use crate::cpu::blas::SgemmFn;
+    use cblas_sys::{CBLAS_LAYOUT, CBLAS_TRANSPOSE};
     use std::os::raw::c_int;
-    use std::sync::Once;
-
-    // OpenBLAS' own extensions (not CBLAS, so not in `cblas-sys`).
-    unsafe extern "C" {
-        fn openblas_set_num_threads(n: c_int);
-        fn openblas_get_corename() -> *const std::os::raw::c_char;
-    }
-
-    static INIT: Once = Once::new();
-
-    /// Name of the backend, for reports.
-    pub(crate) const NAME: &str = "openblas";
-
-    /// One-time setup: OpenBLAS runs single-threaded (rayon provides the parallelism). The kernel set
-    /// was fixed before `main` (see [`FIX_CORE_BEFORE_MAIN`]).
-    fn init() {
-        // SAFETY: plain FFI call without pointers.
-        unsafe { openblas_set_num_threads(1) };
-    }
-
-    /// The name of the kernel set OpenBLAS uses (lower case), e.g. `"skylakex"`, after setup.
-    pub(crate) fn core_name() -> String {
-        INIT.call_once(init);
-        raw_core_name()
-    }
-
-    pub(super) fn raw_core_name() -> String {
-        // SAFETY: returns a pointer to a static NUL-terminated string (or null).
-        let p = unsafe { openblas_get_corename() };
-        if p.is_null() {
-            return String::new();
-        }
-        // SAFETY: non-null, NUL-terminated, static.
-        unsafe { std::ffi::CStr::from_ptr(p) }
-            .to_string_lossy()
-            .to_ascii_lowercase()
-    }
-
-    /// Runs [`fix_core_detection`] before `main`: the dynamic loader calls the functions listed in
-    /// an ELF executable's `.init_array` after the shared libraries (OpenBLAS included) are
-    /// initialised and before `main` starts. The variable `OPENBLAS_CORETYPE` that OpenBLAS reads
-    /// must be set for the call, and `setenv` races with any other thread that reads the
-    /// environment; before `main` the program has no thread of its own (no rayon pool, no test
-    /// harness), and the only others are OpenBLAS' idle workers, which read no environment.
-    /// `#[used]` keeps the entry in the binary even though nothing refers to it.
-    #[cfg(target_os = "linux")]
-    #[used]
-    #[link_section = ".init_array"]
-    static FIX_CORE_BEFORE_MAIN: extern "C" fn() = fix_core_before_main;
-
-    #[cfg(target_os = "linux")]
-    extern "C" fn fix_core_before_main() {
-        fix_core_detection();
-    }
-
-    /// OpenBLAS 0.3.21 (Debian 12) does not know e.g. Emerald Rapids (family 6, model 207) and falls back
-    /// to its generic "Prescott" SSE3 kernels, about 5× slower than its AVX-512 ones. When that happened
-    /// and the user did not choose a core with `OPENBLAS_CORETYPE`, re-run OpenBLAS' dynamic
-    /// initialisation with the core the CPU's features allow. Runs only before `main`, while the
-    /// process is single-threaded (see [`FIX_CORE_BEFORE_MAIN`]); it must not panic (a panic before
-    /// `main` aborts).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    fn fix_core_detection() {
-        if std::env::var_os("OPENBLAS_CORETYPE").is_some() || raw_core_name() != "prescott" {
-            return;
-        }
-        let Some(core) = best_core() else { return };
-        // Only DYNAMIC_ARCH builds have these; look them up rather than link against them.
-        // SAFETY: dlsym with a valid NUL-terminated name; RTLD_DEFAULT searches loaded objects.
-        let (quit, init) = unsafe {
-            (
-                libc::dlsym(libc::RTLD_DEFAULT, c"gotoblas_dynamic_quit".as_ptr()),
-                libc::dlsym(libc::RTLD_DEFAULT, c"gotoblas_dynamic_init".as_ptr()),
-            )
-        };
-        if quit.is_null() || init.is_null() {
-            return;
-        }
-        // SAFETY: both symbols are `void f(void)` in OpenBLAS' dynamic.c. This runs before `main`,
-        // so no BLAS call runs concurrently and no other thread of the program reads the
-        // environment while it is changed; the variable is removed right after.
-        unsafe {
-            let quit: extern "C" fn() =
-                std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(quit);
-            let init: extern "C" fn() =
-                std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(init);
-            libc::setenv(c"OPENBLAS_CORETYPE".as_ptr(), core.as_ptr(), 1);
-            quit();
-            init();
-            libc::unsetenv(c"OPENBLAS_CORETYPE".as_ptr());
-        }
-    }
-
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(super) fn best_core() -> Option<&'static std::ffi::CStr> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f")
-                && has!("avx512bw")
-                && has!("avx512vl")
-                && has!("avx512dq")
-                && has!("avx512cd")
-            {
-                return Some(c"SkylakeX");
-            }
-            if has!("avx2") && has!("fma") {
-                return Some(c"Haswell");
-            }
-            if has!("avx") {
-                return Some(c"SandyBridge");
-            }
-        }
-        None
-    }
 
     /// One single-threaded `cblas_sgemm` of an `m×n` block of `g`'s output.
     ///
@@ -366,6 +252,7 @@ mod backend {
     /// inside live allocations, and nothing else may access that part of `c` during the call; the
     /// dimensions must fit in `c_int` (checked by `Gemm::check`).
     pub(super) unsafe fn call(
+        cblas_sgemm: SgemmFn,
         g: Gemm,
         m: usize,
         n: usize,
@@ -373,7 +260,6 @@ mod backend {
         b: *const f32,
         c: *mut f32,
     ) {
-        INIT.call_once(init);
         // SAFETY: guaranteed by the caller.
         unsafe {
             cblas_sgemm(
@@ -400,32 +286,11 @@ mod backend {
     }
 }
 
-#[cfg(all(test, finercut_openblas, target_os = "linux"))]
-mod core_tests {
-    /// The kernel set was chosen before the test harness started its threads: where the CPU allows
-    /// better kernels than the generic Prescott ones, they are in use, and the variable set for the
-    /// re-initialisation is gone.
-    #[test]
-    fn kernels_are_chosen_before_main() {
-        if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
-            return; // The user chose the kernels.
-        }
-        if super::backend::best_core().is_some() {
-            assert_ne!(super::backend::raw_core_name(), "prescott");
-        }
-    }
-}
 
-#[cfg(not(finercut_openblas))]
-mod backend {
+/// The pure-Rust GEMM: without a BLAS, or where `openblas-dynamic` found no OpenBLAS.
+#[cfg_attr(finercut_blas_linked, allow(dead_code))]
+mod rust_backend {
     use super::{BLayout, Gemm};
-
-    /// Name of the backend, for reports.
-    pub(crate) const NAME: &str = "matrixmultiply";
-
-    pub(crate) fn core_name() -> String {
-        String::new()
-    }
 
     /// One `matrixmultiply` call of an `m×n` block of `g`'s output.
     ///
@@ -468,14 +333,42 @@ mod backend {
     }
 }
 
-/// Which GEMM backend this build uses: `"openblas"` or `"matrixmultiply"`; for OpenBLAS also the kernel
-/// set in use, e.g. `"openblas (skylakex)"`.
+/// Runs each back-end call on the BLAS where one is linked or was loaded, else on `matrixmultiply`.
+mod backend {
+    use super::Gemm;
+
+    /// One single-threaded back-end call of an `m×n` block of `g`'s output.
+    ///
+    /// # Safety
+    ///
+    /// `a`, `b` and `c` must address an `m×k`, `op(B)` and `m×n` block with `g`'s leading dimensions,
+    /// inside live allocations, and nothing else may access that part of `c` during the call.
+    pub(super) unsafe fn call(
+        g: Gemm,
+        m: usize,
+        n: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+    ) {
+        #[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+        if let Some(blas) = crate::cpu::blas::get() {
+            // SAFETY: guaranteed by the caller.
+            return unsafe { super::blas_backend::call(blas.sgemm, g, m, n, a, b, c) };
+        }
+        // SAFETY: guaranteed by the caller.
+        unsafe { super::rust_backend::call(g, m, n, a, b, c) }
+    }
+}
+
+/// Which GEMM backend this process uses: `"matrixmultiply"`, or the BLAS' name, for OpenBLAS with
+/// the kernel set in use, e.g. `"openblas (skylakex)"` (see [`crate::blas_info`]).
 pub fn backend_name() -> String {
-    let core = backend::core_name();
-    if core.is_empty() {
-        backend::NAME.to_string()
+    let info = crate::cpu::blas::blas_info();
+    if info.kernels.is_empty() {
+        info.name.to_string()
     } else {
-        format!("{} ({core})", backend::NAME)
+        format!("{} ({})", info.name, info.kernels)
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod attention;
 mod backend;
+pub(crate) mod blas;
 pub(crate) mod gemm;
 pub(crate) mod kernels;
 pub(crate) mod pool;
