@@ -7,5 +7,6 @@ mod export;
 mod families;
 mod generate;
 mod golden;
+mod partial;
 mod reference;
 mod tiny;
