@@ -41,6 +41,8 @@ pub enum Architecture {
     /// `gemma3_text` (and the text part of `gemma3`): GeGLU, QK-norm, sandwich norms, local/global
     /// attention.
     Gemma3,
+    /// `gemma2`: Gemma 3's block without QK-norm, with attention soft-capping.
+    Gemma2,
 }
 
 /// RoPE frequency scaling.

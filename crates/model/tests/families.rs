@@ -10,7 +10,9 @@ use finercut_tensor::Device;
 use std::path::{Path, PathBuf};
 
 /// The families with a golden directory each.
-pub const FAMILIES: [&str; 6] = ["llama3", "mistral", "qwen2", "gemma3", "qwen3", "mixtral"];
+pub const FAMILIES: [&str; 7] = [
+    "llama3", "mistral", "qwen2", "gemma3", "qwen3", "mixtral", "gemma2",
+];
 
 const TOL: f64 = 1e-4;
 

@@ -129,7 +129,7 @@ impl Family for Mixtral {
                     .into(),
             ),
             Capability::DeciGguf => Err(
-                "a mixture-of-experts model cannot be written as llama.cpp's `deci` blocks".into(),
+                "Mixtral has a mixture-of-experts FFN, which llama.cpp's `deci` blocks lack".into(),
             ),
             Capability::NemotronNas => super::not_nas(c, ""),
         }

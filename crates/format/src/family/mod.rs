@@ -24,6 +24,7 @@ use crate::config::{
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
+pub mod gemma2;
 pub mod gemma3;
 pub mod llama;
 pub mod mistral;
@@ -41,6 +42,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &qwen3::Qwen3,
     &mixtral::Mixtral,
     &gemma3::Gemma3,
+    &gemma2::Gemma2,
 ];
 
 impl Architecture {
@@ -684,4 +686,66 @@ pub(crate) fn not_nas(c: &ModelConfig, why: &str) -> Support {
          (SwiGLU FFN, RMSNorm, no sliding window, QK-norm or sandwich norms){why}",
         c.architecture.model_type()
     ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The configurations of the tiny golden models (`data/golden/tiny/*/config.json`).
+    fn golden_configs() -> Vec<(String, ModelConfig)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+        let mut out: Vec<(String, ModelConfig)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("config.json").is_file())
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let c = ModelConfig::from_json_file(&e.path().join("config.json")).unwrap();
+                (name, c)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn every_family_has_a_golden_model_that_round_trips_its_config() {
+        let golden = golden_configs();
+        for f in FAMILIES {
+            assert!(
+                golden
+                    .iter()
+                    .any(|(_, c)| c.architecture == f.architecture()),
+                "{} has no tiny golden model",
+                f.name()
+            );
+        }
+        for (name, c) in &golden {
+            let text = c.to_hf_json().to_string();
+            let (back, unknown) = ModelConfig::parse_json_str(&text, name).unwrap();
+            assert_eq!(&back, c, "{name}");
+            assert!(unknown.is_empty(), "{name}: {unknown:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_family() {
+        for (name, c) in golden_configs() {
+            for what in [
+                Capability::SliceGpt,
+                Capability::DeciGguf,
+                Capability::NemotronNas,
+            ] {
+                if let Err(why) = c.supports(what) {
+                    let f = c.family();
+                    assert!(
+                        why.contains(f.model_types()[0]) || why.contains(f.name()),
+                        "{name} {what:?}: {why}"
+                    );
+                }
+            }
+        }
+    }
 }
