@@ -43,6 +43,8 @@ pub enum Architecture {
     Gemma3,
     /// `gemma2`: Gemma 3's block without QK-norm, with attention soft-capping.
     Gemma2,
+    /// `olmo2`: norms after each branch instead of before, QK-norm over whole projections.
+    Olmo2,
 }
 
 /// RoPE frequency scaling.

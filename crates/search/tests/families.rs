@@ -12,8 +12,8 @@ use finercut_search::export::{is_removed_tensor, TensorLayout};
 use finercut_search::model_scorer::StreamingScorer;
 use finercut_search::{run, Inputs, Method, Provenance, SearchResult, Settings, Stop};
 
-const FAMILIES: [&str; 7] = [
-    "llama3", "mistral", "qwen2", "gemma3", "qwen3", "mixtral", "gemma2",
+const FAMILIES: [&str; 8] = [
+    "llama3", "mistral", "qwen2", "gemma3", "qwen3", "mixtral", "gemma2", "olmo2",
 ];
 
 fn family_dir(family: &str) -> PathBuf {

@@ -29,6 +29,7 @@ pub mod gemma3;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
+pub mod olmo2;
 pub mod qwen2;
 pub mod qwen3;
 pub mod sliced;
@@ -43,6 +44,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &mixtral::Mixtral,
     &gemma3::Gemma3,
     &gemma2::Gemma2,
+    &olmo2::Olmo2,
 ];
 
 impl Architecture {
