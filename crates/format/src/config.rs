@@ -45,6 +45,8 @@ pub enum Architecture {
     Gemma2,
     /// `olmo2`: norms after each branch instead of before, QK-norm over whole projections.
     Olmo2,
+    /// `qwen3_moe`: Qwen3 attention with a sparse mixture of experts as every FFN.
+    Qwen3Moe,
 }
 
 /// RoPE frequency scaling.

@@ -32,6 +32,7 @@ pub mod mixtral;
 pub mod olmo2;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_moe;
 pub mod sliced;
 
 /// Every family, one registration line each. Families are tried in this order when a GGUF
@@ -45,6 +46,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &gemma3::Gemma3,
     &gemma2::Gemma2,
     &olmo2::Olmo2,
+    &qwen3_moe::Qwen3Moe,
 ];
 
 impl Architecture {
