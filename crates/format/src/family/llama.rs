@@ -60,7 +60,7 @@ impl Family for Llama {
         match g.arch {
             "llama" => g.experts == 0,
             // A pruned Qwen2 is a `deci` file with Q/K/V biases and no output bias.
-            "deci" => !(g.q_bias && !g.o_bias),
+            "deci" => !g.q_bias || g.o_bias,
             _ => false,
         }
     }
