@@ -145,9 +145,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Prepare target/device-check/ (release binary with CUDA, GPU test binaries, run.sh) for a
-    /// machine with a GPU and no Rust toolchain; `bash target/device-check/run.sh` there.
-    DeviceCheck,
+    /// Prepare target/device-check/ (stripped release binary with CUDA, GPU test binaries, run.sh,
+    /// and the CPU side of every comparison in expected/) for a machine with a GPU and no Rust
+    /// toolchain; `bash target/device-check/run.sh` there.
+    DeviceCheck {
+        /// Then run the whole check here with its GPU commands stubbed (`run.sh --dry-run`), into
+        /// target/device-check-dry/out, and check what it returns.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check `finercut export --format gguf` with llama.cpp itself: builds llama.cpp from the PyPI
     /// source package llama-cpp-python (once, cached; minutes), prunes SmolLM2, exports the GGUF,
     /// compares tensors, file size and next-token log-probabilities with finercut's pruned model,
@@ -232,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ci => ci(&root),
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
         Cmd::GpuTest { args } => cuda::gpu_test(&root, &args),
-        Cmd::DeviceCheck => cuda::device_check(&root),
+        Cmd::DeviceCheck { dry_run } => cuda::device_check(&root, dry_run),
         Cmd::RuntimeCheck {
             ratio,
             threads,

@@ -66,6 +66,24 @@ fn cuda_cfg_only_in_tensor_crate() {
     );
 }
 
+/// The CUDA backend launches with the geometry of `cuda_plan.rs` (checked against CUDA's limits and
+/// mirrored by the kernel emulation): `cuda/mod.rs` builds a `LaunchConfig` in one place only, from a
+/// `Geometry`, and takes the cuBLAS arguments from `GemmArgs`.
+#[test]
+fn cuda_launches_take_their_geometry_from_the_plan() {
+    let root = crate::project_root();
+    let path = root.join("crates/tensor/src/cuda/mod.rs");
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        text.matches(concat!("grid_dim", ":")).count(),
+        1,
+        "{}: a LaunchConfig built outside launch_config()",
+        path.display()
+    );
+    assert!(text.contains("fn launch_config(g: Geometry) -> LaunchConfig"));
+    assert!(text.contains("GemmArgs::new(op, spec)"));
+}
+
 /// The model crate does no file I/O.
 #[test]
 fn model_crate_does_no_file_io() {

@@ -141,7 +141,11 @@ impl<'a> Weights<'a> {
                 actual: raw.shape,
             });
         }
-        Ok(to_tensor(&raw)?.to_dtype(dtype)?.to_device(&self.device)?)
+        // Converted once, from the stored type straight to `dtype` (bf16 stored and wanted: no
+        // conversion at all), then moved to the device.
+        Ok(stored_tensor(&raw)?
+            .to_dtype(dtype)?
+            .to_device(&self.device)?)
     }
 
     /// The weight matrix `name` of shape `[rows, cols]`, held as [`WeightDtype`] says (stored
@@ -189,19 +193,23 @@ fn dtype_of(d: RawDType) -> DType {
     }
 }
 
-/// A raw tensor as an `f32` tensor: aligned `f32` data is used in place (the tensor keeps the
-/// memory map alive); other data is copied or converted.
-pub(crate) fn to_tensor(raw: &RawTensor) -> Result<Tensor> {
-    let dtype = dtype_of(raw.dtype);
-    let t = Tensor::from_shared_bytes(
+/// A raw tensor in its stored element type: aligned `f32` data is used in place (the tensor keeps
+/// the memory map alive); other data is copied as it is.
+pub(crate) fn stored_tensor(raw: &RawTensor) -> Result<Tensor> {
+    Tensor::from_shared_bytes(
         raw.data.owner().clone(),
         raw.data.start(),
         raw.data.len(),
-        dtype,
+        dtype_of(raw.dtype),
         &raw.shape,
     )
-    .map_err(|e| Error::Input(format!("weight `{}`: {e}", raw.name)))?;
-    Ok(t.to_dtype(DType::F32)?)
+    .map_err(|e| Error::Input(format!("weight `{}`: {e}", raw.name)))
+}
+
+/// A raw tensor as an `f32` tensor ([`stored_tensor`], widened when it is 16-bit).
+#[cfg(test)]
+pub(crate) fn to_tensor(raw: &RawTensor) -> Result<Tensor> {
+    Ok(stored_tensor(raw)?.to_dtype(DType::F32)?)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! computed on the device, which must equal the CPU's.
 //!
 //! Targets (f32, TF32 off): logits within 1e-4 relative (max-norm) of the CPU's on the last
-//! position; the same removal order.
+//! position; the same removal order. The device check (`cargo xtask device-check`) skips the
+//! SmolLM2-shaped test, whose CPU side takes minutes there; it compares the CPU side computed
+//! before the run instead.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap (`docs/STYLE.md`).
 
@@ -219,8 +221,10 @@ fn check(shape: Shape, n: usize, t: usize, steps: usize) {
     assert_eq!(order_gpu, order_cpu, "removal order GPU vs CPU");
 }
 
-/// On the GPU, elimination (one sequence per group) gives the exhaustive search's order and the
-/// same scores of the removed units, bit for bit, as on the CPU.
+/// On the GPU, elimination (one sequence per group) gives the exhaustive search's order, and the
+/// removed units' scores within a relative 1e-6. Not bit for bit, unlike on the CPU: the cuBLAS
+/// GEMM algorithm is not pinned (`CUBLAS_GEMM_DEFAULT`), and cuBLAS may pick other kernels, with
+/// other summation orders, for the other row counts that elimination's groups have.
 #[test]
 fn elimination_on_gpu_equals_exhaustive() {
     let shape = TINY;
@@ -232,7 +236,12 @@ fn elimination_on_gpu_equals_exhaustive() {
         order_e, order_x,
         "removal order with and without elimination"
     );
-    assert_eq!(scores_e, scores_x, "scores with and without elimination");
+    for (e, x) in scores_e.iter().zip(&scores_x) {
+        assert!(
+            (e - x).abs() <= 1e-6 * x.abs().max(1e-12),
+            "scores with and without elimination: {scores_e:?} vs {scores_x:?}"
+        );
+    }
 }
 
 #[test]

@@ -91,6 +91,35 @@ pub enum Error {
         /// The library's message.
         detail: String,
     },
+    /// A kernel launch would exceed one of CUDA's limits (grid or block size, shared memory); the
+    /// call is refused before anything is launched.
+    #[error("{op}: {what} {value} exceeds the CUDA limit of {limit}")]
+    LaunchLimit {
+        /// Operation name.
+        op: &'static str,
+        /// Which limit (e.g. `grid z (blocks)`: the sequences of an attention call).
+        what: &'static str,
+        /// The value the call needs.
+        value: usize,
+        /// CUDA's limit.
+        limit: usize,
+    },
+    /// The card has no memory left for an allocation.
+    #[error(
+        "{op}: out of memory on {device} allocating {bytes} bytes ({elems} elements): {detail}"
+    )]
+    OutOfMemory {
+        /// Operation name.
+        op: &'static str,
+        /// The card (`cuda:0`).
+        device: String,
+        /// Size of the allocation that failed.
+        bytes: usize,
+        /// Elements of the allocation.
+        elems: usize,
+        /// The driver's message.
+        detail: String,
+    },
     /// Host access (a slice) to a tensor that lives on a device.
     #[error(
         "{op}: the tensor is on {device}; copy it to the host first (`to_device(&Device::Cpu)`)"

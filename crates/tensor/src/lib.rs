@@ -80,6 +80,9 @@ mod cuda;
 #[cfg(not(feature = "cuda"))]
 #[path = "cuda_stub.rs"]
 mod cuda;
+#[cfg(test)]
+mod cuda_emu;
+mod cuda_plan;
 mod device;
 mod divergence;
 mod dtype;
@@ -110,7 +113,16 @@ pub use widen::{Matrix, WidenRows};
 /// tools: compiling needs NVRTC, not a GPU.
 #[cfg(feature = "cuda")]
 pub mod cuda_kernels {
-    pub use crate::cuda::{kernel_names, KERNELS_CU};
+    pub use crate::cuda::{
+        compile_cubin, kernel_names, nvrtc_version, parse_ptxas_info, Cubin, KernelResources,
+        KERNELS_CU,
+    };
+
+    /// Dynamic shared memory the backend gives one attention block at most (bytes): its key and
+    /// value tiles.
+    pub const ATTENTION_TILE_BYTES: usize = crate::cuda_plan::ATT_TILE_BYTES;
+    /// Shared memory a block may use without opting in (bytes), the limit every kernel must fit.
+    pub const MAX_SHARED_BYTES: u32 = crate::cuda_plan::MAX_SHARED_BYTES;
 
     /// The PTX of every kernel for virtual architecture `compute_{compute}` (e.g. 80, 90), or
     /// NVRTC's log when a kernel does not compile (or why NVRTC cannot be loaded).

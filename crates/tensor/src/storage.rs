@@ -94,6 +94,17 @@ impl Storage {
         dispatch!(self, s, s.to_vec_f32(), s.to_vec_f32())
     }
 
+    /// A copy in new memory (a device copy for CUDA storage, which can fail); mapped host data
+    /// stays shared.
+    pub(crate) fn try_clone(&self) -> Result<Storage> {
+        dispatch!(
+            self,
+            s,
+            Ok(Storage::Cpu(s.clone())),
+            Ok(Storage::Cuda(s.try_clone()?))
+        )
+    }
+
     pub(crate) fn to_dtype(&self, dtype: DType) -> Result<Storage> {
         dispatch!(
             self,

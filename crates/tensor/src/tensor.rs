@@ -251,6 +251,16 @@ impl Tensor {
         self.storage.to_vec_f32()
     }
 
+    /// A copy of this tensor in new memory. `clone` shares a CUDA tensor's device buffer (the first
+    /// write to a shared buffer copies it); this copies at once, and a full card is an
+    /// [`crate::Error::OutOfMemory`] rather than a panic.
+    pub fn try_clone(&self) -> Result<Tensor> {
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage: self.storage.try_clone()?,
+        })
+    }
+
     /// This tensor converted to `dtype` (a clone when it already has it; `f32` to 16-bit rounds to
     /// nearest even).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {

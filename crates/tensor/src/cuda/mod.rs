@@ -9,6 +9,19 @@
 //! one stream, the cuBLAS handle and the compiled kernels live in a process-wide table, and every
 //! storage holds an `Arc` of them. All work goes to that one stream, in order.
 //!
+//! Launch geometry and cuBLAS arguments come from `cuda_plan` (plain functions, tested without a
+//! GPU): a call beyond CUDA's grid limits is an [`Error::LaunchLimit`], not a failed launch. Device
+//! buffers are shared between clones of a tensor and copied (fallibly) before the first write to a
+//! shared one, so cloning never allocates; a failed allocation is an [`Error::OutOfMemory`] naming
+//! the operation and the size.
+//!
+//! Kernels are compiled by NVRTC to a cubin for the card's own architecture (`sm_XY`), so the driver
+//! never JIT-compiles PTX and an NVRTC newer than the driver still loads; only for an architecture
+//! this NVRTC does not know is PTX loaded, and a driver too old for it is named in the error.
+//! Kernel launches are asynchronous: a fault shows at the next synchronising call. With
+//! `FINERCUT_CUDA_DEBUG=1` or `CUDA_LAUNCH_BLOCKING=1`, every launch and GEMM is followed by a
+//! synchronisation, and a fault is reported against the kernel that caused it, with its grid.
+//!
 //! Numerics: `f32` GEMMs use `CUBLAS_COMPUTE_32F` with the default math mode (no TF32), so results
 //! match the CPU to float rounding. `bf16` storages (weights in `--precision bf16`) multiply through
 //! `cublasGemmEx` with `bf16` inputs and `f32` accumulation and output; activations, norms and
@@ -16,7 +29,7 @@
 
 mod kernels;
 
-use crate::backend::{AttnDims, BLayout, BackendStorage, GemmSpec, RopeTables};
+use crate::backend::{AttnDims, BackendStorage, GemmSpec, RopeTables};
 use crate::cpu::storage::CpuStorage;
 use crate::dtype::HalfKind;
 use crate::ops::{Activation, NormWeight};
@@ -24,19 +37,21 @@ use crate::{DType, Device, Error, Result};
 use cudarc::cublas::sys as blas_sys;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-    DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    DeviceRepr, DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
+use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use kernels::{compile_ptx, kernel_names, KERNELS_CU};
+use crate::cuda_plan::{self, GemmArgs, Geometry, Trans};
+pub use kernels::{
+    compile_cubin, compile_ptx, kernel_names, nvrtc_version, parse_ptxas_info, Cubin,
+    KernelResources, KERNELS_CU,
+};
 
 /// Whether the CUDA backend is compiled in.
 pub(crate) const COMPILED: bool = true;
-
-/// Threads per block of the row-wise and elementwise kernels.
-const THREADS: u32 = 256;
 
 /// A CUDA card, by ordinal. Its context, stream, cuBLAS handle and kernels are created by
 /// [`crate::Device::cuda`] and live as long as the process.
@@ -72,14 +87,11 @@ impl CudaDevice {
     /// `len` zeros (`f32`) on the card.
     pub(crate) fn zeros(&self, len: usize) -> Result<CudaStorage> {
         let be = self.backend()?;
-        let data = be
-            .stream
-            .alloc_zeros::<f32>(len.max(1))
-            .map_err(|e| driver_err("alloc", e))?;
+        let data = alloc::<f32>(&be, "zeros", len)?;
         Ok(CudaStorage {
             be,
             len,
-            data: Data::F32(data),
+            data: Data::F32(Arc::new(data)),
         })
     }
 
@@ -90,11 +102,11 @@ impl CudaDevice {
             c => {
                 let be = self.backend()?;
                 let values = c.as_f32("to_device")?;
-                let data = htod(&be.stream, "to_device", values)?;
+                let data = htod(&be, "to_device", values)?;
                 Ok(CudaStorage {
                     be,
                     len: values.len(),
-                    data: Data::F32(data),
+                    data: Data::F32(Arc::new(data)),
                 })
             }
         }
@@ -105,11 +117,11 @@ impl CudaDevice {
         let be = self.backend()?;
         match kind {
             HalfKind::Bf16 => {
-                let data = htod(&be.stream, "to_device", bits)?;
+                let data = htod(&be, "to_device", bits)?;
                 Ok(CudaStorage {
                     be,
                     len: bits.len(),
-                    data: Data::Bf16(data),
+                    data: Data::Bf16(Arc::new(data)),
                 })
             }
             HalfKind::F16 => {
@@ -129,16 +141,50 @@ impl std::fmt::Display for CudaDevice {
 
 /// A copy of `v` on the card; empty data becomes one unused zero (`cudarc` allocates no empty slices).
 fn htod<T: DeviceRepr + ValidAsZeroBits>(
-    stream: &Arc<CudaStream>,
+    be: &Backend,
     op: &'static str,
     v: &[T],
 ) -> Result<CudaSlice<T>> {
-    let r = if v.is_empty() {
-        stream.alloc_zeros::<T>(1)
+    if v.is_empty() {
+        return alloc::<T>(be, op, 0);
+    }
+    be.stream
+        .clone_htod(v)
+        .map_err(|e| alloc_err::<T>(be.device, op, v.len(), e))
+}
+
+/// `len` zeros of `T` on the card (one when `len` is 0).
+fn alloc<T: DeviceRepr + ValidAsZeroBits>(
+    be: &Backend,
+    op: &'static str,
+    len: usize,
+) -> Result<CudaSlice<T>> {
+    be.stream
+        .alloc_zeros::<T>(len.max(1))
+        .map_err(|e| alloc_err::<T>(be.device, op, len, e))
+}
+
+/// The error of `op` allocating `elems` values of `T`: [`Error::OutOfMemory`] when the card is
+/// full, else the driver's error with the size.
+fn alloc_err<T>(device: CudaDevice, op: &'static str, elems: usize, e: DriverError) -> Error {
+    let bytes = elems.max(1).saturating_mul(std::mem::size_of::<T>());
+    if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        Error::OutOfMemory {
+            op,
+            device: device.to_string(),
+            bytes,
+            elems,
+            detail: driver_text(e),
+        }
     } else {
-        stream.clone_htod(v)
-    };
-    r.map_err(|e| driver_err(op, e))
+        Error::Cuda {
+            op,
+            detail: format!(
+                "allocating {elems} elements ({bytes} bytes) on {device}: {}",
+                describe(e)
+            ),
+        }
+    }
 }
 
 /// What one card holds for the process.
@@ -172,11 +218,77 @@ fn cards() -> &'static Mutex<HashMap<usize, Arc<Backend>>> {
     CARDS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn driver_err(op: &'static str, e: cudarc::driver::DriverError) -> Error {
+fn driver_err(op: &'static str, e: DriverError) -> Error {
     Error::Cuda {
         op,
-        detail: e.to_string(),
+        detail: describe(e),
     }
+}
+
+/// The driver's name and message of `e` (the message needs the driver, so without one only the
+/// name).
+fn driver_text(e: DriverError) -> String {
+    // SAFETY: only tries to load the library.
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        format!("{:?}: {e}", e.0)
+    } else {
+        format!("{:?}", e.0)
+    }
+}
+
+/// The driver's message; for a fault that an earlier asynchronous launch may have caused, also how
+/// to find that launch.
+fn describe(e: DriverError) -> String {
+    use cudarc::driver::sys::CUresult as R;
+    let sticky = matches!(
+        e.0,
+        R::CUDA_ERROR_ILLEGAL_ADDRESS
+            | R::CUDA_ERROR_LAUNCH_FAILED
+            | R::CUDA_ERROR_MISALIGNED_ADDRESS
+            | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
+            | R::CUDA_ERROR_HARDWARE_STACK_ERROR
+            | R::CUDA_ERROR_INVALID_PC
+            | R::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
+    );
+    if sticky && !debug_launches() {
+        format!(
+            "{} (kernels run asynchronously, so an earlier launch may have caused this: rerun \
+             with FINERCUT_CUDA_DEBUG=1 or CUDA_LAUNCH_BLOCKING=1 to name the kernel)",
+            driver_text(e)
+        )
+    } else {
+        driver_text(e)
+    }
+}
+
+/// Whether every launch is followed by a synchronisation that reports a fault against its kernel
+/// (`FINERCUT_CUDA_DEBUG=1` or `CUDA_LAUNCH_BLOCKING=1`, read once).
+fn debug_launches() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| {
+        ["FINERCUT_CUDA_DEBUG", "CUDA_LAUNCH_BLOCKING"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|x| x.trim() == "1"))
+    })
+}
+
+/// In debug mode, waits for the work just queued by `what` and reports a fault against it.
+fn debug_sync(be: &Backend, what: &str, op: &'static str) -> Result<()> {
+    if !debug_launches() {
+        return Ok(());
+    }
+    be.stream.synchronize().map_err(|e| Error::Cuda {
+        op,
+        detail: format!("{what} faulted: {}", driver_text(e)),
+    })
+}
+
+/// The driver's CUDA version, `(major, minor)`.
+fn driver_version() -> Option<(i32, i32)> {
+    let mut v = 0;
+    // SAFETY: the driver is loaded (checked by the caller); the pointer is to a live integer.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some((v / 1000, (v % 1000) / 10))
 }
 
 fn blas_err(op: &'static str, status: blas_sys::cublasStatus_t) -> Result<()> {
@@ -242,13 +354,7 @@ pub(crate) fn open(ordinal: usize) -> Result<CudaDevice> {
         .compute_capability()
         .map_err(|e| driver_err("Device::cuda", e))?;
     let stream = ctx.default_stream();
-    let ptx = compile_ptx(KERNELS_CU, major * 10 + minor, &[]).map_err(|detail| Error::Cuda {
-        op: "Device::cuda (NVRTC)",
-        detail,
-    })?;
-    let module = ctx
-        .load_module(ptx)
-        .map_err(|e| driver_err("Device::cuda (loading kernels)", e))?;
+    let module = load_kernels(&ctx, major * 10 + minor)?;
     let mut functions = HashMap::new();
     for &name in kernel_names() {
         let f = module
@@ -284,6 +390,57 @@ pub(crate) fn open(ordinal: usize) -> Result<CudaDevice> {
     Ok(device)
 }
 
+/// The kernels for a card of compute capability `cc` (e.g. 90): a cubin for `sm_{cc}`, or, where
+/// this NVRTC does not know the architecture, PTX for the newest one it knows (JIT-compiled by the
+/// driver, which must then be at least as new as NVRTC: a driver too old is named).
+fn load_kernels(ctx: &Arc<CudaContext>, cc: i32) -> Result<Arc<CudaModule>> {
+    let op = "Device::cuda (kernels)";
+    let versions = || {
+        let nvrtc = nvrtc_version().map_or("unknown".to_string(), |(a, b)| format!("{a}.{b}"));
+        let driver = driver_version().map_or("unknown".to_string(), |(a, b)| format!("{a}.{b}"));
+        format!(
+            "NVRTC {nvrtc}, driver CUDA {driver}, compute capability {}.{}",
+            cc / 10,
+            cc % 10
+        )
+    };
+    match compile_cubin(KERNELS_CU, cc, &[], &[]) {
+        Ok(cubin) => ctx
+            .load_module(Ptx::from_binary(cubin.image))
+            .map_err(|e| Error::Cuda {
+                op,
+                detail: format!(
+                    "loading the sm_{cc} cubin ({}): {}",
+                    versions(),
+                    driver_text(e)
+                ),
+            }),
+        Err(cubin_err) => {
+            let ptx = compile_ptx(KERNELS_CU, cc, &[]).map_err(|detail| Error::Cuda {
+                op,
+                detail: format!("NVRTC ({}): {detail}", versions()),
+            })?;
+            ctx.load_module(ptx).map_err(|e| {
+                let why =
+                    if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+                        "the driver is older than NVRTC and cannot JIT-compile its PTX: update the \
+                     NVIDIA driver, or use an NVRTC no newer than the driver"
+                    } else {
+                        "the driver cannot load the PTX"
+                    };
+                Error::Cuda {
+                    op,
+                    detail: format!(
+                        "{why} ({}; no cubin for sm_{cc}: {cubin_err}): {}",
+                        versions(),
+                        driver_text(e)
+                    ),
+                }
+            })
+        }
+    }
+}
+
 impl Backend {
     fn func(&self, name: &'static str) -> Result<&CudaFunction> {
         self.functions.get(name).ok_or(Error::Cuda {
@@ -293,14 +450,17 @@ impl Backend {
     }
 }
 
-/// Data of a storage on the card.
+/// Data of a storage on the card, shared between clones (copy on write: see
+/// [`CudaStorage::f32_mut`]).
 #[derive(Clone)]
 enum Data {
-    F32(CudaSlice<f32>),
-    Bf16(CudaSlice<u16>),
+    F32(Arc<CudaSlice<f32>>),
+    Bf16(Arc<CudaSlice<u16>>),
 }
 
-/// Device memory of a CUDA tensor (contiguous, `f32` or `bf16`).
+/// Device memory of a CUDA tensor (contiguous, `f32` or `bf16`). Cloning shares the buffer; the
+/// first write to a shared buffer copies it ([`CudaStorage::try_clone`]), so no clone allocates
+/// behind the caller's back or can fail.
 #[derive(Clone)]
 pub struct CudaStorage {
     be: Arc<Backend>,
@@ -320,52 +480,45 @@ impl std::fmt::Debug for CudaStorage {
 macro_rules! launch {
     ($be:expr, $name:literal, $cfg:expr, $($arg:expr),* $(,)?) => {{
         let be: &Backend = $be;
+        let geometry: Geometry = $cfg;
         let f = be.func($name)?;
         let mut b = be.stream.launch_builder(f);
         $( b.arg($arg); )*
         // SAFETY: the arguments match the kernel's parameter list in kernels.cu in number, order and
         // type, and the callers checked that every buffer covers the indices the grid touches.
-        unsafe { b.launch($cfg) }
+        unsafe { b.launch(launch_config(geometry)) }
             .map(|_| ())
-            .map_err(|e| driver_err($name, e))
+            .map_err(|e| driver_err($name, e))?;
+        debug_sync(
+            be,
+            &format!("kernel {} (grid {:?}, block {:?})", $name, geometry.grid, geometry.block),
+            $name,
+        )
     }};
 }
 
-/// A grid-stride launch over `n` elements.
-fn elementwise(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(THREADS as usize).clamp(1, 65_535 * 8) as u32;
+fn launch_config(g: Geometry) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
+        grid_dim: g.grid,
+        block_dim: g.block,
+        shared_mem_bytes: g.shared_bytes,
     }
 }
 
-/// One block per row.
-fn per_row(rows: usize) -> Result<LaunchConfig> {
-    let rows = u32::try_from(rows).map_err(|_| Error::TooLarge {
-        op: "cuda kernel",
-        dim: rows,
-    })?;
-    Ok(LaunchConfig {
-        grid_dim: (rows, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    })
+use cuda_plan::elementwise;
+
+fn per_row(op: &'static str, rows: usize) -> Result<Geometry> {
+    cuda_plan::per_row(op, rows)
 }
 
 fn u32_of(op: &'static str, x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::TooLarge { op, dim: x })
 }
 
-fn i32_of(op: &'static str, x: usize) -> Result<i32> {
-    i32::try_from(x).map_err(|_| Error::TooLarge { op, dim: x })
-}
-
 impl CudaStorage {
     fn f32(&self, op: &'static str) -> Result<&CudaSlice<f32>> {
         match &self.data {
-            Data::F32(s) => Ok(s),
+            Data::F32(s) => Ok(s.as_ref()),
             Data::Bf16(_) => Err(Error::DType {
                 op,
                 expected: DType::F32,
@@ -374,15 +527,59 @@ impl CudaStorage {
         }
     }
 
+    /// The `f32` buffer for writing: a buffer shared with a clone is first copied (copy on write),
+    /// so the clone keeps its values.
     fn f32_mut(&mut self, op: &'static str) -> Result<&mut CudaSlice<f32>> {
+        let be = self.be.clone();
+        let len = self.len;
         match &mut self.data {
-            Data::F32(s) => Ok(s),
+            Data::F32(s) => {
+                if Arc::get_mut(s).is_none() {
+                    let mut copy = alloc::<f32>(&be, op, len)?;
+                    be.stream
+                        .memcpy_dtod(s.as_ref(), &mut copy)
+                        .map_err(|e| driver_err(op, e))?;
+                    *s = Arc::new(copy);
+                }
+                Arc::get_mut(s).ok_or(Error::Cuda {
+                    op,
+                    detail: "a device buffer is shared while being written".into(),
+                })
+            }
             Data::Bf16(_) => Err(Error::DType {
                 op,
                 expected: DType::F32,
                 got: DType::BF16,
             }),
         }
+    }
+
+    /// A copy of this storage in a new device buffer (fallible, unlike a device copy in `Clone`).
+    pub(crate) fn try_clone(&self) -> Result<CudaStorage> {
+        let op = "try_clone";
+        let data = match &self.data {
+            Data::F32(s) => {
+                let mut copy = alloc::<f32>(&self.be, op, self.len)?;
+                self.be
+                    .stream
+                    .memcpy_dtod(s.as_ref(), &mut copy)
+                    .map_err(|e| driver_err(op, e))?;
+                Data::F32(Arc::new(copy))
+            }
+            Data::Bf16(s) => {
+                let mut copy = alloc::<u16>(&self.be, op, self.len)?;
+                self.be
+                    .stream
+                    .memcpy_dtod(s.as_ref(), &mut copy)
+                    .map_err(|e| driver_err(op, e))?;
+                Data::Bf16(Arc::new(copy))
+            }
+        };
+        Ok(CudaStorage {
+            be: self.be.clone(),
+            len: self.len,
+            data,
+        })
     }
 
     /// Checks that `other` lives on the same card.
@@ -399,15 +596,11 @@ impl CudaStorage {
     }
 
     fn new_f32(&self, op: &'static str, len: usize) -> Result<CudaStorage> {
-        let data = self
-            .be
-            .stream
-            .alloc_zeros::<f32>(len.max(1))
-            .map_err(|e| driver_err(op, e))?;
+        let data = alloc::<f32>(&self.be, op, len)?;
         Ok(CudaStorage {
             be: self.be.clone(),
             len,
-            data: Data::F32(data),
+            data: Data::F32(Arc::new(data)),
         })
     }
 
@@ -419,7 +612,7 @@ impl CudaStorage {
                 let mut v = self
                     .be
                     .stream
-                    .clone_dtoh(s)
+                    .clone_dtoh(s.as_ref())
                     .map_err(|e| driver_err(op, e))?;
                 v.truncate(self.len);
                 CpuStorage::F32(v)
@@ -428,7 +621,7 @@ impl CudaStorage {
                 let mut bits = self
                     .be
                     .stream
-                    .clone_dtoh(s)
+                    .clone_dtoh(s.as_ref())
                     .map_err(|e| driver_err(op, e))?;
                 bits.truncate(self.len);
                 CpuStorage::Half {
@@ -439,26 +632,22 @@ impl CudaStorage {
         })
     }
 
-    /// This storage's values converted to `bf16` in a new buffer.
-    fn to_bf16_slice(&self, op: &'static str) -> Result<CudaSlice<u16>> {
+    /// This storage's values as `bf16`: the buffer itself when it is `bf16`, else a new one.
+    fn to_bf16_slice(&self, op: &'static str) -> Result<Arc<CudaSlice<u16>>> {
         match &self.data {
             Data::Bf16(s) => Ok(s.clone()),
             Data::F32(s) => {
-                let mut out = self
-                    .be
-                    .stream
-                    .alloc_zeros::<u16>(self.len.max(1))
-                    .map_err(|e| driver_err(op, e))?;
+                let mut out = alloc::<u16>(&self.be, op, self.len)?;
                 let n = self.len as u64;
                 launch!(
                     &self.be,
                     "f32_to_bf16",
                     elementwise(self.len),
-                    s,
+                    s.as_ref(),
                     &mut out,
                     &n
                 )?;
-                Ok(out)
+                Ok(Arc::new(out))
             }
         }
     }
@@ -480,17 +669,15 @@ impl CudaStorage {
             return Ok(Vec::new());
         }
         let stream = &self.be.stream;
-        let lse = htod(stream, op, &meta.lse)?;
-        let norm = htod(stream, op, &meta.norm)?;
-        let targets = htod(stream, op, &meta.targets)?;
-        let mut out = stream
-            .alloc_zeros::<f64>(rows)
-            .map_err(|e| driver_err(op, e))?;
+        let lse = htod(&self.be, op, &meta.lse)?;
+        let norm = htod(&self.be, op, &meta.norm)?;
+        let targets = htod(&self.be, op, &meta.targets)?;
+        let mut out = alloc::<f64>(&self.be, op, rows)?;
         let (v, r0) = (u32_of(op, vocab)?, u32_of(op, dense_row0)?);
         launch!(
             &self.be,
             "divergence_rows",
-            per_row(rows)?,
+            per_row(op, rows)?,
             dense.f32(op)?,
             &lse,
             &norm,
@@ -538,7 +725,14 @@ impl BackendStorage for CudaStorage {
                 let mut out = self.new_f32(op, self.len)?;
                 let n = self.len as u64;
                 let dst = out.f32_mut(op)?;
-                launch!(&self.be, "bf16_to_f32", elementwise(self.len), s, dst, &n)?;
+                launch!(
+                    &self.be,
+                    "bf16_to_f32",
+                    elementwise(self.len),
+                    s.as_ref(),
+                    dst,
+                    &n
+                )?;
                 Ok(out)
             }
             (_, DType::F16) => Err(Error::DType {
@@ -640,7 +834,7 @@ impl BackendStorage for CudaStorage {
         let be = self.be.clone();
         let (rows, c) = (self.len / cols, u32_of(op, cols)?);
         let x = self.f32_mut(op)?;
-        launch!(&be, "log_softmax_rows_f32", per_row(rows)?, x, &c)
+        launch!(&be, "log_softmax_rows_f32", per_row(op, rows)?, x, &c)
     }
 
     fn gemm(&self, b: &Self, spec: GemmSpec, out: &mut Self) -> Result<()> {
@@ -661,14 +855,12 @@ impl BackendStorage for CudaStorage {
                 .map_err(|e| driver_err(op, e));
         }
         // Row-major C = A·op(B) is column-major Cᵀ = op(B)ᵀ·Aᵀ: cuBLAS gets (B, A) with m and n
-        // swapped. B [n,k] row-major (NxK) is column-major k×n: transposed; B [k,n] (KxN) is n×k.
-        let (transa, lda) = match spec.b_layout {
-            BLayout::NxK => (blas_sys::cublasOperation_t::CUBLAS_OP_T, k),
-            BLayout::KxN => (blas_sys::cublasOperation_t::CUBLAS_OP_N, n),
+        // swapped (`GemmArgs`, whose arguments a test runs through a column-major GEMM).
+        let g = GemmArgs::new(op, spec)?;
+        let trans = |t: Trans| match t {
+            Trans::N => blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            Trans::T => blas_sys::cublasOperation_t::CUBLAS_OP_T,
         };
-        let transb = blas_sys::cublasOperation_t::CUBLAS_OP_N;
-        let (mi, ni, ki) = (i32_of(op, n)?, i32_of(op, m)?, i32_of(op, k)?);
-        let (lda, ldb, ldc) = (i32_of(op, lda)?, i32_of(op, k)?, i32_of(op, n)?);
         let (alpha, beta) = (1f32, 0f32);
         let stream = self.be.stream.clone();
         // bf16 weights: the activations are rounded to bf16 too (inputs of GemmEx must share a
@@ -714,27 +906,33 @@ impl BackendStorage for CudaStorage {
         let status = unsafe {
             blas_sys::cublasGemmEx(
                 blas.0,
-                transa,
-                transb,
-                mi,
-                ni,
-                ki,
+                trans(g.transa),
+                trans(g.transb),
+                g.m,
+                g.n,
+                g.k,
                 (&alpha as *const f32).cast::<c_void>(),
                 b_ptr as *const c_void,
                 dtype,
-                lda,
+                g.lda,
                 a_ptr as *const c_void,
                 dtype,
-                ldb,
+                g.ldb,
                 (&beta as *const f32).cast::<c_void>(),
                 c_ptr as *mut c_void,
                 c_type,
-                ldc,
+                g.ldc,
                 compute,
                 algo,
             )
         };
-        blas_err("cublasGemmEx", status)
+        blas_err("cublasGemmEx", status)?;
+        drop(blas);
+        debug_sync(
+            &self.be,
+            &format!("cublasGemmEx (m {m}, n {n}, k {k}, {:?})", spec.b_layout),
+            op,
+        )
     }
 
     fn rms_norm(
@@ -765,7 +963,7 @@ impl BackendStorage for CudaStorage {
         launch!(
             &be,
             "rms_norm_f32",
-            per_row(n)?,
+            per_row(op, n)?,
             &x,
             w,
             &mut o,
@@ -781,17 +979,29 @@ impl BackendStorage for CudaStorage {
         if ids.is_empty() || d == 0 {
             return Ok(out);
         }
-        let ids_dev = self
-            .be
-            .stream
-            .clone_htod(ids)
-            .map_err(|e| driver_err(op, e))?;
+        let ids_dev = htod(&self.be, op, ids)?;
         let dd = u32_of(op, d)?;
-        let cfg = per_row(ids.len())?;
+        let cfg = per_row(op, ids.len())?;
         let dst = out.f32_mut(op)?;
         match &self.data {
-            Data::F32(t) => launch!(&self.be, "embedding_f32", cfg, t, &ids_dev, dst, &dd)?,
-            Data::Bf16(t) => launch!(&self.be, "embedding_bf16", cfg, t, &ids_dev, dst, &dd)?,
+            Data::F32(t) => launch!(
+                &self.be,
+                "embedding_f32",
+                cfg,
+                t.as_ref(),
+                &ids_dev,
+                dst,
+                &dd
+            )?,
+            Data::Bf16(t) => launch!(
+                &self.be,
+                "embedding_bf16",
+                cfg,
+                t.as_ref(),
+                &ids_dev,
+                dst,
+                &dd
+            )?,
         }
         Ok(out)
     }
@@ -824,21 +1034,9 @@ impl BackendStorage for CudaStorage {
             sorted.sort_unstable();
             sorted.windows(2).all(|w| w[0] != w[1])
         };
-        let per = if distinct {
-            n.div_ceil(65_535).max(1)
-        } else {
-            n
-        };
-        let cfg = LaunchConfig {
-            grid_dim: (c.div_ceil(THREADS), n.div_ceil(per), 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let rows_dev = be.stream.clone_htod(rows).map_err(|e| driver_err(op, e))?;
-        let scales_dev = be
-            .stream
-            .clone_htod(scales)
-            .map_err(|e| driver_err(op, e))?;
+        let (cfg, per) = cuda_plan::add_scaled_rows(op, rows.len(), cols, distinct)?;
+        let rows_dev = htod(&be, op, rows)?;
+        let scales_dev = htod(&be, op, scales)?;
         let y = src.f32(op)?;
         let x = self.f32_mut(op)?;
         launch!(
@@ -862,18 +1060,14 @@ impl BackendStorage for CudaStorage {
             return Ok(());
         }
         let be = self.be.clone();
-        let up = |v: &[f32]| be.stream.clone_htod(v).map_err(|e| driver_err(op, e));
-        let (cos, sin) = (up(tables.cos)?, up(tables.sin)?);
-        let index = be
-            .stream
-            .clone_htod(tables.index)
-            .map_err(|e| driver_err(op, e))?;
+        let (cos, sin) = (htod(&be, op, tables.cos)?, htod(&be, op, tables.sin)?);
+        let index = htod(&be, op, tables.index)?;
         let (c, half) = (u32_of(op, cols)?, u32_of(op, tables.half)?);
         let x = self.f32_mut(op)?;
         launch!(
             &be,
             "rope_f32",
-            per_row(rows)?,
+            per_row(op, rows)?,
             x,
             &cos,
             &sin,
@@ -895,12 +1089,6 @@ impl BackendStorage for CudaStorage {
         self.same_card(op, k)?;
         self.same_card(op, v)?;
         let hd = dims.head_dim;
-        if hd > 256 {
-            return Err(Error::Invalid {
-                op,
-                detail: format!("head_dim {hd} above the CUDA kernel's limit of 256"),
-            });
-        }
         let mut out = self.new_f32(op, self.len)?;
         let max_len = seq_lens.iter().copied().max().unwrap_or(0);
         if max_len == 0 || seq_lens.is_empty() {
@@ -916,12 +1104,10 @@ impl BackendStorage for CudaStorage {
             .iter()
             .map(|&l| u32_of(op, l))
             .collect::<Result<_>>()?;
+        let (cfg, bk) = cuda_plan::attention(op, max_len, dims.heads, seq_lens.len(), hd)?;
         let be = self.be.clone();
-        let starts = be
-            .stream
-            .clone_htod(&starts)
-            .map_err(|e| driver_err(op, e))?;
-        let lens = be.stream.clone_htod(&lens).map_err(|e| driver_err(op, e))?;
+        let starts = htod(&be, op, &starts)?;
+        let lens = htod(&be, op, &lens)?;
         let (pk, pv, plen) = match prefix {
             Some((pk, pv, plen)) => {
                 self.same_card(op, pk)?;
@@ -929,17 +1115,6 @@ impl BackendStorage for CudaStorage {
                 (pk.f32(op)?, pv.f32(op)?, plen)
             }
             None => (k.f32(op)?, v.f32(op)?, 0),
-        };
-        // Key tile rows: shared memory of 2·bk·hd floats stays within 32 KiB.
-        let bk = (4096 / hd).clamp(1, 32);
-        let cfg = LaunchConfig {
-            grid_dim: (
-                u32_of(op, max_len.div_ceil(ATT_BQ))?,
-                u32_of(op, dims.heads)?,
-                u32_of(op, seq_lens.len())?,
-            ),
-            block_dim: (32 * ATT_WARPS, 1, 1),
-            shared_mem_bytes: u32_of(op, 2 * bk * hd * 4)?,
         };
         let plen = u32_of(op, plen)?;
         let (heads, kvh, hdu) = (
@@ -949,7 +1124,6 @@ impl BackendStorage for CudaStorage {
         );
         let window = u32_of(op, dims.window.unwrap_or(0))?;
         let softcap = dims.softcap.unwrap_or(0.0);
-        let bk = bk as u32;
         let dst = out.f32_mut(op)?;
         launch!(
             &be,
@@ -976,6 +1150,48 @@ impl BackendStorage for CudaStorage {
     }
 }
 
-/// Query rows per attention block and warps per block (as `ATT_BQ`, `ATT_WARPS` in kernels.cu).
-const ATT_BQ: usize = 16;
-const ATT_WARPS: u32 = 4;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cudarc::driver::sys::CUresult;
+
+    #[test]
+    fn a_full_card_is_a_typed_error_naming_the_operation_and_size() {
+        let dev = CudaDevice { ordinal: 1 };
+        let e = alloc_err::<f32>(
+            dev,
+            "matmul",
+            1 << 20,
+            DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+        );
+        assert!(
+            matches!(
+                &e,
+                Error::OutOfMemory { op: "matmul", device, bytes: 4_194_304, elems: 1_048_576, .. }
+                    if device == "cuda:1"
+            ),
+            "{e}"
+        );
+        let e = alloc_err::<u16>(
+            dev,
+            "to_device",
+            3,
+            DriverError(CUresult::CUDA_ERROR_INVALID_VALUE),
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("to_device") && text.contains("3 elements (6 bytes)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_asynchronous_fault_says_how_to_find_its_kernel() {
+        let text = describe(DriverError(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS));
+        if !debug_launches() {
+            assert!(text.contains("CUDA_LAUNCH_BLOCKING=1"), "{text}");
+        }
+        let other = describe(DriverError(CUresult::CUDA_ERROR_INVALID_VALUE));
+        assert!(!other.contains("CUDA_LAUNCH_BLOCKING"), "{other}");
+    }
+}
