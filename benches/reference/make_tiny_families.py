@@ -11,8 +11,15 @@ Face directory (config.json + model.safetensors, float32) and computes with the 
   `self_attn` or `mlp`, for Mixtral the whole sparse mixture), each step's score and the gap to the
   runner-up, and the transformers/torch versions.
 
-Run with the reference venv: `/path/to/venv/bin/python benches/reference/make_tiny_families.py OUT_DIR`
-(the committed files are in `data/golden/tiny/`). Deterministic: same versions, same files.
+Families added later come after these, so every family keeps its seed: Gemma 2 (attention and
+final logit soft-capping, sliding windows on every other layer, sandwich norms without QK-norm) and
+OLMo 2 (RMSNorms after each branch and none before, QK-norm over the whole q and k projections)
+and Qwen3-MoE (4 experts, 2 per token, weights not renormalised: `norm_topk_prob` false).
+
+Run with the reference venv:
+`/path/to/venv/bin/python benches/reference/make_tiny_families.py OUT_DIR [FAMILY ...]`
+(all families, or the ones named; the committed files are in `data/golden/tiny/`).
+Deterministic: same versions, same files.
 """
 
 from __future__ import annotations
@@ -48,10 +55,13 @@ COMMON = dict(
 
 def families() -> dict[str, tuple[type, dict]]:
     from transformers import (
+        Gemma2Config,
         Gemma3TextConfig,
         LlamaConfig,
         MistralConfig,
         MixtralConfig,
+        Olmo2Config,
+        Qwen3MoeConfig,
         Qwen2Config,
         Qwen3Config,
     )
@@ -141,6 +151,48 @@ def families() -> dict[str, tuple[type, dict]]:
                 rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
             ),
         ),
+        "gemma2": (
+            Gemma2Config,
+            dict(
+                COMMON,
+                intermediate_size=64,
+                head_dim=16,
+                rms_norm_eps=1e-6,
+                sliding_window=5,
+                # layer_types left to the default: sliding, full, sliding, full.
+                query_pre_attn_scalar=24,
+                final_logit_softcapping=12.0,
+                attn_logit_softcapping=4.0,
+                hidden_activation="gelu_pytorch_tanh",
+                tie_word_embeddings=True,
+                rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+            ),
+        ),
+        "olmo2": (
+            Olmo2Config,
+            dict(
+                COMMON,
+                intermediate_size=64,
+                rms_norm_eps=1e-6,
+                tie_word_embeddings=False,
+                rope_parameters=dict(rope_type="default", rope_theta=500000.0),
+            ),
+        ),
+        "qwen3_moe": (
+            Qwen3MoeConfig,
+            dict(
+                COMMON,
+                intermediate_size=64,
+                moe_intermediate_size=16,
+                num_experts=4,
+                num_experts_per_tok=2,
+                # Mixtral renormalises the chosen experts' weights; this tests the other way.
+                norm_topk_prob=False,
+                rms_norm_eps=1e-6,
+                tie_word_embeddings=False,
+                rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            ),
+        ),
     }
 
 
@@ -151,7 +203,7 @@ def randomise(model: torch.nn.Module, family: str, gen: torch.Generator) -> None
             noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
             if name.endswith("norm.weight"):
                 # Gemma norms compute x * (1 + w); the others x * w.
-                centre = 0.0 if family == "gemma3" else 1.0
+                centre = 0.0 if family.startswith("gemma") else 1.0
                 p.copy_(centre + 0.2 * noise)
             elif "embed_tokens" in name:
                 p.copy_(noise)
@@ -167,11 +219,14 @@ def randomise(model: torch.nn.Module, family: str, gen: torch.Generator) -> None
         for layer in model.model.layers:
             for branch, out in [(layer.self_attn, "o_proj"), (layer.mlp, "down_proj")]:
                 s = 0.2 + 1.6 * float(torch.rand(1, generator=gen))
-                if family == "gemma3":
+                if family.startswith("gemma"):
                     # The post-branch norm would undo a scaled projection: scale its (1 + w).
                     post = layer.post_attention_layernorm if out == "o_proj" else layer.post_feedforward_layernorm
                     post.weight.copy_(s * (1.0 + post.weight) - 1.0)
-                elif family == "mixtral" and out == "down_proj":
+                elif family == "olmo2":
+                    post = layer.post_attention_layernorm if out == "o_proj" else layer.post_feedforward_layernorm
+                    post.weight.mul_(s)
+                elif family in ("mixtral", "qwen3_moe") and out == "down_proj":
                     branch.experts.down_proj.mul_(s)
                 else:
                     getattr(branch, out).weight.mul_(s)
@@ -183,6 +238,23 @@ def hf_state_dict(model: torch.nn.Module, family: str) -> dict[str, torch.Tensor
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
+    if family == "qwen3_moe":
+        # Published Qwen3-MoE checkpoints: `mlp.experts.E.{gate,up,down}_proj.weight`.
+        out = {}
+        for k, v in sd.items():
+            if ".mlp.experts.gate_up_proj" in k:
+                prefix = k.split(".mlp.")[0] + ".mlp.experts"
+                ffn = v.shape[1] // 2
+                for e in range(v.shape[0]):
+                    out[f"{prefix}.{e}.gate_proj.weight"] = v[e, :ffn].contiguous()
+                    out[f"{prefix}.{e}.up_proj.weight"] = v[e, ffn:].contiguous()
+            elif ".mlp.experts.down_proj" in k:
+                prefix = k.split(".mlp.")[0] + ".mlp.experts"
+                for e in range(v.shape[0]):
+                    out[f"{prefix}.{e}.down_proj.weight"] = v[e].contiguous()
+            else:
+                out[k] = v
+        return out
     if family != "mixtral":
         return sd
     out = {}
@@ -275,16 +347,22 @@ def watch_router_margin(model: torch.nn.Module) -> list[float]:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(__doc__)
         return 2
-    out_dir = sys.argv[1]
+    out_dir, only = sys.argv[1], set(sys.argv[2:])
+    unknown = only - set(families())
+    if unknown:
+        print(f"unknown families {sorted(unknown)}; known: {sorted(families())}")
+        return 2
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     from transformers import AutoModelForCausalLM
 
     ids = torch.tensor(TOKENS, dtype=torch.long)
     for index, (family, (cls, kwargs)) in enumerate(families().items()):
+        if only and family not in only:
+            continue
         cfg = cls(**kwargs)
         torch.manual_seed(SEED + index)
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
@@ -298,7 +376,7 @@ def main() -> int:
         # Everything below is computed by the model transformers loads back from those files.
         model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
         model.eval()
-        gaps = watch_router_margin(model) if family == "mixtral" else []
+        gaps = watch_router_margin(model) if family in ("mixtral", "qwen3_moe") else []
         logits = logits_with(model, ids, []).astype(np.float32)
         np.save(os.path.join(d, "logits.npy"), logits)
         steps = greedy(model, ids)

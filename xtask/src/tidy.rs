@@ -481,3 +481,59 @@ fn cited_documents_are_in_the_repository() {
         missing.join("\n")
     );
 }
+
+/// Lines (1-based) of `text`, up to its `#[cfg(test)]` module, that name a variant of the family
+/// enum (`Architecture::Llama`, …): a `match` on the enum or a comparison with one family.
+fn family_enum_uses(text: &str) -> Vec<usize> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    code.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let line = line.trim_start();
+            !line.starts_with("//")
+                && line.match_indices("Architecture::").any(|(i, m)| {
+                    line[i + m.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_uppercase())
+                })
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// A family's knowledge lives in its module (`crates/format/src/family/`, see "Adding a family"
+/// in `docs/ARCHITECTURE.md`): no other library or binary code names a variant of the family
+/// enum, so nothing elsewhere matches on it or tests for one family. Other code asks the family
+/// (`config.family()`, `config.recipe()`, `config.supports(..)`).
+#[test]
+fn families_are_matched_only_in_their_modules() {
+    let root = crate::project_root();
+    let family_dir = root.join("crates/format/src/family");
+    let mut files = Vec::new();
+    rust_files(&root.join("crates"), &mut files);
+    rust_files(&root.join("xtask/src"), &mut files);
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|p| !p.starts_with(&family_dir))
+        .filter(|p| !p.components().any(|c| c.as_os_str() == "tests"))
+        .filter(|p| !p.ends_with("xtask/src/tidy.rs"))
+        .flat_map(|p| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            family_enum_uses(&text)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", p.display()))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "family enum variants named outside crates/format/src/family (move the knowledge into \
+         the family's module): {offenders:?}"
+    );
+}
+
+#[test]
+fn the_family_enum_check_catches_what_it_should() {
+    let code = "fn f(a: Architecture) -> bool {\n    match a {\n        Architecture::Gemma3 => true,\n        _ => a == Architecture::Llama,\n    }\n}\n// Architecture::Qwen2 in a comment\nlet f = Architecture::family;\n#[cfg(test)]\nmod tests { const A: Architecture = Architecture::Llama; }\n";
+    assert_eq!(family_enum_uses(code), vec![3, 4]);
+}

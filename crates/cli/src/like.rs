@@ -16,7 +16,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use finercut_format::{
-    io::write_json, write_safetensors_streamed, Bytes, DType, Overwrite, StagedDir, TensorSpec,
+    family, io::write_json, write_safetensors_streamed, Bytes, DType, FfnTensors, ModelConfig,
+    Overwrite, QkNorm, StagedDir, TensorSpec,
 };
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -24,15 +25,32 @@ use serde_json::{json, Value};
 /// Largest shard, as transformers' default `max_shard_size="5GB"`.
 const SHARD_BYTES: usize = 5_000_000_000;
 
-/// The published shapes `--like` accepts.
-pub const PRESETS: &[&str] = &[
-    "llama-3-8b",
-    "llama-3.1-8b",
-    "mistral-7b",
-    "qwen2.5-7b",
-    "qwen2.5-0.5b",
-    "mixtral-8x7b-2layers",
-];
+/// The published shapes `--like` accepts: every family module's
+/// [`finercut_format::LikePreset`]s, in registry order.
+pub const PRESETS: Presets = Presets;
+
+/// The names of the `--like` presets (see [`PRESETS`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Presets;
+
+impl Presets {
+    /// The names joined by `sep`.
+    pub fn join(self, sep: &str) -> String {
+        self.into_iter().collect::<Vec<_>>().join(sep)
+    }
+}
+
+impl IntoIterator for Presets {
+    type Item = &'static str;
+    type IntoIter = std::vec::IntoIter<&'static str>;
+    fn into_iter(self) -> Self::IntoIter {
+        family::like_presets()
+            .into_iter()
+            .map(|(_, p)| p.name)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
 
 /// A model shape: what `config.json` says.
 #[derive(Debug, Clone)]
@@ -62,86 +80,33 @@ pub struct LikeSpec {
 impl LikeSpec {
     /// The shape of a published model (see [`PRESETS`]).
     pub fn preset(name: &str) -> anyhow::Result<LikeSpec> {
-        let llama3 = LikeSpec {
-            name: name.to_string(),
-            model_type: "llama",
-            architecture: "LlamaForCausalLM",
-            vocab: 128_256,
-            hidden: 4096,
-            intermediate: 14_336,
-            blocks: 32,
-            heads: 32,
-            kv_heads: 8,
-            rope_theta: 500_000.0,
-            rms_norm_eps: 1e-5,
-            max_position: 8192,
-            tie_embeddings: false,
-            qkv_bias: false,
-            experts: None,
-            sliding_window: None,
-            llama3_rope: false,
-        };
-        Ok(match name {
-            "llama-3-8b" => llama3,
-            "llama-3.1-8b" => LikeSpec {
-                max_position: 131_072,
-                llama3_rope: true,
-                ..llama3
-            },
-            "mistral-7b" => LikeSpec {
-                model_type: "mistral",
-                architecture: "MistralForCausalLM",
-                vocab: 32_000,
-                rope_theta: 10_000.0,
-                max_position: 32_768,
-                sliding_window: Some(4096),
-                ..llama3
-            },
-            "qwen2.5-7b" => LikeSpec {
-                model_type: "qwen2",
-                architecture: "Qwen2ForCausalLM",
-                vocab: 152_064,
-                hidden: 3584,
-                intermediate: 18_944,
-                blocks: 28,
-                heads: 28,
-                kv_heads: 4,
-                rope_theta: 1_000_000.0,
-                rms_norm_eps: 1e-6,
-                max_position: 32_768,
-                qkv_bias: true,
-                ..llama3
-            },
-            "qwen2.5-0.5b" => LikeSpec {
-                model_type: "qwen2",
-                architecture: "Qwen2ForCausalLM",
-                vocab: 151_936,
-                hidden: 896,
-                intermediate: 4864,
-                blocks: 24,
-                heads: 14,
-                kv_heads: 2,
-                rope_theta: 1_000_000.0,
-                rms_norm_eps: 1e-6,
-                max_position: 32_768,
-                tie_embeddings: true,
-                qkv_bias: true,
-                ..llama3
-            },
-            "mixtral-8x7b-2layers" => LikeSpec {
-                model_type: "mixtral",
-                architecture: "MixtralForCausalLM",
-                vocab: 32_000,
-                blocks: 2,
-                rope_theta: 1_000_000.0,
-                max_position: 32_768,
-                experts: Some((8, 2)),
-                ..llama3
-            },
-            other => bail!(
-                "unknown --like `{other}`; expected one of {}",
+        let Some((f, p)) = family::like_presets()
+            .into_iter()
+            .find(|(_, p)| p.name == name)
+        else {
+            bail!(
+                "unknown --like `{name}`; expected one of {}",
                 PRESETS.join(", ")
-            ),
+            )
+        };
+        Ok(LikeSpec {
+            name: name.to_string(),
+            model_type: f.model_types()[0],
+            architecture: f.hf_class(),
+            vocab: p.vocab,
+            hidden: p.hidden,
+            intermediate: p.intermediate,
+            blocks: p.blocks,
+            heads: p.heads,
+            kv_heads: p.kv_heads,
+            rope_theta: p.rope_theta,
+            rms_norm_eps: p.rms_norm_eps,
+            max_position: p.max_position,
+            tie_embeddings: p.tie_embeddings,
+            qkv_bias: p.qkv_bias,
+            experts: p.experts,
+            sliding_window: p.sliding_window,
+            llama3_rope: p.llama3_rope,
         })
     }
 
@@ -149,10 +114,24 @@ impl LikeSpec {
         self.hidden / self.heads
     }
 
-    /// The `config.json` of this shape.
+    /// The `config.json` of this shape: the family reads the shape's settings and writes its
+    /// config.json ([`ModelConfig::to_hf_json`]), so every family's keys come from its module.
     pub fn config(&self) -> Value {
+        self.model_config().map_or_else(
+            |e| json!({"model_type": self.model_type, "error": e.to_string()}),
+            |c| {
+                let mut j = c.to_hf_json();
+                if let Some(o) = j.as_object_mut() {
+                    o.insert("architectures".into(), json!([self.architecture]));
+                }
+                j
+            },
+        )
+    }
+
+    /// The checked configuration of this shape.
+    pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
         let mut c = json!({
-            "architectures": [self.architecture],
             "model_type": self.model_type,
             "vocab_size": self.vocab,
             "hidden_size": self.hidden,
@@ -166,21 +145,14 @@ impl LikeSpec {
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
             "tie_word_embeddings": self.tie_embeddings,
-            "initializer_range": 0.02,
+            "attention_bias": self.qkv_bias,
             "bos_token_id": 256,
             "eos_token_id": 256,
             "torch_dtype": "bfloat16",
         });
-        let o = c.as_object_mut().expect("a JSON object");
-        if self.model_type == "llama" {
-            o.insert("attention_bias".into(), json!(false));
-            o.insert("mlp_bias".into(), json!(false));
-        }
-        if self.model_type != "llama" {
-            o.insert("sliding_window".into(), json!(self.sliding_window));
-        }
-        if self.model_type == "qwen2" {
-            o.insert("use_sliding_window".into(), json!(false));
+        let o = c.as_object_mut().context("a JSON object")?;
+        if let Some(w) = self.sliding_window {
+            o.insert("sliding_window".into(), json!(w));
         }
         if let Some((n, k)) = self.experts {
             o.insert("num_local_experts".into(), json!(n));
@@ -193,11 +165,15 @@ impl LikeSpec {
                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
             );
         }
-        c
+        Ok(ModelConfig::from_json_str(&c.to_string(), &self.name)?)
     }
 
-    /// Every tensor in Hugging Face order, with its initial value kind.
-    fn tensors(&self) -> Vec<(TensorSpec, Init)> {
+    /// Every tensor in Hugging Face order, with its initial value kind, named as the family's
+    /// block recipe says.
+    fn tensors(&self) -> anyhow::Result<Vec<(TensorSpec, Init)>> {
+        let c = self.model_config()?;
+        let r = c.recipe();
+        let t = r.tensors;
         let (d, f, hd) = (self.hidden, self.intermediate, self.head_dim());
         let (q, kv) = (self.heads * hd, self.kv_heads * hd);
         let mut out = Vec::new();
@@ -218,27 +194,44 @@ impl LikeSpec {
         );
         for b in 0..self.blocks {
             let p = format!("model.layers.{b}");
+            let a = format!("{p}.{}", t.attn);
             for (name, rows, cols) in [
                 ("q_proj", q, d),
                 ("k_proj", kv, d),
                 ("v_proj", kv, d),
                 ("o_proj", d, q),
             ] {
-                add(
-                    format!("{p}.self_attn.{name}.weight"),
-                    vec![rows, cols],
-                    Init::Normal,
-                );
-                if self.qkv_bias && name != "o_proj" {
-                    add(format!("{p}.self_attn.{name}.bias"), vec![rows], Init::Zero);
+                add(format!("{a}.{name}.weight"), vec![rows, cols], Init::Normal);
+                let bias = if name == "o_proj" {
+                    r.o_proj_bias
+                } else {
+                    r.qkv_bias
+                };
+                if bias {
+                    add(format!("{a}.{name}.bias"), vec![rows], Init::Zero);
                 }
             }
-            match self.experts {
-                Some((n, _)) => {
-                    let m = format!("{p}.block_sparse_moe");
-                    add(format!("{m}.gate.weight"), vec![n, d], Init::Normal);
+            let qk = match r.qk_norm {
+                QkNorm::None => None,
+                QkNorm::PerHead => Some((hd, hd)),
+                QkNorm::Whole => Some((q, kv)),
+            };
+            if let Some((qw, kw)) = qk {
+                add(format!("{a}.q_norm.weight"), vec![qw], Init::One);
+                add(format!("{a}.k_norm.weight"), vec![kw], Init::One);
+            }
+            let m = format!("{p}.{}", t.ffn);
+            match t.ffn_kind {
+                FfnTensors::Experts {
+                    router,
+                    gate,
+                    up,
+                    down,
+                } => {
+                    let n = r.experts.map_or(0, |m| m.num_local_experts);
+                    add(format!("{m}.{router}.weight"), vec![n, d], Init::Normal);
                     for e in 0..n {
-                        for (w, rows, cols) in [("w1", f, d), ("w2", d, f), ("w3", f, d)] {
+                        for (w, rows, cols) in [(gate, f, d), (down, d, f), (up, f, d)] {
                             add(
                                 format!("{m}.experts.{e}.{w}.weight"),
                                 vec![rows, cols],
@@ -247,27 +240,22 @@ impl LikeSpec {
                         }
                     }
                 }
-                None => {
-                    for (name, rows, cols) in
-                        [("gate_proj", f, d), ("up_proj", f, d), ("down_proj", d, f)]
-                    {
-                        add(
-                            format!("{p}.mlp.{name}.weight"),
-                            vec![rows, cols],
-                            Init::Normal,
-                        );
+                FfnTensors::Gated { gate, up, down } => {
+                    for (name, rows, cols) in [(gate, f, d), (up, f, d), (down, d, f)] {
+                        add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
                     }
                 }
             }
-            for norm in ["input_layernorm", "post_attention_layernorm"] {
+            let norms = [t.attn_norm, t.attn_post_norm, t.ffn_norm, t.ffn_post_norm];
+            for norm in norms.into_iter().flatten() {
                 add(format!("{p}.{norm}.weight"), vec![d], Init::One);
             }
         }
         add("model.norm.weight".into(), vec![d], Init::One);
-        if !self.tie_embeddings {
+        if !c.tie_word_embeddings {
             add("lm_head.weight".into(), vec![self.vocab, d], Init::Normal);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -345,7 +333,7 @@ pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow
     crate::common::warn_notes(staged.notes());
     let target = dir;
     let dir = staged.path();
-    let tensors = spec.tensors();
+    let tensors = spec.tensors()?;
     // Shards of consecutive tensors, each at most SHARD_BYTES (a larger tensor gets its own).
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut size = 0usize;
@@ -480,6 +468,7 @@ mod tests {
         let spec = LikeSpec::preset("llama-3-8b").unwrap();
         let total: usize = spec
             .tensors()
+            .unwrap()
             .iter()
             .map(|(t, _)| t.shape.iter().product::<usize>() * 2)
             .sum();

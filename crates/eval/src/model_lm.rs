@@ -9,7 +9,7 @@
 //! from the float32 logits.
 //! Work items run in parallel over the cores.
 
-use finercut_format::{Architecture, Tokenizer};
+use finercut_format::Tokenizer;
 use finercut_model::{Model, Plan};
 use rayon::prelude::*;
 
@@ -52,7 +52,7 @@ impl<'a> ModelLm<'a> {
             model,
             plan,
             tokenizer,
-            add_bos: config.architecture == Architecture::Gemma3,
+            add_bos: config.family().tokenizer().add_bos,
             prefix_token,
             max_length: config.max_position_embeddings,
         })

@@ -17,6 +17,9 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::error::IoResultExt;
+use crate::family::{
+    BlockRecipe, Capability, Family, GgufFacts, Support, FAMILY_KEYS, SUPPORTED_MODEL_TYPES,
+};
 use crate::gguf::GgufFile;
 use crate::tensor::DType;
 use crate::{Error, Result};
@@ -38,55 +41,12 @@ pub enum Architecture {
     /// `gemma3_text` (and the text part of `gemma3`): GeGLU, QK-norm, sandwich norms, local/global
     /// attention.
     Gemma3,
-}
-
-/// The `model_type` values accepted in config.json.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "mixtral",
-    "gemma3",
-    "gemma3_text",
-];
-
-impl Architecture {
-    /// The Hugging Face `model_type` written by [`ModelConfig::to_hf_json`].
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Architecture::Llama => "llama",
-            Architecture::Mistral => "mistral",
-            Architecture::Qwen2 => "qwen2",
-            Architecture::Qwen3 => "qwen3",
-            Architecture::Mixtral => "mixtral",
-            Architecture::Gemma3 => "gemma3_text",
-        }
-    }
-
-    /// The transformers class written to `architectures`.
-    pub fn hf_class(self) -> &'static str {
-        match self {
-            Architecture::Llama => "LlamaForCausalLM",
-            Architecture::Mistral => "MistralForCausalLM",
-            Architecture::Qwen2 => "Qwen2ForCausalLM",
-            Architecture::Qwen3 => "Qwen3ForCausalLM",
-            Architecture::Mixtral => "MixtralForCausalLM",
-            Architecture::Gemma3 => "Gemma3ForCausalLM",
-        }
-    }
-
-    fn from_model_type(s: &str) -> Option<Self> {
-        Some(match s {
-            "llama" => Architecture::Llama,
-            "mistral" => Architecture::Mistral,
-            "qwen2" => Architecture::Qwen2,
-            "qwen3" => Architecture::Qwen3,
-            "mixtral" => Architecture::Mixtral,
-            "gemma3" | "gemma3_text" => Architecture::Gemma3,
-            _ => return None,
-        })
-    }
+    /// `gemma2`: Gemma 3's block without QK-norm, with attention soft-capping.
+    Gemma2,
+    /// `olmo2`: norms after each branch instead of before, QK-norm over whole projections.
+    Olmo2,
+    /// `qwen3_moe`: Qwen3 attention with a sparse mixture of experts as every FFN.
+    Qwen3Moe,
 }
 
 /// RoPE frequency scaling.
@@ -130,7 +90,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn hf_name(self) -> &'static str {
+    /// The name written to config.json.
+    pub fn hf_name(self) -> &'static str {
         match self {
             Activation::Silu => "silu",
             Activation::GeluTanh => "gelu_pytorch_tanh",
@@ -154,9 +115,12 @@ pub struct MoeParams {
     pub num_local_experts: usize,
     /// Experts routed to per token.
     pub num_experts_per_tok: usize,
+    /// Whether the chosen experts' probabilities are renormalised to sum to 1 (Mixtral always;
+    /// Qwen3-MoE's `norm_topk_prob`).
+    pub norm_topk_prob: bool,
 }
 
-/// Gemma 3 settings.
+/// Gemma 3 settings (and Gemma 2's, whose local layers use the global RoPE base).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gemma3Params {
     /// Queries are scaled by `query_pre_attn_scalar ** -0.5` (not `head_dim ** -0.5`).
@@ -251,13 +215,13 @@ pub struct ModelConfig {
 /// Token ids may be an int, a list of ints, or null; negative means none.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
-enum Ids {
+pub(crate) enum Ids {
     One(i64),
     Many(Vec<i64>),
 }
 
 impl Ids {
-    fn list(&self) -> Vec<u32> {
+    pub(crate) fn list(&self) -> Vec<u32> {
         match self {
             Ids::One(v) => u32::try_from(*v).ok().into_iter().collect(),
             Ids::Many(v) => v.iter().filter_map(|&x| u32::try_from(x).ok()).collect(),
@@ -268,49 +232,63 @@ impl Ids {
 /// config.json as written by transformers, every field optional.
 #[derive(Deserialize, Debug, Default, Clone)]
 pub struct RawConfig {
-    model_type: Option<String>,
-    vocab_size: Option<usize>,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<Json>,
-    rope_parameters: Option<Json>,
-    max_position_embeddings: Option<usize>,
-    tie_word_embeddings: Option<bool>,
-    hidden_act: Option<String>,
-    hidden_activation: Option<String>,
-    attention_bias: Option<bool>,
-    mlp_bias: Option<bool>,
-    bos_token_id: Option<Ids>,
-    eos_token_id: Option<Ids>,
-    pad_token_id: Option<Ids>,
-    sliding_window: Option<usize>,
-    use_sliding_window: Option<bool>,
-    max_window_layers: Option<usize>,
-    layer_types: Option<Vec<String>>,
-    sliding_window_pattern: Option<usize>,
+    pub(crate) model_type: Option<String>,
+    pub(crate) vocab_size: Option<usize>,
+    pub(crate) hidden_size: Option<usize>,
+    pub(crate) intermediate_size: Option<usize>,
+    pub(crate) num_hidden_layers: Option<usize>,
+    pub(crate) num_attention_heads: Option<usize>,
+    pub(crate) num_key_value_heads: Option<usize>,
+    pub(crate) head_dim: Option<usize>,
+    pub(crate) rms_norm_eps: Option<f64>,
+    pub(crate) rope_theta: Option<f64>,
+    pub(crate) rope_scaling: Option<Json>,
+    pub(crate) rope_parameters: Option<Json>,
+    pub(crate) max_position_embeddings: Option<usize>,
+    pub(crate) tie_word_embeddings: Option<bool>,
+    pub(crate) hidden_act: Option<String>,
+    pub(crate) hidden_activation: Option<String>,
+    pub(crate) attention_bias: Option<bool>,
+    pub(crate) mlp_bias: Option<bool>,
+    pub(crate) bos_token_id: Option<Ids>,
+    pub(crate) eos_token_id: Option<Ids>,
+    pub(crate) pad_token_id: Option<Ids>,
+    pub(crate) sliding_window: Option<usize>,
+    pub(crate) use_sliding_window: Option<bool>,
+    pub(crate) max_window_layers: Option<usize>,
+    pub(crate) layer_types: Option<Vec<String>>,
+    pub(crate) sliding_window_pattern: Option<usize>,
     #[serde(rename = "_sliding_window_pattern")]
-    sliding_window_pattern_private: Option<usize>,
-    query_pre_attn_scalar: Option<f64>,
-    rope_local_base_freq: Option<f64>,
-    final_logit_softcapping: Option<f64>,
-    attn_logit_softcapping: Option<f64>,
-    num_local_experts: Option<usize>,
-    num_experts_per_tok: Option<usize>,
-    torch_dtype: Option<String>,
-    dtype: Option<String>,
-    text_config: Option<Json>,
+    pub(crate) sliding_window_pattern_private: Option<usize>,
+    pub(crate) query_pre_attn_scalar: Option<f64>,
+    pub(crate) rope_local_base_freq: Option<f64>,
+    /// `None` when absent, `Some(None)` when `null` (families whose default is a cap tell them
+    /// apart).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) final_logit_softcapping: Option<Option<f64>>,
+    /// As `final_logit_softcapping`.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) attn_logit_softcapping: Option<Option<f64>>,
+    pub(crate) num_local_experts: Option<usize>,
+    pub(crate) num_experts_per_tok: Option<usize>,
+    pub(crate) torch_dtype: Option<String>,
+    pub(crate) dtype: Option<String>,
+    pub(crate) text_config: Option<Json>,
     /// The SliceGPT section of a sliced model ([`SliceParams`]).
-    slicegpt: Option<Json>,
+    pub(crate) slicegpt: Option<Json>,
     /// Every other key, with its value: checked by `check_unimplemented_keys` and reported by
     /// [`RawConfig::unknown_keys`].
     #[serde(flatten)]
-    other: BTreeMap<String, Json>,
+    pub(crate) other: BTreeMap<String, Json>,
+}
+
+/// A key that is present (possibly `null`): `Some(value)`; serde leaves an absent one `None`.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Keys of config.json that are known and do not change what the model computes: training
@@ -359,10 +337,16 @@ impl RawConfig {
     /// should show them to the user (a key that changes the computation and is not implemented
     /// is an error, not an unknown key).
     pub fn unknown_keys(&self) -> Vec<String> {
+        let own: &[&str] = self
+            .model_type
+            .as_deref()
+            .and_then(Architecture::from_model_type)
+            .map_or(&[], |a| a.family().extra_keys());
         let mut keys: Vec<String> = self
             .other
             .keys()
             .filter(|k| !IGNORED_KEYS.contains(&k.as_str()) && !CHECKED_KEYS.contains(&k.as_str()))
+            .filter(|k| !own.contains(&k.as_str()) && !FAMILY_KEYS.contains(&k.as_str()))
             .cloned()
             .collect();
         if let Some(inner) = self
@@ -405,26 +389,18 @@ fn check_unimplemented_keys(raw: &RawConfig, arch: Architecture, origin: &str) -
             return unsupported(key, value);
         }
     }
-    let set = |v: Option<f64>| v.map(|x| json!(x));
-    let foreign: Vec<(&str, Option<Json>)> = match arch {
-        Architecture::Gemma3 => Vec::new(),
-        _ => vec![
-            ("final_logit_softcapping", set(raw.final_logit_softcapping)),
-            ("attn_logit_softcapping", set(raw.attn_logit_softcapping)),
-        ],
+    let family = arch.family();
+    let value_of = |key: &str| -> Option<Json> {
+        match key {
+            "final_logit_softcapping" => raw.final_logit_softcapping.flatten().map(|x| json!(x)),
+            "attn_logit_softcapping" => raw.attn_logit_softcapping.flatten().map(|x| json!(x)),
+            "num_local_experts" => raw.num_local_experts.map(|n| json!(n)),
+            "num_experts_per_tok" => raw.num_experts_per_tok.map(|n| json!(n)),
+            other => raw.other.get(other).filter(|v| !v.is_null()).cloned(),
+        }
     };
-    let moe: Vec<(&str, Option<Json>)> = match arch {
-        Architecture::Mixtral => Vec::new(),
-        _ => vec![
-            ("num_local_experts", raw.num_local_experts.map(|n| json!(n))),
-            (
-                "num_experts_per_tok",
-                raw.num_experts_per_tok.map(|n| json!(n)),
-            ),
-        ],
-    };
-    for (key, value) in foreign.into_iter().chain(moe) {
-        if let Some(value) = value {
+    for key in FAMILY_KEYS.iter().filter(|k| !family.reads_key(k)) {
+        if let Some(value) = value_of(key) {
             return Err(Error::unsupported(
                 origin,
                 format!(
@@ -515,41 +491,6 @@ fn layer_count(origin: &str, name: &str, n: usize) -> Result<usize> {
     Ok(n)
 }
 
-/// `layer_types` of config.json: one `full_attention` or `sliding_attention` per layer.
-fn parse_layer_types(names: &[String], origin: &str) -> Result<Vec<LayerAttention>> {
-    names
-        .iter()
-        .map(|n| match n.as_str() {
-            "full_attention" => Ok(LayerAttention::Full),
-            "sliding_attention" => Ok(LayerAttention::Sliding),
-            other => Err(Error::config(
-                origin,
-                format!(
-                    "layer_types: unknown `{other}` (expected full_attention or sliding_attention)"
-                ),
-            )),
-        })
-        .collect()
-}
-
-/// The `slicegpt` object of a sliced model's config.json: only `original_hidden_size` changes the
-/// computation; the other keys (slicing ratio, calibration settings and hashes) are records.
-fn parse_slice(v: &Json, origin: &str) -> Result<SliceParams> {
-    let n = v
-        .get("original_hidden_size")
-        .and_then(Json::as_u64)
-        .and_then(|n| usize::try_from(n).ok());
-    match n {
-        Some(n) if n > 0 => Ok(SliceParams {
-            original_hidden_size: n,
-        }),
-        _ => Err(Error::config(
-            origin,
-            "`slicegpt` needs a positive integer `original_hidden_size`",
-        )),
-    }
-}
-
 fn positive(origin: &str, name: &str, v: Option<usize>) -> Result<usize> {
     match v {
         Some(0) => Err(Error::config(
@@ -593,7 +534,7 @@ impl ModelConfig {
     }
 
     /// Resolves defaults and checks a [`RawConfig`].
-    pub fn from_raw(mut raw: RawConfig, origin: &str) -> Result<Self> {
+    pub fn from_raw(raw: RawConfig, origin: &str) -> Result<Self> {
         let model_type = raw.model_type.clone().ok_or_else(|| {
             Error::config(
                 origin,
@@ -612,22 +553,11 @@ impl ModelConfig {
                 ),
             )
         })?;
+        let family = arch.family();
+        let defaults = family.hf_defaults();
         check_unimplemented_keys(&raw, arch, origin)?;
-        // A multimodal Gemma 3 config nests the language model under `text_config`.
-        if model_type == "gemma3" {
-            if let Some(text) = raw.text_config.take() {
-                let mut inner: RawConfig = serde_json::from_value(text)
-                    .map_err(|e| Error::config(origin, format!("invalid `text_config`: {e}")))?;
-                inner.model_type = Some("gemma3_text".into());
-                inner.bos_token_id = inner.bos_token_id.or(raw.bos_token_id);
-                inner.eos_token_id = inner.eos_token_id.or(raw.eos_token_id);
-                inner.pad_token_id = inner.pad_token_id.or(raw.pad_token_id);
-                inner.torch_dtype = inner.torch_dtype.or(raw.torch_dtype).or(raw.dtype);
-                raw = inner;
-                check_unimplemented_keys(&raw, arch, origin)?;
-            }
-        }
-        let gemma = arch == Architecture::Gemma3;
+        let raw = family.canonical(raw, origin)?;
+        check_unimplemented_keys(&raw, arch, origin)?;
 
         let vocab_size = positive(origin, "vocab_size", raw.vocab_size)?;
         let hidden_size = positive(origin, "hidden_size", raw.hidden_size)?;
@@ -643,11 +573,8 @@ impl ModelConfig {
             "num_key_value_heads",
             raw.num_key_value_heads.or(Some(num_attention_heads)),
         )?;
-        let head_dim = match raw.head_dim {
+        let head_dim = match raw.head_dim.or(defaults.head_dim) {
             Some(h) => positive(origin, "head_dim", Some(h))?,
-            None if gemma => 256,
-            // transformers' Qwen3Config defaults `head_dim` to 128, whatever the width.
-            None if arch == Architecture::Qwen3 => 128,
             None => {
                 if hidden_size % num_attention_heads != 0 {
                     return Err(Error::config(
@@ -662,10 +589,6 @@ impl ModelConfig {
         };
 
         // RoPE: transformers 5 `rope_parameters`, else `rope_theta` + `rope_scaling`.
-        let default_theta = match arch {
-            Architecture::Mixtral | Architecture::Gemma3 => 1_000_000.0,
-            _ => 10_000.0,
-        };
         let mut rope_theta = raw.rope_theta;
         let mut rope_scaling = match &raw.rope_scaling {
             Some(v) => parse_rope(v, origin, "rope_scaling", raw.max_position_embeddings)?,
@@ -687,16 +610,14 @@ impl ModelConfig {
                     .or(local_theta);
             }
         }
-        let rope_theta = rope_theta.unwrap_or(default_theta);
+        let rope_theta = rope_theta.unwrap_or(defaults.rope_theta);
 
-        let hidden_act_name = if gemma {
-            raw.hidden_activation
-                .clone()
-                .or(raw.hidden_act.clone())
-                .unwrap_or_else(|| "gelu_pytorch_tanh".into())
+        let named_act = if defaults.reads_hidden_activation {
+            raw.hidden_activation.clone().or(raw.hidden_act.clone())
         } else {
-            raw.hidden_act.clone().unwrap_or_else(|| "silu".into())
+            raw.hidden_act.clone()
         };
+        let hidden_act_name = named_act.unwrap_or_else(|| defaults.hidden_act.into());
         let hidden_act = match hidden_act_name.as_str() {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" | "gelu_new" => Activation::GeluTanh,
@@ -712,107 +633,14 @@ impl ModelConfig {
         if raw.mlp_bias == Some(true) {
             return Err(Error::unsupported(origin, "mlp_bias = true"));
         }
-        let attention_bias = match arch {
-            Architecture::Qwen2 => true,
-            _ => raw.attention_bias.unwrap_or(false),
-        };
+        let attention_bias = family.attention_bias(&raw);
 
         let eos_token_ids = raw.eos_token_id.as_ref().map(Ids::list).unwrap_or_default();
         let first = |ids: &Option<Ids>| ids.as_ref().and_then(|i| i.list().first().copied());
 
-        // Sliding windows.
-        let (sliding_window, layer_types) = match arch {
-            Architecture::Gemma3 => {
-                let window = raw.sliding_window.unwrap_or(4096);
-                let types = match &raw.layer_types {
-                    Some(names) => parse_layer_types(names, origin)?,
-                    None => {
-                        let p = raw
-                            .sliding_window_pattern
-                            .or(raw.sliding_window_pattern_private)
-                            .unwrap_or(6);
-                        if p == 0 {
-                            return Err(Error::config(
-                                origin,
-                                "`sliding_window_pattern` must be positive",
-                            ));
-                        }
-                        (0..num_hidden_layers)
-                            .map(|i| {
-                                if (i + 1) % p == 0 {
-                                    LayerAttention::Full
-                                } else {
-                                    LayerAttention::Sliding
-                                }
-                            })
-                            .collect()
-                    }
-                };
-                (Some(window), types)
-            }
-            // transformers: `sliding_window` counts only with `use_sliding_window`; then the layers
-            // are those of `layer_types`, or from `max_window_layers` on.
-            Architecture::Qwen2 | Architecture::Qwen3 => {
-                match (raw.use_sliding_window.unwrap_or(false), raw.sliding_window) {
-                    (true, Some(w)) => {
-                        let types = match &raw.layer_types {
-                            Some(names) => parse_layer_types(names, origin)?,
-                            None => {
-                                let from = raw.max_window_layers.unwrap_or(
-                                    if arch == Architecture::Qwen3 {
-                                        28
-                                    } else {
-                                        num_hidden_layers
-                                    },
-                                );
-                                (0..num_hidden_layers)
-                                    .map(|i| {
-                                        if i >= from {
-                                            LayerAttention::Sliding
-                                        } else {
-                                            LayerAttention::Full
-                                        }
-                                    })
-                                    .collect()
-                            }
-                        };
-                        (Some(w), types)
-                    }
-                    _ => (None, vec![LayerAttention::Full; num_hidden_layers]),
-                }
-            }
-            Architecture::Mistral | Architecture::Mixtral => match raw.sliding_window {
-                Some(w) => (Some(w), vec![LayerAttention::Sliding; num_hidden_layers]),
-                None => (None, vec![LayerAttention::Full; num_hidden_layers]),
-            },
-            Architecture::Llama => (None, vec![LayerAttention::Full; num_hidden_layers]),
-        };
-
-        let arch_params = match arch {
-            Architecture::Mixtral => ArchParams::Mixtral(MoeParams {
-                num_local_experts: positive(
-                    origin,
-                    "num_local_experts",
-                    raw.num_local_experts.or(Some(8)),
-                )?,
-                num_experts_per_tok: positive(
-                    origin,
-                    "num_experts_per_tok",
-                    raw.num_experts_per_tok.or(Some(2)),
-                )?,
-            }),
-            Architecture::Gemma3 => ArchParams::Gemma3(Gemma3Params {
-                query_pre_attn_scalar: raw.query_pre_attn_scalar.unwrap_or(256.0),
-                rope_local_base_freq: local_theta.unwrap_or(10_000.0),
-                final_logit_softcapping: raw.final_logit_softcapping,
-                attn_logit_softcapping: raw.attn_logit_softcapping,
-            }),
-            _ => match &raw.slicegpt {
-                None => ArchParams::Dense,
-                Some(v) => ArchParams::Sliced(parse_slice(v, origin)?),
-            },
-        };
-        if raw.slicegpt.is_some() && matches!(arch, Architecture::Mixtral | Architecture::Gemma3) {
+        let (sliding_window, layer_types) = family.hf_layers(&raw, num_hidden_layers, origin)?;
+        let arch_params = family.hf_params(&raw, rope_theta, local_theta, origin)?;
+        if raw.slicegpt.is_some() && !matches!(arch_params, ArchParams::Sliced(_)) {
             return Err(Error::unsupported(
                 origin,
                 format!(
@@ -842,22 +670,15 @@ impl ModelConfig {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: raw
-                .rms_norm_eps
-                .unwrap_or(if arch == Architecture::Mixtral {
-                    1e-5
-                } else {
-                    1e-6
-                }),
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(defaults.rms_norm_eps),
             rope_theta,
             rope_scaling,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(match arch {
-                Architecture::Llama => 2048,
-                Architecture::Qwen2 | Architecture::Qwen3 => 32768,
-                Architecture::Mistral | Architecture::Mixtral => 4096 * 32,
-                Architecture::Gemma3 => 131_072,
-            }),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(gemma),
+            max_position_embeddings: raw
+                .max_position_embeddings
+                .unwrap_or(defaults.max_position_embeddings),
+            tie_word_embeddings: raw
+                .tie_word_embeddings
+                .unwrap_or(defaults.tie_word_embeddings),
             hidden_act,
             attention_bias,
             bos_token_id: first(&raw.bos_token_id),
@@ -999,7 +820,22 @@ impl ModelConfig {
 
     /// Whether `o_proj` carries a bias.
     pub fn o_proj_bias(&self) -> bool {
-        self.attention_bias && self.architecture != Architecture::Qwen2
+        self.recipe().o_proj_bias
+    }
+
+    /// The block this configuration builds ([`Family::block`]).
+    pub fn recipe(&self) -> BlockRecipe {
+        self.family().block(self)
+    }
+
+    /// The family module of this configuration's architecture.
+    pub fn family(&self) -> &'static dyn Family {
+        self.architecture.family()
+    }
+
+    /// Whether this model supports `what` ([`Family::supports`]); `Err` says why not.
+    pub fn supports(&self, what: Capability) -> Support {
+        self.family().supports(self, what)
     }
 
     /// The Gemma 3 settings, if this is Gemma 3.
@@ -1050,21 +886,6 @@ impl ModelConfig {
             file.tensors()
                 .iter()
                 .any(|t| t.name.starts_with("blk.") && t.name.ends_with(&suffix))
-        };
-        let architecture = match arch_name.as_str() {
-            "llama" if n_expert > 0 => Architecture::Mixtral,
-            // A pruned Qwen2 (`gguf::deci` writes one): Q/K/V biases without an output bias.
-            "deci" if has_bias("attn_q") && !has_bias("attn_output") => Architecture::Qwen2,
-            "llama" | "deci" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            "qwen3" => Architecture::Qwen3,
-            "gemma3" => Architecture::Gemma3,
-            other => {
-                return Err(Error::unsupported(
-                    &origin,
-                    format!("GGUF architecture `{other}` (supported: llama, qwen2, qwen3, gemma3)"),
-                ))
-            }
         };
         // Llama 3.1's scaling is stored as per-frequency divisors (llama.cpp `convert_hf_to_gguf.py`,
         // `LlamaModel.generate_extra_tensors`), applied by the model from the tensor itself.
@@ -1137,61 +958,19 @@ impl ModelConfig {
             Ok(file.get_u64(k)?.and_then(|v| u32::try_from(v).ok()))
         };
         let eos = id("tokenizer.ggml.eos_token_id")?;
-        let gemma = architecture == Architecture::Gemma3;
-        let (sliding_window, layer_types) = if gemma {
-            let window = file
-                .get_u64(&key("attention.sliding_window"))?
-                .unwrap_or(512) as usize;
-            // `attention.sliding_window_pattern`: a period, or one bool per layer (true = sliding);
-            // llama.cpp's default for Gemma 3 is a period of 6.
-            let pattern_key = key("attention.sliding_window_pattern");
-            let types = match file.get(&pattern_key) {
-                Some(crate::gguf::Value::Array(_, items)) => items
-                    .iter()
-                    .map(|b| match b.as_bool() {
-                        Some(true) => Ok(LayerAttention::Sliding),
-                        Some(false) => Ok(LayerAttention::Full),
-                        None => Err(Error::config(
-                            &origin,
-                            format!("metadata `{pattern_key}` is not an array of bools"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-                _ => {
-                    let period = file.get_u64(&pattern_key)?.unwrap_or(6).max(1) as usize;
-                    (0..layers)
-                        .map(|i| {
-                            if (i + 1) % period == 0 {
-                                LayerAttention::Full
-                            } else {
-                                LayerAttention::Sliding
-                            }
-                        })
-                        .collect()
-                }
-            };
-            (Some(window), types)
-        } else {
-            (None, vec![LayerAttention::Full; layers])
+        let facts = GgufFacts {
+            arch: &arch_name,
+            experts: n_expert,
+            q_bias: has_bias("attn_q"),
+            o_bias: has_bias("attn_output"),
+            layers,
+            hidden_size,
+            heads,
+            head_dim,
         };
-        let arch = match architecture {
-            Architecture::Mixtral => ArchParams::Mixtral(MoeParams {
-                num_local_experts: n_expert,
-                num_experts_per_tok: req("expert_used_count")?,
-            }),
-            Architecture::Gemma3 => ArchParams::Gemma3(Gemma3Params {
-                // llama.cpp: 1/sqrt(n_embd / n_head) for the 27B model (62 layers), else 1/sqrt(head_dim).
-                query_pre_attn_scalar: if layers == 62 {
-                    (hidden_size / heads.max(1)) as f64
-                } else {
-                    head_dim as f64
-                },
-                rope_local_base_freq: 10_000.0,
-                final_logit_softcapping: file.get_f64(&key("final_logit_softcapping"))?,
-                attn_logit_softcapping: file.get_f64(&key("attn_logit_softcapping"))?,
-            }),
-            _ => ArchParams::Dense,
-        };
+        let family = crate::family::family_of_gguf(&facts, &origin)?;
+        let architecture = family.architecture();
+        let parts = family.gguf_parts(file, &facts, &origin)?;
         let config = ModelConfig {
             architecture,
             vocab_size,
@@ -1202,31 +981,25 @@ impl ModelConfig {
             num_key_value_heads: kv_heads,
             head_dim,
             rms_norm_eps,
-            rope_theta: file.get_f64(&key("rope.freq_base"))?.unwrap_or(if gemma {
-                1_000_000.0
-            } else {
-                10_000.0
-            }),
+            rope_theta: file
+                .get_f64(&key("rope.freq_base"))?
+                .unwrap_or(parts.default_rope_theta),
             rope_scaling,
             max_position_embeddings: file
                 .get_u64(&key("context_length"))?
                 .map_or(2048, |v| v as usize),
             tie_word_embeddings: file.tensor("output.weight").is_none(),
-            hidden_act: if gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
-            },
+            hidden_act: parts.hidden_act,
             // Any layer's: layer 0 of a pruned `deci` file may have no attention left.
-            attention_bias: has_bias("attn_q"),
+            attention_bias: facts.q_bias,
             bos_token_id: id("tokenizer.ggml.bos_token_id")?,
             eos_token_id: eos,
             eos_token_ids: eos.into_iter().collect(),
             pad_token_id: id("tokenizer.ggml.padding_token_id")?,
-            sliding_window,
-            layer_types,
+            sliding_window: parts.sliding_window,
+            layer_types: parts.layer_types,
             torch_dtype: DType::F32,
-            arch,
+            arch: parts.arch,
         };
         config.validate(&origin)?;
         Ok(config)
@@ -1288,61 +1061,7 @@ impl ModelConfig {
         let mut set = |k: &str, v: Json| {
             obj.insert(k.to_string(), v);
         };
-        match self.architecture {
-            Architecture::Gemma3 => {
-                set("hidden_activation", json!(self.hidden_act.hf_name()));
-                set("attention_bias", json!(self.attention_bias));
-                set("sliding_window", json!(self.sliding_window));
-                set("layer_types", json!(layer_type_names(&self.layer_types)));
-                if let Some(p) = regular_pattern(&self.layer_types) {
-                    set("sliding_window_pattern", json!(p));
-                }
-                if let Some(g) = self.gemma3() {
-                    // transformers 5 types this field as an int: write whole values without a fraction.
-                    let q = g.query_pre_attn_scalar;
-                    let q = if q.fract() == 0.0 && q.abs() < 1e15 {
-                        json!(q as i64)
-                    } else {
-                        json!(q)
-                    };
-                    set("query_pre_attn_scalar", q);
-                    set("rope_local_base_freq", json!(g.rope_local_base_freq));
-                    set("final_logit_softcapping", json!(g.final_logit_softcapping));
-                    set("attn_logit_softcapping", json!(g.attn_logit_softcapping));
-                }
-            }
-            Architecture::Qwen2 | Architecture::Qwen3 => {
-                set("hidden_act", json!(self.hidden_act.hf_name()));
-                if self.architecture == Architecture::Qwen3 {
-                    set("attention_bias", json!(self.attention_bias));
-                    set("layer_types", json!(layer_type_names(&self.layer_types)));
-                }
-                set("use_sliding_window", json!(self.sliding_window.is_some()));
-                set("sliding_window", json!(self.sliding_window));
-                let first_sliding = self
-                    .layer_types
-                    .iter()
-                    .position(|t| *t == LayerAttention::Sliding);
-                set(
-                    "max_window_layers",
-                    json!(first_sliding.unwrap_or(self.num_hidden_layers)),
-                );
-            }
-            Architecture::Llama | Architecture::Mistral | Architecture::Mixtral => {
-                set("hidden_act", json!(self.hidden_act.hf_name()));
-                set("attention_bias", json!(self.attention_bias));
-                if self.architecture == Architecture::Llama {
-                    set("mlp_bias", json!(false));
-                    set("pretraining_tp", json!(1));
-                } else {
-                    set("sliding_window", json!(self.sliding_window));
-                }
-                if let Some(m) = self.moe() {
-                    set("num_local_experts", json!(m.num_local_experts));
-                    set("num_experts_per_tok", json!(m.num_experts_per_tok));
-                }
-            }
-        }
+        self.family().write_hf(self, &mut set);
         if let Some(p) = self.slicing() {
             set(
                 "slicegpt",
@@ -1439,31 +1158,11 @@ pub(crate) fn llama3_from_rope_factors(
     })
 }
 
-/// The `layer_types` of config.json.
-fn layer_type_names(types: &[LayerAttention]) -> Vec<&'static str> {
-    types
-        .iter()
-        .map(|t| match t {
-            LayerAttention::Full => "full_attention",
-            LayerAttention::Sliding => "sliding_attention",
-        })
-        .collect()
-}
-
-/// `Some(p)` when layer `i` is global exactly when `(i + 1) % p == 0`.
-fn regular_pattern(types: &[LayerAttention]) -> Option<usize> {
-    let p = types.iter().position(|t| *t == LayerAttention::Full)? + 1;
-    types
-        .iter()
-        .enumerate()
-        .all(|(i, t)| (*t == LayerAttention::Full) == ((i + 1) % p == 0))
-        .then_some(p)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::family::regular_pattern;
 
     const TINY: &str = r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
         "num_hidden_layers":2,"num_attention_heads":2}"#;

@@ -64,6 +64,7 @@ pub mod cache;
 mod checkpoint;
 mod config;
 mod error;
+pub mod family;
 pub mod gguf;
 pub mod io;
 pub mod nas;
@@ -78,9 +79,13 @@ pub use checkpoint::{
 };
 pub use config::{
     Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
-    RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR, SUPPORTED_MODEL_TYPES,
+    RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR,
 };
 pub use error::{Error, Result};
+pub use family::{
+    BlockRecipe, Capability, Family, FfnTensors, HfTensors, LikePreset, NormScale, QkNorm, Support,
+    FAMILIES, SUPPORTED_MODEL_TYPES,
+};
 pub use gguf::{GgmlType, GgufFile, GgufStore, GgufTensorInfo, GgufTensorOut, QuantizedRows};
 pub use safetensors::{
     write_safetensors, write_safetensors_streamed, SafetensorsStore, TensorSpec,

@@ -31,8 +31,9 @@ use std::path::Path;
 
 use serde_json::{json, Value as Json};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::IoResultExt;
+use crate::family::Capability;
 use crate::{Error, Result};
 
 /// The `model_type` of Nemotron-NAS configurations.
@@ -100,20 +101,9 @@ pub fn ffn_mult_to_intermediate_size(ffn_mult: f64, hidden: usize) -> usize {
 /// can be written; Gemma 3 and Mixtral cannot (their blocks are not Llama blocks).
 pub fn nas_config_json(config: &ModelConfig, blocks: &[(bool, bool)]) -> Result<Json> {
     let origin = "Nemotron-NAS export";
-    match config.architecture {
-        Architecture::Llama | Architecture::Qwen2 => {}
-        Architecture::Mistral if config.sliding_window.is_none() => {}
-        other => {
-            return Err(Error::unsupported(
-                origin,
-                format!(
-                    "{} cannot be written as DeciLMForCausalLM, whose blocks are Llama blocks \
-                     (SwiGLU FFN, RMSNorm, no sliding window, QK-norm or sandwich norms)",
-                    other.model_type()
-                ),
-            ))
-        }
-    }
+    config
+        .supports(Capability::NemotronNas)
+        .map_err(|why| Error::unsupported(origin, why))?;
     if blocks.is_empty() {
         return Err(Error::config(origin, "no blocks left to write"));
     }
@@ -170,7 +160,8 @@ pub fn nas_config_json(config: &ModelConfig, blocks: &[(bool, bool)]) -> Result<
     );
     obj.insert("intermediate_size".into(), Json::Null);
     obj.insert("num_key_value_heads".into(), Json::Null);
-    let qwen = config.architecture == Architecture::Qwen2;
+    // Qwen2's biases are on q/k/v only (DeciLM's `qkv_bias`), Llama's on o_proj too.
+    let qwen = config.attention_bias && !config.o_proj_bias();
     obj.insert(
         "attention_bias".into(),
         json!(config.attention_bias && !qwen),
@@ -321,6 +312,7 @@ fn parse_nas(mut json: Json, origin: &str) -> Result<(ModelConfig, Vec<String>, 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::Architecture;
 
     const LLAMA: &str = r#"{"model_type":"llama","vocab_size":10,"hidden_size":576,
         "intermediate_size":1536,"num_hidden_layers":3,"num_attention_heads":9,

@@ -212,7 +212,7 @@ impl Tokenizer {
         } else {
             let arch = file.get_str("general.architecture")?.unwrap_or("llama");
             let unk_token = unk.map_or("<unk>", |u| tokens[u as usize].as_str());
-            let inner = if arch.starts_with("gemma") {
+            let inner = if crate::family::gguf_tokenizer_quirks(arch).gguf_gemma_sentencepiece {
                 gemma_sentencepiece(&origin, &tokens, unk_token)?
             } else {
                 let scores: Vec<f64> = match file.get_array("tokenizer.ggml.scores")? {

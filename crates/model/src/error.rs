@@ -47,6 +47,15 @@ pub enum Error {
     /// A plan keeps a sublayer that the checkpoint does not contain (a pruned export).
     #[error("sublayer {0} is not in this pruned checkpoint; every plan must remove it")]
     Absent(crate::SublayerId),
+    /// A part of the model ([`crate::LoadOptions::sublayers`]) was asked for what another part
+    /// holds.
+    #[error("{what} is not loaded in this part of the model (sublayers {}..{})", part.start, part.end)]
+    NotLoaded {
+        /// What was asked for: the embeddings, a sublayer, the LM head.
+        what: String,
+        /// The sublayers this part holds.
+        part: std::ops::Range<usize>,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] finercut_tensor::Error),

@@ -146,10 +146,10 @@ impl Attention {
         let mut k = self.k.forward(h)?;
         let v = self.v.forward(h)?;
         if let Some(n) = &self.q_norm {
-            q = per_head(n, q, self.spec.head_dim)?;
+            q = per_group(n, q)?;
         }
         if let Some(n) = &self.k_norm {
-            k = per_head(n, k, self.spec.head_dim)?;
+            k = per_group(n, k)?;
         }
         self.rope.apply(&mut q, &batch.positions)?;
         self.rope.apply(&mut k, &batch.positions)?;
@@ -281,10 +281,17 @@ impl KvCache {
     }
 }
 
-/// RMSNorm of every head vector of `x` (`[rows, heads·head_dim]`).
-fn per_head(norm: &RmsNorm, x: Tensor, head_dim: usize) -> Result<Tensor> {
+/// RMSNorm of every group of `x` (`[rows, cols]`) as wide as the norm's weight: every head vector
+/// (Gemma, Qwen3: a weight of `head_dim`) or the whole projection (OLMo 2: a weight of `cols`).
+fn per_group(norm: &RmsNorm, x: Tensor) -> Result<Tensor> {
     let (rows, cols) = (x.rows(), x.cols());
-    let y = norm.forward(&x.reshape(&[rows * cols / head_dim, head_dim])?)?;
+    let width = norm.weight.elem_count();
+    if width == 0 || cols % width != 0 {
+        return Err(Error::Config(format!(
+            "a norm of width {width} does not divide projections of width {cols}"
+        )));
+    }
+    let y = norm.forward(&x.reshape(&[rows * cols / width, width])?)?;
     Ok(y.reshape(&[rows, cols])?)
 }
 
@@ -327,7 +334,8 @@ pub(crate) enum Branch {
 /// the branch; the shortcut, part of the residual path, still applies.
 pub(crate) struct Sublayer {
     pub id: SublayerId,
-    pub norm: RmsNorm,
+    /// The norm before the branch; `None` where the family has none (OLMo 2 normalises after).
+    pub norm: Option<RmsNorm>,
     pub branch: Branch,
     pub post_norm: Option<RmsNorm>,
     /// `Sᵀ` (`[d, d]`), so that `matmul_t` computes the row-vector product `x·S`.
@@ -358,7 +366,10 @@ impl Sublayer {
         let mut h = Tensor::empty(&[total, d], &first.x.device())?;
         let mut off = 0;
         for p in parts.iter() {
-            self.norm.rows_into(p.x, p.row, p.rows, &mut h, off)?;
+            match &self.norm {
+                Some(n) => n.rows_into(p.x, p.row, p.rows, &mut h, off)?,
+                None => h.copy_rows_from(off, p.x, p.row, p.rows)?,
+            }
             off += p.rows;
         }
         let mut out = match &self.branch {
@@ -428,7 +439,7 @@ impl Sublayer {
         if matches!(self.branch, Branch::Absent) {
             return 0;
         }
-        self.norm.param_count()
+        self.norm.as_ref().map_or(0, RmsNorm::param_count)
             + self.post_norm.as_ref().map_or(0, RmsNorm::param_count)
             + match &self.branch {
                 Branch::Attn(a) => a.param_count(),

@@ -89,6 +89,7 @@ mod continuation;
 mod error;
 mod generate;
 mod layers;
+mod load;
 mod model;
 mod moe;
 mod plan;
@@ -110,6 +111,7 @@ pub use error::{Error, Result};
 /// Per-row divergences on the model's device (see `finercut_tensor::Tensor::row_divergences`).
 pub use finercut_tensor::{DenseLogits, RowMetric, Tensor};
 pub use generate::{GenerateOptions, GenerateStats, Generated, Sequence, StopReason};
+pub use load::LoadOptions;
 pub use model::{Model, ATTN_SHORTCUT, MLP_SHORTCUT};
 pub use plan::{Plan, SublayerId, SublayerKind};
 pub use stream::{Sink, StreamStats, TensorSink, HEAD_ROWS};

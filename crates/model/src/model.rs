@@ -1,23 +1,16 @@
 //! [`Model`]: loading, the forward pass under a removal plan, traces and resuming.
 
-use crate::layers::{Attention, Batch, Branch, KvMode, Linear, Mlp, Part, RmsNorm, Sublayer};
-use crate::moe::SparseMoe;
-use crate::weights::{WeightDtype, Weights};
+use crate::layers::{Batch, Branch, KvMode, Part, RmsNorm, Sublayer};
+use crate::load::LoadOptions;
+use crate::weights::WeightDtype;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
-use crate::{Error, Plan, Result, SublayerId, SublayerKind};
-use finercut_format::{
-    Activation as FmtActivation, Architecture, LayerAttention, ModelConfig, RopeScaling as FmtRope,
-    TensorSource, ROPE_FREQS_TENSOR,
-};
-use finercut_tensor::{
-    Activation, AttentionSpec, DType, Device, Matrix, NormWeight, Rope, RopeScaling, Tensor,
-};
+use crate::{Error, Plan, Result, SublayerId};
+use finercut_format::{FfnTensors, ModelConfig, TensorSource};
+use finercut_tensor::{DType, Device, Matrix, Tensor};
 
-/// Name of a sliced model's shortcut matrix around the attention sublayer, in its block's scope.
-pub const ATTN_SHORTCUT: &str = "attn_shortcut_Q";
-/// Name of a sliced model's shortcut matrix around the FFN sublayer, in its block's scope.
-pub const MLP_SHORTCUT: &str = "mlp_shortcut_Q";
+pub use finercut_format::family::sliced::{ATTN_SHORTCUT, MLP_SHORTCUT};
 
 /// Rows evaluated together in one batched sublayer call (whole sequences; at least one sequence).
 /// A constant, not a function of the thread count, so results are reproducible.
@@ -27,14 +20,20 @@ pub(crate) const CHUNK_ROWS: usize = 8192;
 pub struct Model {
     pub(crate) config: ModelConfig,
     pub(crate) device: Device,
-    pub(crate) embed: Matrix,
+    /// `None` in a part of the model that neither starts at sublayer 0 nor ends with a head tied
+    /// to the embeddings.
+    pub(crate) embed: Option<Matrix>,
     pub(crate) embed_scale: Option<f32>,
+    /// All 2L sublayers; those outside [`Model::part`] are placeholders without weights.
     pub(crate) sublayers: Vec<Sublayer>,
-    pub(crate) final_norm: RmsNorm,
-    /// `None` when the LM head is the embedding matrix.
+    /// `None` in a part of the model that does not end at sublayer 2L.
+    pub(crate) final_norm: Option<RmsNorm>,
+    /// `None` when the LM head is the embedding matrix (or not loaded).
     pub(crate) lm_head: Option<Matrix>,
     pub(crate) final_softcap: Option<f32>,
     pub(crate) weight_dtype: WeightDtype,
+    /// The sublayers loaded ([`LoadOptions::sublayers`]).
+    pub(crate) part: Range<usize>,
 }
 
 impl std::fmt::Debug for Model {
@@ -46,25 +45,6 @@ impl std::fmt::Debug for Model {
             .field("vocab_size", &self.config.vocab_size)
             .field("device", &self.device)
             .finish()
-    }
-}
-
-fn rope_scaling(s: &FmtRope) -> RopeScaling {
-    match *s {
-        // `Factors` is built from the weights instead (see `load_pruned`).
-        FmtRope::None | FmtRope::Factors => RopeScaling::None,
-        FmtRope::Linear { factor } => RopeScaling::Linear { factor },
-        FmtRope::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } => RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        },
     }
 }
 
@@ -134,7 +114,7 @@ impl Model {
     }
 
     /// [`Model::load_pruned`] with the weight matrices held as `dtype` says on the CPU, and as
-    /// `matrix_dtype` on another device.
+    /// `matrix_dtype` on another device ([`Model::load_with_options`] with the whole model).
     pub fn load_with(
         config: &ModelConfig,
         weights: &dyn TensorSource,
@@ -143,315 +123,13 @@ impl Model {
         dtype: WeightDtype,
         matrix_dtype: DType,
     ) -> Result<Model> {
-        let c = config;
-        if let Some(&index) = absent.iter().find(|&&i| i >= 2 * c.num_hidden_layers) {
-            return Err(Error::SublayerIndex {
-                index,
-                count: 2 * c.num_hidden_layers,
-            });
-        }
-        let gemma = match c.architecture {
-            Architecture::Llama
-            | Architecture::Mistral
-            | Architecture::Qwen2
-            | Architecture::Qwen3
-            | Architecture::Mixtral => None,
-            Architecture::Gemma3 => c.gemma3().copied(),
-        };
-        if c.architecture == Architecture::Gemma3 && gemma.is_none() {
-            return Err(Error::Config(
-                "gemma3 architecture without gemma3 parameters".into(),
-            ));
-        }
-        let moe = c.moe().copied();
-        if c.architecture == Architecture::Mixtral {
-            match moe {
-                None => {
-                    return Err(Error::Config(
-                        "mixtral architecture without mixture-of-experts parameters".into(),
-                    ))
-                }
-                Some(m)
-                    if m.num_local_experts == 0
-                        || m.num_experts_per_tok == 0
-                        || m.num_experts_per_tok > m.num_local_experts =>
-                {
-                    return Err(Error::Config(format!(
-                        "{} experts per token of {} experts",
-                        m.num_experts_per_tok, m.num_local_experts
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-        let qk_norm = gemma.is_some() || c.architecture == Architecture::Qwen3;
-        let (d, hd, heads, kvh, ffn, vocab) = (
-            c.hidden_size,
-            c.head_dim,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            c.intermediate_size,
-            c.vocab_size,
-        );
-        if d == 0
-            || hd == 0
-            || heads == 0
-            || kvh == 0
-            || ffn == 0
-            || vocab == 0
-            || c.num_hidden_layers == 0
-        {
-            return Err(Error::Config(format!("zero size in {c:?}")));
-        }
-        if heads % kvh != 0 {
-            return Err(Error::Config(format!(
-                "{heads} attention heads not divisible by {kvh} key/value heads"
-            )));
-        }
-        if c.layer_types.len() != c.num_hidden_layers {
-            return Err(Error::Config(format!(
-                "{} layer types for {} layers",
-                c.layer_types.len(),
-                c.num_hidden_layers
-            )));
-        }
-        let eps = c.rms_norm_eps as f32;
-        // A sliced model's norms divide by the original width D over d kept dimensions:
-        // x / sqrt(Σx²/D + eps) = sqrt(D/d) · x / sqrt(Σx²/d + eps·D/d), an RMSNorm over d with
-        // its weight scaled by sqrt(D/d) and epsilon by D/d (exactly the plain norm when D = d).
-        let slicing = c.slicing().copied();
-        let (residual_eps, residual_scale) = match slicing {
-            Some(p) => {
-                let ratio = p.original_hidden_size as f64 / d as f64;
-                ((c.rms_norm_eps * ratio) as f32, ratio.sqrt() as f32)
-            }
-            None => (eps, 1.0),
-        };
-        let residual_norm = |w: &Weights<'_>, name: &str| -> Result<RmsNorm> {
-            let mut n = RmsNorm::load(w, name, d, residual_eps, NormWeight::Plain)?;
-            if residual_scale != 1.0 {
-                n.weight.scale_in_place(residual_scale)?;
-            }
-            Ok(n)
-        };
-        let norm_kind = if gemma.is_some() {
-            NormWeight::OnePlus
-        } else {
-            NormWeight::Plain
-        };
-        let act = match c.hidden_act {
-            FmtActivation::Silu => Activation::Silu,
-            FmtActivation::GeluTanh => Activation::GeluTanh,
-        };
-        let root = Weights::new(weights, *device, dtype, matrix_dtype);
-        let m = root.pp("model");
-        let embed = m.pp("embed_tokens").matrix("weight", [vocab, d])?;
-        let (q_rows, kv_rows) = match (heads.checked_mul(hd), kvh.checked_mul(hd)) {
-            (Some(q), Some(kv)) => (q, kv),
-            _ => {
-                return Err(Error::Config(format!(
-                    "{heads} attention heads of head_dim {hd} overflow"
-                )))
-            }
-        };
-        // The rotary tables are sized by `head_dim`, a number from the configuration alone: they
-        // are built once the first attention weights have confirmed it, so a configuration that
-        // claims a huge head_dim fails on a shape, not on an allocation.
-        let mut ropes: Option<(Rope, Rope)> = None;
-        let mut confirmed_ropes = || -> Result<(Rope, Rope)> {
-            if let Some(r) = &ropes {
-                return Ok(r.clone());
-            }
-            let global = match c.rope_scaling {
-                FmtRope::Factors => {
-                    let factors = root.get(ROPE_FREQS_TENSOR, &[hd / 2])?.to_vec_f32()?;
-                    Rope::with_freq_factors(hd, c.rope_theta, &factors)?
-                }
-                ref other => Rope::new(hd, c.rope_theta, rope_scaling(other))?,
-            };
-            let local = match gemma {
-                Some(g) => Rope::new(hd, g.rope_local_base_freq, RopeScaling::None)?,
-                None => global.clone(),
-            };
-            ropes = Some((global.clone(), local.clone()));
-            Ok((global, local))
-        };
-        let mut sublayers = Vec::with_capacity(2 * c.num_hidden_layers);
-        for b in 0..c.num_hidden_layers {
-            let l = m.pp("layers").pp(b);
-            let sliding = c.layer_types[b] == LayerAttention::Sliding;
-            let mut spec = AttentionSpec::new(heads, kvh, hd);
-            spec.sliding_window = if sliding { c.sliding_window } else { None };
-            let norm = |name: &str| {
-                if slicing.is_some() {
-                    residual_norm(&l, name)
-                } else {
-                    RmsNorm::load(&l, name, d, eps, norm_kind)
-                }
-            };
-            // A sliced model's residual shortcuts, stored as SliceGPT's `x·Q` matrices
-            // `[d, d]` and held transposed for `matmul_t`.
-            let shortcut = |name: &str| -> Result<Option<Matrix>> {
-                if slicing.is_none() {
-                    return Ok(None);
-                }
-                let q = l
-                    .get(name, &[d, d])?
-                    .to_device(&Device::Cpu)?
-                    .to_vec_f32()?;
-                let mut qt = vec![0.0f32; d * d];
-                for i in 0..d {
-                    for j in 0..d {
-                        qt[j * d + i] = q[i * d + j];
-                    }
-                }
-                let m = Tensor::from_vec(qt, &[d, d], &Device::Cpu)?
-                    .to_dtype(matrix_dtype)?
-                    .to_device(device)?;
-                Ok(Some(Matrix::Dense(m)))
-            };
-            let attn_id = SublayerId {
-                block: b,
-                kind: SublayerKind::Attn,
-            };
-            let mlp_id = SublayerId {
-                block: b,
-                kind: SublayerKind::Mlp,
-            };
-            let absent_sublayer = |id: SublayerId, shortcut_name: &str| -> Result<Sublayer> {
-                Ok(Sublayer {
-                    id,
-                    norm: RmsNorm {
-                        weight: Tensor::zeros(&[d], device)?,
-                        eps,
-                        kind: norm_kind,
-                    },
-                    branch: Branch::Absent,
-                    post_norm: None,
-                    shortcut: shortcut(shortcut_name)?,
-                })
-            };
-            if absent.contains(&attn_id.index()) {
-                sublayers.push(absent_sublayer(attn_id, ATTN_SHORTCUT)?);
-            } else {
-                let attn_w = l.pp("self_attn");
-                if let Some(g) = gemma {
-                    spec.scale = (1.0 / g.query_pre_attn_scalar.sqrt()) as f32;
-                    spec.softcap = g.attn_logit_softcapping.map(|x| x as f32);
-                }
-                // Gemma 3 and Qwen3 normalise every query and key head before RoPE.
-                let (q_norm, k_norm) = if qk_norm {
-                    (
-                        Some(RmsNorm::load(&attn_w, "q_norm", hd, eps, norm_kind)?),
-                        Some(RmsNorm::load(&attn_w, "k_norm", hd, eps, norm_kind)?),
-                    )
-                } else {
-                    (None, None)
-                };
-                let qkv_bias = c.attention_bias;
-                let q = Linear::load(&attn_w, "q_proj", q_rows, d, qkv_bias)?;
-                let k = Linear::load(&attn_w, "k_proj", kv_rows, d, qkv_bias)?;
-                let v = Linear::load(&attn_w, "v_proj", kv_rows, d, qkv_bias)?;
-                let o = Linear::load(&attn_w, "o_proj", d, q_rows, c.o_proj_bias())?;
-                let (global_rope, local_rope) = confirmed_ropes()?;
-                let attn = Attention {
-                    q,
-                    k,
-                    v,
-                    o,
-                    q_norm,
-                    k_norm,
-                    rope: if sliding { local_rope } else { global_rope },
-                    spec,
-                };
-                let attn_post = if gemma.is_some() {
-                    Some(norm("post_attention_layernorm")?)
-                } else {
-                    None
-                };
-                sublayers.push(Sublayer {
-                    id: attn_id,
-                    norm: norm("input_layernorm")?,
-                    branch: Branch::Attn(attn),
-                    post_norm: attn_post,
-                    shortcut: shortcut(ATTN_SHORTCUT)?,
-                });
-            }
-            if absent.contains(&mlp_id.index()) {
-                sublayers.push(absent_sublayer(mlp_id, MLP_SHORTCUT)?);
-            } else {
-                let branch = match moe {
-                    Some(m) => {
-                        // Mixtral checkpoints: `block_sparse_moe.gate` and experts `w1` (gate),
-                        // `w3` (up), `w2` (down).
-                        let moe_w = l.pp("block_sparse_moe");
-                        let experts = (0..m.num_local_experts)
-                            .map(|e| {
-                                let ew = moe_w.pp("experts").pp(e);
-                                Ok(Mlp {
-                                    gate: Linear::load(&ew, "w1", ffn, d, false)?,
-                                    up: Linear::load(&ew, "w3", ffn, d, false)?,
-                                    down: Linear::load(&ew, "w2", d, ffn, false)?,
-                                    act,
-                                })
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        Branch::Moe(SparseMoe {
-                            router: Linear::load(&moe_w, "gate", m.num_local_experts, d, false)?,
-                            experts,
-                            top_k: m.num_experts_per_tok,
-                        })
-                    }
-                    None => {
-                        let mlp_w = l.pp("mlp");
-                        Branch::Mlp(Mlp {
-                            gate: Linear::load(&mlp_w, "gate_proj", ffn, d, false)?,
-                            up: Linear::load(&mlp_w, "up_proj", ffn, d, false)?,
-                            down: Linear::load(&mlp_w, "down_proj", d, ffn, false)?,
-                            act,
-                        })
-                    }
-                };
-                let (mlp_norm, mlp_post) = if gemma.is_some() {
-                    (
-                        norm("pre_feedforward_layernorm")?,
-                        Some(norm("post_feedforward_layernorm")?),
-                    )
-                } else {
-                    (norm("post_attention_layernorm")?, None)
-                };
-                sublayers.push(Sublayer {
-                    id: mlp_id,
-                    norm: mlp_norm,
-                    branch,
-                    post_norm: mlp_post,
-                    shortcut: shortcut(MLP_SHORTCUT)?,
-                });
-            }
-        }
-        let final_norm = if slicing.is_some() {
-            residual_norm(&m, "norm")?
-        } else {
-            RmsNorm::load(&m, "norm", d, eps, norm_kind)?
-        };
-        let lm_head = if c.tie_word_embeddings {
-            None
-        } else {
-            Some(root.pp("lm_head").matrix("weight", [vocab, d])?)
-        };
-        Ok(Model {
-            config: c.clone(),
-            device: *device,
-            embed,
-            embed_scale: gemma.map(|_| (d as f32).sqrt()),
-            sublayers,
-            final_norm,
-            lm_head,
-            final_softcap: gemma
-                .and_then(|g| g.final_logit_softcapping)
-                .map(|x| x as f32),
+        let options = LoadOptions {
+            absent: absent.clone(),
             weight_dtype: dtype,
-        })
+            matrix_dtype,
+            sublayers: None,
+        };
+        Self::load_with_options(config, weights, device, &options)
     }
 
     /// How the weight matrices are held ([`WeightDtype`]).
@@ -468,7 +146,9 @@ impl Model {
             e.0 += 1;
             e.1 += m.stored_bytes();
         };
-        add(&self.embed);
+        if let Some(e) = &self.embed {
+            add(e);
+        }
         if let Some(h) = &self.lm_head {
             add(h);
         }
@@ -503,15 +183,17 @@ impl Model {
         let host = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(&Device::Cpu)?) };
         let dense = |m: &Matrix| -> Result<Tensor> { host(&m.to_dense()?.to_dtype(DType::F32)?) };
         match name {
-            "model.embed_tokens.weight" => return dense(&self.embed),
-            "lm_head.weight" => return dense(self.head_weight()),
-            "model.norm.weight" => return host(&self.final_norm.weight),
+            "model.embed_tokens.weight" => return dense(self.embed.as_ref().ok_or_else(missing)?),
+            "lm_head.weight" => return dense(self.head_weight().map_err(|_| missing())?),
+            "model.norm.weight" => {
+                return host(&self.final_norm.as_ref().ok_or_else(missing)?.weight)
+            }
             _ => {}
         }
         let rest = name.strip_prefix("model.layers.").ok_or_else(missing)?;
         let (block, rest) = rest.split_once('.').ok_or_else(missing)?;
         let block: usize = block.parse().map_err(|_| missing())?;
-        let gemma = self.config.gemma3().is_some();
+        let names = self.config.recipe().tensors;
         let attn = self.sublayers.get(2 * block).ok_or_else(missing)?;
         let mlp = self.sublayers.get(2 * block + 1).ok_or_else(missing)?;
         let linear = |l: &crate::layers::Linear, part: &str| -> Result<Tensor> {
@@ -533,24 +215,40 @@ impl Model {
             }
             Ok(Tensor::from_vec(out, &[d, d], &Device::Cpu)?)
         };
+        fn norm_of(r: &str) -> Option<&str> {
+            r.strip_suffix(".weight")
+        }
+        let in_module = |r: &'_ str, module: &str| -> Option<String> {
+            r.strip_prefix(module)?
+                .strip_prefix('.')
+                .map(str::to_string)
+        };
+        let post = |s: &Sublayer| -> Result<Tensor> {
+            host(&s.post_norm.as_ref().ok_or_else(missing)?.weight)
+        };
         match (rest, &attn.branch, &mlp.branch) {
-            ("input_layernorm.weight", Branch::Attn(_), _) => host(&attn.norm.weight),
-            ("post_attention_layernorm.weight", Branch::Attn(_), _) if gemma => {
-                host(&attn.post_norm.as_ref().ok_or_else(missing)?.weight)
+            (r, Branch::Attn(_), _) if norm_of(r).is_some() && norm_of(r) == names.attn_norm => {
+                host(&attn.norm.as_ref().ok_or_else(missing)?.weight)
             }
-            ("post_attention_layernorm.weight", _, Branch::Mlp(_) | Branch::Moe(_)) if !gemma => {
-                host(&mlp.norm.weight)
+            (r, Branch::Attn(_), _)
+                if norm_of(r).is_some() && norm_of(r) == names.attn_post_norm =>
+            {
+                post(attn)
             }
-            ("pre_feedforward_layernorm.weight", _, Branch::Mlp(_)) if gemma => {
-                host(&mlp.norm.weight)
+            (r, _, Branch::Mlp(_) | Branch::Moe(_))
+                if norm_of(r).is_some() && norm_of(r) == names.ffn_norm =>
+            {
+                host(&mlp.norm.as_ref().ok_or_else(missing)?.weight)
             }
-            ("post_feedforward_layernorm.weight", _, Branch::Mlp(_)) if gemma => {
-                host(&mlp.post_norm.as_ref().ok_or_else(missing)?.weight)
+            (r, _, Branch::Mlp(_) | Branch::Moe(_))
+                if norm_of(r).is_some() && norm_of(r) == names.ffn_post_norm =>
+            {
+                post(mlp)
             }
             (ATTN_SHORTCUT, _, _) => transposed(&attn.shortcut),
             (MLP_SHORTCUT, _, _) => transposed(&mlp.shortcut),
-            (r, Branch::Attn(a), _) if r.starts_with("self_attn.") => {
-                let r = &r["self_attn.".len()..];
+            (r, Branch::Attn(a), _) if in_module(r, names.attn).is_some() => {
+                let r = in_module(r, names.attn).ok_or_else(missing)?;
                 let (module, part) = r.split_once('.').ok_or_else(missing)?;
                 match module {
                     "q_proj" => linear(&a.q, part),
@@ -566,12 +264,13 @@ impl Model {
                     _ => Err(missing()),
                 }
             }
-            (r, _, Branch::Mlp(m)) if r.starts_with("mlp.") => {
-                let (module, part) = r["mlp.".len()..].split_once('.').ok_or_else(missing)?;
-                match module {
-                    "gate_proj" => linear(&m.gate, part),
-                    "up_proj" => linear(&m.up, part),
-                    "down_proj" => linear(&m.down, part),
+            (r, _, Branch::Mlp(m)) if in_module(r, names.ffn).is_some() => {
+                let r = in_module(r, names.ffn).ok_or_else(missing)?;
+                let (module, part) = r.split_once('.').ok_or_else(missing)?;
+                match names.ffn_kind {
+                    FfnTensors::Gated { gate, .. } if module == gate => linear(&m.gate, part),
+                    FfnTensors::Gated { up, .. } if module == up => linear(&m.up, part),
+                    FfnTensors::Gated { down, .. } if module == down => linear(&m.down, part),
                     _ => Err(missing()),
                 }
             }
@@ -610,13 +309,13 @@ impl Model {
     /// All parameters: embeddings, sublayers (with a sliced model's shortcut matrices), final norm
     /// and (untied) LM head.
     pub fn param_count(&self) -> usize {
-        self.embed.elem_count()
+        self.embed.as_ref().map_or(0, Matrix::elem_count)
             + self
                 .sublayers
                 .iter()
                 .map(|s| s.param_count() + s.shortcut_param_count())
                 .sum::<usize>()
-            + self.final_norm.param_count()
+            + self.final_norm.as_ref().map_or(0, RmsNorm::param_count)
             + self.lm_head.as_ref().map_or(0, Matrix::elem_count)
     }
 
@@ -735,8 +434,7 @@ impl Model {
         if let Some(&index) = plan.removed().iter().find(|&&i| i >= count) {
             return Err(Error::SublayerIndex { index, count });
         }
-        match self
-            .sublayers
+        match self.sublayers[self.part.clone()]
             .iter()
             .find(|s| matches!(s.branch, Branch::Absent) && !plan.is_removed(s.id.index()))
         {
@@ -747,16 +445,37 @@ impl Model {
 
     /// Sublayers absent from the checkpoint (see [`Model::load_pruned`]).
     pub fn absent_sublayers(&self) -> BTreeSet<usize> {
-        self.sublayers
+        self.sublayers[self.part.clone()]
             .iter()
             .filter(|s| matches!(s.branch, Branch::Absent))
             .map(|s| s.id.index())
             .collect()
     }
 
+    /// The sublayers this model holds: `0..2L`, or the range of a part loaded with
+    /// [`LoadOptions::sublayers`] (a pipeline stage). A part runs [`Model::embed_tokens`] when it
+    /// starts at 0, [`Model::advance`] over its own sublayers, and [`Model::resume`] from its
+    /// start when it ends at 2L.
+    pub fn part(&self) -> Range<usize> {
+        self.part.clone()
+    }
+
+    /// The residual stream `[n, t, d]` entering sublayer 0: the (scaled) embeddings of `tokens`.
+    pub fn embed_tokens(&self, tokens: &[Vec<u32>]) -> Result<Tensor> {
+        let (n, t) = self.check_tokens(tokens)?;
+        Ok(self
+            .embed_batch(tokens)?
+            .reshape(&[n, t, self.config.hidden_size])?)
+    }
+
     /// Embeddings of the concatenated rows `[Σ len, d]`.
     pub(crate) fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
-        let mut x = self.embed.embedding(ids)?;
+        // A last part with tied embeddings holds the matrix for its head, not as an input.
+        let embed = match &self.embed {
+            Some(e) if self.part.start == 0 => e,
+            _ => return Err(self.not_loaded("the embeddings")),
+        };
+        let mut x = embed.embedding(ids)?;
         if let Some(s) = self.embed_scale {
             x.scale_in_place(s)?;
         }
@@ -778,6 +497,9 @@ impl Model {
         t: usize,
         removed: bool,
     ) -> Result<()> {
+        if !self.part.contains(&s) {
+            return Err(self.not_loaded(&format!("sublayer {}", SublayerId::from_index(s))));
+        }
         if removed {
             let rows = x.rows();
             return self.sublayers[s].bypass(&mut [Part { x, row: 0, rows }]);
@@ -802,14 +524,32 @@ impl Model {
     }
 
     /// The LM-head weight `[vocab, d]`.
-    pub(crate) fn head_weight(&self) -> &Matrix {
-        self.lm_head.as_ref().unwrap_or(&self.embed)
+    pub(crate) fn head_weight(&self) -> Result<&Matrix> {
+        self.lm_head
+            .as_ref()
+            .or(self.embed.as_ref())
+            .filter(|_| self.final_norm.is_some())
+            .ok_or_else(|| self.not_loaded("the LM head"))
+    }
+
+    /// The final norm, which only the part that ends the model holds.
+    pub(crate) fn final_norm(&self) -> Result<&RmsNorm> {
+        self.final_norm
+            .as_ref()
+            .ok_or_else(|| self.not_loaded("the final norm"))
+    }
+
+    fn not_loaded(&self, what: &str) -> Error {
+        Error::NotLoaded {
+            what: what.to_string(),
+            part: self.part.clone(),
+        }
     }
 
     /// Logits `[rows, vocab]` of residual rows `[rows, d]`: final norm, LM head, optional softcap.
     pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.final_norm.forward(x)?;
-        let mut y = self.head_weight().matmul_t(&h)?;
+        let h = self.final_norm()?.forward(x)?;
+        let mut y = self.head_weight()?.matmul_t(&h)?;
         drop(h);
         if let Some(cap) = self.final_softcap {
             y.softcap_in_place(cap)?;

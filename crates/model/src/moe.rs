@@ -26,11 +26,26 @@ pub(crate) struct SparseMoe {
     pub experts: Vec<Mlp>,
     /// Experts per token.
     pub top_k: usize,
+    /// Whether the chosen experts' probabilities are renormalised to sum to 1 (Mixtral), or kept
+    /// as the full softmax gives them (Qwen3-MoE without `norm_topk_prob`).
+    pub normalise: bool,
 }
 
 /// The experts of each row and their weights: `(expert, weight)` pairs, `top_k` per row, most
-/// probable first (ties: the lower expert index).
+/// probable first (ties: the lower expert index), renormalised over the chosen experts.
+#[cfg(test)]
 pub(crate) fn route(logits: &[f32], num_experts: usize, top_k: usize) -> Vec<Vec<(usize, f32)>> {
+    route_with(logits, num_experts, top_k, true)
+}
+
+/// [`route`], with the weights renormalised over the chosen experts (`normalise`) or the full
+/// softmax's probabilities.
+pub(crate) fn route_with(
+    logits: &[f32],
+    num_experts: usize,
+    top_k: usize,
+    normalise: bool,
+) -> Vec<Vec<(usize, f32)>> {
     logits
         .chunks_exact(num_experts)
         .map(|row| {
@@ -49,7 +64,11 @@ pub(crate) fn route(logits: &[f32], num_experts: usize, top_k: usize) -> Vec<Vec
                 .iter()
                 .map(|&j| (f64::from(row[j]) - m).exp())
                 .collect();
-            let z: f64 = e.iter().sum();
+            let z: f64 = if normalise {
+                e.iter().sum()
+            } else {
+                row.iter().map(|&l| (f64::from(l) - m).exp()).sum()
+            };
             order
                 .iter()
                 .zip(&e)
@@ -70,7 +89,7 @@ impl SparseMoe {
                 logits.cols()
             )));
         }
-        let routes = route(&logits.to_vec_f32()?, n_exp, self.top_k);
+        let routes = route_with(&logits.to_vec_f32()?, n_exp, self.top_k, self.normalise);
         // Per expert, the rows routed to it (in row order) and their weights.
         let mut rows: Vec<Vec<usize>> = vec![Vec::new(); n_exp];
         let mut weights: Vec<Vec<f32>> = vec![Vec::new(); n_exp];

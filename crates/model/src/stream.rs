@@ -190,7 +190,7 @@ impl Model {
         sink: &mut TensorSink<'_>,
     ) -> Result<()> {
         let (d, vocab) = (self.config.hidden_size, self.config.vocab_size);
-        let w = self.head_weight();
+        let w = self.head_weight()?;
         // Free `(normed rows, logits)` buffer pairs: two per chunk size in use (one being filled,
         // one being consumed), no allocation per chunk.
         let mut free: Vec<(Tensor, Tensor)> = Vec::with_capacity(4);
@@ -210,7 +210,7 @@ impl Model {
                     ),
                 };
                 let mut head = || -> Result<()> {
-                    self.final_norm.rows_into(&x, r0, k, &mut h, 0)?;
+                    self.final_norm()?.rows_into(&x, r0, k, &mut h, 0)?;
                     w.matmul_t_into(&h, &mut out)?;
                     if let Some(cap) = self.final_softcap {
                         out.softcap_in_place(cap)?;

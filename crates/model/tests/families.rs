@@ -10,7 +10,17 @@ use finercut_tensor::Device;
 use std::path::{Path, PathBuf};
 
 /// The families with a golden directory each.
-pub const FAMILIES: [&str; 6] = ["llama3", "mistral", "qwen2", "gemma3", "qwen3", "mixtral"];
+pub const FAMILIES: [&str; 9] = [
+    "llama3",
+    "mistral",
+    "qwen2",
+    "gemma3",
+    "qwen3",
+    "mixtral",
+    "gemma2",
+    "olmo2",
+    "qwen3_moe",
+];
 
 const TOL: f64 = 1e-4;
 

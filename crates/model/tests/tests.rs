@@ -10,5 +10,6 @@ mod export;
 mod families;
 mod generate;
 mod golden;
+mod partial;
 mod reference;
 mod tiny;

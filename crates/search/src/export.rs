@@ -3,57 +3,39 @@
 
 use std::collections::BTreeSet;
 
+use finercut_format::{family, HfTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, SearchResult, Unit};
 
-/// How an architecture names the tensors of one sublayer (norm and branch go together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TensorLayout {
+/// How a family names the tensors of one sublayer (norm and branch go together): its
+/// [`HfTensors`], from its family module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorLayout(pub HfTensors);
+
+#[allow(non_upper_case_globals)]
+impl TensorLayout {
     /// Llama, Mistral, Qwen2, Qwen3: attention = `self_attn.` (with Qwen3's `q_norm`/`k_norm`) +
-    /// `input_layernorm.`;
-    /// FFN = `mlp.` + `post_attention_layernorm.`.
-    Llama,
+    /// `input_layernorm.`; FFN = `mlp.` + `post_attention_layernorm.`.
+    pub const Llama: TensorLayout = TensorLayout(HfTensors::LLAMA);
     /// Mixtral: as Llama, with the FFN under `block_sparse_moe.`.
-    Mixtral,
+    pub const Mixtral: TensorLayout = TensorLayout(family::mixtral::TENSORS);
     /// Gemma 3 (sandwich norms): attention = `self_attn.` + `input_layernorm.` +
     /// `post_attention_layernorm.`; FFN = `mlp.` + `pre_feedforward_layernorm.` +
     /// `post_feedforward_layernorm.`.
-    Gemma3,
-}
+    pub const Gemma3: TensorLayout = TensorLayout(family::gemma3::TENSORS);
 
-impl TensorLayout {
-    /// The layout of a Hugging Face `model_type` / architecture name (`llama`, `mistral`,
-    /// `qwen2`, `qwen3`, `mixtral`, `gemma3`, `gemma3_text`), case-insensitive.
+    /// The layout of a Hugging Face `model_type` (`llama`, `mistral`, `qwen2`, `qwen3`, `mixtral`,
+    /// `gemma3`, `gemma3_text`, …: every registered family's), case-insensitive.
     pub fn for_architecture(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" => Some(TensorLayout::Llama),
-            "mixtral" => Some(TensorLayout::Mixtral),
-            "gemma3" | "gemma3_text" => Some(TensorLayout::Gemma3),
-            _ => None,
-        }
+        family::by_model_type(name).map(|f| TensorLayout(f.tensors()))
     }
 
     /// Tensor name prefixes (ending in `.`) of sublayer `i`.
     pub fn sublayer_prefixes(self, i: usize) -> Vec<String> {
         let b = i / 2;
-        let names: &[&str] = match (self, i.is_multiple_of(2)) {
-            (TensorLayout::Llama | TensorLayout::Mixtral, true) => {
-                &["self_attn", "input_layernorm"]
-            }
-            (TensorLayout::Llama, false) => &["mlp", "post_attention_layernorm"],
-            (TensorLayout::Mixtral, false) => &["block_sparse_moe", "post_attention_layernorm"],
-            (TensorLayout::Gemma3, true) => {
-                &["self_attn", "input_layernorm", "post_attention_layernorm"]
-            }
-            (TensorLayout::Gemma3, false) => &[
-                "mlp",
-                "pre_feedforward_layernorm",
-                "post_feedforward_layernorm",
-            ],
-        };
-        names
+        self.0
+            .sublayer_modules(i.is_multiple_of(2))
             .iter()
             .map(|n| format!("model.layers.{b}.{n}."))
             .collect()

@@ -12,7 +12,17 @@ use finercut_search::export::{is_removed_tensor, TensorLayout};
 use finercut_search::model_scorer::StreamingScorer;
 use finercut_search::{run, Inputs, Method, Provenance, SearchResult, Settings, Stop};
 
-const FAMILIES: [&str; 6] = ["llama3", "mistral", "qwen2", "gemma3", "qwen3", "mixtral"];
+const FAMILIES: [&str; 9] = [
+    "llama3",
+    "mistral",
+    "qwen2",
+    "gemma3",
+    "qwen3",
+    "mixtral",
+    "gemma2",
+    "olmo2",
+    "qwen3_moe",
+];
 
 fn family_dir(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,7 @@
 //! parameters.
 
 use crate::{Error, Result};
-use finercut_format::{Architecture, ModelConfig};
+use finercut_format::{ModelConfig, QkNorm};
 
 /// Parameters of the model that [`crate::slice_model`] makes from a model of configuration
 /// `config` at residual width `dim`: the embedding and the untied LM head (`vocab × dim` each),
@@ -25,7 +25,7 @@ pub fn sliced_param_count(config: &ModelConfig, dim: usize) -> usize {
     if c.o_proj_bias() {
         block += dim;
     }
-    if c.architecture == Architecture::Qwen3 {
+    if c.recipe().qk_norm == QkNorm::PerHead {
         block += 2 * c.head_dim;
     }
     2 * c.vocab_size * dim + dim + c.num_hidden_layers * block

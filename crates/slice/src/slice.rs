@@ -5,8 +5,8 @@ use crate::linalg::{covariance, matmul_views, symmetric_eigen, Dense};
 use crate::{Error, Result};
 use finercut_format::own_types::{mark, OwnLayout};
 use finercut_format::{
-    f32_to_bytes, io::write_json, write_safetensors_streamed, ArchParams, Architecture, Bytes,
-    DType, ModelConfig, Overwrite, RawTensor, SliceParams, StagedDir, TensorSource, TensorSpec,
+    f32_to_bytes, io::write_json, write_safetensors_streamed, ArchParams, Bytes, Capability, DType,
+    ModelConfig, Overwrite, QkNorm, RawTensor, SliceParams, StagedDir, TensorSource, TensorSpec,
     Tokenizer,
 };
 use finercut_model::{Model, Plan, ATTN_SHORTCUT, MLP_SHORTCUT};
@@ -29,24 +29,9 @@ pub struct SliceSettings {
 /// would need its own rotation; not implemented), and an already sliced model. The error names
 /// the architecture.
 pub fn check_supported(config: &ModelConfig) -> Result<()> {
-    match config.architecture {
-        Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 | Architecture::Qwen3 => {
-        }
-        Architecture::Gemma3 => {
-            return Err(Error::Unsupported(
-                "model_type `gemma3_text` (Gemma 3) normalises each sublayer's output (sandwich \
-                 norms), and those norms cannot be folded into a rotation of the residual stream"
-                    .into(),
-            ))
-        }
-        Architecture::Mixtral => {
-            return Err(Error::Unsupported(
-                "model_type `mixtral` (Mixtral) has a mixture-of-experts FFN; SliceGPT is \
-                 implemented for dense Llama-family models only"
-                    .into(),
-            ))
-        }
-    }
+    config
+        .supports(Capability::SliceGpt)
+        .map_err(Error::Unsupported)?;
     if let ArchParams::Sliced(p) = config.arch {
         return Err(Error::Unsupported(format!(
             "the model is already sliced (from {} to {} dimensions)",
@@ -371,7 +356,7 @@ pub fn slice_model(
                 add(name.clone(), vec![out], host(model, &name)?);
             }
         }
-        if c.architecture == Architecture::Qwen3 {
+        if c.recipe().qk_norm == QkNorm::PerHead {
             for norm in ["q_norm", "k_norm"] {
                 let name = l(&format!("self_attn.{norm}.weight"));
                 add(name.clone(), vec![c.head_dim], host(model, &name)?);

@@ -249,8 +249,9 @@ pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<Ggu
     // Qwen2 blocks are Llama blocks with Q/K/V biases (which `deci` loads when present) and
     // NeoX RoPE: its Q/K rows (and biases) are reordered into the interleaved order `deci`
     // rotates, as llama.cpp's converter reorders a Llama's.
-    let reorder_qk = arch == "qwen2";
-    if !(arch == "llama" || reorder_qk) || experts > 0 {
+    let rule = crate::family::gguf_tensor_rules(&arch).deci;
+    let reorder_qk = rule == crate::family::DeciRule::ReorderQk;
+    if rule == crate::family::DeciRule::Refused || experts > 0 {
         let what = if experts > 0 {
             "a mixture-of-experts model".to_string()
         } else {

@@ -36,7 +36,7 @@ use crate::{Error, Result};
 /// (`general.architecture`), or `None` for tensors without one (e.g. `rope_freqs.weight`, the
 /// merged expert tensors, which [`GgufStore`] splits).
 pub fn hf_tensor_name(arch: &str, gguf_name: &str) -> Option<String> {
-    let gemma = arch.starts_with("gemma");
+    let rules = crate::family::gguf_tensor_rules(arch);
     match gguf_name {
         "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
         "output_norm.weight" => return Some("model.norm.weight".into()),
@@ -61,8 +61,7 @@ pub fn hf_tensor_name(arch: &str, gguf_name: &str) -> Option<String> {
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
         "attn_norm" => "input_layernorm",
-        "ffn_norm" if gemma => "pre_feedforward_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
+        "ffn_norm" => rules.ffn_norm,
         "post_attention_norm" => "post_attention_layernorm",
         "post_ffw_norm" => "post_feedforward_layernorm",
         "ffn_gate_inp" => "block_sparse_moe.gate",
@@ -185,13 +184,13 @@ impl GgufStore {
             (heads, kv_heads)
         };
         // `deci` stores Q/K rows in llama.cpp's interleaved order, as `llama` does.
-        let permuted = arch == "llama" || arch == "deci";
-        let gemma = arch.starts_with("gemma");
+        let rules = crate::family::gguf_tensor_rules(&arch);
+        let permuted = rules.qk_permuted;
         let mut entries = HashMap::new();
         let mut order = Vec::new();
         let mut unmapped = Vec::new();
         for (ti, t) in file.tensors().iter().enumerate() {
-            if arch == "llama" {
+            if rules.stacked_experts {
                 if let Some(experts) = expert_names(t) {
                     let n_expert = t.dims.get(2).copied().unwrap_or(0) as usize;
                     let rows_each = t.n_rows() / n_expert.max(1);
@@ -242,7 +241,7 @@ impl GgufStore {
                     ));
                 }
                 Transform::Unpermute { groups }
-            } else if gemma && name.ends_with("norm.weight") {
+            } else if rules.norm_plus_one && name.ends_with("norm.weight") {
                 Transform::SubOne
             } else {
                 Transform::Identity
