@@ -286,7 +286,6 @@ mod blas_backend {
     }
 }
 
-
 /// The pure-Rust GEMM: without a BLAS, or where `openblas-dynamic` found no OpenBLAS.
 #[cfg_attr(finercut_blas_linked, allow(dead_code))]
 mod rust_backend {
