@@ -83,7 +83,8 @@ stage() {
     # FINERCUT_NEED_S overrides every stage's need (for tests of the deadline in dry runs).
     local name=$1 need=${FINERCUT_NEED_S:-$2} limit=$3 l rc status t0 t1 detail=""
     l=$(left)
-    if [ "$l" -lt "$need" ]; then
+    # With no time left a stage never starts: `timeout 0` would mean no limit at all.
+    if [ "$l" -le 0 ] || [ "$l" -lt "$need" ]; then
         check record "$OUT/results.json" "$name" skipped -1 0 \
             --detail "deadline: ${l} s left, the stage needs ${need} s"
         pack

@@ -518,6 +518,30 @@ mod tests {
     }
 
     #[test]
+    fn no_stage_starts_without_time_left() {
+        // With the deadline reached, a stage that needs no time must still not start: a timeout
+        // of 0 s would run it without any limit.
+        let dir = tempfile::tempdir().unwrap();
+        let tree = synthetic_tree(dir.path());
+        let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+        let verdict = dry_run_script(
+            &tree,
+            &out,
+            &work,
+            &[
+                ("DEADLINE_S", "0"),
+                ("FINERCUT_NEED_S", "0"),
+                ("FINERCUT_DRY_SLEEP", "60"),
+            ],
+        )
+        .unwrap();
+        let s = stages(&out);
+        assert_eq!(s.len(), STAGES.len(), "every stage recorded: {s:?}");
+        assert!(s.iter().all(|x| x.1 == "skipped"), "{s:?}");
+        assert_ne!(verdict, "passed");
+    }
+
+    #[test]
     fn the_comparisons_fail_on_a_different_gpu_result() {
         let dir = tempfile::tempdir().unwrap();
         let tree = synthetic_tree(dir.path());
