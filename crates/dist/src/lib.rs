@@ -2,7 +2,8 @@
 //!
 //! [`Transport`] is all the search needs from the machinery that connects the ranks: the rank and
 //! the number of ranks, an all-gather of variable-length buffers, a broadcast and an abort that
-//! needs no other rank's cooperation. Two implementations:
+//! needs no other rank's cooperation, and point-to-point messages between two ranks (pipeline
+//! stages pass residual streams on with them). Two implementations:
 //!
 //! - [`Local`]: `k` ranks in one process, one thread each (`Local::group`); what the default tests
 //!   run, so the dealing and gathering logic is tested without an MPI installation;
@@ -53,6 +54,14 @@ pub enum Error {
         /// What was expected.
         what: &'static str,
     },
+    /// A point-to-point message to or from a rank that does not exist (or to this rank itself).
+    #[error("rank {rank}: no rank {peer} to exchange a message with")]
+    Peer {
+        /// This rank.
+        rank: usize,
+        /// The rank named.
+        peer: usize,
+    },
     /// The transport could not be set up.
     #[error("cannot start the transport: {0}")]
     Setup(String),
@@ -81,6 +90,15 @@ pub trait Transport {
     /// With MPI this does not return (`MPI_Abort`); in process, every other rank's current and
     /// next collective fails with [`Error::Aborted`].
     fn abort(&self, message: &str);
+
+    /// Sends `data` to rank `to` (point to point, for pipeline stages). Messages between two ranks
+    /// arrive in the order they were sent. Host buffers; a device transport (NCCL) would add its
+    /// own methods for device buffers beside these.
+    fn send_bytes(&self, to: usize, data: &[u8]) -> Result<()>;
+
+    /// The next message rank `from` sent to this rank with [`Transport::send_bytes`]; waits for it,
+    /// or fails (in process) once any rank has aborted.
+    fn recv_bytes(&self, from: usize) -> Result<Vec<u8>>;
 
     /// Every rank's `f64` values, in rank order, bit for bit.
     fn all_gather_f64(&self, mine: &[f64]) -> Result<Vec<Vec<f64>>> {
@@ -128,6 +146,15 @@ impl Transport for Alone {
     }
     fn broadcast_bytes(&self, _root: usize, data: &[u8]) -> Result<Vec<u8>> {
         Ok(data.to_vec())
+    }
+    fn send_bytes(&self, to: usize, _data: &[u8]) -> Result<()> {
+        Err(Error::Peer { rank: 0, peer: to })
+    }
+    fn recv_bytes(&self, from: usize) -> Result<Vec<u8>> {
+        Err(Error::Peer {
+            rank: 0,
+            peer: from,
+        })
     }
     fn abort(&self, _message: &str) {}
 }

@@ -31,6 +31,8 @@ struct State {
     last: Arc<Vec<Vec<u8>>>,
     /// The first abort: `(rank, message)`.
     aborted: Option<(usize, String)>,
+    /// Point-to-point messages not yet received, by `(from, to)`, oldest first.
+    mail: std::collections::BTreeMap<(usize, usize), std::collections::VecDeque<Vec<u8>>>,
 }
 
 impl Local {
@@ -125,6 +127,58 @@ impl Transport for Local {
         Ok(all.swap_remove(root))
     }
 
+    fn send_bytes(&self, to: usize, data: &[u8]) -> Result<()> {
+        if to >= self.shared.size || to == self.rank {
+            return Err(Error::Peer {
+                rank: self.rank,
+                peer: to,
+            });
+        }
+        let mut st = self.lock();
+        if let Some((rank, message)) = &st.aborted {
+            return Err(Error::Aborted {
+                rank: *rank,
+                message: message.clone(),
+            });
+        }
+        st.mail
+            .entry((self.rank, to))
+            .or_default()
+            .push_back(data.to_vec());
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    fn recv_bytes(&self, from: usize) -> Result<Vec<u8>> {
+        if from >= self.shared.size || from == self.rank {
+            return Err(Error::Peer {
+                rank: self.rank,
+                peer: from,
+            });
+        }
+        let mut st = self.lock();
+        loop {
+            if let Some((rank, message)) = &st.aborted {
+                return Err(Error::Aborted {
+                    rank: *rank,
+                    message: message.clone(),
+                });
+            }
+            if let Some(m) = st
+                .mail
+                .get_mut(&(from, self.rank))
+                .and_then(std::collections::VecDeque::pop_front)
+            {
+                return Ok(m);
+            }
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
     fn abort(&self, message: &str) {
         let mut st = self.lock();
         if st.aborted.is_none() {
@@ -173,6 +227,57 @@ mod tests {
             assert_eq!(f[3][0], 3.0);
             assert!(f[1][1].is_sign_negative());
         }
+    }
+
+    #[test]
+    fn messages_pass_down_a_chain_of_ranks_in_order() {
+        let group = Local::group(3);
+        let got: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = group
+                .iter()
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut seen = Vec::new();
+                        for k in 0..20u8 {
+                            let mut m = if t.rank() == 0 {
+                                vec![k]
+                            } else {
+                                t.recv_bytes(t.rank() - 1).unwrap()
+                            };
+                            m.push(t.rank() as u8);
+                            if t.rank() < 2 {
+                                t.send_bytes(t.rank() + 1, &m).unwrap();
+                            }
+                            seen.push(m);
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (k, m) in got[2].iter().enumerate() {
+            assert_eq!(m, &vec![k as u8, 0, 1, 2]);
+        }
+        assert!(matches!(
+            group[1].send_bytes(1, &[]),
+            Err(Error::Peer { rank: 1, peer: 1 })
+        ));
+        assert!(matches!(
+            group[0].recv_bytes(3),
+            Err(Error::Peer { rank: 0, peer: 3 })
+        ));
+    }
+
+    #[test]
+    fn an_abort_ends_a_pending_receive() {
+        let group = Local::group(2);
+        let r: Result<Vec<u8>> = std::thread::scope(|s| {
+            let waiting = s.spawn(|| group[1].recv_bytes(0));
+            group[0].abort("disk full");
+            waiting.join().unwrap()
+        });
+        assert!(matches!(r, Err(Error::Aborted { rank: 0, .. })));
     }
 
     #[test]

@@ -15,6 +15,9 @@ use mpi::Count;
 
 use crate::{Error, Result, Transport};
 
+/// The largest piece of a point-to-point message (MPI counts are `i32`).
+const SEND_PIECE: usize = 1 << 30;
+
 /// The ranks of `MPI_COMM_WORLD`.
 pub struct Mpi {
     // The communicator is dropped before the universe, which finalises MPI.
@@ -61,6 +64,17 @@ impl Mpi {
             )));
         }
         Ok(())
+    }
+
+    fn peer(&self, rank: usize) -> Result<mpi::topology::Process<'_>> {
+        i32::try_from(rank)
+            .ok()
+            .filter(|_| rank < self.size && rank != self.rank)
+            .map(|r| self.world.process_at_rank(r))
+            .ok_or(Error::Peer {
+                rank: self.rank,
+                peer: rank,
+            })
     }
 
     fn count(&self, len: usize) -> Result<Count> {
@@ -129,6 +143,33 @@ impl Transport for Mpi {
             vec![0u8; len]
         };
         process.broadcast_into(&mut buf[..]);
+        Ok(buf)
+    }
+
+    fn send_bytes(&self, to: usize, data: &[u8]) -> Result<()> {
+        self.check_thread()?;
+        let peer = self.peer(to)?;
+        // The length first, then the bytes in pieces the counts can carry.
+        peer.send(&(data.len() as u64));
+        for piece in data.chunks(SEND_PIECE) {
+            peer.send(piece);
+        }
+        Ok(())
+    }
+
+    fn recv_bytes(&self, from: usize) -> Result<Vec<u8>> {
+        self.check_thread()?;
+        let peer = self.peer(from)?;
+        let (len, _) = peer.receive::<u64>();
+        let len = usize::try_from(len).map_err(|_| Error::TooLarge {
+            rank: from,
+            len: usize::MAX,
+            max: usize::MAX,
+        })?;
+        let mut buf = vec![0u8; len];
+        for piece in buf.chunks_mut(SEND_PIECE) {
+            peer.receive_into(piece);
+        }
         Ok(buf)
     }
 

@@ -114,5 +114,5 @@ pub use generate::{GenerateOptions, GenerateStats, Generated, Sequence, StopReas
 pub use load::LoadOptions;
 pub use model::{Model, ATTN_SHORTCUT, MLP_SHORTCUT};
 pub use plan::{Plan, SublayerId, SublayerKind};
-pub use stream::{Sink, StreamStats, TensorSink, HEAD_ROWS};
+pub use stream::{Sink, StageStreams, StreamStats, TensorSink, HEAD_ROWS};
 pub use weights::WeightDtype;

@@ -140,19 +140,31 @@ impl Model {
     /// The types the weight matrices are held in, with how many matrices and bytes of each
     /// (`"f32"`, `"bf16"`, `"Q4_1"`, ...).
     pub fn weight_storage(&self) -> BTreeMap<String, (usize, usize)> {
+        self.weight_storage_of(0..self.sublayers.len(), true, true)
+    }
+
+    /// [`Model::weight_storage`] of sublayers `range` only (those loaded), with the embedding
+    /// matrix when `embed` and a separate LM head when `head`: pipeline stages add up theirs to
+    /// the whole model's.
+    pub fn weight_storage_of(
+        &self,
+        range: Range<usize>,
+        embed: bool,
+        head: bool,
+    ) -> BTreeMap<String, (usize, usize)> {
         let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let mut add = |m: &Matrix| {
             let e = out.entry(m.stored_type()).or_default();
             e.0 += 1;
             e.1 += m.stored_bytes();
         };
-        if let Some(e) = &self.embed {
+        if let Some(e) = self.embed.as_ref().filter(|_| embed) {
             add(e);
         }
-        if let Some(h) = &self.lm_head {
+        if let Some(h) = self.lm_head.as_ref().filter(|_| head) {
             add(h);
         }
-        for s in &self.sublayers {
+        for s in self.sublayers.get(range).unwrap_or_default() {
             s.for_each_matrix(&mut add);
             if let Some(m) = &s.shortcut {
                 add(m);
@@ -163,8 +175,13 @@ impl Model {
 
     /// [`Model::weight_storage`] in words, e.g. `"stored: Q4_1 ×211 (76.2 MB), Q6_K ×1 (22.1 MB)"`.
     pub fn weight_storage_summary(&self) -> String {
-        let parts: Vec<String> = self
-            .weight_storage()
+        self.storage_summary(&self.weight_storage())
+    }
+
+    /// A [`Model::weight_storage`] map (e.g. the sum of the stages') in the words of
+    /// [`Model::weight_storage_summary`].
+    pub fn storage_summary(&self, storage: &BTreeMap<String, (usize, usize)>) -> String {
+        let parts: Vec<String> = storage
             .iter()
             .map(|(t, (n, bytes))| format!("{t} ×{n} ({:.1} MB)", *bytes as f64 / 1e6))
             .collect();

@@ -76,28 +76,60 @@ impl Model {
         sink: &mut TensorSink<'_>,
     ) -> Result<StreamStats> {
         let (n, t) = self.check_tokens(tokens)?;
+        let mut streams = StageStreams::new(self, tokens, candidates.len())?;
+        let mut stats = self.stream_stage(
+            n,
+            t,
+            base,
+            candidates,
+            0..self.num_sublayers(),
+            &mut streams,
+        )?;
+        self.stream_stage_heads(base, candidates, streams, sink)?;
+        stats.forward_equivalents =
+            stats.sublayer_evals as f64 / self.num_sublayers().max(1) as f64;
+        Ok(stats)
+    }
+
+    /// One pipeline stage of [`Model::stream_candidate_tensors`]: walks sublayers `range` (all
+    /// held by this model, [`Model::part`]) for the streams entering `range.start`, as
+    /// [`StageStreams::new`] made them for sublayer 0 or the previous stage handed them over, and
+    /// leaves the streams entering `range.end` in `streams`. Running the stages one after the
+    /// other gives the streams of one walk bit for bit. The returned `forward_equivalents` is 0
+    /// (the caller knows the whole walk).
+    pub fn stream_stage(
+        &self,
+        n: usize,
+        t: usize,
+        base: &Plan,
+        candidates: &[Vec<usize>],
+        range: std::ops::Range<usize>,
+        streams: &mut StageStreams,
+    ) -> Result<StreamStats> {
         self.check_plan(base)?;
         let count = self.num_sublayers();
-        if let Some(&index) = candidates.iter().flatten().find(|&&i| i >= count) {
-            return Err(Error::SublayerIndex { index, count });
+        if range.start > range.end || range.end > count {
+            return Err(Error::SublayerIndex {
+                index: range.end.max(range.start),
+                count,
+            });
         }
-        // Removals beyond the base, and the sublayer where each candidate's stream is born.
-        let extra: Vec<BTreeSet<usize>> = candidates
-            .iter()
-            .map(|c| c.iter().copied().filter(|&i| !base.is_removed(i)).collect())
-            .collect();
-        let birth: Vec<usize> = extra
-            .iter()
-            .map(|e| e.first().copied().unwrap_or(count))
-            .collect();
+        if streams.streams.len() != candidates.len() {
+            return Err(Error::Input(format!(
+                "{} candidate streams handed over for {} candidates",
+                streams.streams.len(),
+                candidates.len()
+            )));
+        }
+        let (extra, birth) = births(base, candidates, count)?;
         let last_birth = birth.iter().copied().max().unwrap_or(0);
-
-        let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
-        let mut base_x = Some(self.embed_ids(&ids)?);
-        let mut streams: Vec<Option<Tensor>> = candidates.iter().map(|_| None).collect();
+        let StageStreams {
+            base: base_x,
+            streams,
+        } = streams;
         let mut evals = 0;
         let mut base_evals = 0;
-        for s in 0..count {
+        for s in range {
             for (c, &b) in birth.iter().enumerate() {
                 if b == s {
                     streams[c] = base_x.clone();
@@ -105,7 +137,7 @@ impl Model {
             }
             if s >= last_birth {
                 // Every candidate is born: the base stream is no longer needed.
-                base_x = None;
+                *base_x = None;
             }
             let base_active = base_x.is_some() && !base.is_removed(s);
             let mut active: Vec<&mut Tensor> = Vec::with_capacity(candidates.len() + 1);
@@ -137,6 +169,35 @@ impl Model {
             base_evals += usize::from(base_active);
             self.apply_streams(s, &mut active, n, t)?;
         }
+        Ok(StreamStats {
+            sublayer_evals: evals,
+            forward_equivalents: 0.0,
+            base_evals,
+        })
+    }
+
+    /// The end of [`Model::stream_candidate_tensors`] on the stage that holds the final norm and
+    /// LM head: `streams` are those entering sublayer 2L; hands every candidate's logits to `sink`.
+    pub fn stream_stage_heads(
+        &self,
+        base: &Plan,
+        candidates: &[Vec<usize>],
+        streams: StageStreams,
+        sink: &mut TensorSink<'_>,
+    ) -> Result<()> {
+        let count = self.num_sublayers();
+        let (_, birth) = births(base, candidates, count)?;
+        let StageStreams {
+            base: base_x,
+            mut streams,
+        } = streams;
+        if streams.len() != candidates.len() {
+            return Err(Error::Input(format!(
+                "{} candidate streams handed over for {} candidates",
+                streams.len(),
+                candidates.len()
+            )));
+        }
         // Candidates that remove nothing beyond the base are the base model.
         for (c, &b) in birth.iter().enumerate() {
             if b == count {
@@ -144,12 +205,7 @@ impl Model {
             }
         }
         drop(base_x);
-        self.stream_heads(&mut streams, sink)?;
-        Ok(StreamStats {
-            sublayer_evals: evals,
-            forward_equivalents: evals as f64 / count as f64,
-            base_evals,
-        })
+        self.stream_heads(&mut streams, sink)
     }
 
     /// Applies sublayer `s` to several streams of `n × t` rows: as many whole streams per batch as fit
@@ -237,6 +293,50 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The residual streams crossing a pipeline stage boundary in [`Model::stream_stage`]: the base
+/// stream while a later candidate still needs it, and each candidate's stream once it is born.
+#[derive(Debug)]
+pub struct StageStreams {
+    /// The base stream `[n·t, d]`, if still needed.
+    pub base: Option<Tensor>,
+    /// Each candidate's stream `[n·t, d]`, once born.
+    pub streams: Vec<Option<Tensor>>,
+}
+
+impl StageStreams {
+    /// The streams entering sublayer 0: the embeddings of `tokens` as the base stream, no
+    /// candidate born yet. Needs the embeddings (a part starting at 0).
+    pub fn new(model: &Model, tokens: &[Vec<u32>], candidates: usize) -> Result<StageStreams> {
+        model.check_tokens(tokens)?;
+        let ids: Vec<u32> = tokens.iter().flatten().copied().collect();
+        Ok(StageStreams {
+            base: Some(model.embed_ids(&ids)?),
+            streams: (0..candidates).map(|_| None).collect(),
+        })
+    }
+}
+
+/// Removals beyond the base per candidate, and the sublayer where each candidate's stream is born
+/// (2L for a candidate that removes nothing beyond the base); an index past 2L is an error.
+fn births(
+    base: &Plan,
+    candidates: &[Vec<usize>],
+    count: usize,
+) -> Result<(Vec<BTreeSet<usize>>, Vec<usize>)> {
+    if let Some(&index) = candidates.iter().flatten().find(|&&i| i >= count) {
+        return Err(Error::SublayerIndex { index, count });
+    }
+    let extra: Vec<BTreeSet<usize>> = candidates
+        .iter()
+        .map(|c| c.iter().copied().filter(|&i| !base.is_removed(i)).collect())
+        .collect();
+    let birth = extra
+        .iter()
+        .map(|e| e.first().copied().unwrap_or(count))
+        .collect();
+    Ok((extra, birth))
 }
 
 /// Hands logits to the sink: in place on the CPU, after a copy to the host from a device.

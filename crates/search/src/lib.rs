@@ -51,6 +51,7 @@ mod result;
 mod run;
 mod scorer;
 mod settings;
+pub mod stages;
 mod unit;
 
 // This crate's unit tests run with the kernels an executable gets from `init_blas`.

@@ -24,11 +24,28 @@ use std::time::Instant;
 
 use finercut_dist::Transport;
 use finercut_metrics::{next_token_targets, Accumulator, DenseRows, Metric};
-use finercut_model::{DenseLogits, Model, Plan, RowMetric, Tensor};
+use finercut_model::{DenseLogits, Model, Plan, RowMetric, StageStreams, Tensor};
 
+use crate::stages::{decode_streams, encode_streams, Stages};
 use crate::{
     eliminate, BlockStates, Cost, Error, GroupScoring, HiddenStates, Result, Scored, Scorer,
 };
+
+/// `len` little-endian `f32`s sent by `rank`.
+fn f32s(rank: usize, bytes: &[u8], len: usize) -> Result<Vec<f32>> {
+    if bytes.len() != len * 4 {
+        return Err(Error::Scorer {
+            message: format!(
+                "rank {rank} sent {} bytes, expected {len} f32 values",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
 
 /// The model's plan removing `removed` (sublayer indices).
 pub fn model_plan(removed: impl IntoIterator<Item = usize>) -> Plan {
@@ -119,6 +136,10 @@ pub struct StreamingScorer<'m> {
     dist: Option<&'m dyn Transport>,
     /// Bytes this rank has contributed to gathers so far.
     sent_bytes: u64,
+    /// The pipeline the ranks form, when the model is split into stages.
+    stages: Option<&'m Stages>,
+    /// Bytes of residual streams this rank has handed to the next stage so far.
+    handed_bytes: u64,
 }
 
 impl<'m> StreamingScorer<'m> {
@@ -151,7 +172,95 @@ impl<'m> StreamingScorer<'m> {
             group_rows: GROUP_ROWS,
             dist: None,
             sent_bytes: 0,
+            stages: None,
+            handed_bytes: 0,
         })
+    }
+
+    /// A scorer on one rank of a pipeline (`stages`, [`crate::stages`]): `model` holds this rank's
+    /// window of sublayers ([`Stages::window`]), every rank of `dist` makes the same calls. The
+    /// dense logits are computed stage after stage by replica 0 (the same arithmetic as
+    /// `Model::forward`) and broadcast from its last stage, so every rank holds them (`rows ×
+    /// vocab` floats). A collective; results are those of one process bit for bit.
+    pub fn staged(
+        model: &'m Model,
+        tokens: Vec<Vec<u32>>,
+        metric: Metric,
+        dist: &'m dyn Transport,
+        stages: &'m Stages,
+    ) -> Result<Self> {
+        let (n, t) = model.check_tokens(&tokens)?;
+        stages.check_same(dist)?;
+        let vocab = model.config().vocab_size;
+        let t0 = Instant::now();
+        let mut dense = if metric.needs_dense_logits() {
+            let (replica, stage) = stages.place(dist.rank());
+            let cuts = stages.first_boundaries();
+            let last = stages.count - 1;
+            let d = model.config().hidden_size;
+            let mut logits = Vec::new();
+            if replica == 0 {
+                let dense_plan = Plan::dense();
+                let state = if stage == 0 {
+                    model.embed_tokens(&tokens)?
+                } else {
+                    let bytes = dist.recv_bytes(dist.rank() - 1)?;
+                    let values = f32s(dist.rank() - 1, &bytes, n * t * d)?;
+                    Tensor::from_vec(values, &[n, t, d], &model.device())
+                        .map_err(finercut_model::Error::from)?
+                };
+                if stage < last {
+                    let x = model.advance(&state, cuts[stage], cuts[stage + 1], &dense_plan)?;
+                    let values = x.to_vec_f32().map_err(finercut_model::Error::from)?;
+                    dist.send_bytes(
+                        dist.rank() + 1,
+                        &values
+                            .iter()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    )?;
+                } else {
+                    logits = model
+                        .resume(&state, cuts[stage], &dense_plan)?
+                        .to_vec_f32()
+                        .map_err(finercut_model::Error::from)?;
+                }
+            }
+            let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let all = dist.broadcast_bytes(last, &bytes)?;
+            DenseRows::new(f32s(last, &all, n * t * vocab)?, vocab)?
+        } else {
+            DenseRows::targets_only(next_token_targets(&tokens), vocab)?
+        };
+        if metric.needs_targets() && dense.targets().is_none() {
+            dense = dense.with_targets(next_token_targets(&tokens))?;
+        }
+        let preparation = Cost {
+            forward_equivalents: if metric.needs_dense_logits() {
+                1.0
+            } else {
+                0.0
+            },
+            wall_s: t0.elapsed().as_secs_f64(),
+        };
+        Ok(StreamingScorer {
+            model,
+            tokens,
+            metric,
+            dense,
+            device_dense: None,
+            preparation,
+            group_rows: GROUP_ROWS,
+            dist: Some(dist),
+            sent_bytes: 0,
+            stages: Some(stages),
+            handed_bytes: 0,
+        })
+    }
+
+    /// Bytes of residual streams this rank has handed to the next pipeline stage so far.
+    pub fn handed_bytes(&self) -> u64 {
+        self.handed_bytes
     }
 
     /// Shares every scoring pass with the other ranks of `dist` (see the module docs); every rank
@@ -211,9 +320,11 @@ impl Scorer for StreamingScorer<'_> {
             candidates,
             feed: ChunkFeed::new(self.metric, self.device_dense.as_ref()),
             dist: self.dist,
+            stages: self.stages,
         };
         let stats = pass.run(&which, &mut accs, progress)?;
         self.sent_bytes += stats.sent_bytes;
+        self.handed_bytes += stats.handed_bytes;
         let scores = accs
             .iter()
             .map(Accumulator::finish)
@@ -247,10 +358,13 @@ impl Scorer for StreamingScorer<'_> {
             feed: ChunkFeed::new(self.metric, self.device_dense.as_ref()),
             forward_equivalents: 0.0,
             dist: self.dist,
+            stages: self.stages,
             sent_bytes: 0,
+            handed_bytes: 0,
         };
         let outcome = eliminate(&mut step, progress)?;
         self.sent_bytes += step.sent_bytes;
+        self.handed_bytes += step.handed_bytes;
         Ok(Scored {
             scores: outcome.scores,
             stopped_after_rows: outcome.stopped_after_rows,
@@ -313,7 +427,9 @@ struct GroupedStep<'s, 'm> {
     feed: ChunkFeed<'s>,
     forward_equivalents: f64,
     dist: Option<&'s dyn Transport>,
+    stages: Option<&'s Stages>,
     sent_bytes: u64,
+    handed_bytes: u64,
 }
 
 impl GroupedStep<'_, '_> {
@@ -347,10 +463,12 @@ impl GroupScoring for GroupedStep<'_, '_> {
             candidates: self.candidates,
             feed: self.feed,
             dist: self.dist,
+            stages: self.stages,
         };
         let stats = pass.run(which, &mut self.accs, &mut |_| {})?;
         self.forward_equivalents += stats.forward_equivalents * share;
         self.sent_bytes += stats.sent_bytes;
+        self.handed_bytes += stats.handed_bytes;
         Ok(())
     }
 
@@ -370,8 +488,10 @@ impl GroupScoring for GroupedStep<'_, '_> {
 struct PassStats {
     /// The work one process would have done, in forward-equivalents.
     forward_equivalents: f64,
-    /// Bytes this rank sent.
+    /// Bytes this rank sent to the gathers.
     sent_bytes: u64,
+    /// Bytes of streams this rank handed to the next stage.
+    handed_bytes: u64,
 }
 
 /// One streaming pass of some candidates over some calibration sequences, filling their
@@ -386,6 +506,7 @@ struct Pass<'p, 's> {
     candidates: &'p [Vec<usize>],
     feed: ChunkFeed<'s>,
     dist: Option<&'p dyn Transport>,
+    stages: Option<&'p Stages>,
 }
 
 impl Pass<'_, '_> {
@@ -403,8 +524,12 @@ impl Pass<'_, '_> {
             return Ok(PassStats {
                 forward_equivalents: stats.forward_equivalents,
                 sent_bytes: 0,
+                handed_bytes: 0,
             });
         };
+        if let Some(stages) = self.stages {
+            return self.run_staged(dist, stages, which, accs, progress);
+        }
         // Deal by cost: the sublayers from the candidate's birth to the end.
         let costs: Vec<usize> = which
             .iter()
@@ -476,6 +601,143 @@ impl Pass<'_, '_> {
         Ok(PassStats {
             forward_equivalents: (base_evals + cand_evals) as f64 / count as f64,
             sent_bytes: msg.len() as u64,
+            handed_bytes: 0,
+        })
+    }
+
+    /// [`Pass::run`] on a pipeline: the candidates are dealt to the replicas by cost; in each
+    /// replica the first stage embeds, every stage runs its range of sublayers (balanced for the
+    /// replica's candidates, [`Stages::boundaries`]) and hands the streams to the next, and the
+    /// last stage runs the LM heads into the accumulators; the per-row values of the last stages
+    /// and every rank's work are then gathered to every rank.
+    fn run_staged(
+        &self,
+        dist: &dyn Transport,
+        stages: &Stages,
+        which: &[usize],
+        accs: &mut [Accumulator<'_>],
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<PassStats> {
+        let count = self.model.num_sublayers().max(1);
+        let costs: Vec<usize> = which
+            .iter()
+            .map(|&c| {
+                let birth = self.candidates[c]
+                    .iter()
+                    .copied()
+                    .filter(|&i| !self.base.is_removed(i))
+                    .min()
+                    .unwrap_or(count);
+                count.saturating_sub(birth)
+            })
+            .collect();
+        let owner = finercut_dist::deal(&costs, stages.replicas);
+        let share = |replica: usize| -> Vec<usize> {
+            which
+                .iter()
+                .zip(&owner)
+                .filter(|(_, &o)| o == replica)
+                .map(|(&c, _)| c)
+                .collect()
+        };
+        let me = dist.rank();
+        let (replica, stage) = stages.place(me);
+        let last = stages.count - 1;
+        let mine = share(replica);
+        let rows = self.tokens.iter().map(Vec::len).sum::<usize>();
+        let mut stats = finercut_model::StreamStats::default();
+        let mut handed = 0u64;
+        if !mine.is_empty() {
+            let (n, t) = self.model.check_tokens(self.tokens)?;
+            let d = self.model.config().hidden_size;
+            let sets: Vec<Vec<usize>> = mine.iter().map(|&c| self.candidates[c].clone()).collect();
+            let cuts = stages.boundaries(self.base, &sets);
+            let mut streams = if stage == 0 {
+                StageStreams::new(self.model, self.tokens, sets.len())?
+            } else {
+                let bytes = dist.recv_bytes(me - 1)?;
+                decode_streams(&bytes, me - 1, sets.len(), rows, d, self.model)?
+            };
+            stats = self.model.stream_stage(
+                n,
+                t,
+                self.base,
+                &sets,
+                cuts[stage]..cuts[stage + 1],
+                &mut streams,
+            )?;
+            if stage < last {
+                let bytes = encode_streams(&streams)?;
+                drop(streams);
+                dist.send_bytes(me + 1, &bytes)?;
+                handed = bytes.len() as u64;
+            } else {
+                let (feed, first_row) = (&self.feed, self.first_row);
+                self.model.stream_stage_heads(
+                    self.base,
+                    &sets,
+                    streams,
+                    &mut |k, row, logits| {
+                        let acc = mine.get(k).and_then(|&c| accs.get_mut(c)).ok_or_else(|| {
+                            finercut_model::Error::Input(format!(
+                                "stream sent candidate {k} of {}",
+                                mine.len()
+                            ))
+                        })?;
+                        feed.add(acc, first_row + row, logits)
+                    },
+                )?;
+            }
+        }
+        // Message: base evaluations, candidate evaluations, then (from a last stage) each
+        // candidate's row values.
+        let values_of = |st: usize, n: usize| if st == last { n * rows * 8 } else { 0 };
+        let mut msg: Vec<u8> = Vec::with_capacity(16 + values_of(stage, mine.len()));
+        msg.extend((stats.base_evals as u64).to_le_bytes());
+        msg.extend(((stats.sublayer_evals - stats.base_evals) as u64).to_le_bytes());
+        if stage == last {
+            for &c in &mine {
+                let values = &accs[c].row_values()[self.first_row..self.first_row + rows];
+                msg.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+        let all = dist.all_gather_bytes(&msg)?;
+        let mut base_per_replica = vec![0usize; stages.replicas];
+        let mut cand_evals = 0usize;
+        for (rank, bytes) in all.iter().enumerate() {
+            let (their_replica, their_stage) = stages.place(rank);
+            let theirs = share(their_replica);
+            let want = 16 + values_of(their_stage, theirs.len());
+            if bytes.len() != want {
+                return Err(Error::Scorer {
+                    message: format!(
+                        "rank {rank} (stage {their_stage} of replica {their_replica}) sent {} bytes for {} candidates of {rows} rows, expected {want}",
+                        bytes.len(),
+                        theirs.len()
+                    ),
+                });
+            }
+            let count_at = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[at..at + 8]);
+                u64::from_le_bytes(b) as usize
+            };
+            base_per_replica[their_replica] += count_at(0);
+            cand_evals += count_at(8);
+            if rank == me || their_stage != last {
+                continue;
+            }
+            let values = finercut_dist::f64s_from_bytes(rank, &bytes[16..])?;
+            for (k, &c) in theirs.iter().enumerate() {
+                accs[c].add_row_values(self.first_row, &values[k * rows..(k + 1) * rows])?;
+            }
+        }
+        progress(which.len());
+        let base_evals = base_per_replica.into_iter().max().unwrap_or(0);
+        Ok(PassStats {
+            forward_equivalents: (base_evals + cand_evals) as f64 / count as f64,
+            sent_bytes: msg.len() as u64,
+            handed_bytes: handed,
         })
     }
 

@@ -3,7 +3,9 @@
 //! (removal order, scores, runners-up, bounds, stop rows, work counted), with elimination and
 //! exhaustively, for every greedy method; checkpoints resume with another number of ranks; a
 //! rank that fails ends every other rank's search with its error; ranks that disagree on what
-//! they run refuse to start.
+//! they run refuse to start. Pipelines of 2 and 3 stages (every rank holding only its window of
+//! sublayers, a boundary inside a block) and 2 replicas of 2 stages give the one-process result
+//! bit for bit too.
 
 use finercut_dist::{Local, Transport};
 use finercut_metrics::Metric;
@@ -12,7 +14,11 @@ use finercut_search::distributed::{check_same_run, RunIdentity};
 use finercut_search::model_scorer::StreamingScorer;
 use finercut_search::{run, Error, Inputs, Level, Method, SearchResult, Settings, Stop};
 
-use crate::model::{greedy_configurations, prov, tiny_model, tokens, BLOCKS};
+use crate::model::{
+    greedy_configurations, prov, tiny_config_for_stages, tiny_model, tiny_model_part, tokens,
+    BLOCKS,
+};
+use finercut_search::stages::Stages;
 
 /// The result without wall times, which differ between runs.
 fn timeless(r: &SearchResult) -> SearchResult {
@@ -251,6 +257,111 @@ fn ranks_that_run_different_searches_refuse_to_start() {
         }
         if what == "calibration SHA-256" {
             assert!(errs[0].contains("calib-2.txt"), "{}", errs[0]);
+        }
+    }
+}
+
+/// Runs `s` on `ranks` ranks forming pipelines of `stages` stages (margin `margin`), each rank
+/// holding only its window of the model; returns every rank's outcome and the boundaries of the
+/// first step.
+fn on_stages(
+    seed: u64,
+    calib: &[Vec<u32>],
+    s: &Settings,
+    ranks: usize,
+    stages: usize,
+    margin: usize,
+) -> (Vec<finercut_search::Result<SearchResult>>, Vec<usize>) {
+    let layout = Stages::new(stages, margin, ranks, &tiny_config_for_stages()).unwrap();
+    let parts: Vec<Model> = (0..ranks)
+        .map(|r| tiny_model_part(seed, Some(layout.window(layout.place(r).1))))
+        .collect();
+    let group = Local::group(ranks);
+    let layout = &layout;
+    let out = std::thread::scope(|scope| {
+        let handles: Vec<_> = group
+            .iter()
+            .zip(&parts)
+            .map(|(t, model)| {
+                scope.spawn(move || {
+                    let out = (|| -> finercut_search::Result<SearchResult> {
+                        let metric = s.metric.unwrap_or(Metric::Js);
+                        let mut scorer =
+                            StreamingScorer::staged(model, calib.to_vec(), metric, t, layout)?
+                                .with_group_rows(1);
+                        let mut r = SearchResult::new(s.clone(), prov(), BLOCKS)?;
+                        r.preparation = scorer.preparation().clone();
+                        run(&mut r, Inputs::Scorer(&mut scorer), None, &mut ())?;
+                        Ok(r)
+                    })();
+                    if let Err(e) = &out {
+                        t.abort(&e.to_string());
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    (out, layout.first_boundaries().to_vec())
+}
+
+#[test]
+fn pipelines_of_stages_give_the_one_process_result_bit_for_bit() {
+    let model = tiny_model(23);
+    let calib = tokens(29, 3, 5);
+    let mut configurations: Vec<(Metric, Level, bool)> = Vec::new();
+    for metric in Metric::ALL {
+        for level in [Level::Sublayer, Level::Block] {
+            configurations.push((metric, level, false));
+        }
+    }
+    for metric in [Metric::Js, Metric::Ppl] {
+        configurations.push((metric, Level::Sublayer, true));
+        configurations.push((metric, Level::Block, true));
+    }
+    // (ranks, stages, margin): 2 and 3 stages, 2 replicas of 2 stages.
+    let layouts = [(2, 2, 2), (3, 3, 1), (4, 2, 0)];
+    for (metric, level, exhaustive) in configurations {
+        let mut s = Settings::new(Method::Finercut);
+        s.metric = Some(metric);
+        s.level = level;
+        s.stop = Stop::End;
+        s.exhaustive = exhaustive;
+        let want = timeless(&one_process(&model, &calib, &s));
+        for (ranks, stages, margin) in layouts {
+            let (got, first) = on_stages(23, &calib, &s, ranks, stages, margin);
+            // A boundary inside a block (an odd sublayer index) is among those tested.
+            if stages == 3 {
+                assert!(first[1..stages].iter().any(|b| b % 2 == 1), "{first:?}");
+            }
+            for (rank, r) in got.into_iter().enumerate() {
+                assert_eq!(
+                    timeless(&r.unwrap()),
+                    want,
+                    "{metric} {level} exhaustive={exhaustive}: rank {rank} of {ranks}, {stages} stages"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sleb_and_blockpruner_run_on_stages() {
+    let model = tiny_model(8);
+    let calib = tokens(4, 2, 6);
+    for (method, level) in [
+        (Method::Sleb, Level::Block),
+        (Method::Blockpruner, Level::Sublayer),
+    ] {
+        let mut s = Settings::new(method);
+        s.metric = Some(Metric::Ppl);
+        s.level = level;
+        s.stop = Stop::End;
+        let want = timeless(&one_process(&model, &calib, &s));
+        let (got, _) = on_stages(8, &calib, &s, 2, 2, 2);
+        for r in got {
+            assert_eq!(timeless(&r.unwrap()), want, "{method}");
         }
     }
 }

@@ -32,6 +32,11 @@ fn tiny_config() -> ModelConfig {
 }
 
 pub(crate) fn tiny_model(seed: u64) -> Model {
+    tiny_model_part(seed, None)
+}
+
+/// [`tiny_model`], or the part of it holding sublayers `part` (a pipeline stage's window).
+pub(crate) fn tiny_model_part(seed: u64, part: Option<std::ops::Range<usize>>) -> Model {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = BTreeMap::new();
     let mut add = |name: String, shape: Vec<usize>, center: f32, spread: f32| {
@@ -111,7 +116,15 @@ pub(crate) fn tiny_model(seed: u64) -> Model {
     add("model.norm.weight".into(), vec![HIDDEN], 1.0, 0.2);
     add("lm_head.weight".into(), vec![VOCAB, HIDDEN], 0.0, 1.0);
     let device = finercut_tensor::Device::Cpu;
-    Model::load(&tiny_config(), &MemSource(tensors), &device).unwrap()
+    let options = finercut_model::LoadOptions {
+        sublayers: part,
+        ..finercut_model::LoadOptions::default()
+    };
+    Model::load_with_options(&tiny_config(), &MemSource(tensors), &device, &options).unwrap()
+}
+
+pub(crate) fn tiny_config_for_stages() -> ModelConfig {
+    tiny_config()
 }
 
 pub(crate) fn tokens(seed: u64, n: usize, t: usize) -> Vec<Vec<u32>> {

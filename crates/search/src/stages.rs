@@ -1,0 +1,419 @@
+//! Pipeline stages (`--stages P`, `docs/SCALING.md`): the ranks of a run form replicas of a
+//! pipeline of `P` stages, each stage holding a contiguous range of sublayers, so that a model
+//! larger than one rank's memory can be searched.
+//!
+//! - [`Stages::new`] checks the setting against the ranks and the model and lays out the ranks:
+//!   rank `r` is stage `r mod P` of replica `r div P` (a replica's stages are consecutive ranks).
+//! - [`balance`] places the boundaries so that every stage does about the same work: the work of
+//!   sublayer `s` is the number of streams that run through it (the base stream while a later
+//!   candidate needs it, and every candidate born at or before `s` that does not remove it), times
+//!   the sublayer's weight count; the last sublayer also carries the candidates' LM heads.
+//!   Every scoring pass recomputes the boundaries from its own candidates.
+//! - A boundary moves at most [`Stages::margin`] sublayers from where it lies for the first step
+//!   (every sublayer a candidate, [`Stages::first_boundaries`]), so a stage loads a fixed window:
+//!   its first range widened by the margin on each side ([`Stages::window`]). With weights kept as
+//!   stored (memory-mapped) a margin sublayer costs address space, and resident memory only once a
+//!   boundary has moved onto it.
+//!
+//! What crosses a boundary ([`encode_streams`]): the base stream, if still needed, and every born
+//! candidate's stream, as `f32` rows: exact, so the staged search gives the one-process result
+//! bit for bit.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use finercut_dist::Transport;
+use finercut_model::{Model, Plan, StageStreams, Tensor};
+
+use crate::{Error, Result};
+
+/// The margin by which a boundary may move from its first place, in sublayers (one block).
+pub const DEFAULT_MARGIN: usize = 2;
+
+/// The pipeline layout of a run: `count` stages per replica, `replicas` replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages {
+    /// Stages per pipeline, `P`.
+    pub count: usize,
+    /// Replicas of the pipeline (ranks / `P`); candidates are dealt to replicas.
+    pub replicas: usize,
+    /// How far a boundary may move from its first place, in sublayers.
+    pub margin: usize,
+    /// Sublayers of the model, `2L`.
+    pub sublayers: usize,
+    /// Weights per sublayer, the work unit of the balance.
+    weights: Vec<u64>,
+    /// Weights of one LM head.
+    head: u64,
+    /// The boundaries of the first step (`P + 1` values from 0 to 2L).
+    first: Vec<usize>,
+}
+
+impl Stages {
+    /// The layout of `count` stages on `ranks` ranks for a model of `config`. A clear error for 0
+    /// stages, more stages than sublayers, or ranks not divisible by the stages.
+    pub fn new(
+        count: usize,
+        margin: usize,
+        ranks: usize,
+        config: &finercut_model::format::ModelConfig,
+    ) -> Result<Stages> {
+        let sublayers = 2 * config.num_hidden_layers;
+        let bad = |message: String| Error::InvalidSetting {
+            setting: "--stages",
+            message,
+        };
+        if count == 0 {
+            return Err(bad("0 stages: a pipeline has at least 1 stage".into()));
+        }
+        if count > sublayers {
+            return Err(bad(format!(
+                "{count} stages for a model of {sublayers} sublayers: every stage needs at least one"
+            )));
+        }
+        if ranks % count != 0 {
+            return Err(bad(format!(
+                "{count} stages on {ranks} ranks: the number of ranks (-np) must be a multiple of the stages (each replica of the pipeline has {count} ranks)"
+            )));
+        }
+        let d = config.hidden_size as u64;
+        let q = (config.num_attention_heads * config.head_dim) as u64;
+        let kv = (config.num_key_value_heads * config.head_dim) as u64;
+        let top_k = config
+            .recipe()
+            .experts
+            .map_or(1, |m| m.num_experts_per_tok as u64);
+        let attn = 2 * d * q + 2 * d * kv;
+        let mlp = 3 * d * config.intermediate_size as u64 * top_k;
+        let weights: Vec<u64> = (0..sublayers)
+            .map(|s| if s % 2 == 0 { attn } else { mlp })
+            .collect();
+        let head = d * config.vocab_size as u64;
+        let mut stages = Stages {
+            count,
+            replicas: ranks / count,
+            margin,
+            sublayers,
+            weights,
+            head,
+            first: Vec::new(),
+        };
+        // The first step: every sublayer a candidate born at itself, plus the base stream.
+        let births: Vec<(usize, Vec<usize>)> = (0..sublayers).map(|s| (s, vec![s])).collect();
+        let work = stages.work(&Plan::dense(), &births);
+        stages.first = balance(&work, count, None);
+        Ok(stages)
+    }
+
+    /// The boundaries of the first step: stage `k` runs `first[k]..first[k + 1]`.
+    pub fn first_boundaries(&self) -> &[usize] {
+        &self.first
+    }
+
+    /// `(replica, stage)` of `rank`.
+    pub fn place(&self, rank: usize) -> (usize, usize) {
+        (rank / self.count, rank % self.count)
+    }
+
+    /// The sublayers stage `stage` loads: its first range widened by the margin on each side,
+    /// without sublayer 0 unless it is the first stage (which alone embeds) and without the last
+    /// sublayer unless it is the last stage (which alone holds the LM head).
+    pub fn window(&self, stage: usize) -> Range<usize> {
+        let (lo, hi) = (self.first[stage], self.first[stage + 1]);
+        let start = if stage == 0 {
+            0
+        } else {
+            lo.saturating_sub(self.margin).max(1)
+        };
+        let end = if stage + 1 == self.count {
+            self.sublayers
+        } else {
+            (hi + self.margin).min(self.sublayers - 1)
+        };
+        start..end
+    }
+
+    /// Work per sublayer of streaming `candidates` (`(birth, removals beyond the base)`) over
+    /// `base`: streams through the sublayer times its weights; the last sublayer adds one LM head
+    /// per candidate.
+    fn work(&self, base: &Plan, candidates: &[(usize, Vec<usize>)]) -> Vec<u64> {
+        let n = self.sublayers;
+        let last_birth = candidates.iter().map(|c| c.0).max().unwrap_or(0);
+        let mut work: Vec<u64> = (0..n)
+            .map(|s| {
+                if base.is_removed(s) {
+                    return 0;
+                }
+                let streams = usize::from(s < last_birth)
+                    + candidates
+                        .iter()
+                        .filter(|(b, extra)| *b <= s && !extra.contains(&s))
+                        .count();
+                streams as u64 * self.weights[s]
+            })
+            .collect();
+        if let Some(w) = work.last_mut() {
+            *w += candidates.len() as u64 * self.head;
+        }
+        work
+    }
+
+    /// The boundaries of a pass of `candidates` (sublayer sets) over `base`: balanced by
+    /// [`balance`], each within the margin of its first place.
+    pub fn boundaries(&self, base: &Plan, candidates: &[Vec<usize>]) -> Vec<usize> {
+        let births: Vec<(usize, Vec<usize>)> = candidates
+            .iter()
+            .map(|c| {
+                let extra: Vec<usize> =
+                    c.iter().copied().filter(|&i| !base.is_removed(i)).collect();
+                (extra.iter().copied().min().unwrap_or(self.sublayers), extra)
+            })
+            .collect();
+        let work = self.work(base, &births);
+        balance(&work, self.count, Some((&self.first, self.margin)))
+    }
+
+    /// Checks that every rank runs the same layout (a collective).
+    pub fn check_same(&self, dist: &dyn Transport) -> Result<()> {
+        let mine = format!("{} stages, margin {}", self.count, self.margin);
+        let all = dist.all_gather_bytes(mine.as_bytes())?;
+        let first = String::from_utf8_lossy(&all[0]).into_owned();
+        for (rank, theirs) in all.iter().enumerate().skip(1) {
+            let theirs = String::from_utf8_lossy(theirs).into_owned();
+            if theirs != first {
+                return Err(Error::RankMismatch {
+                    rank,
+                    what: "pipeline stages (--stages, --stage-margin)",
+                    file: "the command line".into(),
+                    rank0: first,
+                    theirs,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage of the whole model's weights, added up from the stages of replica 0 (each
+    /// counts its first range, the first stage the embeddings, the last a separate LM head), in
+    /// the words of `Model::weight_storage_summary`: what one process would record (a
+    /// collective).
+    pub fn weight_summary(&self, dist: &dyn Transport, model: &Model) -> Result<String> {
+        let (replica, stage) = self.place(dist.rank());
+        let mine: BTreeMap<String, (usize, usize)> = if replica == 0 {
+            model.weight_storage_of(
+                self.first[stage]..self.first[stage + 1],
+                stage == 0,
+                stage + 1 == self.count,
+            )
+        } else {
+            BTreeMap::new()
+        };
+        let bytes = serde_json::to_vec(&mine).unwrap_or_default();
+        let mut total: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (rank, theirs) in dist.all_gather_bytes(&bytes)?.iter().enumerate() {
+            let map: BTreeMap<String, (usize, usize)> =
+                serde_json::from_slice(theirs).map_err(|e| Error::Scorer {
+                    message: format!("rank {rank} sent an unreadable weight storage: {e}"),
+                })?;
+            for (k, (n, b)) in map {
+                let e = total.entry(k).or_default();
+                e.0 += n;
+                e.1 += b;
+            }
+        }
+        Ok(model.storage_summary(&total))
+    }
+}
+
+/// Boundaries `0 = b₀ < b₁ < … < b_P = n` cutting `work` (per sublayer) into `parts` contiguous
+/// parts of about equal work: `b_k` is the cut whose prefix work is nearest to `k/P` of the total
+/// (ties to the lower cut), every part at least one sublayer. With `within = (first, margin)`, `b_k`
+/// also stays within `margin` of `first[k]` (always possible when `first` is itself such a cut).
+pub fn balance(work: &[u64], parts: usize, within: Option<(&[usize], usize)>) -> Vec<usize> {
+    let n = work.len();
+    let parts = parts.clamp(1, n.max(1));
+    let mut prefix = vec![0u128; n + 1];
+    for (s, &w) in work.iter().enumerate() {
+        prefix[s + 1] = prefix[s] + u128::from(w);
+    }
+    let total = prefix[n];
+    let mut cuts = vec![0usize; parts + 1];
+    cuts[parts] = n;
+    for k in 1..parts {
+        let mut lo = cuts[k - 1] + 1;
+        let mut hi = n - (parts - k);
+        if let Some((first, margin)) = within {
+            lo = lo.max(first[k].saturating_sub(margin));
+            hi = hi.min(first[k] + margin);
+        }
+        let target = total * k as u128;
+        let scaled = |s: usize| prefix[s] * parts as u128;
+        cuts[k] = (lo..=hi.max(lo))
+            .min_by_key(|&s| (scaled(s).abs_diff(target), s))
+            .unwrap_or(lo);
+    }
+    cuts
+}
+
+/// The bytes of `streams` for the next stage: a count, then for the base stream and each
+/// candidate a presence byte and its `f32` values (little-endian).
+pub fn encode_streams(streams: &StageStreams) -> Result<Vec<u8>> {
+    let all = std::iter::once(&streams.base).chain(streams.streams.iter());
+    let mut out = Vec::new();
+    out.extend((streams.streams.len() as u64).to_le_bytes());
+    for x in all {
+        match x {
+            None => out.push(0),
+            Some(x) => {
+                out.push(1);
+                let values = x.to_vec_f32().map_err(finercut_model::Error::from)?;
+                out.extend((values.len() as u64).to_le_bytes());
+                out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes [`encode_streams`]' bytes from rank `from` into streams of `[rows, d]` on `model`'s
+/// device, checking every length.
+pub fn decode_streams(
+    bytes: &[u8],
+    from: usize,
+    candidates: usize,
+    rows: usize,
+    d: usize,
+    model: &Model,
+) -> Result<StageStreams> {
+    let bad = |what: &str| Error::Scorer {
+        message: format!(
+            "rank {from} handed over {} bytes of streams that do not decode: {what}",
+            bytes.len()
+        ),
+    };
+    let mut at = 0usize;
+    let mut take = |k: usize| -> Result<&[u8]> {
+        let piece = bytes.get(at..at + k).ok_or_else(|| bad("too short"))?;
+        at += k;
+        Ok(piece)
+    };
+    let read_u64 = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_le_bytes(a)
+    };
+    let count = read_u64(take(8)?);
+    if count != candidates as u64 {
+        return Err(bad(&format!("{count} candidates, expected {candidates}")));
+    }
+    let mut all: Vec<Option<Tensor>> = Vec::with_capacity(candidates + 1);
+    for _ in 0..=candidates {
+        match take(1)?[0] {
+            0 => all.push(None),
+            1 => {
+                let len = read_u64(take(8)?);
+                if len != (rows * d) as u64 {
+                    return Err(bad(&format!(
+                        "a stream of {len} values, expected {rows} × {d}"
+                    )));
+                }
+                let values: Vec<f32> = take(rows * d * 4)?
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                all.push(Some(
+                    Tensor::from_vec(values, &[rows, d], &model.device())
+                        .map_err(finercut_model::Error::from)?,
+                ));
+            }
+            _ => return Err(bad("a presence byte other than 0 or 1")),
+        }
+    }
+    if at != bytes.len() {
+        return Err(bad("bytes left over"));
+    }
+    let base = all.remove(0);
+    Ok(StageStreams { base, streams: all })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balance_cuts_equal_work_and_keeps_every_part_non_empty() {
+        // Equal work: equal parts.
+        assert_eq!(balance(&[1; 8], 4, None), vec![0, 2, 4, 6, 8]);
+        // A triangle (live streams growing with s): the first part is the longest.
+        let tri: Vec<u64> = (1..=16).collect();
+        let cuts = balance(&tri, 2, None);
+        assert_eq!(cuts, vec![0, 11, 16]);
+        // Left 66 of 136, right 70: the nearest cut to half.
+        // All work at the end: every part still gets a sublayer.
+        assert_eq!(balance(&[0, 0, 0, 9], 3, None), vec![0, 1, 2, 4]);
+        // As many parts as sublayers.
+        assert_eq!(balance(&[5, 1, 1], 3, None), vec![0, 1, 2, 3]);
+        // Within a margin of a first cut.
+        assert_eq!(balance(&[1; 8], 2, Some((&[0, 6, 8], 1))), vec![0, 5, 8]);
+        assert_eq!(balance(&[1; 8], 2, Some((&[0, 4, 8], 0))), vec![0, 4, 8]);
+    }
+
+    fn config(layers: usize) -> finercut_model::format::ModelConfig {
+        let json = format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 64,
+            "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": {layers},
+            "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": false,
+            "hidden_act": "silu"}}"#
+        );
+        finercut_model::format::ModelConfig::from_json_str(&json, "test config").unwrap()
+    }
+
+    #[test]
+    fn bad_stage_settings_are_errors_naming_the_setting() {
+        let c = config(2);
+        for (stages, ranks, what) in [
+            (0, 1, "0 stages"),
+            (5, 5, "5 stages for a model of 4 sublayers"),
+            (2, 3, "multiple of the stages"),
+        ] {
+            let e = Stages::new(stages, 2, ranks, &c).unwrap_err().to_string();
+            assert!(e.contains("--stages") && e.contains(what), "{e}");
+        }
+        let s = Stages::new(2, 1, 4, &c).unwrap();
+        assert_eq!((s.replicas, s.place(3)), (2, (1, 1)));
+    }
+
+    #[test]
+    fn windows_cover_every_reachable_boundary_and_only_the_ends_hold_embeddings_and_head() {
+        let c = config(6);
+        for (p, margin) in [(2, 0), (2, 2), (3, 1), (3, 4), (12, 1)] {
+            let s = Stages::new(p, margin, p, &c).unwrap();
+            let first = s.first_boundaries().to_vec();
+            assert_eq!((first[0], first[p]), (0, 12));
+            // Any pass's boundaries lie inside both neighbouring windows.
+            for removed in [vec![], vec![3, 4], vec![0, 1, 2, 5]] {
+                let base = Plan::from_removed(removed.iter().copied());
+                let cands: Vec<Vec<usize>> = (0..12)
+                    .filter(|i| !removed.contains(i))
+                    .map(|i| vec![i])
+                    .collect();
+                for some in [&cands[..], &cands[cands.len() - 1..], &cands[..1]] {
+                    let b = s.boundaries(&base, some);
+                    for k in 0..p {
+                        assert!(b[k] < b[k + 1], "{b:?}");
+                        let w = s.window(k);
+                        assert!(w.start <= b[k] && b[k + 1] <= w.end, "{b:?} {w:?}");
+                        assert!(b[k].abs_diff(first[k]) <= margin);
+                    }
+                }
+            }
+            for k in 0..p {
+                let w = s.window(k);
+                assert_eq!(w.start == 0, k == 0);
+                assert_eq!(w.end == 12, k + 1 == p);
+            }
+        }
+    }
+}
