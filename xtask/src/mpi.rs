@@ -137,12 +137,69 @@ pub fn mpi_test(root: &Path) -> anyhow::Result<()> {
     }
     eprintln!("ranks with different settings refuse to start");
 
+    pipeline_stages(&bin, &dir, &prune, &cases)?;
     kill_a_rank(&bin, &dir, &prune)?;
     eprintln!("mpi-test passed in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// `mpirun` for `ranks` ranks, as root on a machine with fewer cores than ranks, in a container.
+/// Pipeline stages (`--stages`): 2 and 3 stages (a boundary inside a block) and 2 replicas of 2
+/// stages, for every case of the candidate test, each result file equal to the one-process one;
+/// ranks not a multiple of the stages are refused, naming the setting.
+fn pipeline_stages(
+    bin: &Path,
+    dir: &Path,
+    prune: &dyn Fn(&Path, &[&str]) -> Vec<String>,
+    cases: &[(&str, &[&str])],
+) -> anyhow::Result<()> {
+    for (name, extra) in cases {
+        let one = dir.join(format!("{name}-1proc.json"));
+        for (ranks, stages, margin) in [(2, 2, "2"), (3, 3, "1"), (4, 2, "0")] {
+            let out = dir.join(format!("{name}-np{ranks}-stages{stages}.json"));
+            let mut cmd = mpirun(ranks);
+            cmd.arg(bin).args(prune(&out, extra)).args([
+                "--stages",
+                &stages.to_string(),
+                "--stage-margin",
+                margin,
+            ]);
+            let (ok, stderr) = output_of(&mut cmd, KILL_LIMIT * 3)?;
+            if !ok {
+                bail!("{ranks} ranks of {stages} stages failed:\n{stderr}");
+            }
+            if stages == 3 {
+                // The first step's boundaries, as rank 0 reports them: one inside a block.
+                let inside = stderr
+                    .lines()
+                    .find_map(|l| l.split_once("first step: [").map(|(_, b)| b.to_string()))
+                    .map(|b| {
+                        b.trim_end_matches(|c| c == ']' || c == ')')
+                            .split(',')
+                            .filter_map(|x| x.trim().parse::<usize>().ok())
+                            .any(|x| x % 2 == 1)
+                    });
+                if inside != Some(true) {
+                    bail!("no boundary of the 3-stage pipeline falls inside a block:\n{stderr}");
+                }
+            }
+            same_result(&one, &out)?;
+        }
+        eprintln!("{name}: 2 and 3 stages and 2 replicas of 2 stages equal the one-process result");
+    }
+    let out = dir.join("bad-stages.json");
+    let mut cmd = mpirun(3);
+    cmd.arg(bin)
+        .args(prune(&out, &["--to-end"]))
+        .args(["--stages", "2"]);
+    let (ok, stderr) = output_of(&mut cmd, KILL_LIMIT)?;
+    if ok || !stderr.contains("--stages") || out.exists() {
+        bail!("3 ranks in pipelines of 2 stages were not refused (exit ok: {ok}):\n{stderr}");
+    }
+    eprintln!("ranks not a multiple of the stages are refused");
+    Ok(())
+}
+
 fn mpirun(ranks: usize) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-np"])

@@ -51,6 +51,16 @@ pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
     Ok(finercut_pipeline::load_model(&path, &options)?)
 }
 
+/// [`load_model`] of sublayers `part` only (a pipeline stage's window) when given.
+pub fn load_model_part(
+    arg: &ModelArg,
+    part: Option<std::ops::Range<usize>>,
+) -> anyhow::Result<Loaded> {
+    let options = load_options(arg)?;
+    let path = model_path(arg)?;
+    Ok(finercut_pipeline::load_model_part(&path, &options, part)?)
+}
+
 /// Parses a ratio option under the one rule for ratios ([`finercut_search::check_ratio`]): clap
 /// reports a bad value with the option's name.
 pub fn parse_ratio(s: &str) -> Result<f64, String> {

@@ -49,6 +49,16 @@ pub struct Args {
     /// the removed units; the result records such runners-up as lower bounds).
     #[arg(long)]
     pub exhaustive: bool,
+    /// Split the model into this many pipeline stages (under `mpirun`/`srun`): each rank loads
+    /// only its contiguous range of sublayers and hands the residual streams to the next; with
+    /// more ranks than stages, the ranks form replicas (`-np 4 --stages 2`: two replicas of two
+    /// stages). The ranks must be a multiple of the stages. Results do not depend on it.
+    #[arg(long, value_name = "P")]
+    pub stages: Option<usize>,
+    /// How far, in sublayers, a stage boundary may move from its first step's place as the live
+    /// candidates change: each stage loads that many sublayers more on each side.
+    #[arg(long, value_name = "SUBLAYERS", default_value_t = finercut_search::stages::DEFAULT_MARGIN, requires = "stages")]
+    pub stage_margin: usize,
     /// Worker threads [default: all cores]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -96,7 +106,36 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
             args.out.display()
         );
     }
-    let loaded = common::load_model(&args.model)?;
+    let stages = match args.stages {
+        None => None,
+        Some(p) => {
+            finercut_search::stages::check_method(args.method)?;
+            let path = common::model_path(&args.model)?;
+            let config = common::open_checkpoint(&path)?.config;
+            Some(finercut_search::stages::Stages::new(
+                p,
+                args.stage_margin,
+                dist.size(),
+                &config,
+            )?)
+        }
+    };
+    let loaded = match &stages {
+        None => common::load_model(&args.model)?,
+        Some(st) => {
+            let window = st.window(st.place(dist.rank()).1);
+            eprintln!(
+                "rank {}: stage {} of {}, loading sublayers {}..{} (first step: {:?})",
+                dist.rank(),
+                st.place(dist.rank()).1,
+                st.count,
+                window.start,
+                window.end,
+                st.first_boundaries()
+            );
+            common::load_model_part(&args.model, Some(window))?
+        }
+    };
     if !loaded.base_removed.is_empty() {
         bail!(
             "{} is a pruned export; search on the original model",
@@ -124,7 +163,11 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
     settings.seed = (args.method == Method::Random).then_some(args.seed);
     settings.threads = threads;
     settings.exhaustive = args.exhaustive;
-    settings.weights = Some(loaded.model.weight_storage_summary());
+    settings.weights = Some(match &stages {
+        // What one process would record: the stages' storage added up (a collective).
+        Some(st) => st.weight_summary(dist, &loaded.model)?,
+        None => loaded.model.weight_storage_summary(),
+    });
     if args.all_tokens {
         settings.token_selection = TokenSelection::All;
     }
@@ -138,8 +181,9 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
         data_sha256: Provenance::tokens_sha256(&seqs),
     };
     let t0 = Instant::now();
-    let result = finercut_pipeline::execute_search_on(
+    let result = finercut_pipeline::execute_search_on_stages(
         dist,
+        stages.as_ref(),
         &loaded,
         &seqs,
         &settings,

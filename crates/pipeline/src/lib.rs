@@ -45,10 +45,14 @@ mod tiny;
 pub use error::{Context, Error, Result};
 pub use files::{sha256_hex, write_file_atomic, write_json_atomic};
 pub use load::{
-    load_model, model_path, open_checkpoint, removed_in_checkpoint, LoadOptions, Loaded,
+    load_model, load_model_part, model_path, open_checkpoint, removed_in_checkpoint, LoadOptions,
+    Loaded,
 };
 pub use progress::{init_threads, peak_rss_mib, progress_bar};
 pub use score::{evaluate_plan, gsm8k_of, perplexity_of};
-pub use search::{execute as execute_search, execute_on as execute_search_on};
+pub use search::{
+    execute as execute_search, execute_on as execute_search_on,
+    execute_on_stages as execute_search_on_stages,
+};
 pub use text::{calibration, calibration_from_ids, read_text, text_or_wikitext2};
 pub use tiny::{byte_tokenizer, write_tiny_model, TinySpec};

@@ -123,16 +123,30 @@ impl Loaded {
 
 /// Opens the checkpoint at `path` (a directory or a `.gguf` file) and builds its model.
 pub fn load_model(path: &Path, options: &LoadOptions) -> Result<Loaded> {
+    load_model_part(path, options, None)
+}
+
+/// [`load_model`], building only sublayers `part` when given (a pipeline stage's window,
+/// `finercut_search::stages`): only their tensors are read, with the embeddings when `part`
+/// starts at 0 and the final norm and LM head when it ends at 2L.
+pub fn load_model_part(
+    path: &Path,
+    options: &LoadOptions,
+    part: Option<std::ops::Range<usize>>,
+) -> Result<Loaded> {
     let checkpoint = open_checkpoint(path)?;
     let mut base_removed = removed_in_checkpoint(path)?;
     base_removed.extend(checkpoint.absent_sublayers.iter().copied());
-    let model = Model::load_with(
+    let model = Model::load_with_options(
         &checkpoint.config,
         checkpoint.weights.as_ref(),
         &options.device,
-        &base_removed,
-        options.weights,
-        options.matrix_dtype,
+        &finercut_model::LoadOptions {
+            absent: base_removed.clone(),
+            weight_dtype: options.weights,
+            matrix_dtype: options.matrix_dtype,
+            sublayers: part,
+        },
     )
     .with_context(|| format!("cannot build the model from {}", path.display()))?;
     eprintln!("weights: {}", model.weight_storage_summary());

@@ -6,6 +6,7 @@ use finercut_dist::{Alone, Transport};
 use finercut_metrics::Metric;
 use finercut_search::distributed::{check_same_run, RunIdentity};
 use finercut_search::model_scorer::{ModelHiddenStates, StreamingScorer};
+use finercut_search::stages::{check_method, Stages};
 use finercut_search::{run, Family, Inputs, Observer, Provenance, SearchResult, Settings, Step};
 use indicatif::ProgressBar;
 
@@ -44,6 +45,30 @@ pub fn execute_on(
     resume: bool,
     verbose: bool,
 ) -> Result<SearchResult> {
+    execute_on_stages(
+        dist, None, loaded, seqs, settings, provenance, out, resume, verbose,
+    )
+}
+
+/// [`execute_on`] with the ranks forming replicas of a pipeline (`stages`,
+/// `finercut_search::stages`; `loaded` holds this rank's window of sublayers): the same result
+/// bit for bit. Methods that score candidates and `random` run on stages; ShortGPT and
+/// DeeperLayers are refused.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_on_stages(
+    dist: &dyn Transport,
+    stages: Option<&Stages>,
+    loaded: &Loaded,
+    seqs: &[Vec<u32>],
+    settings: &Settings,
+    provenance: Provenance,
+    out: &std::path::Path,
+    resume: bool,
+    verbose: bool,
+) -> Result<SearchResult> {
+    if stages.is_some() {
+        check_method(settings.method)?;
+    }
     let verbose = verbose && dist.rank() == 0;
     let num_blocks = loaded.checkpoint.config.num_hidden_layers;
     let mut result = if resume && out.exists() {
@@ -88,12 +113,15 @@ pub fn execute_on(
     let mut observer = BarObserver::new(verbose);
     match settings.method.family() {
         Family::Greedy | Family::OneShot => {
-            let mut scorer = StreamingScorer::new(
-                &loaded.model,
-                seqs.to_vec(),
-                settings.metric.unwrap_or(Metric::Js),
-            )?
-            .with_transport(dist);
+            let metric = settings.metric.unwrap_or(Metric::Js);
+            let mut scorer = match stages {
+                Some(stages) => {
+                    StreamingScorer::staged(&loaded.model, seqs.to_vec(), metric, dist, stages)?
+                }
+                None => {
+                    StreamingScorer::new(&loaded.model, seqs.to_vec(), metric)?.with_transport(dist)
+                }
+            };
             if result.steps.is_empty() {
                 result.preparation = scorer.preparation().clone();
             }
@@ -104,6 +132,30 @@ pub fn execute_on(
                     dist.size(),
                     scorer.sent_bytes()
                 );
+            }
+            if let Some(stages) = stages {
+                // Every rank reports what it handed to the next stage (a collective).
+                let mine = scorer.handed_bytes().to_le_bytes();
+                let all = dist
+                    .all_gather_bytes(&mine)
+                    .map_err(finercut_search::Error::from)?;
+                if verbose {
+                    let handed: Vec<String> = all
+                        .iter()
+                        .enumerate()
+                        .map(|(rank, b)| {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(b.get(..8).unwrap_or(&[0; 8]));
+                            format!("rank {rank}: {}", u64::from_le_bytes(a))
+                        })
+                        .collect();
+                    eprintln!(
+                        "{} replicas of {} stages; bytes of streams handed to the next stage: {}",
+                        stages.replicas,
+                        stages.count,
+                        handed.join(", ")
+                    );
+                }
             }
         }
         Family::HiddenStates => {

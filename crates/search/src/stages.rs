@@ -225,6 +225,21 @@ impl Stages {
     }
 }
 
+/// Checks that `method` can run on pipeline stages: the methods that score candidates
+/// (`finercut`, `finercut-oneshot`, `sleb`, `blockpruner`) and `random` can; ShortGPT and
+/// DeeperLayers compare every block's dense hidden states in one place and cannot.
+pub fn check_method(method: crate::Method) -> Result<()> {
+    match method.family() {
+        crate::Family::HiddenStates => Err(Error::InvalidSetting {
+            setting: "--stages",
+            message: format!(
+                "method {method} compares the hidden states of every block in one process and does not run on pipeline stages; use --stages with finercut, finercut-oneshot, sleb, blockpruner or random"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Boundaries `0 = b₀ < b₁ < … < b_P = n` cutting `work` (per sublayer) into `parts` contiguous
 /// parts of about equal work: `b_k` is the cut whose prefix work is nearest to `k/P` of the total
 /// (ties to the lower cut), every part at least one sublayer. With `within = (first, margin)`, `b_k`
@@ -381,6 +396,11 @@ mod tests {
             let e = Stages::new(stages, 2, ranks, &c).unwrap_err().to_string();
             assert!(e.contains("--stages") && e.contains(what), "{e}");
         }
+        let e = check_method(crate::Method::Shortgpt)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--stages") && e.contains("shortgpt"), "{e}");
+        assert!(check_method(crate::Method::Sleb).is_ok());
         let s = Stages::new(2, 1, 4, &c).unwrap();
         assert_eq!((s.replicas, s.place(3)), (2, (1, 1)));
     }
