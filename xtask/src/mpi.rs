@@ -174,7 +174,7 @@ fn pipeline_stages(
                     .lines()
                     .find_map(|l| l.split_once("first step: [").map(|(_, b)| b.to_string()))
                     .map(|b| {
-                        b.trim_end_matches(|c| c == ']' || c == ')')
+                        b.trim_end_matches([']', ')'])
                             .split(',')
                             .filter_map(|x| x.trim().parse::<usize>().ok())
                             .any(|x| x % 2 == 1)

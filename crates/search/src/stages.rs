@@ -71,7 +71,7 @@ impl Stages {
                 "{count} stages for a model of {sublayers} sublayers: every stage needs at least one"
             )));
         }
-        if ranks % count != 0 {
+        if !ranks.is_multiple_of(count) {
             return Err(bad(format!(
                 "{count} stages on {ranks} ranks: the number of ranks (-np) must be a multiple of the stages (each replica of the pipeline has {count} ranks)"
             )));
