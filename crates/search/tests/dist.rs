@@ -347,15 +347,16 @@ fn pipelines_of_stages_give_the_one_process_result_bit_for_bit() {
 }
 
 #[test]
-fn sleb_and_blockpruner_run_on_stages() {
+fn sleb_blockpruner_and_one_shot_finercut_run_on_stages() {
     let model = tiny_model(8);
     let calib = tokens(4, 2, 6);
-    for (method, level) in [
-        (Method::Sleb, Level::Block),
-        (Method::Blockpruner, Level::Sublayer),
+    for (method, level, metric) in [
+        (Method::Sleb, Level::Block, Metric::Ppl),
+        (Method::Blockpruner, Level::Sublayer, Metric::Ppl),
+        (Method::FinercutOneshot, Level::Sublayer, Metric::Js),
     ] {
         let mut s = Settings::new(method);
-        s.metric = Some(Metric::Ppl);
+        s.metric = Some(metric);
         s.level = level;
         s.stop = Stop::End;
         let want = timeless(&one_process(&model, &calib, &s));
