@@ -302,6 +302,24 @@ fn blas_err(op: &'static str, status: blas_sys::cublasStatus_t) -> Result<()> {
     }
 }
 
+/// The number of CUDA cards the driver sees (an error without a driver).
+pub(crate) fn device_count() -> Result<usize> {
+    let unavailable = |detail: String| Error::Unavailable {
+        device: "cuda".into(),
+        detail,
+    };
+    // SAFETY: this only tries to load the driver library (`dlopen`), it calls nothing in it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(unavailable(
+            "no NVIDIA driver found (libcuda.so.1 cannot be loaded): CUDA needs an NVIDIA GPU \
+             and its driver"
+                .into(),
+        ));
+    }
+    let count = CudaContext::device_count().map_err(|e| unavailable(e.to_string()))?;
+    Ok(count.max(0) as usize)
+}
+
 /// Opens card `ordinal` (once per process): checks for the driver, cuBLAS and NVRTC libraries,
 /// creates the context, stream and cuBLAS handle, and compiles the kernels for the card.
 pub(crate) fn open(ordinal: usize) -> Result<CudaDevice> {
