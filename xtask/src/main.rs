@@ -23,7 +23,7 @@
 //!   GPU machine (see `cuda.rs`).
 //! - `mpi-test`: `finercut prune` over 1 to 4 MPI ranks on tiny models against the one-process
 //!   result files, resuming on another number of ranks, refusal of mismatched ranks and a killed
-//!   rank (installs Open MPI and libclang with `apt-get` when missing; see `mpi.rs`).
+//!   rank, and `finercut eval`/`eval gsm8k` on 2 and 3 ranks against one process (installs Open MPI and libclang with `apt-get` when missing; see `mpi.rs`).
 //! - `scaling-projection`: prints the projected step time of Llama-3-70B on GPU and CPU
 //!   clusters from the measured inputs and stated assumptions (`projection.rs`), the section
 //!   "Projection: Llama-3-70B" of `docs/SCALING.md`.
@@ -155,7 +155,8 @@ enum Cmd {
     },
     /// `finercut prune` over MPI ranks (mpirun, 1 to 4 ranks) on tiny models: every result file
     /// equal to the one-process file, resume on another number of ranks, refusal of ranks that
-    /// run other settings, a killed rank ending the job. Installs openmpi-bin, libopenmpi-dev and
+    /// run other settings, a killed rank ending the job; `finercut eval` and `eval gsm8k` on 2
+    /// and 3 ranks against one process, a failing rank ending the job. Installs openmpi-bin, libopenmpi-dev and
     /// libclang with apt-get when missing; builds `finercut --features mpi`.
     MpiTest,
     /// Print the projected step time of Llama-3-70B at 10 × 256 tokens on GPU and CPU clusters,
