@@ -5,6 +5,8 @@
 //! (one [`ScoreGroup`], so a model runs that context once), send the groups to the model in batches,
 //! and aggregate per-document metrics.
 //! A document that cannot be built or tokenised is listed in the report and skipped.
+//! On several ranks ([`evaluate_on`]) the batches are dealt to the ranks and their scores gathered
+//! (`ranks.rs`), so every rank aggregates the same numbers.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
