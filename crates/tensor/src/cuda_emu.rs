@@ -127,6 +127,7 @@ fn rms_norm_f32(
 }
 
 /// `rope_f32` over a grid of rows.
+#[allow(clippy::too_many_arguments)]
 fn rope_f32(
     g: Geometry,
     x: &mut [f32],
@@ -135,18 +136,19 @@ fn rope_f32(
     index: &[u32],
     cols: u32,
     half: u32,
+    head_dim: u32,
 ) {
     let bd = g.block.0 as usize;
     for block in 0..g.grid.0 as usize {
         let r = &mut x[block * cols as usize..];
         let c = &cos_t[index[block] as usize * half as usize..];
         let s = &sin_t[index[block] as usize * half as usize..];
-        let pairs = cols / 2;
+        let pairs = cols / head_dim * half;
         for t in threads(&g) {
             let mut p = t as u32;
             while p < pairs {
                 let (head, i) = ((p / half) as usize, (p % half) as usize);
-                let a = head * 2 * half as usize;
+                let a = head * head_dim as usize;
                 let (x1, x2) = (r[a + i], r[a + i + half as usize]);
                 r[a + i] = x1 * c[i] - x2 * s[i];
                 r[a + i + half as usize] = x2 * c[i] + x1 * s[i];
@@ -601,14 +603,17 @@ fn rms_norm_kernel_matches_the_cpu_backend() {
 #[test]
 fn rope_kernel_matches_the_cpu_backend() {
     let mut g = StdRng::seed_from_u64(3);
-    for (rows, heads, half, positions) in [
-        (1, 1, 1, 1),
-        (5, 3, 32, 9),
-        (7, 4, 64, 20),
-        (3, 9, 40, 3),
-        (4, 2, 300, 5),
+    // (rows, heads, half, head_dim, positions): partial rotary where head_dim > 2 · half.
+    for (rows, heads, half, head_dim, positions) in [
+        (1, 1, 1, 2, 1),
+        (5, 3, 32, 64, 9),
+        (7, 4, 64, 128, 20),
+        (3, 9, 40, 80, 3),
+        (4, 2, 300, 600, 5),
+        (3, 4, 8, 64, 6),
+        (2, 3, 16, 96, 4),
     ] {
-        let cols = heads * 2 * half;
+        let cols = heads * head_dim;
         let x = rand_vec(&mut g, rows * cols, 2.0);
         let (cos, sin) = (
             rand_vec(&mut g, positions * half, 1.0),
@@ -619,11 +624,21 @@ fn rope_kernel_matches_the_cpu_backend() {
             .collect();
         let geo = cuda_plan::per_row("rope", rows).unwrap();
         let mut got = x.clone();
-        rope_f32(geo, &mut got, &cos, &sin, &index, cols as u32, half as u32);
+        rope_f32(
+            geo,
+            &mut got,
+            &cos,
+            &sin,
+            &index,
+            cols as u32,
+            half as u32,
+            head_dim as u32,
+        );
         let mut want = CpuStorage::F32(x);
         want.rope(
             cols,
             &RopeTables {
+                head_dim,
                 half,
                 cos: &cos,
                 sin: &sin,

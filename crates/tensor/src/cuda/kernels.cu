@@ -192,18 +192,19 @@ extern "C" __global__ void add_scaled_rows_f32(float* x, const unsigned int* row
     }
 }
 
-// RoPE in the Hugging Face rotate_half layout: in each head of 2*half values, element i pairs with
-// element i + half. Row r uses table row index[r].
+// RoPE in the Hugging Face rotate_half layout: in each head of head_dim values, the first 2*half
+// rotate (all of them unless partial), element i pairing with element i + half. Row r uses table
+// row index[r].
 extern "C" __global__ void rope_f32(float* x, const float* cos_t, const float* sin_t,
                                     const unsigned int* index, unsigned int cols,
-                                    unsigned int half) {
+                                    unsigned int half, unsigned int head_dim) {
     float* r = x + (u64)blockIdx.x * cols;
     const float* c = cos_t + (u64)index[blockIdx.x] * half;
     const float* s = sin_t + (u64)index[blockIdx.x] * half;
-    unsigned int pairs = cols / 2;
+    unsigned int pairs = cols / head_dim * half;
     for (unsigned int p = threadIdx.x; p < pairs; p += blockDim.x) {
         unsigned int head = p / half, i = p % half;
-        float* a = r + head * 2 * half;
+        float* a = r + head * head_dim;
         float x1 = a[i], x2 = a[i + half];
         a[i] = x1 * c[i] - x2 * s[i];
         a[i + half] = x2 * c[i] + x1 * s[i];

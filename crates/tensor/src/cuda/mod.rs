@@ -511,6 +511,14 @@ fn per_row(op: &'static str, rows: usize) -> Result<Geometry> {
     cuda_plan::per_row(op, rows)
 }
 
+/// The refusal of an operation the CUDA kernels do not implement, naming it.
+fn not_on_cuda(op: &'static str, what: &str) -> Error {
+    Error::Invalid {
+        op,
+        detail: format!("{what} is not implemented on the CUDA backend; run on the CPU"),
+    }
+}
+
 fn u32_of(op: &'static str, x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::TooLarge { op, dim: x })
 }
@@ -823,7 +831,15 @@ impl BackendStorage for CudaStorage {
         match act {
             Activation::Silu => launch!(&be, "gated_silu_f32", cfg, g, u, &n),
             Activation::GeluTanh => launch!(&be, "gated_gelu_tanh_f32", cfg, g, u, &n),
+            Activation::Gelu => Err(not_on_cuda(op, "exact (erf) GELU")),
         }
+    }
+
+    fn activate(&mut self, _act: Activation) -> Result<()> {
+        Err(not_on_cuda(
+            "activate_in_place",
+            "a feed-forward layer without a gate (GPT-NeoX)",
+        ))
     }
 
     fn log_softmax_rows(&mut self, cols: usize) -> Result<()> {
@@ -958,6 +974,9 @@ impl BackendStorage for CudaStorage {
         let mut o = out
             .f32_mut(op)?
             .slice_mut(dst_row * cols..(dst_row + n) * cols);
+        if kind == NormWeight::Centred {
+            return Err(not_on_cuda(op, "LayerNorm (GPT-NeoX)"));
+        }
         let c = u32_of(op, cols)?;
         let one_plus = i32::from(kind == NormWeight::OnePlus);
         launch!(
@@ -1063,6 +1082,7 @@ impl BackendStorage for CudaStorage {
         let (cos, sin) = (htod(&be, op, tables.cos)?, htod(&be, op, tables.sin)?);
         let index = htod(&be, op, tables.index)?;
         let (c, half) = (u32_of(op, cols)?, u32_of(op, tables.half)?);
+        let head_dim = u32_of(op, tables.head_dim)?;
         let x = self.f32_mut(op)?;
         launch!(
             &be,
@@ -1073,7 +1093,8 @@ impl BackendStorage for CudaStorage {
             &sin,
             &index,
             &c,
-            &half
+            &half,
+            &head_dim
         )
     }
 
