@@ -574,7 +574,7 @@ impl Model {
         if !self.sublayers.get(s)?.parallel {
             return None;
         }
-        if s % 2 == 0 {
+        if s.is_multiple_of(2) {
             return Some(Vec::new());
         }
         Some([s - 1, s].into_iter().filter(|&i| !removed(i)).collect())

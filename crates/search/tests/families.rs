@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use finercut_format::{ModelConfig, SafetensorsStore, TensorSource};
+use finercut_format::{ModelConfig, SafetensorsStore};
 use finercut_metrics::Metric;
 use finercut_model::Model;
 use finercut_search::export::{is_removed_tensor, TensorLayout};
