@@ -499,6 +499,28 @@ mod tests {
         assert_eq!(shared_names("gpt_neox.layers.0.attention.bias"), None);
     }
 
+    /// The golden models' config.json (Pythia's spelling and transformers 5's) leave no key
+    /// unread.
+    #[test]
+    fn golden_configs_have_no_unknown_keys() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+        for (name, parallel, factor) in [
+            ("gpt_neox", true, 0.5),
+            ("gpt_neox_sequential", false, 0.25),
+        ] {
+            let text = std::fs::read_to_string(dir.join(name).join("config.json")).unwrap();
+            let (c, unknown) = ModelConfig::parse_json_str(&text, name).unwrap();
+            assert!(unknown.is_empty(), "{name}: {unknown:?}");
+            assert_eq!(
+                c.arch,
+                ArchParams::GptNeox(NeoxParams {
+                    use_parallel_residual: parallel,
+                    partial_rotary_factor: factor,
+                })
+            );
+        }
+    }
+
     #[test]
     fn rotary_width_is_transformers_truncation() {
         assert_eq!(rotary_dim(64, 0.25), 16);
