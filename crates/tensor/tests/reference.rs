@@ -83,7 +83,8 @@ pub fn layer_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f64> {
 /// `erf` implementation).
 pub fn gelu(x: f64) -> f64 {
     let pdf = |t: f64| (-t * t / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    let n = 2000;
+    // Simpson's error is below 1e-8 for |x| <= 12 with 400 intervals.
+    let n = 400;
     let h = x / n as f64;
     let inner: f64 = (1..n)
         .map(|i| pdf(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 })
