@@ -188,6 +188,10 @@ impl Model {
             "model.norm.weight" => {
                 return host(&self.final_norm.as_ref().ok_or_else(missing)?.weight)
             }
+            "model.norm.bias" => {
+                let norm = self.final_norm.as_ref().ok_or_else(missing)?;
+                return host(norm.bias.as_ref().ok_or_else(missing)?);
+            }
             _ => {}
         }
         let rest = name.strip_prefix("model.layers.").ok_or_else(missing)?;
@@ -226,6 +230,17 @@ impl Model {
         let post = |s: &Sublayer| -> Result<Tensor> {
             host(&s.post_norm.as_ref().ok_or_else(missing)?.weight)
         };
+        // A LayerNorm's bias (GPT-NeoX).
+        let norm_bias = |r: &str, module: Option<&str>, s: &Sublayer| -> Option<Result<Tensor>> {
+            let bias = s.norm.as_ref()?.bias.as_ref()?;
+            (module.is_some() && r.strip_suffix(".bias") == module).then(|| host(bias))
+        };
+        if let Some(t) = norm_bias(rest, names.attn_norm, attn) {
+            return t;
+        }
+        if let Some(t) = norm_bias(rest, names.ffn_norm, mlp) {
+            return t;
+        }
         match (rest, &attn.branch, &mlp.branch) {
             (r, Branch::Attn(_), _) if norm_of(r).is_some() && norm_of(r) == names.attn_norm => {
                 host(&attn.norm.as_ref().ok_or_else(missing)?.weight)

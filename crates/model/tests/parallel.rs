@@ -182,6 +182,24 @@ fn traces_streams_and_continuations_agree_with_the_forward() {
 }
 
 #[test]
+fn weights_are_served_under_the_shared_names() {
+    let family = "gpt_neox";
+    let c = config(family);
+    let source = source(family, &c);
+    let model = load_family(family);
+    for name in source.names() {
+        let want = source.get(&name).unwrap();
+        let got = model.weight(&name).unwrap();
+        assert_eq!(got.shape(), want.shape.as_slice(), "{name}");
+        assert_eq!(
+            got.to_vec_f32().unwrap(),
+            want.to_f32_vec().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn parts_hold_whole_parallel_blocks() {
     let family = "gpt_neox";
     let c = config(family);
