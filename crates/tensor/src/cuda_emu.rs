@@ -1,5 +1,5 @@
 //! A Rust emulation of the CUDA kernels whose indexing and reductions are easy to get wrong
-//! (`attention_f32`, `rope_f32`, `rms_norm_f32`, `divergence_rows` and the bf16 conversions of
+//! (`attention_f32`, `rope_f32`, `rms_norm_f32`, `layer_norm_f32`, `divergence_rows` and the bf16 conversions of
 //! `cuda/kernels.cu`), run against the CPU backend and `finercut-metrics` on random inputs, so an
 //! indexing or reduction mistake in the kernels' logic shows without a GPU.
 //!
@@ -120,6 +120,42 @@ fn rms_norm_f32(
             while j < cols as usize {
                 let gw = if one_plus != 0 { 1.0 + w[j] } else { w[j] };
                 orow[j] = (xr[j] * inv) * gw;
+                j += bd;
+            }
+        }
+    }
+}
+
+/// `layer_norm_f32` over a grid of rows.
+fn layer_norm_f32(g: Geometry, x: &[f32], w: &[f32], out: &mut [f32], cols: u32, eps: f32) {
+    let bd = g.block.0 as usize;
+    let n = cols as usize;
+    for block in 0..g.grid.0 as usize {
+        let xr = &x[block * n..];
+        let orow = &mut out[block * n..];
+        let mut s = vec![0f32; bd];
+        for (t, acc) in threads(&g).zip(s.iter_mut()) {
+            let mut j = t;
+            while j < n {
+                *acc += xr[j];
+                j += bd;
+            }
+        }
+        let mean = block_sum(&s) / cols as f32;
+        let mut ss = vec![0f32; bd];
+        for (t, acc) in threads(&g).zip(ss.iter_mut()) {
+            let mut j = t;
+            while j < n {
+                let d = xr[j] - mean;
+                *acc += d * d;
+                j += bd;
+            }
+        }
+        let inv = 1.0 / (block_sum(&ss) / cols as f32 + eps).sqrt();
+        for t in threads(&g) {
+            let mut j = t;
+            while j < n {
+                orow[j] = ((xr[j] - mean) * inv) * w[j];
                 j += bd;
             }
         }
@@ -597,6 +633,42 @@ fn rms_norm_kernel_matches_the_cpu_backend() {
                 &format!("rms_norm {rows}x{cols}"),
             );
         }
+    }
+}
+
+#[test]
+fn layer_norm_kernel_matches_the_cpu_backend() {
+    let mut g = StdRng::seed_from_u64(4);
+    for (rows, cols) in [(1, 1), (3, 31), (2, 256), (5, 257), (4, 1000), (2, 4096)] {
+        // Rows off centre, so that the mean matters.
+        let x: Vec<f32> = rand_vec(&mut g, rows * cols, 3.0)
+            .iter()
+            .map(|v| v + 2.0)
+            .collect();
+        let w = rand_vec(&mut g, cols, 1.0);
+        let geo = cuda_plan::per_row("layer_norm", rows).unwrap();
+        let mut out = vec![f32::NAN; rows * cols];
+        layer_norm_f32(geo, &x, &w, &mut out, cols as u32, 1e-5);
+        let mut want = CpuStorage::F32(vec![0.0; rows * cols]);
+        CpuStorage::F32(x)
+            .rms_norm(
+                0,
+                rows,
+                cols,
+                &CpuStorage::F32(w),
+                1e-5,
+                NormWeight::Centred,
+                &mut want,
+                0,
+            )
+            .unwrap();
+        let tol = 8.0 * f32::EPSILON * (cols as f32).sqrt().max(4.0);
+        assert_close(
+            &out,
+            want.as_f32("t").unwrap(),
+            tol,
+            &format!("layer_norm {rows}x{cols}"),
+        );
     }
 }
 

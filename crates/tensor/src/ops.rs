@@ -18,7 +18,7 @@ pub enum NormWeight {
     /// RMSNorm, `x̂ · (1 + w)` (Gemma).
     OnePlus,
     /// LayerNorm's normalisation and weight: `(x − mean(x)) / sqrt(var(x) + eps) · w` (GPT-NeoX;
-    /// its bias is added separately, [`Tensor::add_row_vector_in_place`]). The CPU backend only.
+    /// its bias is added separately, [`Tensor::add_row_vector_in_place`]).
     Centred,
 }
 
@@ -29,8 +29,7 @@ pub enum Activation {
     Silu,
     /// GELU with the tanh approximation (GeGLU, `gelu_pytorch_tanh`).
     GeluTanh,
-    /// Exact GELU, `x · Φ(x)` with the error function (`gelu`: GPT-NeoX, Pythia). The CPU backend
-    /// only.
+    /// Exact GELU, `x · Φ(x)` with the error function (`gelu`: GPT-NeoX, Pythia).
     Gelu,
 }
 

@@ -511,14 +511,6 @@ fn per_row(op: &'static str, rows: usize) -> Result<Geometry> {
     cuda_plan::per_row(op, rows)
 }
 
-/// The refusal of an operation the CUDA kernels do not implement, naming it.
-fn not_on_cuda(op: &'static str, what: &str) -> Error {
-    Error::Invalid {
-        op,
-        detail: format!("{what} is not implemented on the CUDA backend; run on the CPU"),
-    }
-}
-
 fn u32_of(op: &'static str, x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::TooLarge { op, dim: x })
 }
@@ -831,15 +823,20 @@ impl BackendStorage for CudaStorage {
         match act {
             Activation::Silu => launch!(&be, "gated_silu_f32", cfg, g, u, &n),
             Activation::GeluTanh => launch!(&be, "gated_gelu_tanh_f32", cfg, g, u, &n),
-            Activation::Gelu => Err(not_on_cuda(op, "exact (erf) GELU")),
+            Activation::Gelu => launch!(&be, "gated_gelu_f32", cfg, g, u, &n),
         }
     }
 
-    fn activate(&mut self, _act: Activation) -> Result<()> {
-        Err(not_on_cuda(
-            "activate_in_place",
-            "a feed-forward layer without a gate (GPT-NeoX)",
-        ))
+    fn activate(&mut self, act: Activation) -> Result<()> {
+        let be = self.be.clone();
+        let n = self.len as u64;
+        let x = self.f32_mut("activate_in_place")?;
+        let which: i32 = match act {
+            Activation::Silu => 0,
+            Activation::GeluTanh => 1,
+            Activation::Gelu => 2,
+        };
+        launch!(&be, "activate_f32", elementwise(n as usize), x, &n, &which)
     }
 
     fn log_softmax_rows(&mut self, cols: usize) -> Result<()> {
@@ -974,10 +971,19 @@ impl BackendStorage for CudaStorage {
         let mut o = out
             .f32_mut(op)?
             .slice_mut(dst_row * cols..(dst_row + n) * cols);
-        if kind == NormWeight::Centred {
-            return Err(not_on_cuda(op, "LayerNorm (GPT-NeoX)"));
-        }
         let c = u32_of(op, cols)?;
+        if kind == NormWeight::Centred {
+            return launch!(
+                &be,
+                "layer_norm_f32",
+                per_row(op, n)?,
+                &x,
+                w,
+                &mut o,
+                &c,
+                &eps
+            );
+        }
         let one_plus = i32::from(kind == NormWeight::OnePlus);
         launch!(
             &be,
