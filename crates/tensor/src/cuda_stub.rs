@@ -114,6 +114,9 @@ impl BackendStorage for CudaStorage {
     fn gated(&mut self, _: &Self, _: Activation) -> Result<()> {
         match *self {}
     }
+    fn activate(&mut self, _: Activation) -> Result<()> {
+        match *self {}
+    }
     fn log_softmax_rows(&mut self, _: usize) -> Result<()> {
         match *self {}
     }
