@@ -69,12 +69,15 @@ impl Checkpoint {
             let mut tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"))?;
             tokenizer.set_special_ids_if_missing(config.bos_token_id, config.eos_token_id);
             let store = SafetensorsStore::open(path)?;
-            check_tokenizer(&tokenizer, &config, store.shape(EMBEDDING))?;
             let files = store.files();
+            // The family's view of the stored tensors, under the shared names.
+            let weights = config.family().weights(&config, Box::new(store));
+            let embedding = weights.get(EMBEDDING).ok().map(|t| t.shape);
+            check_tokenizer(&tokenizer, &config, embedding.as_deref())?;
             Ok(Checkpoint {
                 config,
                 tokenizer,
-                weights: Box::new(store),
+                weights,
                 files,
                 unknown_config_keys,
                 absent_sublayers,

@@ -49,7 +49,7 @@ pub use load::{
     Loaded,
 };
 pub use progress::{init_threads, peak_rss_mib, progress_bar};
-pub use score::{evaluate_plan, gsm8k_of, perplexity_of};
+pub use score::{evaluate_plan, evaluate_plan_on, gsm8k_of, gsm8k_of_on, perplexity_of};
 pub use search::{
     execute as execute_search, execute_on as execute_search_on,
     execute_on_stages as execute_search_on_stages,
