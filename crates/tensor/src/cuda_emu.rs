@@ -624,6 +624,7 @@ fn rope_kernel_matches_the_cpu_backend() {
         want.rope(
             cols,
             &RopeTables {
+                head_dim: 2 * half,
                 half,
                 cos: &cos,
                 sin: &sin,

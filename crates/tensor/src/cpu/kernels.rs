@@ -117,11 +117,13 @@ multiversion! {
 }
 
 multiversion! {
-    /// RoPE (Hugging Face `rotate_half` layout) on one row of `heads` vectors of `cos.len() * 2` values.
-    pub(crate) fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    /// RoPE (Hugging Face `rotate_half` layout) on one row of heads of `head_dim` values, of which
+    /// the first `cos.len() * 2` rotate.
+    pub(crate) fn rope_row(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
         let half = cos.len();
-        for head in x.chunks_exact_mut(2 * half) {
-            let (a, b) = head.split_at_mut(half);
+        for head in x.chunks_exact_mut(head_dim) {
+            // The first 2·half values rotate; the rest (partial rotary) pass through.
+            let (a, b) = head[..2 * half].split_at_mut(half);
             for i in 0..half {
                 let (x1, x2) = (a[i], b[i]);
                 a[i] = x1 * cos[i] - x2 * sin[i];

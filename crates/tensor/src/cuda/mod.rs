@@ -1055,6 +1055,17 @@ impl BackendStorage for CudaStorage {
 
     fn rope(&mut self, cols: usize, tables: &RopeTables<'_>) -> Result<()> {
         let op = "Rope::apply";
+        if tables.head_dim != 2 * tables.half {
+            return Err(Error::Invalid {
+                op,
+                detail: format!(
+                    "partial rotary embeddings (rotary_dim {} < head_dim {}) are not implemented \
+                     on CUDA",
+                    2 * tables.half,
+                    tables.head_dim
+                ),
+            });
+        }
         let rows = tables.index.len();
         if rows == 0 || cols == 0 {
             return Ok(());
