@@ -158,6 +158,9 @@ impl LikeSpec {
             o.insert("num_local_experts".into(), json!(n));
             o.insert("num_experts_per_tok".into(), json!(k));
         }
+        if let Some(f) = family::by_model_type(self.model_type) {
+            f.like_config(&self.name, o);
+        }
         if self.llama3_rope {
             o.insert(
                 "rope_scaling".into(),
@@ -195,12 +198,16 @@ impl LikeSpec {
         for b in 0..self.blocks {
             let p = format!("model.layers.{b}");
             let a = format!("{p}.{}", t.attn);
-            for (name, rows, cols) in [
-                ("q_proj", q, d),
-                ("k_proj", kv, d),
-                ("v_proj", kv, d),
-                ("o_proj", d, q),
-            ] {
+            let projections = match t.fused_qkv {
+                Some(qkv) => vec![(qkv, q + 2 * kv, d), ("o_proj", d, q)],
+                None => vec![
+                    ("q_proj", q, d),
+                    ("k_proj", kv, d),
+                    ("v_proj", kv, d),
+                    ("o_proj", d, q),
+                ],
+            };
+            for (name, rows, cols) in projections {
                 add(format!("{a}.{name}.weight"), vec![rows, cols], Init::Normal);
                 let bias = if name == "o_proj" {
                     r.o_proj_bias
@@ -238,6 +245,11 @@ impl LikeSpec {
                                 Init::Normal,
                             );
                         }
+                    }
+                }
+                FfnTensors::FusedGated { gate_up, down } => {
+                    for (name, rows, cols) in [(gate_up, 2 * f, d), (down, d, f)] {
+                        add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
                     }
                 }
                 FfnTensors::Gated { gate, up, down } => {

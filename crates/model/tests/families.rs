@@ -1,7 +1,9 @@
 //! Parity with Hugging Face transformers on a tiny random model of every family (the files in
 //! `data/golden/tiny/`, written by `benches/reference/make_tiny_families.py`): Llama with `llama3`
 //! RoPE scaling, Mistral with a sliding window shorter than the sequence, Qwen2, Gemma 3, Qwen3 with
-//! q/k norms and Mixtral's sparse mixture of experts. Every logit of two sequences of 16 tokens
+//! q/k norms, Mixtral's sparse mixture of experts, Gemma 2, OLMo 2, Qwen3-MoE and Phi-3 (fused
+//! projections, LongRoPE on both sides of its original context, partial rotary with tied
+//! embeddings). Every logit of two sequences of 16 tokens
 //! agrees to `1e-4 · (1 + |want|)` (absolute 1e-4 near zero, relative 1e-4 for large logits).
 
 use finercut_format::{ModelConfig, SafetensorsStore};
@@ -10,7 +12,7 @@ use finercut_tensor::Device;
 use std::path::{Path, PathBuf};
 
 /// The families with a golden directory each.
-pub const FAMILIES: [&str; 9] = [
+pub const FAMILIES: [&str; 12] = [
     "llama3",
     "mistral",
     "qwen2",
@@ -20,6 +22,9 @@ pub const FAMILIES: [&str; 9] = [
     "gemma2",
     "olmo2",
     "qwen3_moe",
+    "phi3",
+    "phi3_longrope",
+    "phi4_mini",
 ];
 
 const TOL: f64 = 1e-4;
@@ -96,6 +101,38 @@ fn tiny_families_match_transformers() {
             want[at]
         );
     }
+}
+
+#[test]
+fn prefixes_match_transformers_where_the_reference_has_them() {
+    // `logits_short.npy`: the logits of the first tokens of each sequence (LongRoPE's short
+    // factors, where the whole sequences use the long ones).
+    let mut checked = 0;
+    for family in FAMILIES {
+        let path = family_dir(family).join("logits_short.npy");
+        if !path.exists() {
+            continue;
+        }
+        let model = load_family(family);
+        let (shape, want) = read_npy(&path);
+        let tokens: Vec<Vec<u32>> = family_tokens(family)
+            .into_iter()
+            .map(|t| t[..shape[1]].to_vec())
+            .collect();
+        let got = model.forward(&tokens, &Plan::dense()).unwrap();
+        assert_eq!(got.shape(), shape.as_slice(), "{family}");
+        let worst = got
+            .as_slice_f32()
+            .unwrap()
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs() / (1.0 + f64::from(w).abs()))
+            .fold(0.0f64, f64::max);
+        println!("{family} prefix: worst scaled logit error {worst:.2e}");
+        assert!(worst <= TOL, "{family} prefix: scaled error {worst:.2e}");
+        checked += 1;
+    }
+    assert!(checked >= 1, "no reference has prefix logits");
 }
 
 #[test]
