@@ -29,6 +29,40 @@ pub const FAMILIES: [&str; 12] = [
 
 const TOL: f64 = 1e-4;
 
+/// Every golden directory (`data/golden/tiny/*/` with a `config.json`), sorted. Every registered
+/// family has at least one (`golden_models_cover_every_registered_family`), so a test that
+/// iterates these covers every family of the registry, later ones included.
+pub fn golden_models() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn golden_models_cover_every_registered_family() {
+    let archs: Vec<_> = golden_models()
+        .iter()
+        .map(|m| {
+            ModelConfig::from_json_file(&family_dir(m).join("config.json"))
+                .unwrap()
+                .architecture
+        })
+        .collect();
+    for f in finercut_format::FAMILIES {
+        assert!(
+            archs.contains(&f.architecture()),
+            "{} has no golden model",
+            f.name()
+        );
+    }
+}
+
 /// `data/golden/tiny/<family>`.
 pub fn family_dir(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

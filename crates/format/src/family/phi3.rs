@@ -169,12 +169,14 @@ impl Family for Phi3 {
                     attention_factor,
                 })
             }
-            other => return Err(Error::unsupported(
-                origin,
-                format!(
+            other => {
+                return Err(Error::unsupported(
+                    origin,
+                    format!(
                     "`{key}` type `{other}` for model_type `phi3` (supported: default, longrope)"
                 ),
-            )),
+                ))
+            }
         };
         // What remains for the shared reader: the base, and the resolved rotating fraction.
         raw.rope_scaling = None;
