@@ -430,6 +430,7 @@ mod tests {
             "qwen2.5-7b",
             "mixtral-8x7b-2layers",
             "mistral-7b",
+            "phi-4-mini",
         ] {
             let spec = LikeSpec {
                 vocab: 300,
