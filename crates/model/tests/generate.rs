@@ -65,9 +65,26 @@ fn within_long_rope_context(model: &Model, len: usize) -> bool {
         .is_none_or(|l| len <= l.original_max_position_embeddings)
 }
 
+thread_local! {
+    /// The golden models loaded so far on this thread (every property case runs on all of them).
+    static MODELS: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Model>>> =
+        Default::default();
+}
+
+/// The golden model `family`, loaded once per thread.
+fn cached_model(family: &str) -> std::rc::Rc<Model> {
+    MODELS.with(|m| {
+        m.borrow_mut()
+            .entry(family.to_string())
+            .or_insert_with(|| std::rc::Rc::new(load_family(family)))
+            .clone()
+    })
+}
+
+/// Each case runs on every golden model: 6 cases give each family 6 random cases.
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 12,
+        cases: 6,
         ..ProptestConfig::default()
     }
 }
@@ -87,7 +104,7 @@ proptest! {
         seed in 0u64..1000,
     ) {
         for family in golden_models() {
-        let model = load_family(&family);
+        let model = cached_model(&family);
         let total = base_len + prompt_len + steps;
         if !within_long_rope_context(&model, total) {
             continue;
@@ -129,7 +146,7 @@ proptest! {
         seed in 0u64..1000,
     ) {
         for family in golden_models() {
-        let model = load_family(&family);
+        let model = cached_model(&family);
         if !within_long_rope_context(&model, lens.iter().max().unwrap_or(&0) + steps) {
             continue;
         }
@@ -174,7 +191,7 @@ proptest! {
         seed in 0u64..1000,
     ) {
         for family in golden_models() {
-        let model = load_family(&family);
+        let model = cached_model(&family);
         if !within_long_rope_context(&model, lens.iter().max().unwrap_or(&0) + 6) {
             continue;
         }
