@@ -170,6 +170,34 @@ fn prefixes_match_transformers_where_the_reference_has_them() {
 }
 
 #[test]
+fn fused_projections_split_at_load_read_back_whole() {
+    // Phi-3's `qkv_proj` and `gate_up_proj` are held as their parts; `Model::weight` of the
+    // fused name stacks them again, bit for bit, and the parts' own names are not weights of it.
+    use finercut_format::TensorSource;
+    let dir = family_dir("phi4_mini");
+    let store = SafetensorsStore::open(&dir).unwrap();
+    let model = load_family("phi4_mini");
+    for name in [
+        "model.layers.1.self_attn.qkv_proj.weight",
+        "model.layers.2.mlp.gate_up_proj.weight",
+        "model.layers.3.mlp.down_proj.weight",
+    ] {
+        let raw = store.get(name).unwrap();
+        let got = model.weight(name).unwrap();
+        assert_eq!(got.shape(), raw.shape.as_slice(), "{name}");
+        let want: Vec<f32> = raw
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(got.to_vec_f32().unwrap(), want, "{name}");
+    }
+    assert!(model
+        .weight("model.layers.1.self_attn.q_proj.weight")
+        .is_err());
+}
+
+#[test]
 fn tiny_mixtral_has_its_experts() {
     let model = load_family("mixtral");
     let c = model.config();
