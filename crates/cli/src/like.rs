@@ -165,6 +165,9 @@ impl LikeSpec {
             o.insert("num_local_experts".into(), json!(n));
             o.insert("num_experts_per_tok".into(), json!(k));
         }
+        if let Some(f) = family::by_model_type(self.model_type) {
+            f.like_config(&self.name, o);
+        }
         if self.llama3_rope {
             o.insert(
                 "rope_scaling".into(),
@@ -204,12 +207,16 @@ impl LikeSpec {
         for b in 0..self.blocks {
             let p = format!("model.layers.{b}");
             let a = format!("{p}.{}", t.attn);
-            for (name, rows, cols) in [
-                ("q_proj", q, d),
-                ("k_proj", kv, d),
-                ("v_proj", kv, d),
-                ("o_proj", d, q),
-            ] {
+            let projections = match t.fused_qkv {
+                Some(qkv) => vec![(qkv, q + 2 * kv, d), ("o_proj", d, q)],
+                None => vec![
+                    ("q_proj", q, d),
+                    ("k_proj", kv, d),
+                    ("v_proj", kv, d),
+                    ("o_proj", d, q),
+                ],
+            };
+            for (name, rows, cols) in projections {
                 add(format!("{a}.{name}.weight"), vec![rows, cols], Init::Normal);
                 let bias = if name == "o_proj" {
                     r.o_proj_bias
@@ -247,6 +254,11 @@ impl LikeSpec {
                                 Init::Normal,
                             );
                         }
+                    }
+                }
+                FfnTensors::FusedGated { gate_up, down } => {
+                    for (name, rows, cols) in [(gate_up, 2 * f, d), (down, d, f)] {
+                        add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
                     }
                 }
                 FfnTensors::Gated { gate, up, down } => {
@@ -442,6 +454,7 @@ mod tests {
             "mixtral-8x7b-2layers",
             "mistral-7b",
             "pythia-160m",
+            "phi-4-mini",
         ] {
             let spec = LikeSpec {
                 vocab: 300,

@@ -76,7 +76,7 @@ enum Command {
         blocks: Option<u32>,
         /// Write a random bf16 model with the shape and config.json of a published one instead:
         /// llama-3-8b, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-0.5b, mixtral-8x7b-2layers,
-        /// pythia-160m, pythia-410m, pythia-1b.
+        /// phi-3-mini, phi-4-mini, pythia-160m, pythia-410m, pythia-1b.
         #[arg(long, value_name = "NAME")]
         like: Option<String>,
         /// Replace a checkpoint already in DIR (with --like).

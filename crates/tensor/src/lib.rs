@@ -116,7 +116,7 @@ pub use ops::{
     causal_attention, causal_attention_with_prefix, causal_attention_with_prefix_rows, embedding,
     linear, Activation, AttentionSpec, NormWeight,
 };
-pub use rope::{Rope, RopeScaling};
+pub use rope::{LongRope, Rope, RopeScaling};
 pub use storage::SharedBytes;
 pub use tensor::Tensor;
 pub use widen::{Matrix, WidenRows};
