@@ -14,7 +14,13 @@ Face directory (config.json + model.safetensors, float32) and computes with the 
 Families added later come after these, so every family keeps its seed: Gemma 2 (attention and
 final logit soft-capping, sliding windows on every other layer, sandwich norms without QK-norm) and
 OLMo 2 (RMSNorms after each branch and none before, QK-norm over the whole q and k projections)
-and Qwen3-MoE (4 experts, 2 per token, weights not renormalised: `norm_topk_prob` false).
+and Qwen3-MoE (4 experts, 2 per token, weights not renormalised: `norm_topk_prob` false), then
+GPT-NeoX twice: `gpt_neox` (Pythia's layout: parallel residual, partial rotary over half of each
+head, exact GELU, LayerNorms and projections with biases, its config.json rewritten in Pythia's
+`rotary_pct` / `rotary_emb_base` spelling and its head stored as `embed_out`) and
+`gpt_neox_sequential` (`use_parallel_residual` false, a quarter of each head rotated, transformers
+5's own `rope_parameters` spelling and `lm_head`). Removing a GPT-NeoX branch zeroes the output of
+`attention` or `mlp`: in a parallel block the other branch still reads the block input.
 
 Run with the reference venv:
 `/path/to/venv/bin/python benches/reference/make_tiny_families.py OUT_DIR [FAMILY ...]`
@@ -55,6 +61,7 @@ COMMON = dict(
 
 def families() -> dict[str, tuple[type, dict]]:
     from transformers import (
+        GPTNeoXConfig,
         Gemma2Config,
         Gemma3TextConfig,
         LlamaConfig,
@@ -193,7 +200,35 @@ def families() -> dict[str, tuple[type, dict]]:
                 rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
             ),
         ),
+        "gpt_neox": (GPTNeoXConfig, dict(NEOX, use_parallel_residual=True, rotary_pct=0.5, rotary_emb_base=10000)),
+        "gpt_neox_sequential": (
+            GPTNeoXConfig,
+            dict(
+                NEOX,
+                use_parallel_residual=False,
+                rope_parameters=dict(rope_type="default", rope_theta=20000.0, partial_rotary_factor=0.25),
+            ),
+        ),
     }
+
+
+# GPT-NeoX has no key/value head count (every head has its own keys) and LayerNorms.
+NEOX = dict(
+    {k: v for k, v in COMMON.items() if k != "num_key_value_heads"},
+    intermediate_size=128,
+    layer_norm_eps=1e-5,
+    hidden_act="gelu",
+    attention_bias=True,
+    tie_word_embeddings=False,
+)
+
+
+def layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return model.gpt_neox.layers if hasattr(model, "gpt_neox") else model.model.layers
+
+
+def attn_of(layer: torch.nn.Module) -> torch.nn.Module:
+    return layer.attention if hasattr(layer, "attention") else layer.self_attn
 
 
 def randomise(model: torch.nn.Module, family: str, gen: torch.Generator) -> None:
@@ -205,7 +240,7 @@ def randomise(model: torch.nn.Module, family: str, gen: torch.Generator) -> None
                 # Gemma norms compute x * (1 + w); the others x * w.
                 centre = 0.0 if family.startswith("gemma") else 1.0
                 p.copy_(centre + 0.2 * noise)
-            elif "embed_tokens" in name:
+            elif "embed_tokens" in name or "embed_in" in name:
                 p.copy_(noise)
             elif name.endswith(".bias"):
                 p.copy_(0.3 * noise)
@@ -216,7 +251,11 @@ def randomise(model: torch.nn.Module, family: str, gen: torch.Generator) -> None
                 fan_in = p.shape[-1]
                 p.copy_(noise * (1.5 / fan_in**0.5))
         # Branches of unequal strength, so the greedy order is not simply last-to-first.
-        for layer in model.model.layers:
+        for layer in layers(model):
+            if family.startswith("gpt_neox"):
+                for branch, out in [(layer.attention, "dense"), (layer.mlp, "dense_4h_to_h")]:
+                    getattr(branch, out).weight.mul_(0.2 + 1.6 * float(torch.rand(1, generator=gen)))
+                continue
             for branch, out in [(layer.self_attn, "o_proj"), (layer.mlp, "down_proj")]:
                 s = 0.2 + 1.6 * float(torch.rand(1, generator=gen))
                 if family.startswith("gemma"):
@@ -238,6 +277,9 @@ def hf_state_dict(model: torch.nn.Module, family: str) -> dict[str, torch.Tensor
     sd = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
+    if family == "gpt_neox":
+        # Published Pythia checkpoints name the head `embed_out` (transformers 5 renames it on load).
+        sd["embed_out.weight"] = sd.pop("lm_head.weight")
     if family == "qwen3_moe":
         # Published Qwen3-MoE checkpoints: `mlp.experts.E.{gate,up,down}_proj.weight`.
         out = {}
@@ -276,6 +318,19 @@ def hf_state_dict(model: torch.nn.Module, family: str) -> dict[str, torch.Tensor
     return out
 
 
+def pythia_spelling(path: str) -> None:
+    """Rewrites a GPT-NeoX config.json with Pythia's RoPE keys (`rotary_pct`, `rotary_emb_base`), as
+    the published Pythia checkpoints have it, instead of transformers 5's `rope_parameters`."""
+    with open(path) as f:
+        cfg = json.load(f)
+    rope = cfg.pop("rope_parameters")
+    cfg["rotary_pct"] = rope["partial_rotary_factor"]
+    cfg["rotary_emb_base"] = rope["rope_theta"]
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def js_reference(dense: np.ndarray, pruned: np.ndarray) -> float:
     """`js-reference` (crates/metrics): ½[KL(M‖P) + KL(M‖Q)], M = (P+Q)/2, summed over every element
     and divided by rows × vocabulary; float64."""
@@ -300,8 +355,8 @@ class Zero:
 def branches(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The 2L branches in execution order: L0.attn, L0.mlp, L1.attn, …"""
     out = []
-    for layer in model.model.layers:
-        out += [layer.self_attn, layer.mlp]
+    for layer in layers(model):
+        out += [attn_of(layer), layer.mlp]
     return out
 
 
@@ -372,10 +427,16 @@ def main() -> int:
         os.makedirs(d, exist_ok=True)
         # config.json as transformers writes it; the weights in the published layout.
         model.config.save_pretrained(d)
+        if family == "gpt_neox":
+            pythia_spelling(os.path.join(d, "config.json"))
         save_file(hf_state_dict(model, family), os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
         # Everything below is computed by the model transformers loads back from those files.
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
         model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32)
         model.eval()
+        # Every weight came back (a renamed or missing one would be drawn afresh, with a warning only).
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, saved[k]), f"{family}: {k} did not load back"
         gaps = watch_router_margin(model) if family in ("mixtral", "qwen3_moe") else []
         logits = logits_with(model, ids, []).astype(np.float32)
         np.save(os.path.join(d, "logits.npy"), logits)

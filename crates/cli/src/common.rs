@@ -23,7 +23,13 @@ pub fn model_path(arg: &ModelArg) -> anyhow::Result<PathBuf> {
 
 /// The device and weight-matrix dtype of `--device` and `--precision`.
 pub fn device_of(arg: &ModelArg) -> anyhow::Result<(Device, DType)> {
-    let device = Device::parse(&arg.device).with_context(|| format!("--device {}", arg.device))?;
+    // Under an MPI launcher plain `cuda` is the card of the node-local rank.
+    let local_rank = finercut_dist::local_rank();
+    let device =
+        Device::parse_for_rank(&arg.device, local_rank).with_context(|| match local_rank {
+            Some(r) => format!("--device {} on local rank {r}", arg.device),
+            None => format!("--device {}", arg.device),
+        })?;
     let dtype = match arg.precision {
         crate::Precision::F32 => DType::F32,
         crate::Precision::Bf16 if device.is_cpu() => {

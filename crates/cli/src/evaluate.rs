@@ -51,11 +51,25 @@ pub enum Generative {
     Gsm8k(Box<crate::gsm8k::Args>),
 }
 
-pub fn main(args: Args) -> anyhow::Result<()> {
-    if let Some(Generative::Gsm8k(g)) = args.generative {
+pub fn main(mut args: Args) -> anyhow::Result<()> {
+    if let Some(Generative::Gsm8k(g)) = args.generative.take() {
         return crate::gsm8k::main(*g);
     }
     common::init_threads(args.threads)?;
+    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
+    let dist = finercut_dist::from_environment()?;
+    match evaluate(&args, dist.as_ref()) {
+        Err(e) if dist.size() > 1 => {
+            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
+            dist.abort(&format!("error: {e:#}"));
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The documents shared among the ranks of `dist`; rank 0 alone prints and writes.
+fn evaluate(args: &Args, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
     let tasks = TaskName::parse_list(&args.tasks)?;
     let loaded = common::load_model(&args.model)?;
     let removed = args.plan.removed(&loaded)?;
@@ -64,7 +78,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(finercut_eval::default_data_dir);
     let options = EvalOptions::new(data, args.limit);
-    let report = finercut_pipeline::evaluate_plan(&loaded, &removed, &tasks, &options, true)?;
+    let report =
+        finercut_pipeline::evaluate_plan_on(dist, &loaded, &removed, &tasks, &options, true)?;
+    if dist.rank() != 0 {
+        return Ok(());
+    }
     println!("{}", render_table(&report));
     if let Some(dense_path) = &args.dense {
         let text = std::fs::read_to_string(dense_path)

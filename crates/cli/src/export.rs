@@ -204,6 +204,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    if format == Format::HfCompatible {
+        if let Err(why) = ckpt.config.family().hf_compatible_export() {
+            bail!("--format hf-compatible: {why}");
+        }
+    }
     let staged = prepare_export_dir(&args.out, format, args.force)?;
     common::warn_notes(staged.notes());
     let out = staged.path();

@@ -55,6 +55,20 @@ fn parse_sublayer(s: &str) -> Result<usize, String> {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
+    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
+    let dist = finercut_dist::from_environment()?;
+    match generate(&args, dist.as_ref()) {
+        Err(e) if dist.size() > 1 => {
+            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
+            dist.abort(&format!("error: {e:#}"));
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The questions shared among the ranks of `dist`; rank 0 alone prints and writes.
+fn generate(args: &Args, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
     let loaded = common::load_model(&args.model)?;
     let mut removed: BTreeSet<usize> = args.plan.removed(&loaded)?;
     removed.extend(args.removed.iter().copied());
@@ -66,7 +80,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     options.limit = args.limit;
     options.max_gen_toks = args.max_gen_toks;
     options.batch_size = args.batch_size as usize;
-    let report = finercut_pipeline::gsm8k_of(&loaded, &removed, &options, true)?;
+    let report = finercut_pipeline::gsm8k_of_on(dist, &loaded, &removed, &options, true)?;
+    if dist.rank() != 0 {
+        return Ok(());
+    }
     let plan = loaded.plan_with(&removed);
     print_summary(&report, plan.len());
     if let Some(out) = &args.out {

@@ -10,6 +10,10 @@
 //! norms are 1, biases 0. Tensors are generated and written one at a time (the largest, the
 //! embedding of an 8B Llama 3, is 1 GB), each shard atomically. The tokenizer is byte-level (256
 //! bytes and an end-of-text token); the embedding's other rows are never looked up.
+//! Tensors are written under the shared names the loader reads (`model.layers.N.self_attn.q_proj`
+//! …); for a family whose checkpoints store others (GPT-NeoX's fused `query_key_value`), the
+//! result is a model finercut runs at the published shape, not a checkpoint in that family's own
+//! layout.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,7 +21,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use finercut_format::{
     family, io::write_json, write_safetensors_streamed, Bytes, DType, FfnTensors, LikePreset,
-    ModelConfig, Overwrite, QkNorm, StagedDir, TensorSpec,
+    ModelConfig, NormScale, Overwrite, QkNorm, StagedDir, TensorSpec,
 };
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -110,7 +114,7 @@ impl LikeSpec {
             "num_attention_heads": self.shape.heads,
             "num_key_value_heads": self.shape.kv_heads,
             "head_dim": self.head_dim(),
-            "hidden_act": "silu",
+            "hidden_act": self.shape.hidden_act,
             "max_position_embeddings": self.shape.max_position,
             "rms_norm_eps": self.shape.rms_norm_eps,
             "rope_theta": self.shape.rope_theta,
@@ -144,6 +148,8 @@ impl LikeSpec {
         let c = self.model_config()?;
         let r = c.recipe();
         let t = r.tensors;
+        // LayerNorms (GPT-NeoX) have a bias.
+        let layer_norm = r.norm_scale == NormScale::LayerNorm;
         let (d, f, hd) = (self.shape.hidden, self.shape.intermediate, self.head_dim());
         let (q, kv) = (self.shape.heads * hd, self.shape.kv_heads * hd);
         let mut out = Vec::new();
@@ -215,13 +221,27 @@ impl LikeSpec {
                         add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
                     }
                 }
+                FfnTensors::Plain { up, down } => {
+                    for (name, rows, cols) in [(up, f, d), (down, d, f)] {
+                        add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
+                        if r.mlp_bias {
+                            add(format!("{m}.{name}.bias"), vec![rows], Init::Zero);
+                        }
+                    }
+                }
             }
             let norms = [t.attn_norm, t.attn_post_norm, t.ffn_norm, t.ffn_post_norm];
             for norm in norms.into_iter().flatten() {
                 add(format!("{p}.{norm}.weight"), vec![d], Init::One);
+                if layer_norm {
+                    add(format!("{p}.{norm}.bias"), vec![d], Init::Zero);
+                }
             }
         }
         add("model.norm.weight".into(), vec![d], Init::One);
+        if layer_norm {
+            add("model.norm.bias".into(), vec![d], Init::Zero);
+        }
         if !c.tie_word_embeddings {
             add(
                 "lm_head.weight".into(),
@@ -395,6 +415,7 @@ mod tests {
             "qwen2.5-7b",
             "mixtral-8x7b-2layers",
             "mistral-7b",
+            "pythia-160m",
         ] {
             let base = LikeSpec::preset(name).unwrap();
             let spec = LikeSpec {

@@ -75,7 +75,8 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
         blocks: Option<u32>,
         /// Write a random bf16 model with the shape and config.json of a published one instead:
-        /// llama-3-8b, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-0.5b, mixtral-8x7b-2layers.
+        /// llama-3-8b, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-0.5b, mixtral-8x7b-2layers,
+        /// pythia-160m, pythia-410m, pythia-1b.
         #[arg(long, value_name = "NAME")]
         like: Option<String>,
         /// Replace a checkpoint already in DIR (with --like).

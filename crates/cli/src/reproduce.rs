@@ -95,6 +95,19 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("reproduce takes its models from --models, not --model");
     }
     let threads = common::init_threads(args.threads)?;
+    // The reproduction runs as one process: its searches, evaluations and caches are not shared
+    // among ranks (`finercut prune` and `finercut eval` are).
+    let dist = finercut_dist::from_environment()?;
+    if dist.size() > 1 {
+        let message = format!(
+            "rank {} of {}: reproduce runs as one process; start it without mpirun/srun \
+             (`finercut prune` and `finercut eval` run on several ranks)",
+            dist.rank(),
+            dist.size()
+        );
+        dist.abort(&message);
+        anyhow::bail!(message);
+    }
     let profile = if args.smoke {
         ProfileKind::Smoke
     } else if args.full {

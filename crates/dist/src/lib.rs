@@ -163,6 +163,33 @@ pub fn launched_by_mpi() -> bool {
     .any(|v| std::env::var_os(v).is_some())
 }
 
+/// The variables launchers set to a rank's index among the ranks of its node, in the order they
+/// are read: Open MPI's `mpirun`, Slurm's `srun`, MPICH's Hydra, PMIx.
+pub const LOCAL_RANK_VARIABLES: [&str; 4] = [
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "SLURM_LOCALID",
+    "MPI_LOCALRANKID",
+    "PMIX_LOCAL_RANK",
+];
+
+/// This process's index among the ranks of its node when an MPI launcher started it (for the
+/// choice of its GPU), else `None`: [`local_rank_from`] over the environment.
+pub fn local_rank() -> Option<usize> {
+    if !launched_by_mpi() {
+        return None;
+    }
+    local_rank_from(|v| std::env::var(v).ok())
+}
+
+/// The local rank from the first of [`LOCAL_RANK_VARIABLES`] that `var` knows and that holds a
+/// number; `None` when none does.
+pub fn local_rank_from(var: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    LOCAL_RANK_VARIABLES
+        .iter()
+        .filter_map(|v| var(v))
+        .find_map(|s| s.trim().parse::<usize>().ok())
+}
+
 /// The number of ranks an MPI launcher started, from its variables (1 when none is set).
 #[cfg(not(feature = "mpi"))]
 fn launched_ranks() -> usize {
@@ -226,6 +253,35 @@ mod tests {
         let (lo, hi) = (load.iter().min().unwrap(), load.iter().max().unwrap());
         assert!(hi - lo <= 64, "{load:?}");
         assert_eq!(load.iter().sum::<usize>(), costs.iter().sum::<usize>());
+    }
+
+    #[test]
+    fn local_rank_comes_from_the_first_launcher_variable_set() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |v: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == v)
+                    .map(|(_, x)| x.to_string())
+            }
+        };
+        assert_eq!(local_rank_from(env(&[])), None);
+        assert_eq!(local_rank_from(env(&[("SLURM_LOCALID", "3")])), Some(3));
+        assert_eq!(
+            local_rank_from(env(&[
+                ("MPI_LOCALRANKID", "1"),
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "2")
+            ])),
+            Some(2)
+        );
+        // A value that is not a number is passed over.
+        assert_eq!(
+            local_rank_from(env(&[
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "x"),
+                ("PMIX_LOCAL_RANK", "5")
+            ])),
+            Some(5)
+        );
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub enum Error {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The ranks sharing an evaluation could not exchange their outcomes (or one gave up).
+    #[error("across ranks: {0}")]
+    Dist(#[from] finercut_dist::Error),
 }
 
 impl Error {

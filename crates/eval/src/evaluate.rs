@@ -5,12 +5,16 @@
 //! (one [`ScoreGroup`], so a model runs that context once), send the groups to the model in batches,
 //! and aggregate per-document metrics.
 //! A document that cannot be built or tokenised is listed in the report and skipped.
+//! On several ranks ([`evaluate_on`]) the batches are dealt to the ranks and their scores gathered
+//! (`ranks.rs`), so every rank aggregates the same numbers.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use finercut_dist::{Alone, Transport};
 
 use crate::error::{Error, Result};
 use crate::lm::{encode_pair, truncate_context, ContinuationScore, LanguageModel, ScoreGroup};
@@ -187,6 +191,19 @@ pub fn evaluate_with(
     options: &EvalOptions,
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<EvalReport> {
+    evaluate_on(&Alone, lm, tasks, options, progress)
+}
+
+/// [`evaluate_with`] as one rank of `dist`: every task's documents are shared among the ranks as
+/// [`score_docs_on`] does, and every rank returns the same report, bit for bit the one-process
+/// report.
+pub fn evaluate_on(
+    dist: &dyn Transport,
+    lm: &dyn LanguageModel,
+    tasks: &[TaskName],
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<EvalReport> {
     if options.batch_size == 0 {
         return Err(Error::InvalidSetting {
             setting: "batch_size",
@@ -195,7 +212,12 @@ pub fn evaluate_with(
     }
     let mut results = Vec::with_capacity(tasks.len());
     for &task in tasks {
-        results.push(evaluate_task(lm, task, options, progress)?);
+        let loaded = crate::ranks::abort_on_error(
+            dist,
+            task.as_str(),
+            load_task(task, &options.data_dir, options.limit),
+        )?;
+        results.push(score_docs_on(dist, lm, loaded, options, progress)?);
     }
     let average = (!results.is_empty())
         .then(|| stats::mean(&results.iter().map(|r| r.value).collect::<Vec<_>>()));
@@ -249,19 +271,24 @@ fn tokenise(lm: &dyn LanguageModel, prompt: &Prompt) -> std::result::Result<Toke
     Ok(TokenisedDoc { groups, slots })
 }
 
-fn evaluate_task(
-    lm: &dyn LanguageModel,
-    task: TaskName,
-    options: &EvalOptions,
-    progress: &mut dyn FnMut(&Progress<'_>),
-) -> Result<TaskResult> {
-    let loaded = load_task(task, &options.data_dir, options.limit)?;
-    score_docs(lm, loaded, options, progress)
-}
-
 /// Scores documents already loaded (by [`load_task`] or built by hand); `options.limit` and
 /// `options.data_dir` are not used.
 pub fn score_docs(
+    lm: &dyn LanguageModel,
+    loaded: TaskDocs,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<TaskResult> {
+    score_docs_on(&Alone, lm, loaded, options, progress)
+}
+
+/// [`score_docs`] as one rank of `dist`: the batches of score groups (the same batches one
+/// process forms) are dealt to the ranks by their tokens ([`finercut_dist::deal`]), each rank
+/// scores its own, and the scores are gathered to every rank, which then computes the same
+/// result, bit for bit the one-process result. `progress` counts this rank's continuations.
+/// A rank whose scoring fails calls [`Transport::abort`] so that no other waits for it.
+pub fn score_docs_on(
+    dist: &dyn Transport,
     lm: &dyn LanguageModel,
     loaded: TaskDocs,
     options: &EvalOptions,
@@ -310,54 +337,84 @@ pub fn score_docs(
         }
     }
 
-    // Flatten the groups, score them batch by batch.
+    // Flatten the groups into batches (the same on every rank), score this rank's batches.
     let refs: Vec<(usize, usize)> = scored
         .iter()
         .enumerate()
         .flat_map(|(d, (_, _, t))| (0..t.groups.len()).map(move |g| (d, g)))
         .collect();
-    let total: usize = scored.iter().map(|(_, p, _)| p.requests.len()).sum();
-    let mut logliks: Vec<Vec<Option<ContinuationScore>>> = scored
+    let batches: Vec<&[(usize, usize)]> = refs.chunks(options.batch_size).collect();
+    let group_of = |&(d, g): &(usize, usize)| &scored[d].2.groups[g];
+    let owner = crate::ranks::deal_batches(&batches, dist.size(), |r| {
+        let g = group_of(r);
+        g.context.len() + g.continuations.iter().map(Vec::len).sum::<usize>()
+    });
+    let rank = dist.rank();
+    let total: usize = batches
         .iter()
-        .map(|(_, p, _)| vec![None; p.requests.len()])
-        .collect();
+        .zip(&owner)
+        .filter(|(_, &o)| o == rank)
+        .flat_map(|(b, _)| b.iter())
+        .map(|r| group_of(r).continuations.len())
+        .sum();
     let mut done = 0;
     progress(&Progress {
         task: name,
         done,
         total,
     });
-    for chunk in refs.chunks(options.batch_size) {
-        let batch: Vec<ScoreGroup> = chunk
-            .iter()
-            .map(|&(d, g)| scored[d].2.groups[g].clone())
-            .collect();
-        let out = lm.score(&batch)?;
-        if out.len() != batch.len() {
-            return Err(Error::Model(format!(
-                "{} answers for {} groups",
-                out.len(),
-                batch.len()
-            )));
-        }
-        for (&(d, g), (group, answers)) in chunk.iter().zip(batch.iter().zip(out)) {
-            if answers.len() != group.continuations.len() {
+    let mut outcomes: Vec<Option<Vec<Vec<ContinuationScore>>>> = vec![None; batches.len()];
+    let local = (|| -> Result<()> {
+        for (b, chunk) in batches.iter().enumerate() {
+            if owner[b] != rank {
+                continue;
+            }
+            let batch: Vec<ScoreGroup> = chunk.iter().map(|r| group_of(r).clone()).collect();
+            let out = lm.score(&batch)?;
+            if out.len() != batch.len() {
                 return Err(Error::Model(format!(
-                    "{} scores for {} continuations",
-                    answers.len(),
-                    group.continuations.len()
+                    "{} answers for {} groups",
+                    out.len(),
+                    batch.len()
                 )));
             }
+            for (group, answers) in batch.iter().zip(&out) {
+                if answers.len() != group.continuations.len() {
+                    return Err(Error::Model(format!(
+                        "{} scores for {} continuations",
+                        answers.len(),
+                        group.continuations.len()
+                    )));
+                }
+                done += answers.len();
+            }
+            outcomes[b] = Some(out);
+            progress(&Progress {
+                task: name,
+                done,
+                total,
+            });
+        }
+        Ok(())
+    })();
+    crate::ranks::abort_on_error(dist, name, local)?;
+    crate::ranks::share_scores(dist, &owner, &mut outcomes, |b| {
+        batches[b]
+            .iter()
+            .map(|r| group_of(r).continuations.len())
+            .collect()
+    })?;
+    let mut logliks: Vec<Vec<Option<ContinuationScore>>> = scored
+        .iter()
+        .map(|(_, p, _)| vec![None; p.requests.len()])
+        .collect();
+    for (chunk, out) in batches.iter().zip(outcomes) {
+        let out = out.ok_or_else(|| Error::Model("a batch was not scored".into()))?;
+        for (&(d, g), answers) in chunk.iter().zip(out) {
             for (&choice, score) in scored[d].2.slots[g].iter().zip(answers) {
                 logliks[d][choice] = Some(score);
-                done += 1;
             }
         }
-        progress(&Progress {
-            task: name,
-            done,
-            total,
-        });
     }
 
     // Per-document metrics.

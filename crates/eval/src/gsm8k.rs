@@ -33,7 +33,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use finercut_model::{GenerateOptions, Plan, StopReason};
+use finercut_dist::{Alone, Transport};
+use finercut_model::{GenerateOptions, GenerateStats, Generated, Plan, StopReason};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -390,6 +391,40 @@ pub fn evaluate(
     options: &Gsm8kOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Gsm8kReport> {
+    evaluate_on(&Alone, lm, options, progress)
+}
+
+/// [`evaluate`] as one rank of `dist`: see [`evaluate_docs_on`].
+pub fn evaluate_on(
+    dist: &dyn Transport,
+    lm: &ModelLm<'_>,
+    options: &Gsm8kOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Gsm8kReport> {
+    let data =
+        crate::ranks::abort_on_error(dist, "gsm8k", load(&options.data_dir.join(GSM8K_DIR)))?;
+    evaluate_docs_on(dist, lm, &data, options, progress)
+}
+
+/// GSM8K of `lm` on questions already loaded (by [`load`], or made by hand), as one rank of
+/// `dist` (`options.data_dir` is not used).
+///
+/// Every rank tokenises every prompt and runs their shared beginning (so the base state is the
+/// one-process base state); the prompts are dealt to the ranks by their tokens plus the most
+/// tokens they may generate ([`finercut_dist::deal`]), each rank generates its own, and the
+/// generated tokens are gathered to every rank, which then computes the same report.
+/// A question's generation does not depend on the others decoded with it (the GEMMs are
+/// batch-invariant, attention and caches are per sequence), so the per-question outcomes and the
+/// metrics are the one-process ones bit for bit; the work counts are summed over the ranks and
+/// the seconds are the slowest rank's. `progress` counts this rank's questions.
+/// A rank whose generation fails calls [`Transport::abort`] so that no other waits for it.
+pub fn evaluate_docs_on(
+    dist: &dyn Transport,
+    lm: &ModelLm<'_>,
+    data: &Gsm8kData,
+    options: &Gsm8kOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Gsm8kReport> {
     let start = Instant::now();
     if options.batch_size == 0 {
         return Err(Error::InvalidSetting {
@@ -397,7 +432,6 @@ pub fn evaluate(
             message: "must be at least 1".into(),
         });
     }
-    let data = load(&options.data_dir.join(GSM8K_DIR))?;
     let extractor = Extractor::new(&data.regexes_to_ignore)?;
     let docs = &data.docs[..options.limit.unwrap_or(usize::MAX).min(data.docs.len())];
     let max_gen_toks = options.max_gen_toks.unwrap_or(data.max_gen_toks);
@@ -442,32 +476,54 @@ pub fn evaluate(
             .map_err(|e| Error::Tokenizer(e.to_string()))
     };
     let mut results = Vec::with_capacity(docs.len());
-    let mut stop_error: Option<Error> = None;
-    let mut stop = |_: usize, toks: &[u32]| -> bool {
-        match decode(toks) {
-            Ok(text) => cut_at_stop(&text, &data.stop_sequences).len() < text.len(),
-            Err(e) => {
-                stop_error.get_or_insert(e);
-                true
-            }
-        }
-    };
-    let total = docs.len();
+    // This rank's prompts, dealt by their cost.
+    let costs: Vec<usize> = prompts.iter().map(|p| p.len() + max_gen_toks).collect();
+    let owner = finercut_dist::deal(&costs, dist.size());
+    let rank = dist.rank();
+    let mine: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(&owner)
+        .filter(|(_, &o)| o == rank)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let total = mine.len();
     let mut finished = 0;
-    let (generated, stats) = model.generate_greedy_with(
-        base.as_ref(),
-        &prompts,
-        plan,
-        &gen_options,
-        &mut stop,
-        &mut |_, _| {
-            finished += 1;
-            progress(finished, total);
-        },
-    )?;
-    if let Some(e) = stop_error.take() {
-        return Err(e);
-    }
+    let local = (|| -> Result<(Vec<Generated>, GenerateStats)> {
+        if mine.is_empty() {
+            return Ok((Vec::new(), GenerateStats::default()));
+        }
+        let mut stop_error: Option<Error> = None;
+        let mut stop = |_: usize, toks: &[u32]| -> bool {
+            match decode(toks) {
+                Ok(text) => cut_at_stop(&text, &data.stop_sequences).len() < text.len(),
+                Err(e) => {
+                    stop_error.get_or_insert(e);
+                    true
+                }
+            }
+        };
+        let out = model.generate_greedy_with(
+            base.as_ref(),
+            &mine,
+            plan,
+            &gen_options,
+            &mut stop,
+            &mut |_, _| {
+                finished += 1;
+                progress(finished, total);
+            },
+        )?;
+        match stop_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })();
+    let (generated, stats) = crate::ranks::abort_on_error(dist, "gsm8k", local)?;
+    let (generated, stats) = if dist.size() > 1 {
+        share_generations(dist, &owner, generated, stats)?
+    } else {
+        (generated, stats)
+    };
     for (doc, g) in docs.iter().zip(generated) {
         let text = decode(&g.tokens)?;
         let generation = cut_at_stop(&text, &data.stop_sequences).to_string();
@@ -543,6 +599,100 @@ pub fn evaluate(
         wall_seconds: start.elapsed().as_secs_f64(),
         docs: results,
     })
+}
+
+/// Gathers every rank's generations (in the order of `owner`, the rank of each question) and work
+/// counts to every rank: counts summed, seconds the slowest rank's.
+fn share_generations(
+    dist: &dyn Transport,
+    owner: &[usize],
+    generated: Vec<Generated>,
+    stats: GenerateStats,
+) -> Result<(Vec<Generated>, GenerateStats)> {
+    let mine: Vec<Vec<u8>> = generated
+        .iter()
+        .map(|g| {
+            let mut b = Vec::with_capacity(9 + 4 * g.tokens.len());
+            b.push(match g.stop {
+                StopReason::Eos => 0,
+                StopReason::Stop => 1,
+                StopReason::MaxTokens => 2,
+                StopReason::Context => 3,
+            });
+            b.extend_from_slice(&(g.prompt_tokens as u64).to_le_bytes());
+            for t in &g.tokens {
+                b.extend_from_slice(&t.to_le_bytes());
+            }
+            b
+        })
+        .collect();
+    let items = crate::ranks::share_items(dist, owner, &mine)?;
+    let all: Vec<Generated> = items
+        .iter()
+        .zip(owner)
+        .map(|(b, &r)| {
+            let bad = || {
+                Error::Dist(finercut_dist::Error::Decode {
+                    rank: r,
+                    len: b.len(),
+                    what: "a generation (stop reason, prompt tokens, token ids)",
+                })
+            };
+            if b.len() < 9 || !(b.len() - 9).is_multiple_of(4) {
+                return Err(bad());
+            }
+            let stop = match b[0] {
+                0 => StopReason::Eos,
+                1 => StopReason::Stop,
+                2 => StopReason::MaxTokens,
+                3 => StopReason::Context,
+                _ => return Err(bad()),
+            };
+            let mut pt = [0u8; 8];
+            pt.copy_from_slice(&b[1..9]);
+            Ok(Generated {
+                tokens: b[9..]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                prompt_tokens: u64::from_le_bytes(pt) as usize,
+                stop,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let counts = [
+        stats.prefill_tokens,
+        stats.decode_tokens,
+        stats.decode_steps,
+        stats.generated_tokens,
+    ];
+    let mine_stats: Vec<f64> = counts
+        .iter()
+        .map(|&c| c as f64)
+        .chain([stats.prefill_seconds, stats.decode_seconds])
+        .collect();
+    let every = dist.all_gather_f64(&mine_stats)?;
+    let sum = |i: usize| {
+        every
+            .iter()
+            .map(|v| v.get(i).copied().unwrap_or(0.0))
+            .sum::<f64>() as usize
+    };
+    let max = |i: usize| {
+        every
+            .iter()
+            .map(|v| v.get(i).copied().unwrap_or(0.0))
+            .fold(0.0, f64::max)
+    };
+    let total = GenerateStats {
+        prefill_tokens: sum(0),
+        decode_tokens: sum(1),
+        decode_steps: sum(2),
+        generated_tokens: sum(3),
+        prefill_seconds: max(4),
+        decode_seconds: max(5),
+    };
+    Ok((all, total))
 }
 
 /// Length of the longest common beginning of all token sequences, leaving every sequence at least

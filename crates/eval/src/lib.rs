@@ -14,6 +14,10 @@
 //!   [`ModelLm`], exact match of the extracted answers, per-question outcomes and throughput.
 //! - [`evaluate()`] → [`EvalReport`] (serde; [`render_table`] for people), [`perplexity()`] →
 //!   [`PerplexityReport`].
+//! - [`evaluate_on`], [`score_docs_on`], [`gsm8k::evaluate_on`]: the same on several ranks
+//!   (`finercut_dist::Transport`, e.g. MPI): the documents are dealt to the ranks and the
+//!   per-document outcomes gathered to every rank, so every rank returns the one-process report
+//!   bit for bit.
 //!
 //! Design decision: the evaluator talks to models only through [`LanguageModel`], and requests are
 //! tokenised here, not in the model, exactly as lm-eval's `_encode_pair` does.
@@ -65,6 +69,7 @@ pub mod gsm8k;
 pub mod lm;
 mod model_lm;
 pub mod perplexity;
+mod ranks;
 pub mod stats;
 mod table;
 pub mod tasks;
@@ -78,8 +83,8 @@ finercut_tensor::init_blas_before_main!();
 pub use data::default_data_dir;
 pub use error::{Error, Result};
 pub use evaluate::{
-    evaluate, evaluate_with, score_docs, DocRecord, EvalOptions, EvalReport, MetricValue, Progress,
-    SkippedDoc, SubtaskResult, TaskResult,
+    evaluate, evaluate_on, evaluate_with, score_docs, score_docs_on, DocRecord, EvalOptions,
+    EvalReport, MetricValue, Progress, SkippedDoc, SubtaskResult, TaskResult,
 };
 pub use lm::{encode_pair, ContinuationScore, LanguageModel, ScoreGroup};
 pub use model_lm::ModelLm;

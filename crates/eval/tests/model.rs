@@ -37,7 +37,7 @@ impl TensorSource for MemSource {
 const VOCAB: usize = 40;
 
 /// A 2-block Llama with random weights.
-fn tiny_model() -> Model {
+pub(crate) fn tiny_model() -> Model {
     let config = ModelConfig::from_json_str(
         &format!(
             r#"{{"model_type": "llama", "vocab_size": {VOCAB}, "hidden_size": 16, "intermediate_size": 24,
@@ -120,7 +120,7 @@ fn tiny_model() -> Model {
 }
 
 /// A word-level tokenizer over `w0 … w35` (ids 4..40) with `<unk> <s> </s> <pad>` as ids 0..4.
-fn tiny_tokenizer(dir: &Path) -> Tokenizer {
+pub(crate) fn tiny_tokenizer(dir: &Path) -> Tokenizer {
     let mut vocab = serde_json::Map::new();
     for (i, t) in ["<unk>", "<s>", "</s>", "<pad>"].iter().enumerate() {
         vocab.insert((*t).into(), i.into());

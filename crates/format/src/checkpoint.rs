@@ -77,12 +77,15 @@ impl Checkpoint {
                 &store.origin().display().to_string(),
                 &config_path.display().to_string(),
             )?;
-            check_tokenizer(&tokenizer, &config, store.shape(EMBEDDING))?;
             let files = store.files();
+            // The family's view of the stored tensors, under the shared names.
+            let weights = config.family().weights(&config, Box::new(store));
+            let embedding = weights.get(EMBEDDING).ok().map(|t| t.shape);
+            check_tokenizer(&tokenizer, &config, embedding.as_deref())?;
             Ok(Checkpoint {
                 config,
                 tokenizer,
-                weights: Box::new(store),
+                weights,
                 files,
                 unknown_config_keys,
                 absent_sublayers,

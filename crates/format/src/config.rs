@@ -47,6 +47,9 @@ pub enum Architecture {
     Olmo2,
     /// `qwen3_moe`: Qwen3 attention with a sparse mixture of experts as every FFN.
     Qwen3Moe,
+    /// `gpt_neox` (Pythia): LayerNorm with biases, fused QKV, ungated GELU MLP, partial rotary,
+    /// parallel residual blocks.
+    GptNeox,
 }
 
 /// RoPE frequency scaling.
@@ -85,8 +88,10 @@ pub const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
 pub enum Activation {
     /// SiLU (SwiGLU): `silu`, `swish`.
     Silu,
-    /// GELU, tanh approximation (GeGLU): `gelu_pytorch_tanh`, `gelu_new`.
+    /// GELU, tanh approximation (GeGLU): `gelu_pytorch_tanh`, `gelu_new`, `gelu_fast`.
     GeluTanh,
+    /// Exact GELU with the error function: `gelu` (GPT-NeoX, Pythia).
+    Gelu,
 }
 
 impl Activation {
@@ -95,6 +100,7 @@ impl Activation {
         match self {
             Activation::Silu => "silu",
             Activation::GeluTanh => "gelu_pytorch_tanh",
+            Activation::Gelu => "gelu",
         }
     }
 }
@@ -134,6 +140,15 @@ pub struct Gemma3Params {
     pub attn_logit_softcapping: Option<f64>,
 }
 
+/// GPT-NeoX settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NeoxParams {
+    /// Attention and MLP read the same block input (`use_parallel_residual`).
+    pub use_parallel_residual: bool,
+    /// The rotated part of each head (`rotary_pct`, `partial_rotary_factor`).
+    pub partial_rotary_factor: f64,
+}
+
 /// A SliceGPT model (Ashkboos et al., arXiv 2401.15024): a Llama-family model whose residual
 /// stream was rotated and sliced from `original_hidden_size` to `hidden_size` dimensions.
 ///
@@ -158,6 +173,8 @@ pub enum ArchParams {
     Mixtral(MoeParams),
     /// Gemma 3.
     Gemma3(Gemma3Params),
+    /// GPT-NeoX.
+    GptNeox(NeoxParams),
 }
 
 /// A checked model configuration with every default resolved.
@@ -179,7 +196,7 @@ pub struct ModelConfig {
     pub num_key_value_heads: usize,
     /// Width of one head.
     pub head_dim: usize,
-    /// RMSNorm epsilon.
+    /// The norms' epsilon (RMSNorm's, or LayerNorm's `layer_norm_eps` for GPT-NeoX).
     pub rms_norm_eps: f64,
     /// RoPE base (of the global layers for Gemma 3).
     pub rope_theta: f64,
@@ -381,7 +398,9 @@ fn check_unimplemented_keys(raw: &RawConfig, arch: Architecture, origin: &str) -
             "rope_interleaved" | "use_bidirectional_attention" => {
                 value.is_null() || value == &Json::Bool(false)
             }
-            "partial_rotary_factor" => value.is_null() || value.as_f64() == Some(1.0),
+            "partial_rotary_factor" => {
+                value.is_null() || value.as_f64() == Some(1.0) || arch.family().reads_key(key)
+            }
             "quantization_config" => value.is_null(),
             _ => true,
         };
@@ -620,12 +639,13 @@ impl ModelConfig {
         let hidden_act_name = named_act.unwrap_or_else(|| defaults.hidden_act.into());
         let hidden_act = match hidden_act_name.as_str() {
             "silu" | "swish" => Activation::Silu,
-            "gelu_pytorch_tanh" | "gelu_new" => Activation::GeluTanh,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
             other => {
                 return Err(Error::unsupported(
                     origin,
                     format!(
-                    "hidden_act `{other}` (supported: silu, swish, gelu_pytorch_tanh, gelu_new)"
+                    "hidden_act `{other}` (supported: silu, swish, gelu, gelu_pytorch_tanh, gelu_new, gelu_fast)"
                 ),
                 ))
             }

@@ -79,7 +79,7 @@ pub use checkpoint::{
 };
 pub use config::{
     Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
-    RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR,
+    NeoxParams, RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR,
 };
 pub use error::{Error, Result};
 pub use family::{

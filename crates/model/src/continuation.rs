@@ -4,7 +4,7 @@
 //! suffixes are then stacked into batches and attend to those cached keys plus their own. Each
 //! suffix's rows only see the prefix and themselves.
 
-use crate::layers::{Batch, Branch, Kv, KvMode, Part};
+use crate::layers::{apply_parallel, Batch, Branch, Kv, KvMode, Part};
 use crate::model::CHUNK_ROWS;
 use crate::{Error, Model, Plan, Result};
 use finercut_tensor::Tensor;
@@ -93,7 +93,11 @@ impl Model {
         };
         for (s, slot) in kv.iter_mut().enumerate() {
             let sub = &self.sublayers[s];
-            if plan.is_removed(s) {
+            if sub.parallel && s % 2 == 1 {
+                // Run with the block's attention (below).
+                continue;
+            }
+            if plan.is_removed(s) && !sub.parallel {
                 sub.bypass(&mut [Part {
                     x: &mut x,
                     row: 0,
@@ -102,6 +106,7 @@ impl Model {
                 continue;
             }
             let mode = match (&sub.branch, base) {
+                _ if plan.is_removed(s) => KvMode::Plain,
                 (Branch::Attn(_), None) => KvMode::Store(slot),
                 (Branch::Attn(_), Some(b)) => KvMode::Extend(
                     b.kv[s]
@@ -111,15 +116,16 @@ impl Model {
                 ),
                 (Branch::Mlp(_) | Branch::Moe(_) | Branch::Absent, _) => KvMode::Plain,
             };
-            sub.apply(
-                &mut [Part {
-                    x: &mut x,
-                    row: 0,
-                    rows: n,
-                }],
-                &batch,
-                mode,
-            )?;
+            let mut parts = [Part {
+                x: &mut x,
+                row: 0,
+                rows: n,
+            }];
+            if sub.parallel {
+                apply_parallel(self.parallel_run(s, plan, mode), &mut parts, &batch)?;
+            } else {
+                sub.apply(&mut parts, &batch, mode)?;
+            }
         }
         let next = self.logits(&x.slice_rows(n - 1, 1)?)?.log_softmax_last()?;
         Ok(PrefixState {
@@ -197,7 +203,11 @@ impl Model {
         };
         for (s, kv) in cache.iter().enumerate() {
             let sub = &self.sublayers[s];
-            if plan.is_removed(s) {
+            if sub.parallel && s % 2 == 1 {
+                // Run with the block's attention (below).
+                continue;
+            }
+            if plan.is_removed(s) && !sub.parallel {
                 sub.bypass(&mut [Part {
                     x: &mut y,
                     row: 0,
@@ -206,21 +216,23 @@ impl Model {
                 continue;
             }
             let mode = match sub.branch {
+                _ if plan.is_removed(s) => KvMode::Plain,
                 Branch::Attn(_) => KvMode::Continue(
                     kv.as_ref()
                         .ok_or_else(|| Error::Input(format!("no cached keys for sublayer {s}")))?,
                 ),
                 Branch::Mlp(_) | Branch::Moe(_) | Branch::Absent => KvMode::Plain,
             };
-            sub.apply(
-                &mut [Part {
-                    x: &mut y,
-                    row: 0,
-                    rows,
-                }],
-                &batch,
-                mode,
-            )?;
+            let mut parts = [Part {
+                x: &mut y,
+                row: 0,
+                rows,
+            }];
+            if sub.parallel {
+                apply_parallel(self.parallel_run(s, plan, mode), &mut parts, &batch)?;
+            } else {
+                sub.apply(&mut parts, &batch, mode)?;
+            }
         }
         // Every row but each suffix's last predicts a suffix token.
         let keep: usize = batch.seq_lens.iter().map(|&m| m.saturating_sub(1)).sum();

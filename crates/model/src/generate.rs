@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use crate::continuation::check_state_plan;
-use crate::layers::{Batch, Branch, KvCache, KvMode, Part};
+use crate::layers::{apply_parallel, Batch, Branch, KvCache, KvMode, Part};
 use crate::model::CHUNK_ROWS;
 use crate::{Error, Model, Plan, PrefixState, Result};
 use finercut_tensor::Tensor;
@@ -207,11 +207,16 @@ impl Model {
             seq_lens: lens,
         };
         for s in 0..self.sublayers.len() {
-            if plan.is_removed(s) {
+            let sub = &self.sublayers[s];
+            if sub.parallel && s % 2 == 1 {
+                // Run with the block's attention (below).
                 continue;
             }
-            let sub = &self.sublayers[s];
+            if plan.is_removed(s) && !sub.parallel {
+                continue;
+            }
             let mode = match sub.branch {
+                _ if plan.is_removed(s) => KvMode::Plain,
                 Branch::Attn(_) => KvMode::Append(
                     seqs.iter_mut()
                         .map(|q| {
@@ -223,15 +228,16 @@ impl Model {
                 ),
                 Branch::Mlp(_) | Branch::Moe(_) | Branch::Absent => KvMode::Plain,
             };
-            sub.apply(
-                &mut [Part {
-                    x: &mut x,
-                    row: 0,
-                    rows,
-                }],
-                &batch,
-                mode,
-            )?;
+            let mut parts = [Part {
+                x: &mut x,
+                row: 0,
+                rows,
+            }];
+            if sub.parallel {
+                apply_parallel(self.parallel_run(s, plan, mode), &mut parts, &batch)?;
+            } else {
+                sub.apply(&mut parts, &batch, mode)?;
+            }
         }
         for (seq, &n) in seqs.iter_mut().zip(&batch.seq_lens) {
             seq.len += n;

@@ -1,5 +1,5 @@
-//! The pieces of a decoder: RMSNorm, linear layers, attention and gated FFN branches, and the
-//! [`Sublayer`] that pairs a norm with a branch.
+//! The pieces of a decoder: RMSNorm (or LayerNorm), linear layers, attention and FFN branches,
+//! and the [`Sublayer`] that pairs a norm with a branch.
 //!
 //! A decoder block is two residual sublayers (FinerCut, arXiv 2405.18218, §3):
 //! `h = x + Attn(norm1(x))` and `y = h + FFN(norm2(h))`. They are kept as data, one [`Sublayer`] per
@@ -15,14 +15,17 @@ use finercut_tensor::{
     AttentionSpec, Matrix, NormWeight, Rope, Tensor,
 };
 
-/// RMSNorm with its weight.
+/// RMSNorm with its weight, or LayerNorm ([`NormWeight::Centred`]) with its weight and bias.
 pub(crate) struct RmsNorm {
     pub weight: Tensor,
+    /// LayerNorm's bias, added after the weight.
+    pub bias: Option<Tensor>,
     pub eps: f32,
     pub kind: NormWeight,
 }
 
 impl RmsNorm {
+    /// The norm `name` of `dim` values: a LayerNorm ([`NormWeight::Centred`]) reads its bias too.
     pub(crate) fn load(
         w: &Weights<'_>,
         name: &str,
@@ -30,15 +33,25 @@ impl RmsNorm {
         eps: f32,
         kind: NormWeight,
     ) -> Result<Self> {
+        let bias = if kind == NormWeight::Centred {
+            Some(w.get(&format!("{name}.bias"), &[dim])?)
+        } else {
+            None
+        };
         Ok(RmsNorm {
             weight: w.get(&format!("{name}.weight"), &[dim])?,
+            bias,
             eps,
             kind,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.rms_norm(&self.weight, self.eps, self.kind)?)
+        let mut y = x.rms_norm(&self.weight, self.eps, self.kind)?;
+        if let Some(b) = &self.bias {
+            y.add_row_vector_in_place(b)?;
+        }
+        Ok(y)
     }
 
     /// Normalises rows `row..row+n` of `x` into rows `dst..` of `out`.
@@ -50,11 +63,17 @@ impl RmsNorm {
         out: &mut Tensor,
         dst: usize,
     ) -> Result<()> {
-        Ok(x.rms_norm_rows_into(row, n, &self.weight, self.eps, self.kind, out, dst)?)
+        x.rms_norm_rows_into(row, n, &self.weight, self.eps, self.kind, out, dst)?;
+        if let Some(b) = &self.bias {
+            let mut rows = out.slice_rows(dst, n)?;
+            rows.add_row_vector_in_place(b)?;
+            out.copy_rows_from(dst, &rows, 0, n)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn param_count(&self) -> usize {
-        self.weight.elem_count()
+        self.weight.elem_count() + self.bias.as_ref().map_or(0, Tensor::elem_count)
     }
 }
 
@@ -295,9 +314,10 @@ fn per_group(norm: &RmsNorm, x: Tensor) -> Result<Tensor> {
     Ok(y.reshape(&[rows, cols])?)
 }
 
-/// Gated feed-forward: `down(act(gate(x)) · up(x))`.
+/// Gated feed-forward, `down(act(gate(x)) · up(x))`, or without a gate, `down(act(up(x)))`
+/// (GPT-NeoX).
 pub(crate) struct Mlp {
-    pub gate: Linear,
+    pub gate: Option<Linear>,
     pub up: Linear,
     pub down: Linear,
     pub act: Activation,
@@ -305,14 +325,24 @@ pub(crate) struct Mlp {
 
 impl Mlp {
     pub(crate) fn forward(&self, h: &Tensor) -> Result<Tensor> {
-        let mut g = self.gate.forward(h)?;
-        let u = self.up.forward(h)?;
-        g.gated_in_place(&u, self.act)?;
-        self.down.forward(&g)
+        let mut u = self.up.forward(h)?;
+        match &self.gate {
+            Some(gate) => {
+                let mut g = gate.forward(h)?;
+                g.gated_in_place(&u, self.act)?;
+                self.down.forward(&g)
+            }
+            None => {
+                u.activate_in_place(self.act)?;
+                self.down.forward(&u)
+            }
+        }
     }
 
     pub(crate) fn param_count(&self) -> usize {
-        self.gate.param_count() + self.up.param_count() + self.down.param_count()
+        self.gate.as_ref().map_or(0, Linear::param_count)
+            + self.up.param_count()
+            + self.down.param_count()
     }
 }
 
@@ -332,14 +362,48 @@ pub(crate) enum Branch {
 /// norms), or `x·S + branch(norm(x))` in a sliced model (SliceGPT), whose residual shortcut `S`
 /// carries the stream from this sublayer's basis to the next one's. Removing it skips the norm and
 /// the branch; the shortcut, part of the residual path, still applies.
+///
+/// In a parallel block (`parallel`, GPT-NeoX), the attention and FFN sublayers read the same block
+/// input: the model runs the attention's branch together with the FFN's, at the FFN sublayer
+/// (`Model::apply_stream`), so the stream entering the FFN sublayer is the block input.
 pub(crate) struct Sublayer {
     pub id: SublayerId,
+    /// Part of a parallel block.
+    pub parallel: bool,
     /// The norm before the branch; `None` where the family has none (OLMo 2 normalises after).
     pub norm: Option<RmsNorm>,
     pub branch: Branch,
     pub post_norm: Option<RmsNorm>,
     /// `Sᵀ` (`[d, d]`), so that `matmul_t` computes the row-vector product `x·S`.
     pub shortcut: Option<Matrix>,
+}
+
+/// Adds the stacked rows of `out` to the parts, in order.
+pub(crate) fn add_output(parts: &mut [Part<'_>], out: &Tensor) -> Result<()> {
+    let mut off = 0;
+    for p in parts.iter_mut() {
+        p.x.add_rows_from(p.row, out, off, p.rows)?;
+        off += p.rows;
+    }
+    Ok(())
+}
+
+/// Applies the branches of a parallel block that a plan keeps (`(sublayer, kv mode)`, the
+/// attention first) to the parts: every branch reads the same input rows, then their outputs are
+/// added in order.
+pub(crate) fn apply_parallel(
+    branches: Vec<(&Sublayer, KvMode<'_>)>,
+    parts: &mut [Part<'_>],
+    batch: &Batch,
+) -> Result<()> {
+    let mut outs = Vec::with_capacity(branches.len());
+    for (sub, kv) in branches {
+        outs.extend(sub.output(parts, batch, kv)?);
+    }
+    for out in &outs {
+        add_output(parts, out)?;
+    }
+    Ok(())
 }
 
 /// Rows `row..row+rows` of a residual stream: one piece of a batched sublayer evaluation.
@@ -358,9 +422,24 @@ impl Sublayer {
         batch: &Batch,
         kv: KvMode<'_>,
     ) -> Result<()> {
+        let Some(out) = self.output(parts, batch, kv)? else {
+            return Ok(());
+        };
+        self.bypass(parts)?;
+        add_output(parts, &out)
+    }
+
+    /// The branch's output (after its norms) for the parts' rows, stacked; the parts are only
+    /// read. `None` without parts.
+    pub(crate) fn output(
+        &self,
+        parts: &[Part<'_>],
+        batch: &Batch,
+        kv: KvMode<'_>,
+    ) -> Result<Option<Tensor>> {
         let total: usize = parts.iter().map(|p| p.rows).sum();
         let Some(first) = parts.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let d = first.x.cols();
         let mut h = Tensor::empty(&[total, d], &first.x.device())?;
@@ -382,13 +461,7 @@ impl Sublayer {
         if let Some(n) = &self.post_norm {
             out = n.forward(&out)?;
         }
-        self.bypass(parts)?;
-        let mut off = 0;
-        for p in parts.iter_mut() {
-            p.x.add_rows_from(p.row, &out, off, p.rows)?;
-            off += p.rows;
-        }
-        Ok(())
+        Ok(Some(out))
     }
 
     /// What a removed sublayer does to the parts: nothing, or in a sliced model the residual
@@ -412,7 +485,7 @@ impl Sublayer {
     /// Calls `f` on every weight matrix of the branch.
     pub(crate) fn for_each_matrix(&self, f: &mut dyn FnMut(&Matrix)) {
         let mlp = |m: &Mlp, f: &mut dyn FnMut(&Matrix)| {
-            for l in [&m.gate, &m.up, &m.down] {
+            for l in m.gate.iter().chain([&m.up, &m.down]) {
                 f(&l.weight);
             }
         };

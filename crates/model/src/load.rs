@@ -110,6 +110,14 @@ impl Model {
             });
         }
         let r = c.recipe();
+        // A parallel block's attention runs with its FFN, at the FFN sublayer: a part holds
+        // whole parallel blocks.
+        if r.parallel_residual && (part.start % 2 == 1 || part.end % 2 == 1) {
+            return Err(Error::Config(format!(
+                "sublayers {part:?} split a parallel block: a part of a parallel-residual model \
+                 must start and end at block boundaries (even sublayer indices)"
+            )));
+        }
         if let Some(m) = r.experts {
             let (experts, top_k) = (m.num_local_experts, m.num_experts_per_tok);
             if experts == 0 || top_k == 0 || top_k > experts {
@@ -171,10 +179,12 @@ impl Model {
             norm_kind: match r.norm_scale {
                 NormScale::Plain => NormWeight::Plain,
                 NormScale::OnePlus => NormWeight::OnePlus,
+                NormScale::LayerNorm => NormWeight::Centred,
             },
             act: match c.hidden_act {
                 FmtActivation::Silu => Activation::Silu,
                 FmtActivation::GeluTanh => Activation::GeluTanh,
+                FmtActivation::Gelu => Activation::Gelu,
             },
             residual,
             ropes: None,
@@ -282,6 +292,7 @@ impl<'a> Loader<'a> {
     fn placeholder(&self, id: SublayerId, stored_absent: bool) -> Result<Sublayer> {
         Ok(Sublayer {
             id,
+            parallel: self.r.parallel_residual,
             norm: None,
             branch: Branch::Absent,
             post_norm: None,
@@ -301,15 +312,22 @@ impl<'a> Loader<'a> {
             return Ok(r.clone());
         }
         let (c, hd) = (self.c, self.c.head_dim);
+        // Partial rotary: the first `rot` values of each head rotate.
+        let rot = self.r.rotary_dim.unwrap_or(hd);
         let global = match c.rope_scaling {
-            FmtRope::Factors => {
+            FmtRope::Factors if rot == hd => {
                 let factors = self.root.get(ROPE_FREQS_TENSOR, &[hd / 2])?.to_vec_f32()?;
                 Rope::with_freq_factors(hd, c.rope_theta, &factors)?
             }
-            ref other => Rope::new(hd, c.rope_theta, rope_scaling(other))?,
+            FmtRope::Factors => {
+                return Err(Error::Config(format!(
+                    "RoPE frequency factors with partial rotary ({rot} of {hd})"
+                )))
+            }
+            ref other => Rope::with_rotary_dim(hd, rot, c.rope_theta, rope_scaling(other))?,
         };
         let local = match self.r.local_rope_theta {
-            Some(theta) => Rope::new(hd, theta, RopeScaling::None)?,
+            Some(theta) => Rope::with_rotary_dim(hd, rot, theta, RopeScaling::None)?,
             None => global.clone(),
         };
         self.ropes = Some((global.clone(), local.clone()));
@@ -362,6 +380,7 @@ impl<'a> Loader<'a> {
         let k = Linear::load(&w, "k_proj", kv_rows, d, qkv_bias)?;
         let v = Linear::load(&w, "v_proj", kv_rows, d, qkv_bias)?;
         let o = Linear::load(&w, "o_proj", d, q_rows, self.r.o_proj_bias)?;
+
         let (global, local) = self.ropes()?;
         let attn = Attention {
             q,
@@ -379,6 +398,7 @@ impl<'a> Loader<'a> {
         };
         Ok(Sublayer {
             id,
+            parallel: self.r.parallel_residual,
             norm: match t.attn_norm {
                 Some(name) => Some(self.norm(&l, name)?),
                 None => None,
@@ -409,7 +429,7 @@ impl<'a> Loader<'a> {
                     .map(|e| {
                         let ew = w.pp("experts").pp(e);
                         Ok(Mlp {
-                            gate: Linear::load(&ew, gate, ffn, d, false)?,
+                            gate: Some(Linear::load(&ew, gate, ffn, d, false)?),
                             up: Linear::load(&ew, up, ffn, d, false)?,
                             down: Linear::load(&ew, down, d, ffn, false)?,
                             act,
@@ -424,9 +444,15 @@ impl<'a> Loader<'a> {
                 })
             }
             (FfnTensors::Gated { gate, up, down }, None) => Branch::Mlp(Mlp {
-                gate: Linear::load(&w, gate, ffn, d, false)?,
-                up: Linear::load(&w, up, ffn, d, false)?,
-                down: Linear::load(&w, down, d, ffn, false)?,
+                gate: Some(Linear::load(&w, gate, ffn, d, self.r.mlp_bias)?),
+                up: Linear::load(&w, up, ffn, d, self.r.mlp_bias)?,
+                down: Linear::load(&w, down, d, ffn, self.r.mlp_bias)?,
+                act,
+            }),
+            (FfnTensors::Plain { up, down }, None) => Branch::Mlp(Mlp {
+                gate: None,
+                up: Linear::load(&w, up, ffn, d, self.r.mlp_bias)?,
+                down: Linear::load(&w, down, d, ffn, self.r.mlp_bias)?,
                 act,
             }),
             (kind, experts) => {
@@ -445,6 +471,7 @@ impl<'a> Loader<'a> {
         };
         Ok(Sublayer {
             id,
+            parallel: self.r.parallel_residual,
             norm,
             branch,
             post_norm,

@@ -1,6 +1,6 @@
 //! [`Model`]: loading, the forward pass under a removal plan, traces and resuming.
 
-use crate::layers::{Batch, Branch, KvMode, Part, RmsNorm, Sublayer};
+use crate::layers::{apply_parallel, Batch, Branch, KvMode, Part, RmsNorm, Sublayer};
 use crate::load::LoadOptions;
 use crate::weights::WeightDtype;
 use std::collections::{BTreeMap, BTreeSet};
@@ -188,6 +188,10 @@ impl Model {
             "model.norm.weight" => {
                 return host(&self.final_norm.as_ref().ok_or_else(missing)?.weight)
             }
+            "model.norm.bias" => {
+                let norm = self.final_norm.as_ref().ok_or_else(missing)?;
+                return host(norm.bias.as_ref().ok_or_else(missing)?);
+            }
             _ => {}
         }
         let rest = name.strip_prefix("model.layers.").ok_or_else(missing)?;
@@ -226,6 +230,17 @@ impl Model {
         let post = |s: &Sublayer| -> Result<Tensor> {
             host(&s.post_norm.as_ref().ok_or_else(missing)?.weight)
         };
+        // A LayerNorm's bias (GPT-NeoX).
+        let norm_bias = |r: &str, module: Option<&str>, s: &Sublayer| -> Option<Result<Tensor>> {
+            let bias = s.norm.as_ref()?.bias.as_ref()?;
+            (module.is_some() && r.strip_suffix(".bias") == module).then(|| host(bias))
+        };
+        if let Some(t) = norm_bias(rest, names.attn_norm, attn) {
+            return t;
+        }
+        if let Some(t) = norm_bias(rest, names.ffn_norm, mlp) {
+            return t;
+        }
         match (rest, &attn.branch, &mlp.branch) {
             (r, Branch::Attn(_), _) if norm_of(r).is_some() && norm_of(r) == names.attn_norm => {
                 host(&attn.norm.as_ref().ok_or_else(missing)?.weight)
@@ -268,9 +283,13 @@ impl Model {
                 let r = in_module(r, names.ffn).ok_or_else(missing)?;
                 let (module, part) = r.split_once('.').ok_or_else(missing)?;
                 match names.ffn_kind {
-                    FfnTensors::Gated { gate, .. } if module == gate => linear(&m.gate, part),
+                    FfnTensors::Gated { gate, .. } if module == gate => {
+                        linear(m.gate.as_ref().ok_or_else(missing)?, part)
+                    }
                     FfnTensors::Gated { up, .. } if module == up => linear(&m.up, part),
                     FfnTensors::Gated { down, .. } if module == down => linear(&m.down, part),
+                    FfnTensors::Plain { up, .. } if module == up => linear(&m.up, part),
+                    FfnTensors::Plain { down, .. } if module == down => linear(&m.down, part),
                     _ => Err(missing()),
                 }
             }
@@ -325,7 +344,7 @@ impl Model {
         self.check_plan(plan)?;
         let mut x = self.embed_batch(tokens)?;
         for s in 0..self.sublayers.len() {
-            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
+            self.apply_stream(s, &mut x, n, t, &|i| plan.is_removed(i))?;
         }
         Ok(self.logits(&x)?.reshape(&[n, t, self.config.vocab_size])?)
     }
@@ -341,7 +360,7 @@ impl Model {
         let mut states = Vec::with_capacity(self.sublayers.len() + 1);
         for s in 0..self.sublayers.len() {
             states.push(x.clone().reshape(&[n, t, d])?);
-            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
+            self.apply_stream(s, &mut x, n, t, &|i| plan.is_removed(i))?;
         }
         states.push(x.reshape(&[n, t, d])?);
         Ok(states)
@@ -359,7 +378,7 @@ impl Model {
         let (n, t) = self.check_state(state)?;
         let mut x = state.clone().reshape(&[n * t, d])?;
         for s in from..count {
-            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
+            self.apply_stream(s, &mut x, n, t, &|i| plan.is_removed(i))?;
         }
         Ok(self.logits(&x)?.reshape(&[n, t, self.config.vocab_size])?)
     }
@@ -380,7 +399,7 @@ impl Model {
         let d = self.config.hidden_size;
         let mut x = state.clone().reshape(&[n * t, d])?;
         for s in from..to {
-            self.apply_stream(s, &mut x, n, t, plan.is_removed(s))?;
+            self.apply_stream(s, &mut x, n, t, &|i| plan.is_removed(i))?;
         }
         Ok(x.reshape(&[n, t, d])?)
     }
@@ -488,39 +507,92 @@ impl Model {
     }
 
     /// Applies sublayer `s` to a stream of `n` sequences of `t` tokens (`[n·t, d]`), in chunks of
-    /// whole sequences; a `removed` sublayer only applies its shortcut, if any.
+    /// whole sequences, under the plan that `removed` describes; a removed sublayer only applies
+    /// its shortcut, if any. In a parallel block the attention sublayer does nothing and the FFN
+    /// sublayer runs both kept branches on the block input ([`Model::parallel_branches`]).
     pub(crate) fn apply_stream(
         &self,
         s: usize,
         x: &mut Tensor,
         n: usize,
         t: usize,
-        removed: bool,
+        removed: &dyn Fn(usize) -> bool,
     ) -> Result<()> {
         if !self.part.contains(&s) {
             return Err(self.not_loaded(&format!("sublayer {}", SublayerId::from_index(s))));
         }
-        if removed {
+        let parallel = self.parallel_branches(s, removed);
+        if parallel.is_none() && removed(s) {
             let rows = x.rows();
             return self.sublayers[s].bypass(&mut [Part { x, row: 0, rows }]);
+        }
+        if parallel.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(());
         }
         let per = (CHUNK_ROWS / t).max(1);
         let mut seq = 0;
         while seq < n {
             let k = per.min(n - seq);
             let batch = Batch::uniform(k, t, 0);
-            self.sublayers[s].apply(
-                &mut [Part {
-                    x,
-                    row: seq * t,
-                    rows: k * t,
-                }],
-                &batch,
-                KvMode::Plain,
-            )?;
+            let mut parts = [Part {
+                x,
+                row: seq * t,
+                rows: k * t,
+            }];
+            match &parallel {
+                Some(run) => apply_parallel(
+                    run.iter()
+                        .map(|&i| (&self.sublayers[i], KvMode::Plain))
+                        .collect(),
+                    &mut parts,
+                    &batch,
+                )?,
+                None => self.sublayers[s].apply(&mut parts, &batch, KvMode::Plain)?,
+            }
             seq += k;
         }
         Ok(())
+    }
+
+    /// At the attention sublayer `s` of a parallel block, in a loop that runs a whole block at a
+    /// time: the block's branches that `plan` keeps, the attention with `attn` (its key/value
+    /// mode) first, to run together on the block input ([`apply_parallel`]).
+    pub(crate) fn parallel_run<'a>(
+        &'a self,
+        s: usize,
+        plan: &Plan,
+        attn: KvMode<'a>,
+    ) -> Vec<(&'a Sublayer, KvMode<'a>)> {
+        let mut run = Vec::with_capacity(2);
+        if !plan.is_removed(s) {
+            run.push((&self.sublayers[s], attn));
+        }
+        if let Some(ffn) = self
+            .sublayers
+            .get(s + 1)
+            .filter(|_| !plan.is_removed(s + 1))
+        {
+            run.push((ffn, KvMode::Plain));
+        }
+        run
+    }
+
+    /// For a sublayer of a parallel block, the sublayers whose branches run at `s` under the plan
+    /// that `removed` describes: none at the attention sublayer, and at the FFN sublayer the
+    /// block's attention and FFN that are kept (attention first), both reading the block input.
+    /// `None` for a sublayer of a sequential block.
+    pub(crate) fn parallel_branches(
+        &self,
+        s: usize,
+        removed: &dyn Fn(usize) -> bool,
+    ) -> Option<Vec<usize>> {
+        if !self.sublayers.get(s)?.parallel {
+            return None;
+        }
+        if s.is_multiple_of(2) {
+            return Some(Vec::new());
+        }
+        Some([s - 1, s].into_iter().filter(|&i| !removed(i)).collect())
     }
 
     /// The LM-head weight `[vocab, d]`.

@@ -127,14 +127,29 @@ impl Model {
                     }
                 }
             }
+            evals += active.len();
+            base_evals += usize::from(base_active);
+            if self.parallel_branches(s, &|_| false).is_some() {
+                // A parallel block runs each stream's kept branches at its FFN sublayer (and
+                // nothing at its attention sublayer), so every stream goes on its own, under its
+                // own plan.
+                if let Some(x) = base_x.as_mut() {
+                    self.apply_stream(s, x, n, t, &|i| base.is_removed(i))?;
+                }
+                for (c, st) in streams.iter_mut().enumerate() {
+                    if let Some(x) = st {
+                        let removed = |i: usize| base.is_removed(i) || extra[c].contains(&i);
+                        self.apply_stream(s, x, n, t, &removed)?;
+                    }
+                }
+                continue;
+            }
             for x in skipping {
-                self.apply_stream(s, x, n, t, true)?;
+                self.apply_stream(s, x, n, t, &|_| true)?;
             }
             if active.is_empty() {
                 continue;
             }
-            evals += active.len();
-            base_evals += usize::from(base_active);
             self.apply_streams(s, &mut active, n, t)?;
         }
         // Candidates that remove nothing beyond the base are the base model.
@@ -164,7 +179,7 @@ impl Model {
         let rows = n * t;
         if rows >= CHUNK_ROWS {
             for x in streams.iter_mut() {
-                self.apply_stream(s, x, n, t, false)?;
+                self.apply_stream(s, x, n, t, &|_| false)?;
             }
             return Ok(());
         }

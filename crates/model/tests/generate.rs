@@ -66,7 +66,7 @@ proptest! {
     /// the sequences) under random plans.
     #[test]
     fn decode_steps_equal_the_full_forward(
-        family in 0usize..6,
+        family in proptest::sample::select(vec![0usize, 1, 2, 3, 4, 5, 9, 10]),
         mask in 0u8..=255,
         base_len in 0usize..6,
         prompt_len in 1usize..6,
@@ -104,7 +104,7 @@ proptest! {
     /// Decoding sequences of different lengths together gives each the logits it gets alone.
     #[test]
     fn batched_decoding_equals_unbatched(
-        family in 0usize..6,
+        family in proptest::sample::select(vec![0usize, 1, 2, 3, 4, 5, 9, 10]),
         mask in 0u8..=255,
         lens in proptest::collection::vec(1usize..7, 2..5),
         steps in 1usize..5,
@@ -145,7 +145,7 @@ proptest! {
     /// Greedy generation, batched with refilled slots, equals re-running the forward per token.
     #[test]
     fn greedy_generation_equals_naive_greedy(
-        family in 0usize..6,
+        family in proptest::sample::select(vec![0usize, 1, 2, 3, 4, 5, 9, 10]),
         mask in 0u8..=255,
         lens in proptest::collection::vec(1usize..6, 1..5),
         batch_size in 1usize..4,

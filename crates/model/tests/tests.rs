@@ -10,6 +10,7 @@ mod export;
 mod families;
 mod generate;
 mod golden;
+mod parallel;
 mod partial;
 mod reference;
 mod tiny;

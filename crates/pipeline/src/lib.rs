@@ -48,7 +48,7 @@ pub use load::{
     load_model, model_path, open_checkpoint, removed_in_checkpoint, LoadOptions, Loaded,
 };
 pub use progress::{init_threads, peak_rss_mib, progress_bar};
-pub use score::{evaluate_plan, gsm8k_of, perplexity_of};
+pub use score::{evaluate_plan, evaluate_plan_on, gsm8k_of, gsm8k_of_on, perplexity_of};
 pub use search::{execute as execute_search, execute_on as execute_search_on};
 pub use text::{calibration, calibration_from_ids, read_text, text_or_wikitext2};
 pub use tiny::{byte_tokenizer, write_tiny_model, TinySpec};

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use finercut_dist::{Alone, Transport};
 use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{
-    evaluate_with, perplexity, EvalOptions, EvalReport, PerplexityOptions, PerplexityReport,
-    TaskName,
+    evaluate_on, perplexity, EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName,
 };
 
 use crate::error::Result;
@@ -19,6 +19,21 @@ pub fn evaluate_plan(
     options: &EvalOptions,
     show_progress: bool,
 ) -> Result<EvalReport> {
+    evaluate_plan_on(&Alone, loaded, removed, tasks, options, show_progress)
+}
+
+/// [`evaluate_plan`] as one rank of `dist` ([`finercut_eval::evaluate_on`]): the documents are
+/// shared among the ranks, every rank returns the one-process report, and only rank 0 shows
+/// progress (of its own share).
+pub fn evaluate_plan_on(
+    dist: &dyn Transport,
+    loaded: &Loaded,
+    removed: &BTreeSet<usize>,
+    tasks: &[TaskName],
+    options: &EvalOptions,
+    show_progress: bool,
+) -> Result<EvalReport> {
+    let show_progress = show_progress && dist.rank() == 0;
     let plan = loaded.plan_with(removed);
     let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
     let bar = show_progress.then(|| {
@@ -30,7 +45,7 @@ pub fn evaluate_plan(
     // Without a terminal (a log file) the bar is hidden: a line per finished task instead.
     let plain = show_progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let t0 = std::time::Instant::now();
-    let report = evaluate_with(&lm, tasks, options, &mut |p| {
+    let report = evaluate_on(dist, &lm, tasks, options, &mut |p| {
         if let Some(bar) = &bar {
             bar.set_prefix(p.task.to_string());
             bar.set_length(p.total as u64);
@@ -83,6 +98,20 @@ pub fn gsm8k_of(
     options: &Gsm8kOptions,
     show_progress: bool,
 ) -> Result<Gsm8kReport> {
+    gsm8k_of_on(&Alone, loaded, removed, options, show_progress)
+}
+
+/// [`gsm8k_of`] as one rank of `dist` ([`finercut_eval::gsm8k::evaluate_on`]): the questions are
+/// shared among the ranks, every rank returns the one-process outcomes, and only rank 0 shows
+/// progress (of its own share).
+pub fn gsm8k_of_on(
+    dist: &dyn Transport,
+    loaded: &Loaded,
+    removed: &BTreeSet<usize>,
+    options: &Gsm8kOptions,
+    show_progress: bool,
+) -> Result<Gsm8kReport> {
+    let show_progress = show_progress && dist.rank() == 0;
     let plan = loaded.plan_with(removed);
     let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
     let bar = show_progress
@@ -90,7 +119,7 @@ pub fn gsm8k_of(
     if let Some(bar) = &bar {
         bar.set_prefix("gsm8k");
     }
-    let report = finercut_eval::gsm8k::evaluate(&lm, options, &mut |done, total| {
+    let report = finercut_eval::gsm8k::evaluate_on(dist, &lm, options, &mut |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
             bar.set_position(done as u64);

@@ -40,8 +40,11 @@ pub(crate) struct AttnDims {
 }
 
 /// Cosine and sine tables of a rotary embedding for the rows of one call: row `r` uses table row
-/// `index[r]` (`half` values each), so positions may differ from row to row.
+/// `index[r]` (`half` values each), so positions may differ from row to row. Each head of
+/// `head_dim` values rotates its first `2 · half` (all of them unless the rotary embedding is
+/// partial).
 pub(crate) struct RopeTables<'a> {
+    pub head_dim: usize,
     pub half: usize,
     pub cos: &'a [f32],
     pub sin: &'a [f32],
@@ -74,6 +77,8 @@ pub(crate) trait BackendStorage: Sized {
     fn softcap(&mut self, cap: f32) -> Result<()>;
     /// `self = act(self) · up` elementwise.
     fn gated(&mut self, up: &Self, act: Activation) -> Result<()>;
+    /// `self = act(self)` elementwise.
+    fn activate(&mut self, act: Activation) -> Result<()>;
     /// Log-softmax of every row (log-sum-exp accumulated in `f64`).
     fn log_softmax_rows(&mut self, cols: usize) -> Result<()>;
     /// `out = A·op(B)` (see [`GemmSpec`]); `self` is `A`.

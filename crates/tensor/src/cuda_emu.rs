@@ -1,5 +1,5 @@
 //! A Rust emulation of the CUDA kernels whose indexing and reductions are easy to get wrong
-//! (`attention_f32`, `rope_f32`, `rms_norm_f32`, `divergence_rows` and the bf16 conversions of
+//! (`attention_f32`, `rope_f32`, `rms_norm_f32`, `layer_norm_f32`, `divergence_rows` and the bf16 conversions of
 //! `cuda/kernels.cu`), run against the CPU backend and `finercut-metrics` on random inputs, so an
 //! indexing or reduction mistake in the kernels' logic shows without a GPU.
 //!
@@ -126,7 +126,44 @@ fn rms_norm_f32(
     }
 }
 
+/// `layer_norm_f32` over a grid of rows.
+fn layer_norm_f32(g: Geometry, x: &[f32], w: &[f32], out: &mut [f32], cols: u32, eps: f32) {
+    let bd = g.block.0 as usize;
+    let n = cols as usize;
+    for block in 0..g.grid.0 as usize {
+        let xr = &x[block * n..];
+        let orow = &mut out[block * n..];
+        let mut s = vec![0f32; bd];
+        for (t, acc) in threads(&g).zip(s.iter_mut()) {
+            let mut j = t;
+            while j < n {
+                *acc += xr[j];
+                j += bd;
+            }
+        }
+        let mean = block_sum(&s) / cols as f32;
+        let mut ss = vec![0f32; bd];
+        for (t, acc) in threads(&g).zip(ss.iter_mut()) {
+            let mut j = t;
+            while j < n {
+                let d = xr[j] - mean;
+                *acc += d * d;
+                j += bd;
+            }
+        }
+        let inv = 1.0 / (block_sum(&ss) / cols as f32 + eps).sqrt();
+        for t in threads(&g) {
+            let mut j = t;
+            while j < n {
+                orow[j] = ((xr[j] - mean) * inv) * w[j];
+                j += bd;
+            }
+        }
+    }
+}
+
 /// `rope_f32` over a grid of rows.
+#[allow(clippy::too_many_arguments)]
 fn rope_f32(
     g: Geometry,
     x: &mut [f32],
@@ -135,18 +172,19 @@ fn rope_f32(
     index: &[u32],
     cols: u32,
     half: u32,
+    head_dim: u32,
 ) {
     let bd = g.block.0 as usize;
     for block in 0..g.grid.0 as usize {
         let r = &mut x[block * cols as usize..];
         let c = &cos_t[index[block] as usize * half as usize..];
         let s = &sin_t[index[block] as usize * half as usize..];
-        let pairs = cols / 2;
+        let pairs = cols / head_dim * half;
         for t in threads(&g) {
             let mut p = t as u32;
             while p < pairs {
                 let (head, i) = ((p / half) as usize, (p % half) as usize);
-                let a = head * 2 * half as usize;
+                let a = head * head_dim as usize;
                 let (x1, x2) = (r[a + i], r[a + i + half as usize]);
                 r[a + i] = x1 * c[i] - x2 * s[i];
                 r[a + i + half as usize] = x2 * c[i] + x1 * s[i];
@@ -599,16 +637,55 @@ fn rms_norm_kernel_matches_the_cpu_backend() {
 }
 
 #[test]
+fn layer_norm_kernel_matches_the_cpu_backend() {
+    let mut g = StdRng::seed_from_u64(4);
+    for (rows, cols) in [(1, 1), (3, 31), (2, 256), (5, 257), (4, 1000), (2, 4096)] {
+        // Rows off centre, so that the mean matters.
+        let x: Vec<f32> = rand_vec(&mut g, rows * cols, 3.0)
+            .iter()
+            .map(|v| v + 2.0)
+            .collect();
+        let w = rand_vec(&mut g, cols, 1.0);
+        let geo = cuda_plan::per_row("layer_norm", rows).unwrap();
+        let mut out = vec![f32::NAN; rows * cols];
+        layer_norm_f32(geo, &x, &w, &mut out, cols as u32, 1e-5);
+        let mut want = CpuStorage::F32(vec![0.0; rows * cols]);
+        CpuStorage::F32(x)
+            .rms_norm(
+                0,
+                rows,
+                cols,
+                &CpuStorage::F32(w),
+                1e-5,
+                NormWeight::Centred,
+                &mut want,
+                0,
+            )
+            .unwrap();
+        let tol = 8.0 * f32::EPSILON * (cols as f32).sqrt().max(4.0);
+        assert_close(
+            &out,
+            want.as_f32("t").unwrap(),
+            tol,
+            &format!("layer_norm {rows}x{cols}"),
+        );
+    }
+}
+
+#[test]
 fn rope_kernel_matches_the_cpu_backend() {
     let mut g = StdRng::seed_from_u64(3);
-    for (rows, heads, half, positions) in [
-        (1, 1, 1, 1),
-        (5, 3, 32, 9),
-        (7, 4, 64, 20),
-        (3, 9, 40, 3),
-        (4, 2, 300, 5),
+    // (rows, heads, half, head_dim, positions): partial rotary where head_dim > 2 · half.
+    for (rows, heads, half, head_dim, positions) in [
+        (1, 1, 1, 2, 1),
+        (5, 3, 32, 64, 9),
+        (7, 4, 64, 128, 20),
+        (3, 9, 40, 80, 3),
+        (4, 2, 300, 600, 5),
+        (3, 4, 8, 64, 6),
+        (2, 3, 16, 96, 4),
     ] {
-        let cols = heads * 2 * half;
+        let cols = heads * head_dim;
         let x = rand_vec(&mut g, rows * cols, 2.0);
         let (cos, sin) = (
             rand_vec(&mut g, positions * half, 1.0),
@@ -619,11 +696,21 @@ fn rope_kernel_matches_the_cpu_backend() {
             .collect();
         let geo = cuda_plan::per_row("rope", rows).unwrap();
         let mut got = x.clone();
-        rope_f32(geo, &mut got, &cos, &sin, &index, cols as u32, half as u32);
+        rope_f32(
+            geo,
+            &mut got,
+            &cos,
+            &sin,
+            &index,
+            cols as u32,
+            half as u32,
+            head_dim as u32,
+        );
         let mut want = CpuStorage::F32(x);
         want.rope(
             cols,
             &RopeTables {
+                head_dim,
                 half,
                 cos: &cos,
                 sin: &sin,

@@ -28,6 +28,11 @@ pub(crate) fn open(ordinal: usize) -> Result<CudaDevice> {
     })
 }
 
+/// Always an error: this build has no CUDA backend.
+pub(crate) fn device_count() -> Result<usize> {
+    open(0).map(|d| match d {})
+}
+
 impl CudaDevice {
     pub(crate) fn synchronize(&self) -> Result<()> {
         match *self {}
@@ -107,6 +112,9 @@ impl BackendStorage for CudaStorage {
         match *self {}
     }
     fn gated(&mut self, _: &Self, _: Activation) -> Result<()> {
+        match *self {}
+    }
+    fn activate(&mut self, _: Activation) -> Result<()> {
         match *self {}
     }
     fn log_softmax_rows(&mut self, _: usize) -> Result<()> {

@@ -48,6 +48,22 @@ impl Device {
         }
     }
 
+    /// The device named `name` for a rank that an MPI launcher started as local rank
+    /// `local_rank` (its index among the ranks of its node; `None` when not launched): plain
+    /// `cuda` takes the card of the local rank ([`local_card`]), everything else is
+    /// [`Device::parse`]. Data between ranks travels through host memory.
+    pub fn parse_for_rank(name: &str, local_rank: Option<usize>) -> Result<Device> {
+        match (name, local_rank) {
+            ("cuda", Some(rank)) => {
+                if !cuda::COMPILED {
+                    return Device::cuda(rank);
+                }
+                Device::cuda(local_card(rank, cuda::device_count()?)?)
+            }
+            _ => Device::parse(name),
+        }
+    }
+
     /// Whether this build has the CUDA backend (the `cuda` feature); says nothing about drivers.
     pub fn cuda_compiled() -> bool {
         cuda::COMPILED
@@ -60,6 +76,25 @@ impl Device {
             Device::Cuda(d) => d.synchronize(),
         }
     }
+}
+
+/// The card of local rank `local_rank` on a node with `cards` CUDA cards: card `local_rank`,
+/// one card per rank; a rank beyond the last card is an error naming the rank and the count
+/// (ranks sharing a card would split its memory and serialise on it).
+pub fn local_card(local_rank: usize, cards: usize) -> Result<usize> {
+    if local_rank < cards {
+        return Ok(local_rank);
+    }
+    Err(Error::Unavailable {
+        device: format!("cuda:{local_rank}"),
+        detail: format!(
+            "local rank {local_rank} has no CUDA card of its own: this node has {cards} card(s) \
+             and at least {} ranks on it; start at most {cards} rank(s) per node \
+             (`mpirun --map-by ppr:{cards}:node`, `srun --ntasks-per-node={cards}`) or name \
+             the card with --device cuda:N",
+            local_rank + 1
+        ),
+    })
 }
 
 impl std::fmt::Display for Device {
@@ -85,6 +120,35 @@ mod tests {
                     .is_some_and(|m| m.contains("unknown device") || m.contains("CUDA")),
                 "{bad}: {e:?}"
             );
+        }
+    }
+
+    #[test]
+    fn each_local_rank_takes_its_own_card() {
+        for cards in 1..=8 {
+            for rank in 0..cards {
+                assert_eq!(local_card(rank, cards).ok(), Some(rank));
+            }
+            let e = local_card(cards, cards).err().map(|e| e.to_string());
+            let m = e.unwrap_or_default();
+            assert!(
+                m.contains(&format!("local rank {cards} "))
+                    && m.contains(&format!("{cards} card(s)")),
+                "{m}"
+            );
+        }
+        assert!(local_card(0, 0).is_err());
+        // Outside a launcher, and for the CPU or a named card, the name is parsed as it is.
+        assert_eq!(
+            Device::parse_for_rank("cpu", Some(3)).ok(),
+            Some(Device::Cpu)
+        );
+        assert!(Device::parse_for_rank("gpu", Some(0)).is_err());
+        if !Device::cuda_compiled() {
+            let e = Device::parse_for_rank("cuda", Some(2))
+                .err()
+                .map(|e| e.to_string());
+            assert!(e.is_some_and(|m| m.contains("cuda:2") && m.contains("feature")));
         }
     }
 

@@ -10,22 +10,27 @@ use crate::storage::Storage;
 use crate::tensor::same_device;
 use crate::{Error, Result, Tensor};
 
-/// How an RMSNorm applies its weight.
+/// How a norm ([`Tensor::rms_norm`]) normalises a row and applies its weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormWeight {
-    /// `x̂ · w` (Llama, Mistral, Qwen2).
+    /// RMSNorm, `x̂ · w` (Llama, Mistral, Qwen2).
     Plain,
-    /// `x̂ · (1 + w)` (Gemma).
+    /// RMSNorm, `x̂ · (1 + w)` (Gemma).
     OnePlus,
+    /// LayerNorm's normalisation and weight: `(x − mean(x)) / sqrt(var(x) + eps) · w` (GPT-NeoX;
+    /// its bias is added separately, [`Tensor::add_row_vector_in_place`]).
+    Centred,
 }
 
-/// Activation of a gated feed-forward layer.
+/// Activation of a feed-forward layer (gated, or plain with [`Tensor::activate_in_place`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     /// `x·σ(x)` (SwiGLU).
     Silu,
     /// GELU with the tanh approximation (GeGLU, `gelu_pytorch_tanh`).
     GeluTanh,
+    /// Exact GELU, `x · Φ(x)` with the error function (`gelu`: GPT-NeoX, Pythia).
+    Gelu,
 }
 
 /// Geometry and options of causal attention.
@@ -323,6 +328,11 @@ impl Tensor {
             ));
         }
         self.storage.gated(op, &up.storage, act)
+    }
+
+    /// `self = act(self)` elementwise (a feed-forward layer without a gate).
+    pub fn activate_in_place(&mut self, act: Activation) -> Result<()> {
+        self.storage.activate(act)
     }
 
     /// Log-softmax over the last dimension (log-sum-exp accumulated in `f64`).

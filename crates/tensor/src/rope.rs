@@ -1,5 +1,9 @@
 //! Rotary position embeddings in the Hugging Face `rotate_half` layout, with Llama 3 and linear scaling.
 //!
+//! A rotary embedding may be partial (GPT-NeoX's `rotary_pct`, transformers' `partial_rotary_factor`):
+//! only the first `rotary_dim` values of each head rotate (as two halves of `rotary_dim / 2`), the
+//! others pass through, and the frequencies are those of a head of `rotary_dim` values.
+//!
 //! Frequencies follow `transformers`' `_compute_default_rope_parameters`,
 //! `_compute_linear_scaling_rope_parameters` and `_compute_llama3_parameters`; angles are computed as
 //! the `f32` product `position · inv_freq` like `LlamaRotaryEmbedding`, then `cos`/`sin` are taken.
@@ -34,17 +38,32 @@ pub enum RopeScaling {
 #[derive(Clone, Debug)]
 pub struct Rope {
     head_dim: usize,
+    /// `rotary_dim / 2` inverse frequencies: the first `rotary_dim` values of a head rotate.
     inv_freq: Vec<f32>,
 }
 
 impl Rope {
     /// Rotary embedding of heads of `head_dim` (even) values with base `theta`.
     pub fn new(head_dim: usize, theta: f64, scaling: RopeScaling) -> Result<Rope> {
+        Rope::with_rotary_dim(head_dim, head_dim, theta, scaling)
+    }
+
+    /// Rotary embedding of heads of `head_dim` values of which the first `rotary_dim` (even, at
+    /// most `head_dim`) rotate, with the frequencies of a head of `rotary_dim` values
+    /// (transformers' `partial_rotary_factor = rotary_dim / head_dim`).
+    pub fn with_rotary_dim(
+        head_dim: usize,
+        rotary_dim: usize,
+        theta: f64,
+        scaling: RopeScaling,
+    ) -> Result<Rope> {
         let op = "Rope::new";
-        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+        if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
             return Err(Error::Invalid {
                 op,
-                detail: format!("head_dim {head_dim} must be even and positive"),
+                detail: format!(
+                    "rotary_dim {rotary_dim} must be even, positive and at most head_dim {head_dim}"
+                ),
             });
         }
         if !(theta.is_finite() && theta > 0.0) {
@@ -53,8 +72,8 @@ impl Rope {
                 detail: format!("rope_theta {theta} must be positive"),
             });
         }
-        let base: Vec<f64> = (0..head_dim / 2)
-            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+        let base: Vec<f64> = (0..rotary_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / rotary_dim as f64))
             .collect();
         let inv: Vec<f64> = match scaling {
             RopeScaling::None => base,
@@ -144,12 +163,17 @@ impl Rope {
         self.head_dim
     }
 
-    /// The inverse frequencies (`head_dim / 2` values).
+    /// How many leading values of a head rotate (`head_dim` unless partial).
+    pub fn rotary_dim(&self) -> usize {
+        2 * self.inv_freq.len()
+    }
+
+    /// The inverse frequencies (`rotary_dim / 2` values).
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq
     }
 
-    /// `(cos, sin)` tables for positions `lo..=hi`, `head_dim / 2` values per position.
+    /// `(cos, sin)` tables for positions `lo..=hi`, `rotary_dim / 2` values per position.
     fn tables(&self, lo: usize, hi: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let n = hi - lo + 1;
@@ -186,6 +210,7 @@ impl Rope {
         let (cos, sin) = self.tables(lo, hi);
         let index: Vec<u32> = positions.iter().map(|&p| (p - lo) as u32).collect();
         let tables = RopeTables {
+            head_dim: self.head_dim,
             half,
             cos: &cos,
             sin: &sin,

@@ -190,6 +190,10 @@ impl Storage {
         )
     }
 
+    pub(crate) fn activate(&mut self, act: Activation) -> Result<()> {
+        dispatch!(self, s, s.activate(act), s.activate(act))
+    }
+
     pub(crate) fn log_softmax_rows(&mut self, cols: usize) -> Result<()> {
         dispatch!(self, s, s.log_softmax_rows(cols), s.log_softmax_rows(cols))
     }

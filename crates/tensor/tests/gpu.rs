@@ -132,7 +132,7 @@ fn rowwise_ops_match_cpu() {
     for &(rows, c) in &[(1, 1), (5, 576), (17, 3000), (3, 49_152)] {
         let (xc, xg) = pair(&mut r, &[rows, c], 3.0);
         let (wc, wg) = pair(&mut r, &[c], 1.0);
-        for kind in [NormWeight::Plain, NormWeight::OnePlus] {
+        for kind in [NormWeight::Plain, NormWeight::OnePlus, NormWeight::Centred] {
             let a = xg.rms_norm(&wg, 1e-5, kind).unwrap();
             let b = xc.rms_norm(&wc, 1e-5, kind).unwrap();
             assert_close("rms_norm", &a, &b, F32_TOL);
@@ -143,12 +143,16 @@ fn rowwise_ops_match_cpu() {
             &xc.log_softmax_last().unwrap(),
             F32_TOL,
         );
-        for act in [Activation::Silu, Activation::GeluTanh] {
+        for act in [Activation::Silu, Activation::GeluTanh, Activation::Gelu] {
             let (uc, ug) = pair(&mut r, &[rows, c], 2.0);
             let (mut gc, mut gg) = (xc.clone(), xg.clone());
             gc.gated_in_place(&uc, act).unwrap();
             gg.gated_in_place(&ug, act).unwrap();
             assert_close("gated", &gg, &gc, F32_TOL);
+            let (mut ac, mut ag) = (xc.clone(), xg.clone());
+            ac.activate_in_place(act).unwrap();
+            ag.activate_in_place(act).unwrap();
+            assert_close("activate", &ag, &ac, F32_TOL);
         }
         let (mut sc, mut sg) = (xc.clone(), xg.clone());
         sc.softcap_in_place(2.5).unwrap();
@@ -248,12 +252,15 @@ fn embedding_and_rope_match_cpu() {
             original_max_position_embeddings: 8192,
         },
     ] {
-        let rope = Rope::new(64, 500_000.0, scaling).unwrap();
-        let (mut xc, mut xg) = pair(&mut r, &[6, 4 * 64], 1.0);
-        let positions = [0usize, 5, 2, 4095, 17, 17];
-        rope.apply(&mut xc, &positions).unwrap();
-        rope.apply(&mut xg, &positions).unwrap();
-        assert_close("rope", &xg, &xc, F32_TOL);
+        // Whole heads, and partial rotary (a quarter of each head, GPT-NeoX).
+        for rotary in [64, 16] {
+            let rope = Rope::with_rotary_dim(64, rotary, 500_000.0, scaling).unwrap();
+            let (mut xc, mut xg) = pair(&mut r, &[6, 4 * 64], 1.0);
+            let positions = [0usize, 5, 2, 4095, 17, 17];
+            rope.apply(&mut xc, &positions).unwrap();
+            rope.apply(&mut xg, &positions).unwrap();
+            assert_close("rope", &xg, &xc, F32_TOL);
+        }
     }
 }
 

@@ -63,14 +63,32 @@ proptest! {
     }
 
     #[test]
+    fn layer_norm_matches_reference(rows in 1usize..20, c in 1usize..300, shift in -4f32..4.0, seed: u64) {
+        let mut g = rng(seed);
+        // Rows off centre, so that the mean matters.
+        let x: Vec<f32> = rand_vec(&mut g, rows * c, 3.0).iter().map(|v| v + shift).collect();
+        let w = rand_vec(&mut g, c, 1.0);
+        let y = tensor(&x, &[rows, c]).rms_norm(&tensor(&w, &[c]), 1e-5, NormWeight::Centred).unwrap();
+        assert_close(y.as_slice_f32().unwrap(), &r::layer_norm(&x, &w, 1e-5), 4e-6, "layer_norm");
+    }
+
+    #[test]
     fn activations_match_reference(n in 1usize..5000, seed: u64) {
         let mut g = rng(seed);
         let (x, u) = (rand_vec(&mut g, n, 12.0), rand_vec(&mut g, n, 2.0));
-        for (act, f) in [(Activation::Silu, r::silu as fn(f64) -> f64), (Activation::GeluTanh, r::gelu_tanh)] {
+        for (act, f) in [
+            (Activation::Silu, r::silu as fn(f64) -> f64),
+            (Activation::GeluTanh, r::gelu_tanh),
+            (Activation::Gelu, r::gelu),
+        ] {
             let mut gate = tensor(&x, &[n]);
             gate.gated_in_place(&tensor(&u, &[n]), act).unwrap();
             let want: Vec<f64> = x.iter().zip(&u).map(|(&a, &b)| f(f64::from(a)) * f64::from(b)).collect();
             assert_close(gate.as_slice_f32().unwrap(), &want, 1e-6, "gated");
+            let mut plain = tensor(&x, &[n]);
+            plain.activate_in_place(act).unwrap();
+            let want: Vec<f64> = x.iter().map(|&a| f(f64::from(a))).collect();
+            assert_close(plain.as_slice_f32().unwrap(), &want, 1e-6, "activate");
         }
     }
 
@@ -95,6 +113,21 @@ proptest! {
         let inv: Vec<f64> = (0..half).map(|i| 1.0 / 10_000f64.powf(2.0 * i as f64 / hd as f64)).collect();
         // Angles are f32 products (as in transformers), so allow for their rounding at large positions.
         assert_close(t.as_slice_f32().unwrap(), &r::rope(&x, heads * hd, hd, &inv, &positions), 2e-4, "rope");
+    }
+
+    #[test]
+    fn partial_rope_matches_reference(rows in 1usize..12, heads in 1usize..4, half in 1usize..20, extra in 0usize..40, start in 0usize..3000, seed: u64) {
+        let mut g = rng(seed);
+        // The first `2·half` values of each head of `hd` rotate, with a rotary head's frequencies.
+        let (rot, hd) = (2 * half, 2 * half + 2 * extra);
+        let x = rand_vec(&mut g, rows * heads * hd, 1.0);
+        let positions: Vec<usize> = (0..rows).map(|i| start + 3 * i).collect();
+        let rope = Rope::with_rotary_dim(hd, rot, 10_000.0, RopeScaling::None).unwrap();
+        prop_assert_eq!(rope.rotary_dim(), rot);
+        let mut t = tensor(&x, &[rows, heads * hd]);
+        rope.apply(&mut t, &positions).unwrap();
+        let inv: Vec<f64> = (0..half).map(|i| 1.0 / 10_000f64.powf(2.0 * i as f64 / rot as f64)).collect();
+        assert_close(t.as_slice_f32().unwrap(), &r::rope(&x, heads * hd, hd, &inv, &positions), 2e-4, "partial rope");
     }
 
     #[test]
@@ -310,6 +343,10 @@ fn llama3_rope_frequencies_match_reference() {
         assert!((a * 4.0 - b).abs() <= 1e-7 * b);
     }
     assert!(Rope::new(7, 10_000.0, RopeScaling::None).is_err());
+    // A rotary part that is odd, empty or wider than the head is refused.
+    for rot in [0, 3, 10] {
+        assert!(Rope::with_rotary_dim(8, rot, 10_000.0, RopeScaling::None).is_err());
+    }
 }
 
 #[test]

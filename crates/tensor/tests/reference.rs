@@ -64,6 +64,35 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f64, one_plus: bool) -> Vec<f64> {
     out
 }
 
+/// LayerNorm without bias: `(x − mean) / sqrt(var + eps) · w` per row of `w.len()` values.
+pub fn layer_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f64> {
+    let c = w.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(c) {
+        let mean = kahan(row.iter().map(|&v| f64::from(v))) / c as f64;
+        let var = kahan(row.iter().map(|&v| (f64::from(v) - mean).powi(2))) / c as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (&v, &g) in row.iter().zip(w) {
+            out.push((f64::from(v) - mean) * inv * f64::from(g));
+        }
+    }
+    out
+}
+
+/// Exact GELU `x · Φ(x)`, the normal CDF integrated from 0 by Simpson's rule (independent of any
+/// `erf` implementation).
+pub fn gelu(x: f64) -> f64 {
+    let pdf = |t: f64| (-t * t / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    // Simpson's error is below 1e-8 for |x| <= 12 with 400 intervals.
+    let n = 400;
+    let h = x / n as f64;
+    let inner: f64 = (1..n)
+        .map(|i| pdf(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 })
+        .sum();
+    let integral = h / 3.0 * (pdf(0.0) + inner + pdf(x));
+    x * (0.5 + integral)
+}
+
 pub fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
@@ -93,7 +122,8 @@ pub fn rope(
     inv_freq: &[f64],
     positions: &[usize],
 ) -> Vec<f64> {
-    let half = head_dim / 2;
+    // Partial rotary when `inv_freq` has fewer than `head_dim / 2` values: the rest pass through.
+    let half = inv_freq.len();
     let mut out: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     for (r, row) in out.chunks_mut(cols).enumerate() {
         for head in row.chunks_mut(head_dim) {

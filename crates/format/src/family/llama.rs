@@ -29,6 +29,7 @@ pub(crate) const LLAMA3_8B: LikePreset = LikePreset {
     experts: None,
     sliding_window: None,
     llama3_rope: false,
+    hidden_act: "silu",
 };
 
 impl Family for Llama {

@@ -22,10 +22,12 @@ use crate::config::{
     ArchParams, Architecture, LayerAttention, ModelConfig, MoeParams, RawConfig, MAX_LAYERS,
 };
 use crate::gguf::GgufFile;
+use crate::tensor::TensorSource;
 use crate::{Error, Result};
 
 pub mod gemma2;
 pub mod gemma3;
+pub mod gpt_neox;
 pub mod llama;
 pub mod mistral;
 pub mod mixtral;
@@ -47,6 +49,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &gemma2::Gemma2,
     &olmo2::Olmo2,
     &qwen3_moe::Qwen3Moe,
+    &gpt_neox::GptNeox,
 ];
 
 impl Architecture {
@@ -277,6 +280,13 @@ pub enum FfnTensors {
         /// Down projection.
         down: &'static str,
     },
+    /// An ungated FFN with biases, `down(act(up(x)))` (GPT-NeoX).
+    Plain {
+        /// Up projection.
+        up: &'static str,
+        /// Down projection.
+        down: &'static str,
+    },
     /// A sparse mixture: a router and experts `experts.E.{gate,up,down}`.
     Experts {
         /// The router.
@@ -334,13 +344,15 @@ pub enum QkNorm {
     Whole,
 }
 
-/// How a norm's stored weight scales: `w` or Gemma's `1 + w`.
+/// A norm's kind: RMSNorm whose stored weight scales as `w` or Gemma's `1 + w`, or LayerNorm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormScale {
-    /// `x̂ · w`.
+    /// RMSNorm, `x̂ · w`.
     Plain,
-    /// `x̂ · (1 + w)`.
+    /// RMSNorm, `x̂ · (1 + w)`.
     OnePlus,
+    /// LayerNorm with weight and bias, `(x − mean) / σ · w + b` (GPT-NeoX).
+    LayerNorm,
 }
 
 /// The block of a configured model, as the shared transformer builds it.
@@ -368,6 +380,14 @@ pub struct BlockRecipe {
     pub local_rope_theta: Option<f64>,
     /// Mixture of experts.
     pub experts: Option<MoeParams>,
+    /// Biases on the FFN's projections.
+    pub mlp_bias: bool,
+    /// Parallel residual blocks: the attention and the FFN both read the block input,
+    /// `x + attn(norm1(x)) + ffn(norm2(x))` (GPT-NeoX's `use_parallel_residual`).
+    pub parallel_residual: bool,
+    /// Partial rotary embeddings: only the first this many values of each head rotate (`None`:
+    /// all of `head_dim`).
+    pub rotary_dim: Option<usize>,
 }
 
 impl BlockRecipe {
@@ -386,6 +406,9 @@ impl BlockRecipe {
             scale_embeddings: false,
             local_rope_theta: None,
             experts: None,
+            mlp_bias: false,
+            parallel_residual: false,
+            rotary_dim: None,
         }
     }
 }
@@ -454,6 +477,8 @@ pub struct LikePreset {
     pub sliding_window: Option<usize>,
     /// Llama 3.1's `rope_scaling`.
     pub llama3_rope: bool,
+    /// `hidden_act`.
+    pub hidden_act: &'static str,
 }
 
 /// One model family's knowledge (see the module documentation).
@@ -529,6 +554,18 @@ pub trait Family: Sync {
     /// How llama.cpp stores the family's tensors.
     fn gguf_tensors(&self) -> GgufTensorRules {
         GgufTensorRules::NEOX
+    }
+
+    /// The weights of a checkpoint of this family (configured by `c`), under the shared tensor
+    /// names the loader reads: the store itself, or a view that renames (and splits fused)
+    /// tensors.
+    fn weights(&self, _c: &ModelConfig, store: Box<dyn TensorSource>) -> Box<dyn TensorSource> {
+        store
+    }
+    /// Whether `export --format hf-compatible` (the stock tensor layout with zeroed output
+    /// projections) can be written; `Err` says why not.
+    fn hf_compatible_export(&self) -> Support {
+        Ok(())
     }
 
     /// The family's Hugging Face tensor names.

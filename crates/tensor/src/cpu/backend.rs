@@ -108,7 +108,15 @@ impl BackendStorage for CpuStorage {
         match act {
             Activation::Silu => kernels::for_chunks_zip(g, u, kernels::silu_mul),
             Activation::GeluTanh => kernels::for_chunks_zip(g, u, kernels::gelu_tanh_mul),
+            Activation::Gelu => kernels::for_chunks_zip(g, u, kernels::gelu_mul),
         }
+        Ok(())
+    }
+
+    fn activate(&mut self, act: Activation) -> Result<()> {
+        let x = self.as_f32_mut("activate_in_place")?;
+        x.par_chunks_mut(kernels::TASK_ELEMS)
+            .for_each(|c| kernels::activate(c, act));
         Ok(())
     }
 
@@ -160,6 +168,12 @@ impl BackendStorage for CpuStorage {
         let w = weight.as_f32(op)?;
         let dst = &mut out.as_f32_mut(op)?[dst_row * c..(dst_row + n) * c];
         let one_plus = kind == NormWeight::OnePlus;
+        if kind == NormWeight::Centred {
+            kernels::for_rows_zip(x, dst, c, c, |_, xr, or| {
+                kernels::layer_norm_row(xr, w, eps, or)
+            });
+            return Ok(());
+        }
         kernels::for_rows_zip(x, dst, c, c, |_, xr, or| {
             kernels::rms_norm_row(xr, w, eps, one_plus, or)
         });
@@ -208,10 +222,15 @@ impl BackendStorage for CpuStorage {
     }
 
     fn rope(&mut self, cols: usize, tables: &RopeTables<'_>) -> Result<()> {
-        let half = tables.half;
+        let (half, head_dim) = (tables.half, tables.head_dim);
         kernels::for_rows_mut(self.as_f32_mut("Rope::apply")?, cols, |r, row| {
             let t = tables.index[r] as usize * half;
-            kernels::rope_row(row, &tables.cos[t..t + half], &tables.sin[t..t + half]);
+            kernels::rope_row(
+                row,
+                head_dim,
+                &tables.cos[t..t + half],
+                &tables.sin[t..t + half],
+            );
         });
         Ok(())
     }

@@ -7,7 +7,7 @@ use super::simd::{self, multiversion};
 use rayon::prelude::*;
 
 /// Elements per rayon task for row-wise work.
-const TASK_ELEMS: usize = 1 << 14;
+pub(crate) const TASK_ELEMS: usize = 1 << 14;
 
 fn rows_per_task(cols: usize) -> usize {
     (TASK_ELEMS / cols.max(1)).max(1)
@@ -75,6 +75,39 @@ multiversion! {
     }
 }
 
+/// One LayerNorm row without its bias: `out = (x − mean) / sqrt(var + eps) * w`, the mean and
+/// the (biased) variance accumulated in `f64` over two passes.
+pub(crate) fn layer_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let inv = (1.0 / (var + f64::from(eps)).sqrt()) as f32;
+    let mean = mean as f32;
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = ((v - mean) * inv) * g;
+    }
+}
+
+/// `g = gelu(g) * u` (exact GELU), elementwise.
+pub(crate) fn gelu_mul(g: &mut [f32], u: &[f32]) {
+    for (a, &b) in g.iter_mut().zip(u) {
+        *a = simd::gelu_erf(*a) * b;
+    }
+}
+
+/// `x = act(x)`, elementwise.
+pub(crate) fn activate(x: &mut [f32], act: crate::Activation) {
+    match act {
+        crate::Activation::Silu => x.iter_mut().for_each(|a| *a = simd::silu(*a)),
+        crate::Activation::GeluTanh => x.iter_mut().for_each(|a| *a = simd::gelu_tanh(*a)),
+        crate::Activation::Gelu => x.iter_mut().for_each(|a| *a = simd::gelu_erf(*a)),
+    }
+}
+
 multiversion! {
     /// `g = silu(g) * u`, elementwise.
     pub(crate) fn silu_mul(g: &mut [f32], u: &[f32]) {
@@ -117,11 +150,12 @@ multiversion! {
 }
 
 multiversion! {
-    /// RoPE (Hugging Face `rotate_half` layout) on one row of `heads` vectors of `cos.len() * 2` values.
-    pub(crate) fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    /// RoPE (Hugging Face `rotate_half` layout) on one row of heads of `head_dim` values, of
+    /// which the first `cos.len() * 2` rotate (the others pass through: partial rotary).
+    pub(crate) fn rope_row(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
         let half = cos.len();
-        for head in x.chunks_exact_mut(2 * half) {
-            let (a, b) = head.split_at_mut(half);
+        for head in x.chunks_exact_mut(head_dim) {
+            let (a, b) = head[..2 * half].split_at_mut(half);
             for i in 0..half {
                 let (x1, x2) = (a[i], b[i]);
                 a[i] = x1 * cos[i] - x2 * sin[i];

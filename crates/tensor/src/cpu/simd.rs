@@ -91,6 +91,13 @@ pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`, evaluated in `f64` and rounded once.
+#[inline(always)]
+pub(crate) fn gelu_erf(x: f32) -> f32 {
+    let x = f64::from(x);
+    (0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+}
+
 /// GELU, tanh approximation (`gelu_pytorch_tanh`).
 #[inline(always)]
 pub(crate) fn gelu_tanh(x: f32) -> f32 {

@@ -98,6 +98,11 @@ __device__ __forceinline__ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+// Exact GELU with the error function (`gelu`: GPT-NeoX).
+__device__ __forceinline__ float gelu_erf(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+}
+
 // ---- Elementwise ----------------------------------------------------------------------------
 
 extern "C" __global__ void add_f32(float* dst, const float* src, u64 n) {
@@ -124,6 +129,18 @@ extern "C" __global__ void gated_gelu_tanh_f32(float* g, const float* u, u64 n) 
     GRID_STRIDE(i, n) g[i] = gelu_tanh(g[i]) * u[i];
 }
 
+extern "C" __global__ void gated_gelu_f32(float* g, const float* u, u64 n) {
+    GRID_STRIDE(i, n) g[i] = gelu_erf(g[i]) * u[i];
+}
+
+// An activation without a gate (GPT-NeoX's MLP): 0 silu, 1 gelu_tanh, 2 exact gelu.
+extern "C" __global__ void activate_f32(float* x, u64 n, int act) {
+    GRID_STRIDE(i, n) {
+        float v = x[i];
+        x[i] = act == 0 ? silu(v) : act == 1 ? gelu_tanh(v) : gelu_erf(v);
+    }
+}
+
 extern "C" __global__ void f32_to_bf16(const float* src, bf16_t* dst, u64 n) {
     GRID_STRIDE(i, n) dst[i] = f32_to_bf16(src[i]);
 }
@@ -146,6 +163,27 @@ extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* o
     for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x) {
         float g = one_plus ? 1.0f + w[j] : w[j];
         orow[j] = (xr[j] * inv) * g;
+    }
+}
+
+// LayerNorm's normalisation and weight (its bias is added separately):
+// out = (x - mean) / sqrt(var + eps) * w, the mean and the variance in two passes.
+extern "C" __global__ void layer_norm_f32(const float* x, const float* w, float* out,
+                                         unsigned int cols, float eps) {
+    const float* xr = x + (u64)blockIdx.x * cols;
+    float* orow = out + (u64)blockIdx.x * cols;
+    float s = 0.0f;
+    for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x) s += xr[j];
+    float mean = block_sum(s) / (float)cols;
+    float ss = 0.0f;
+    for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x) {
+        float d = xr[j] - mean;
+        ss += d * d;
+    }
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / (float)cols + eps);
+    for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x) {
+        orow[j] = ((xr[j] - mean) * inv) * w[j];
     }
 }
 
@@ -192,18 +230,19 @@ extern "C" __global__ void add_scaled_rows_f32(float* x, const unsigned int* row
     }
 }
 
-// RoPE in the Hugging Face rotate_half layout: in each head of 2*half values, element i pairs with
-// element i + half. Row r uses table row index[r].
+// RoPE in the Hugging Face rotate_half layout: in each head of head_dim values, the first 2*half
+// rotate (all of them unless partial), element i pairing with element i + half. Row r uses table
+// row index[r].
 extern "C" __global__ void rope_f32(float* x, const float* cos_t, const float* sin_t,
                                     const unsigned int* index, unsigned int cols,
-                                    unsigned int half) {
+                                    unsigned int half, unsigned int head_dim) {
     float* r = x + (u64)blockIdx.x * cols;
     const float* c = cos_t + (u64)index[blockIdx.x] * half;
     const float* s = sin_t + (u64)index[blockIdx.x] * half;
-    unsigned int pairs = cols / 2;
+    unsigned int pairs = cols / head_dim * half;
     for (unsigned int p = threadIdx.x; p < pairs; p += blockDim.x) {
         unsigned int head = p / half, i = p % half;
-        float* a = r + head * 2 * half;
+        float* a = r + head * head_dim;
         float x1 = a[i], x2 = a[i + half];
         a[i] = x1 * c[i] - x2 * s[i];
         a[i + half] = x2 * c[i] + x1 * s[i];

@@ -302,6 +302,24 @@ fn blas_err(op: &'static str, status: blas_sys::cublasStatus_t) -> Result<()> {
     }
 }
 
+/// The number of CUDA cards the driver sees (an error without a driver).
+pub(crate) fn device_count() -> Result<usize> {
+    let unavailable = |detail: String| Error::Unavailable {
+        device: "cuda".into(),
+        detail,
+    };
+    // SAFETY: this only tries to load the driver library (`dlopen`), it calls nothing in it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(unavailable(
+            "no NVIDIA driver found (libcuda.so.1 cannot be loaded): CUDA needs an NVIDIA GPU \
+             and its driver"
+                .into(),
+        ));
+    }
+    let count = CudaContext::device_count().map_err(|e| unavailable(e.to_string()))?;
+    Ok(count.max(0) as usize)
+}
+
 /// Opens card `ordinal` (once per process): checks for the driver, cuBLAS and NVRTC libraries,
 /// creates the context, stream and cuBLAS handle, and compiles the kernels for the card.
 pub(crate) fn open(ordinal: usize) -> Result<CudaDevice> {
@@ -823,7 +841,20 @@ impl BackendStorage for CudaStorage {
         match act {
             Activation::Silu => launch!(&be, "gated_silu_f32", cfg, g, u, &n),
             Activation::GeluTanh => launch!(&be, "gated_gelu_tanh_f32", cfg, g, u, &n),
+            Activation::Gelu => launch!(&be, "gated_gelu_f32", cfg, g, u, &n),
         }
+    }
+
+    fn activate(&mut self, act: Activation) -> Result<()> {
+        let be = self.be.clone();
+        let n = self.len as u64;
+        let x = self.f32_mut("activate_in_place")?;
+        let which: i32 = match act {
+            Activation::Silu => 0,
+            Activation::GeluTanh => 1,
+            Activation::Gelu => 2,
+        };
+        launch!(&be, "activate_f32", elementwise(n as usize), x, &n, &which)
     }
 
     fn log_softmax_rows(&mut self, cols: usize) -> Result<()> {
@@ -959,6 +990,18 @@ impl BackendStorage for CudaStorage {
             .f32_mut(op)?
             .slice_mut(dst_row * cols..(dst_row + n) * cols);
         let c = u32_of(op, cols)?;
+        if kind == NormWeight::Centred {
+            return launch!(
+                &be,
+                "layer_norm_f32",
+                per_row(op, n)?,
+                &x,
+                w,
+                &mut o,
+                &c,
+                &eps
+            );
+        }
         let one_plus = i32::from(kind == NormWeight::OnePlus);
         launch!(
             &be,
@@ -1063,6 +1106,7 @@ impl BackendStorage for CudaStorage {
         let (cos, sin) = (htod(&be, op, tables.cos)?, htod(&be, op, tables.sin)?);
         let index = htod(&be, op, tables.index)?;
         let (c, half) = (u32_of(op, cols)?, u32_of(op, tables.half)?);
+        let head_dim = u32_of(op, tables.head_dim)?;
         let x = self.f32_mut(op)?;
         launch!(
             &be,
@@ -1073,7 +1117,8 @@ impl BackendStorage for CudaStorage {
             &sin,
             &index,
             &c,
-            &half
+            &half,
+            &head_dim
         )
     }
 
