@@ -111,10 +111,8 @@ fn main() -> std::process::ExitCode {
             like: Some(name),
             force,
         } => like::LikeSpec::preset(&name).and_then(|spec| {
-            let spec = like::LikeSpec {
-                blocks: blocks.map_or(spec.blocks, |b| b as usize),
-                ..spec
-            };
+            let mut spec = spec;
+            spec.shape.blocks = blocks.map_or(spec.shape.blocks, |b| b as usize);
             like::write_like(&dir, &spec, seed, force)
         }),
         Command::MakeTiny {
