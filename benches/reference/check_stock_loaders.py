@@ -7,13 +7,18 @@ With a tiny random Llama (`finercut make-tiny`), a FinerCut search and SliceGPT,
   - `export --format hf-compatible` (stock layout, zeroed output projections),
   - `slice` (SliceGPT: residual shortcut matrices, a narrower residual stream),
 and asserts that `AutoModelForCausalLM.from_pretrained` refuses the first and the third (their
-config.json declares a `model_type` transformers does not know) and loads the second with no
-missing or unexpected tensor and with the next-token log-probabilities finercut computes for the
-pruned model (to 1e-4).
+config.json declares a `model_type` transformers does not know), that the source's class
+(`LlamaForCausalLM.from_pretrained`, which reads no `model_type`) refuses them too (their weights
+are in `finercut-dropped.safetensors` / `finercut-slicegpt.safetensors`, not `model.safetensors`,
+with that `format` in the safetensors metadata), and that both load the second with no missing or
+unexpected tensor and with the next-token log-probabilities finercut computes for the pruned model
+(to 1e-4).
 As a control, it also loads a copy of the dropped export whose `model_type`/`architectures` were put
-back to the source's: transformers then loads it with only a warning and random tensors in place of
-the dropped ones (what the marking prevents), so the check would fail if the marking were dropped.
-Prints one line per layout and exits non-zero on any failed expectation.
+back to the source's and whose weights file was renamed `model.safetensors`: transformers then
+loads it with only a warning and random tensors in place of the dropped ones (what the marking
+prevents), although the file's `format` metadata still says `finercut-dropped` (transformers 5
+does not read it), so the check would fail if the marking were dropped.
+Prints one line per layout and loader and exits non-zero on any failed expectation.
 """
 
 from __future__ import annotations
@@ -36,17 +41,28 @@ def run(finercut: str, *args: str) -> str:
     return out.stdout
 
 
-def try_load(path: str):
-    """(model, loading_info) or (None, the exception's first line)."""
-    from transformers import AutoModelForCausalLM
+def try_load(path: str, class_name: str = "AutoModelForCausalLM"):
+    """(model, loading_info) or (None, the exception's first line), loading with `class_name`."""
+    import transformers
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
+        model, info = getattr(transformers, class_name).from_pretrained(
             path, dtype=torch.float32, output_loading_info=True
         )
         return model, info
     except Exception as e:  # noqa: BLE001 - any refusal counts; the message is printed
         return None, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+
+
+def safetensors_format(path: str) -> str:
+    """The `format` in the `__metadata__` of the directory's one `.safetensors` file."""
+    from safetensors import safe_open
+
+    files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
+    if len(files) != 1:
+        return f"{len(files)} safetensors files"
+    with safe_open(os.path.join(path, files[0]), framework="pt") as f:
+        return f"{files[0]} format {(f.metadata() or {}).get('format')!r}"
 
 
 def main() -> int:
@@ -75,19 +91,32 @@ def main() -> int:
         "--force")
 
     failures = []
-    for name, want in [("dropped", "refused"), ("sliced", "refused"), ("hf-compatible", "loaded")]:
+    layouts = [("dropped", "refused", "finercut"), ("sliced", "refused", "slicegpt"),
+               ("hf-compatible", "loaded", None)]
+    for name, want, section in layouts:
         config = json.load(open(os.path.join(p(name), "config.json")))
-        model, info = try_load(p(name))
-        got = "refused" if model is None else "loaded"
-        detail = info if model is None else (
-            f"missing {len(info['missing_keys'])}, unexpected {len(info['unexpected_keys'])} tensors"
-        )
-        verdict = "ok" if got == want else "FAIL"
-        print(f"{verdict}: {name:14} model_type {config['model_type']!r:22} {got}: {detail}")
-        if got != want:
-            failures.append(name)
-        if model is not None and (info["missing_keys"] or info["unexpected_keys"]):
-            failures.append(f"{name} (tensors)")
+        # The source's class, as a user would name it (the marked configs keep it in their section).
+        source_class = (config[section] if section else config)["architectures"][0]
+        if want == "refused" and os.path.exists(os.path.join(p(name), "model.safetensors")):
+            # Loading it by class name would build a default-sized model: stop before that.
+            print(f"FAIL: {name} has a model.safetensors")
+            failures.append(f"{name} (file name)")
+            continue
+        print(f"   {name}: {safetensors_format(p(name))}")
+        for loader in ["AutoModelForCausalLM", source_class]:
+            model, info = try_load(p(name), loader)
+            got = "refused" if model is None else "loaded"
+            detail = info if model is None else (
+                f"missing {len(info['missing_keys'])}, unexpected {len(info['unexpected_keys'])} "
+                "tensors"
+            )
+            verdict = "ok" if got == want else "FAIL"
+            print(f"{verdict}: {name:14} model_type {config['model_type']!r:20} {loader:21} "
+                  f"{got}: {detail}")
+            if got != want:
+                failures.append(f"{name} ({loader})")
+            if model is not None and (info["missing_keys"] or info["unexpected_keys"]):
+                failures.append(f"{name} ({loader}, tensors)")
 
     # The hf-compatible export computes finercut's pruned logits in transformers.
     model, _ = try_load(p("hf-compatible"))
@@ -113,10 +142,13 @@ def main() -> int:
     config["model_type"] = config["finercut"]["model_type"]
     config["architectures"] = config["finercut"]["architectures"]
     json.dump(config, open(os.path.join(control, "config.json"), "w"))
+    os.rename(os.path.join(control, "finercut-dropped.safetensors"),
+              os.path.join(control, "model.safetensors"))
     model, info = try_load(control)
     missing = [] if model is None else info["missing_keys"]
     print(f"{'ok' if missing else 'FAIL'}: control: the dropped export as model_type "
-          f"{config['model_type']!r} {'loads with ' + str(len(missing)) + ' tensors missing (randomly initialised)' if missing else 'did not load: ' + str(info)}")
+          f"{config['model_type']!r} in model.safetensors ({safetensors_format(control)}) "
+          f"{'loads with ' + str(len(missing)) + ' tensors missing (randomly initialised)' if missing else 'did not load: ' + str(info)}")
     if not missing:
         failures.append("control")
 

@@ -14,8 +14,14 @@ Face directory (config.json + model.safetensors, float32) and computes with the 
 Families added later come after these, so every family keeps its seed: Gemma 2 (attention and
 final logit soft-capping, sliding windows on every other layer, sandwich norms without QK-norm) and
 OLMo 2 (RMSNorms after each branch and none before, QK-norm over the whole q and k projections)
-and Qwen3-MoE (4 experts, 2 per token, weights not renormalised: `norm_topk_prob` false), then
-GPT-NeoX twice: `gpt_neox` (Pythia's layout: parallel residual, partial rotary over half of each
+and Qwen3-MoE (4 experts, 2 per token, weights not renormalised: `norm_topk_prob` false).
+Then Phi-3 (fused `qkv_proj` and `gate_up_proj`) three ways: `phi3` with LongRoPE whose original
+context (32) is longer than the sequences, so the short factors apply, the attention factor derived
+from the context ratio, and a sliding window of 5; `phi3_longrope` with an original context of 12,
+so 16-token sequences use the long factors, an explicit attention factor, and `logits_short.npy`:
+the logits of the first 12 tokens, which use the short ones; `phi4_mini` with Phi-4-mini's partial
+rotary factor 0.75 (12 of 16 values rotate), tied embeddings and the long factors.
+Then GPT-NeoX twice: `gpt_neox` (Pythia's layout: parallel residual, partial rotary over half of each
 head, exact GELU, LayerNorms and projections with biases, its config.json rewritten in Pythia's
 `rotary_pct` / `rotary_emb_base` spelling and its head stored as `embed_out`) and
 `gpt_neox_sequential` (`use_parallel_residual` false, a quarter of each head rotated, transformers
@@ -43,6 +49,9 @@ SEED = 20240528
 VOCAB = 256
 SEQ = 16
 STEPS = 6
+# `phi3_longrope`'s original context: its 16-token sequences use the long factors, their first 12
+# tokens (`logits_short.npy`) the short ones.
+SHORT = 12
 # Two calibration sequences of SEQ tokens, fixed (not drawn from a generator that could change).
 TOKENS = [[(7 + 37 * j + 11 * i * i + 5 * i) % VOCAB for j in range(SEQ)] for i in range(2)]
 
@@ -68,6 +77,7 @@ def families() -> dict[str, tuple[type, dict]]:
         MistralConfig,
         MixtralConfig,
         Olmo2Config,
+        Phi3Config,
         Qwen3MoeConfig,
         Qwen2Config,
         Qwen3Config,
@@ -198,6 +208,58 @@ def families() -> dict[str, tuple[type, dict]]:
                 rms_norm_eps=1e-6,
                 tie_word_embeddings=False,
                 rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            ),
+        ),
+        "phi3": (
+            Phi3Config,
+            dict(
+                COMMON,
+                intermediate_size=64,
+                rms_norm_eps=1e-5,
+                sliding_window=5,
+                tie_word_embeddings=False,
+                original_max_position_embeddings=32,
+                rope_parameters=dict(
+                    rope_type="longrope",
+                    rope_theta=10000.0,
+                    short_factor=[1.0 + 0.05 * i for i in range(8)],
+                    long_factor=[1.5 + 0.4 * i for i in range(8)],
+                ),
+            ),
+        ),
+        "phi3_longrope": (
+            Phi3Config,
+            dict(
+                COMMON,
+                intermediate_size=64,
+                rms_norm_eps=1e-5,
+                tie_word_embeddings=False,
+                original_max_position_embeddings=SHORT,
+                rope_parameters=dict(
+                    rope_type="longrope",
+                    rope_theta=10000.0,
+                    short_factor=[1.0 + 0.05 * i for i in range(8)],
+                    long_factor=[1.5 + 0.4 * i for i in range(8)],
+                    attention_factor=1.2,
+                ),
+            ),
+        ),
+        "phi4_mini": (
+            Phi3Config,
+            dict(
+                COMMON,
+                intermediate_size=64,
+                rms_norm_eps=1e-5,
+                tie_word_embeddings=True,
+                original_max_position_embeddings=8,
+                partial_rotary_factor=0.75,
+                rope_parameters=dict(
+                    rope_type="longrope",
+                    rope_theta=10000.0,
+                    partial_rotary_factor=0.75,
+                    short_factor=[1.0 + 0.05 * i for i in range(6)],
+                    long_factor=[1.5 + 0.4 * i for i in range(6)],
+                ),
             ),
         ),
         "gpt_neox": (GPTNeoXConfig, dict(NEOX, use_parallel_residual=True, rotary_pct=0.5, rotary_emb_base=10000)),
@@ -440,6 +502,9 @@ def main() -> int:
         gaps = watch_router_margin(model) if family in ("mixtral", "qwen3_moe") else []
         logits = logits_with(model, ids, []).astype(np.float32)
         np.save(os.path.join(d, "logits.npy"), logits)
+        if family == "phi3_longrope":
+            short = logits_with(model, ids[:, :SHORT], []).astype(np.float32)
+            np.save(os.path.join(d, "logits_short.npy"), short)
         steps = greedy(model, ids)
         expected = {
             "family": family,

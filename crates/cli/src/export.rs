@@ -27,7 +27,7 @@ use anyhow::{bail, Context};
 use finercut_format::gguf::deci::kept_blocks;
 use finercut_format::gguf::pruned_from_gguf;
 use finercut_format::nas::{nas_config_json, NAS_CONFIGURATION_PY};
-use finercut_format::own_types::{mark, OwnLayout};
+use finercut_format::own_types::{mark, stock_weights_metadata, OwnLayout};
 use finercut_format::{
     checkpoint_files, f32_to_bytes, write_safetensors_streamed, Bytes, Checkpoint, DType, GgufFile,
     ModelConfig, Overwrite, StagedDir, TensorSpec,
@@ -513,8 +513,16 @@ fn write_safetensors_export(
             shape: t.shape.clone(),
         });
     }
-    let weights_path = out.join("model.safetensors");
-    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    // The dropped layout's weights get their own file name and `format`, which stock loaders
+    // refuse (by Auto class or by class name: `finercut_format::own_types`).
+    let (weights_path, meta) = if hf_compatible {
+        (out.join("model.safetensors"), stock_weights_metadata())
+    } else {
+        (
+            out.join(OwnLayout::Dropped.weights_file()),
+            OwnLayout::Dropped.weights_metadata(),
+        )
+    };
     write_safetensors_streamed(&weights_path, &specs, &meta, |i| {
         let t = ckpt.weights.get(&keep[i])?;
         if hf_compatible && zeroed.contains(&keep[i]) {

@@ -20,8 +20,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use finercut_format::{
-    family, io::write_json, write_safetensors_streamed, Bytes, DType, FfnTensors, ModelConfig,
-    NormScale, Overwrite, QkNorm, StagedDir, TensorSpec,
+    family, io::write_json, write_safetensors_streamed, Bytes, DType, FfnTensors, LikePreset,
+    ModelConfig, NormScale, Overwrite, QkNorm, StagedDir, TensorSpec,
 };
 use rayon::prelude::*;
 use serde_json::{json, Value};
@@ -56,31 +56,13 @@ impl IntoIterator for Presets {
     }
 }
 
-/// A model shape: what `config.json` says.
+/// A model shape: what `config.json` says. The sizes are the family's [`LikePreset`] (changed
+/// where a run asks for fewer blocks, or a test for a smaller model).
 #[derive(Debug, Clone)]
 pub struct LikeSpec {
-    pub name: String,
     pub model_type: &'static str,
     pub architecture: &'static str,
-    pub vocab: usize,
-    pub hidden: usize,
-    pub intermediate: usize,
-    pub blocks: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub rope_theta: f64,
-    pub rms_norm_eps: f64,
-    pub max_position: usize,
-    pub tie_embeddings: bool,
-    /// q/k/v biases (Qwen2).
-    pub qkv_bias: bool,
-    /// `(experts, experts per token)` for Mixtral.
-    pub experts: Option<(usize, usize)>,
-    pub sliding_window: Option<usize>,
-    /// Llama 3.1's `rope_scaling`.
-    pub llama3_rope: bool,
-    /// `hidden_act`.
-    pub hidden_act: &'static str,
+    pub shape: LikePreset,
 }
 
 impl LikeSpec {
@@ -96,29 +78,14 @@ impl LikeSpec {
             )
         };
         Ok(LikeSpec {
-            name: name.to_string(),
             model_type: f.model_types()[0],
             architecture: f.hf_class(),
-            vocab: p.vocab,
-            hidden: p.hidden,
-            intermediate: p.intermediate,
-            blocks: p.blocks,
-            heads: p.heads,
-            kv_heads: p.kv_heads,
-            rope_theta: p.rope_theta,
-            rms_norm_eps: p.rms_norm_eps,
-            max_position: p.max_position,
-            tie_embeddings: p.tie_embeddings,
-            qkv_bias: p.qkv_bias,
-            experts: p.experts,
-            sliding_window: p.sliding_window,
-            llama3_rope: p.llama3_rope,
-            hidden_act: p.hidden_act,
+            shape: *p,
         })
     }
 
     fn head_dim(&self) -> usize {
-        self.hidden / self.heads
+        self.shape.hidden / self.shape.heads
     }
 
     /// The `config.json` of this shape: the family reads the shape's settings and writes its
@@ -140,39 +107,42 @@ impl LikeSpec {
     pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
         let mut c = json!({
             "model_type": self.model_type,
-            "vocab_size": self.vocab,
-            "hidden_size": self.hidden,
-            "intermediate_size": self.intermediate,
-            "num_hidden_layers": self.blocks,
-            "num_attention_heads": self.heads,
-            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.shape.vocab,
+            "hidden_size": self.shape.hidden,
+            "intermediate_size": self.shape.intermediate,
+            "num_hidden_layers": self.shape.blocks,
+            "num_attention_heads": self.shape.heads,
+            "num_key_value_heads": self.shape.kv_heads,
             "head_dim": self.head_dim(),
-            "hidden_act": self.hidden_act,
-            "max_position_embeddings": self.max_position,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "tie_word_embeddings": self.tie_embeddings,
-            "attention_bias": self.qkv_bias,
+            "hidden_act": self.shape.hidden_act,
+            "max_position_embeddings": self.shape.max_position,
+            "rms_norm_eps": self.shape.rms_norm_eps,
+            "rope_theta": self.shape.rope_theta,
+            "tie_word_embeddings": self.shape.tie_embeddings,
+            "attention_bias": self.shape.qkv_bias,
             "bos_token_id": 256,
             "eos_token_id": 256,
             "torch_dtype": "bfloat16",
         });
         let o = c.as_object_mut().context("a JSON object")?;
-        if let Some(w) = self.sliding_window {
+        if let Some(w) = self.shape.sliding_window {
             o.insert("sliding_window".into(), json!(w));
         }
-        if let Some((n, k)) = self.experts {
+        if let Some((n, k)) = self.shape.experts {
             o.insert("num_local_experts".into(), json!(n));
             o.insert("num_experts_per_tok".into(), json!(k));
         }
-        if self.llama3_rope {
+        if let Some(f) = family::by_model_type(self.model_type) {
+            f.like_config(self.shape.name, o);
+        }
+        if self.shape.llama3_rope {
             o.insert(
                 "rope_scaling".into(),
                 json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
             );
         }
-        Ok(ModelConfig::from_json_str(&c.to_string(), &self.name)?)
+        Ok(ModelConfig::from_json_str(&c.to_string(), self.shape.name)?)
     }
 
     /// Every tensor in Hugging Face order, with its initial value kind, named as the family's
@@ -183,8 +153,8 @@ impl LikeSpec {
         let t = r.tensors;
         // LayerNorms (GPT-NeoX) have a bias.
         let layer_norm = r.norm_scale == NormScale::LayerNorm;
-        let (d, f, hd) = (self.hidden, self.intermediate, self.head_dim());
-        let (q, kv) = (self.heads * hd, self.kv_heads * hd);
+        let (d, f, hd) = (self.shape.hidden, self.shape.intermediate, self.head_dim());
+        let (q, kv) = (self.shape.heads * hd, self.shape.kv_heads * hd);
         let mut out = Vec::new();
         let mut add = |name: String, shape: Vec<usize>, init: Init| {
             out.push((
@@ -198,18 +168,22 @@ impl LikeSpec {
         };
         add(
             "model.embed_tokens.weight".into(),
-            vec![self.vocab, d],
+            vec![self.shape.vocab, d],
             Init::Normal,
         );
-        for b in 0..self.blocks {
+        for b in 0..self.shape.blocks {
             let p = format!("model.layers.{b}");
             let a = format!("{p}.{}", t.attn);
-            for (name, rows, cols) in [
-                ("q_proj", q, d),
-                ("k_proj", kv, d),
-                ("v_proj", kv, d),
-                ("o_proj", d, q),
-            ] {
+            let projections = match t.fused_qkv {
+                Some(qkv) => vec![(qkv, q + 2 * kv, d), ("o_proj", d, q)],
+                None => vec![
+                    ("q_proj", q, d),
+                    ("k_proj", kv, d),
+                    ("v_proj", kv, d),
+                    ("o_proj", d, q),
+                ],
+            };
+            for (name, rows, cols) in projections {
                 add(format!("{a}.{name}.weight"), vec![rows, cols], Init::Normal);
                 let bias = if name == "o_proj" {
                     r.o_proj_bias
@@ -249,6 +223,11 @@ impl LikeSpec {
                         }
                     }
                 }
+                FfnTensors::FusedGated { gate_up, down } => {
+                    for (name, rows, cols) in [(gate_up, 2 * f, d), (down, d, f)] {
+                        add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
+                    }
+                }
                 FfnTensors::Gated { gate, up, down } => {
                     for (name, rows, cols) in [(gate, f, d), (up, f, d), (down, d, f)] {
                         add(format!("{m}.{name}.weight"), vec![rows, cols], Init::Normal);
@@ -276,7 +255,11 @@ impl LikeSpec {
             add("model.norm.bias".into(), vec![d], Init::Zero);
         }
         if !c.tie_word_embeddings {
-            add("lm_head.weight".into(), vec![self.vocab, d], Init::Normal);
+            add(
+                "lm_head.weight".into(),
+                vec![self.shape.vocab, d],
+                Init::Normal,
+            );
         }
         Ok(out)
     }
@@ -337,12 +320,15 @@ fn tensor_bytes(seed: u64, index: usize, spec: &TensorSpec, init: Init) -> Vec<u
 /// Writes a random model shaped like `spec` into `dir`: shards, index, tokenizer and config.json,
 /// beside `dir` and then renamed into place ([`StagedDir`]).
 pub fn write_like(dir: &Path, spec: &LikeSpec, seed: u64, force: bool) -> anyhow::Result<()> {
-    if spec.heads == 0 || !spec.hidden.is_multiple_of(spec.heads) || spec.blocks == 0 {
+    if spec.shape.heads == 0
+        || !spec.shape.hidden.is_multiple_of(spec.shape.heads)
+        || spec.shape.blocks == 0
+    {
         bail!(
             "{}: hidden size {} does not split into {} heads",
-            spec.name,
-            spec.hidden,
-            spec.heads
+            spec.shape.name,
+            spec.shape.hidden,
+            spec.shape.heads
         );
     }
     let staged = StagedDir::begin(
@@ -426,8 +412,8 @@ mod tests {
             let text = spec.config().to_string();
             let (c, unknown) = ModelConfig::parse_json_str(&text, name).unwrap();
             assert!(unknown.is_empty(), "{name}: {unknown:?}");
-            assert_eq!(c.num_hidden_layers, spec.blocks);
-            assert_eq!(c.vocab_size, spec.vocab);
+            assert_eq!(c.num_hidden_layers, spec.shape.blocks);
+            assert_eq!(c.vocab_size, spec.shape.vocab);
         }
         assert!(LikeSpec::preset("gpt-5").is_err());
     }
@@ -442,15 +428,20 @@ mod tests {
             "mixtral-8x7b-2layers",
             "mistral-7b",
             "pythia-160m",
+            "phi-4-mini",
         ] {
+            let base = LikeSpec::preset(name).unwrap();
             let spec = LikeSpec {
-                vocab: 300,
-                hidden: 64,
-                intermediate: 96,
-                blocks: 2,
-                heads: 4,
-                kv_heads: 2,
-                ..LikeSpec::preset(name).unwrap()
+                shape: LikePreset {
+                    vocab: 300,
+                    hidden: 64,
+                    intermediate: 96,
+                    blocks: 2,
+                    heads: 4,
+                    kv_heads: 2,
+                    ..base.shape
+                },
+                ..base
             };
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().join("m");

@@ -76,7 +76,7 @@ enum Command {
         blocks: Option<u32>,
         /// Write a random bf16 model with the shape and config.json of a published one instead:
         /// llama-3-8b, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-0.5b, mixtral-8x7b-2layers,
-        /// pythia-160m, pythia-410m, pythia-1b.
+        /// phi-3-mini, phi-4-mini, pythia-160m, pythia-410m, pythia-1b.
         #[arg(long, value_name = "NAME")]
         like: Option<String>,
         /// Replace a checkpoint already in DIR (with --like).
@@ -111,10 +111,8 @@ fn main() -> std::process::ExitCode {
             like: Some(name),
             force,
         } => like::LikeSpec::preset(&name).and_then(|spec| {
-            let spec = like::LikeSpec {
-                blocks: blocks.map_or(spec.blocks, |b| b as usize),
-                ..spec
-            };
+            let mut spec = spec;
+            spec.shape.blocks = blocks.map_or(spec.shape.blocks, |b| b as usize);
             like::write_like(&dir, &spec, seed, force)
         }),
         Command::MakeTiny {

@@ -307,15 +307,28 @@ fn prune_export_reload() {
     ok(&[
         "export", "--model", m, "--plan", r, "--ratio", "0.25", "--out", e,
     ]);
-    let size = |p: &Path| {
-        std::fs::metadata(p.join("model.safetensors"))
+    let size = |p: &Path, weights: &str| {
+        std::fs::metadata(p.join(weights))
             .map(|m| m.len())
             .unwrap_or(0)
     };
+    let (stock, dropped) = ("model.safetensors", "finercut-dropped.safetensors");
     assert!(
-        size(&exported) < size(&model),
+        0 < size(&exported, dropped) && size(&exported, dropped) < size(&model, stock),
         "the export is physically smaller"
     );
+    // Its weights are not where stock loaders look (by Auto class or by class name), and their
+    // `format` names the layout.
+    assert!(!exported.join(stock).exists());
+    let format = |p: &Path| {
+        finercut_format::SafetensorsStore::open(p)
+            .expect("weights open")
+            .metadata()
+            .get("format")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(format(&exported.join(dropped)), "finercut-dropped");
     let config = json(&exported.join("config.json"));
     assert_eq!(
         config["finercut"]["removed_sublayers"]
@@ -333,6 +346,27 @@ fn prune_export_reload() {
         planned,
         "the export reloads with the plan's logits"
     );
+    // The weights beside a config whose marking was undone are refused, not misread.
+    let unmarked = d.join("pruned-unmarked");
+    std::fs::create_dir_all(&unmarked).expect("mkdir");
+    for f in ["tokenizer.json", dropped] {
+        std::fs::copy(exported.join(f), unmarked.join(f)).expect("copy");
+    }
+    let mut plain = config.clone();
+    plain["model_type"] = config["finercut"]["model_type"].clone();
+    plain["architectures"] = config["finercut"]["architectures"].clone();
+    std::fs::write(unmarked.join("config.json"), plain.to_string()).expect("write");
+    let e_unmarked = err(&[
+        "run",
+        "--model",
+        unmarked.to_str().expect("utf-8"),
+        "--prompt",
+        "Hi",
+    ]);
+    assert!(
+        e_unmarked.contains("finercut-dropped") && e_unmarked.contains("format"),
+        "{e_unmarked}"
+    );
 
     let hf = d.join("pruned-hf");
     let h = hf.to_str().expect("utf-8");
@@ -348,7 +382,8 @@ fn prune_export_reload() {
         h,
         "--hf-compatible",
     ]);
-    assert_eq!(size(&hf), size(&model));
+    assert_eq!(size(&hf, stock), size(&model, stock));
+    assert_eq!(format(&hf.join(stock)), "pt");
     assert_eq!(json(&hf.join("config.json"))["model_type"], "llama");
     let zeroed = ppl(&["--model", h]);
     assert!(
@@ -424,7 +459,7 @@ fn prune_export_reload() {
         .sum::<usize>();
     assert_eq!(no_ops + 2 * (4 - blocks.len()), 2, "two sublayers removed");
     assert!(nas.join("configuration_decilm.py").is_file());
-    assert!(size(&nas) < size(&model));
+    assert!(size(&nas, stock) < size(&model, stock));
     let reloaded = ppl(&["--model", n]);
     assert!(
         (reloaded - planned).abs() <= 1e-6 * planned,
@@ -944,14 +979,12 @@ fn slice_then_use_the_sliced_model() {
     // Saved in bf16: the config says so, and the perplexity stays close to the f32 save's.
     ok(&slice(&["--dim", "48"], &["--force"]));
     let f32_ppl = ppl(o);
-    let f32_size = std::fs::metadata(out.join("model.safetensors"))
-        .expect("size")
-        .len();
+    let sliced_weights = out.join("finercut-slicegpt.safetensors");
+    assert!(!out.join("model.safetensors").exists());
+    let f32_size = std::fs::metadata(&sliced_weights).expect("size").len();
     ok(&slice(&["--dim", "48"], &["--force", "--outtype", "bf16"]));
     assert_eq!(json(&out.join("config.json"))["torch_dtype"], "bfloat16");
-    let bf16_size = std::fs::metadata(out.join("model.safetensors"))
-        .expect("size")
-        .len();
+    let bf16_size = std::fs::metadata(&sliced_weights).expect("size").len();
     assert!(bf16_size < f32_size * 6 / 10, "{bf16_size} vs {f32_size}");
     let bf16_ppl = ppl(o);
     assert!(

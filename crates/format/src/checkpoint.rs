@@ -42,7 +42,8 @@ const EMBEDDING: &str = "model.embed_tokens.weight";
 
 impl Checkpoint {
     /// Opens `path`: a Hugging Face directory (config.json, tokenizer.json, model.safetensors or
-    /// a sharded index), a `.gguf` file, or a directory holding exactly one `.gguf` file and no
+    /// a sharded index, or the weights file of one of finercut's own layouts, whose `format`
+    /// must match config.json: [`crate::own_types::check_weights_format`]), a `.gguf` file, or a directory holding exactly one `.gguf` file and no
     /// config.json.
     ///
     /// A tokenizer that can produce ids beyond the embedding's rows is refused here, naming the
@@ -69,6 +70,13 @@ impl Checkpoint {
             let mut tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"))?;
             tokenizer.set_special_ids_if_missing(config.bos_token_id, config.eos_token_id);
             let store = SafetensorsStore::open(path)?;
+            let config_text = std::fs::read_to_string(&config_path).with_path(&config_path)?;
+            crate::own_types::check_weights_format(
+                crate::own_types::layout_of_config_text(&config_text),
+                &store.metadata(),
+                &store.origin().display().to_string(),
+                &config_path.display().to_string(),
+            )?;
             let files = store.files();
             // The family's view of the stored tensors, under the shared names.
             let weights = config.family().weights(&config, Box::new(store));

@@ -47,6 +47,9 @@ pub enum Architecture {
     Olmo2,
     /// `qwen3_moe`: Qwen3 attention with a sparse mixture of experts as every FFN.
     Qwen3Moe,
+    /// `phi3` (Phi-3, Phi-4, Phi-4-mini): Llama blocks with fused `qkv_proj` and `gate_up_proj`,
+    /// LongRoPE scaling and partial rotary embeddings.
+    Phi3,
     /// `gpt_neox` (Pythia): LayerNorm with biases, fused QKV, ungated GELU MLP, partial rotary,
     /// parallel residual blocks.
     GptNeox,
@@ -77,6 +80,23 @@ pub enum RopeScaling {
     /// tensor [`ROPE_FREQS_TENSOR`] (`head_dim / 2` values), as llama.cpp applies the
     /// `rope_freqs` tensor of a GGUF file (Llama 3.1's scaling, written out by its converter).
     Factors,
+}
+
+/// LongRoPE scaling (`"rope_type": "longrope"`, Phi-3): RoPE's inverse frequencies divided by
+/// per-frequency factors, the short set for a forward call whose positions all lie within the
+/// pre-training context and the long set otherwise, with `cos` and `sin` multiplied by an
+/// attention factor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongRope {
+    /// Divisors within the original context (`rotary_dim / 2` values).
+    pub short_factor: Vec<f64>,
+    /// Divisors past it (`rotary_dim / 2` values).
+    pub long_factor: Vec<f64>,
+    /// Context length of pre-training: a call with a position `p`, `p + 1` above it, uses
+    /// `long_factor`.
+    pub original_max_position_embeddings: usize,
+    /// The factor of `cos` and `sin` (transformers' `attention_scaling`), resolved.
+    pub attention_factor: f64,
 }
 
 /// The name under which a source serves the RoPE frequency factors of [`RopeScaling::Factors`]
@@ -202,6 +222,12 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     /// RoPE scaling.
     pub rope_scaling: RopeScaling,
+    /// The fraction of each head that rotates (`partial_rotary_factor`; 1 for most families): the
+    /// first [`ModelConfig::rotary_dim`] values.
+    pub partial_rotary_factor: f64,
+    /// LongRoPE scaling (Phi-3), in place of [`ModelConfig::rope_scaling`] (which is then
+    /// `None`).
+    pub long_rope: Option<LongRope>,
     /// Longest context the model was configured for.
     pub max_position_embeddings: usize,
     /// Whether the LM head is the embedding matrix.
@@ -293,6 +319,9 @@ pub struct RawConfig {
     pub(crate) text_config: Option<Json>,
     /// The SliceGPT section of a sliced model ([`SliceParams`]).
     pub(crate) slicegpt: Option<Json>,
+    /// LongRoPE settings, set by a family that reads them ([`Family::canonical`]).
+    #[serde(skip)]
+    pub(crate) long_rope: Option<LongRope>,
     /// Every other key, with its value: checked by `check_unimplemented_keys` and reported by
     /// [`RawConfig::unknown_keys`].
     #[serde(flatten)]
@@ -399,7 +428,7 @@ fn check_unimplemented_keys(raw: &RawConfig, arch: Architecture, origin: &str) -
                 value.is_null() || value == &Json::Bool(false)
             }
             "partial_rotary_factor" => {
-                value.is_null() || value.as_f64() == Some(1.0) || arch.family().reads_key(key)
+                arch.family().reads_key(key) || value.is_null() || value.as_f64() == Some(1.0)
             }
             "quantization_config" => value.is_null(),
             _ => true,
@@ -630,6 +659,15 @@ impl ModelConfig {
             }
         }
         let rope_theta = rope_theta.unwrap_or(defaults.rope_theta);
+        let partial_rotary_factor = match raw.other.get("partial_rotary_factor") {
+            None | Some(Json::Null) => 1.0,
+            Some(v) => v.as_f64().ok_or_else(|| {
+                Error::config(
+                    origin,
+                    format!("`partial_rotary_factor` = {v} is not a number"),
+                )
+            })?,
+        };
 
         let named_act = if defaults.reads_hidden_activation {
             raw.hidden_activation.clone().or(raw.hidden_act.clone())
@@ -693,6 +731,8 @@ impl ModelConfig {
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(defaults.rms_norm_eps),
             rope_theta,
             rope_scaling,
+            partial_rotary_factor,
+            long_rope: raw.long_rope.clone(),
             max_position_embeddings: raw
                 .max_position_embeddings
                 .unwrap_or(defaults.max_position_embeddings),
@@ -778,6 +818,39 @@ impl ModelConfig {
                 && original_max_position_embeddings > 0 => {}
             other => return bad(format!("invalid rope_scaling {other:?}")),
         }
+        let f = self.partial_rotary_factor;
+        let rot = self.rotary_dim();
+        if !(f > 0.0 && f <= 1.0) || rot == 0 || !rot.is_multiple_of(2) {
+            return bad(format!(
+                "partial_rotary_factor {f} gives {rot} rotary dimensions of head_dim {} (an even, \
+                 positive number is needed)",
+                self.head_dim
+            ));
+        }
+        if let Some(l) = &self.long_rope {
+            let ok = |v: &[f64]| v.len() == rot / 2 && v.iter().all(|x| x.is_finite() && *x > 0.0);
+            if !ok(&l.short_factor) || !ok(&l.long_factor) {
+                return bad(format!(
+                    "longrope short_factor and long_factor need {} positive values each (rotary \
+                     dimensions {rot}), got {} and {}",
+                    rot / 2,
+                    l.short_factor.len(),
+                    l.long_factor.len()
+                ));
+            }
+            if l.original_max_position_embeddings == 0
+                || !(l.attention_factor.is_finite() && l.attention_factor > 0.0)
+            {
+                return bad(format!(
+                    "longrope original_max_position_embeddings {} and attention_factor {} must be \
+                     positive",
+                    l.original_max_position_embeddings, l.attention_factor
+                ));
+            }
+            if self.rope_scaling != RopeScaling::None {
+                return bad("longrope together with another rope_scaling".into());
+            }
+        }
         if self.layer_types.len() != self.num_hidden_layers {
             return bad(format!(
                 "layer_types has {} entries for {} layers",
@@ -828,6 +901,57 @@ impl ModelConfig {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// A configuration of family `f` with the sizes `g` states and defaults for the rest (one
+    /// layer at least), for asking the family what it supports before a file's metadata is
+    /// complete.
+    pub(crate) fn stand_in(f: &dyn Family, g: &GgufFacts<'_>) -> ModelConfig {
+        let layers = g.layers.max(1);
+        let heads = g.heads.max(1);
+        let head_dim = g.head_dim.max(2);
+        let parts = crate::family::GgufParts::dense(layers);
+        ModelConfig {
+            architecture: f.architecture(),
+            vocab_size: 1,
+            hidden_size: g.hidden_size.max(1),
+            intermediate_size: 1,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: heads,
+            head_dim,
+            rms_norm_eps: 1e-6,
+            rope_theta: parts.default_rope_theta,
+            rope_scaling: RopeScaling::None,
+            partial_rotary_factor: 1.0,
+            long_rope: None,
+            max_position_embeddings: 2048,
+            tie_word_embeddings: false,
+            hidden_act: parts.hidden_act,
+            attention_bias: g.q_bias,
+            bos_token_id: None,
+            eos_token_id: None,
+            eos_token_ids: Vec::new(),
+            pad_token_id: None,
+            sliding_window: parts.sliding_window,
+            layer_types: parts.layer_types,
+            torch_dtype: DType::F32,
+            arch: if g.experts > 0 {
+                ArchParams::Mixtral(MoeParams {
+                    num_local_experts: g.experts,
+                    num_experts_per_tok: 1,
+                    norm_topk_prob: true,
+                })
+            } else {
+                parts.arch
+            },
+        }
+    }
+
+    /// The values of each head that rotate: `int(head_dim · partial_rotary_factor)`, as
+    /// transformers computes it.
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim as f64 * self.partial_rotary_factor) as usize
     }
 
     /// The SliceGPT settings, if this is a sliced model.
@@ -1005,6 +1129,8 @@ impl ModelConfig {
                 .get_f64(&key("rope.freq_base"))?
                 .unwrap_or(parts.default_rope_theta),
             rope_scaling,
+            partial_rotary_factor: 1.0,
+            long_rope: None,
             max_position_embeddings: file
                 .get_u64(&key("context_length"))?
                 .map_or(2048, |v| v as usize),

@@ -78,8 +78,8 @@ pub use checkpoint::{
     checkpoint_files, convert_gguf_to_hf, convert_gguf_to_hf_replacing, Checkpoint, Overwrite,
 };
 pub use config::{
-    Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, ModelConfig, MoeParams,
-    NeoxParams, RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR,
+    Activation, ArchParams, Architecture, Gemma3Params, LayerAttention, LongRope, ModelConfig,
+    MoeParams, NeoxParams, RawConfig, RopeScaling, SliceParams, ROPE_FREQS_TENSOR,
 };
 pub use error::{Error, Result};
 pub use family::{

@@ -12,6 +12,20 @@
 //! converter, which key on `architectures`, refuse them too. The source's `model_type` and
 //! `architectures` are kept in the checkpoint's own section (`finercut` or `slicegpt`), and
 //! [`unmark`] puts them back before the configuration is parsed.
+//!
+//! Loading by class name (`LlamaForCausalLM.from_pretrained(dir)`) reads no `model_type`:
+//! transformers only warns that the config's type differs from the class's, and would load the
+//! checkpoint as above. So the weights are not where stock loaders look for them either: they
+//! are written to [`OwnLayout::weights_file`] (`finercut-dropped.safetensors`,
+//! `finercut-slicegpt.safetensors`), not `model.safetensors`, and every Hugging Face loader
+//! stops with "no file named model.safetensors" (llama.cpp's converter, which collects
+//! `model*.safetensors`, finds no tensors). The safetensors header's `__metadata__` `format`
+//! names the layout too ([`FORMAT_KEY`]; stock checkpoints say [`STOCK_FORMAT`]), which
+//! transformers 4.x checks when it reads a file (it accepts `pt`, `tf`, `flax` and `mlx` only;
+//! 5.x no longer reads it), and which finercut checks against config.json ([`check_weights_format`]), so a file moved into
+//! a directory with an unmarked config is refused rather than misread.
+
+use std::collections::BTreeMap;
 
 use serde_json::{json, Value as Json};
 
@@ -22,6 +36,12 @@ pub const DROPPED_MODEL_TYPE: &str = "finercut-dropped";
 
 /// The `model_type` of a SliceGPT checkpoint written by `finercut slice`.
 pub const SLICED_MODEL_TYPE: &str = "finercut-slicegpt";
+
+/// The `__metadata__` key of a safetensors file that names the framework or layout it is for.
+pub const FORMAT_KEY: &str = "format";
+
+/// The `format` that transformers' `save_pretrained` writes, and finercut for stock layouts.
+pub const STOCK_FORMAT: &str = "pt";
 
 /// A checkpoint layout that only finercut computes correctly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +77,83 @@ impl OwnLayout {
         }
     }
 
-    fn from_model_type(model_type: &str) -> Option<Self> {
-        [OwnLayout::Dropped, OwnLayout::Sliced]
-            .into_iter()
-            .find(|l| l.model_type() == model_type)
+    /// The file the weights are written to, in place of `model.safetensors`, which stock
+    /// loaders look for (by Auto class or by class name alike).
+    pub fn weights_file(self) -> &'static str {
+        match self {
+            OwnLayout::Dropped => "finercut-dropped.safetensors",
+            OwnLayout::Sliced => "finercut-slicegpt.safetensors",
+        }
     }
+
+    /// The safetensors `__metadata__` `format` of the weights: the layout's `model_type`.
+    pub fn format(self) -> &'static str {
+        self.model_type()
+    }
+
+    /// The `__metadata__` written with the weights: `{"format": <`[`OwnLayout::format`]`>}`.
+    pub fn weights_metadata(self) -> BTreeMap<String, String> {
+        BTreeMap::from([(FORMAT_KEY.to_string(), self.format().to_string())])
+    }
+
+    /// Every layout, in a fixed order.
+    pub const ALL: [OwnLayout; 2] = [OwnLayout::Dropped, OwnLayout::Sliced];
+
+    fn from_model_type(model_type: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.model_type() == model_type)
+    }
+}
+
+/// The `__metadata__` written with a stock layout's weights: `{"format": "pt"}`.
+pub fn stock_weights_metadata() -> BTreeMap<String, String> {
+    BTreeMap::from([(FORMAT_KEY.to_string(), STOCK_FORMAT.to_string())])
+}
+
+/// The layout a safetensors `__metadata__` names in its `format`, if it is one of finercut's own.
+pub fn layout_of_metadata(metadata: &BTreeMap<String, String>) -> Option<OwnLayout> {
+    let format = metadata.get(FORMAT_KEY)?;
+    OwnLayout::ALL.into_iter().find(|l| l.format() == format)
+}
+
+/// The layout a config.json's top-level `model_type` marks (`None` for a stock config or text
+/// that is not a JSON object; the config parser reports the latter).
+pub fn layout_of_config_text(text: &str) -> Option<OwnLayout> {
+    let json: Json = serde_json::from_str(text).ok()?;
+    json.get("model_type")
+        .and_then(Json::as_str)
+        .and_then(OwnLayout::from_model_type)
+}
+
+/// Checks that weights whose `__metadata__` is `metadata` belong with a config.json marked as
+/// `config_layout`: weights written for one of finercut's own layouts need a config marked as
+/// that layout (otherwise the model would be built as the source's, without the layout's
+/// handling). A marked config with stock weights (`format` `pt`, as finercut wrote these layouts
+/// before their weights got their own `format` and file name) is accepted. `weights` and
+/// `config` name the files in errors.
+pub fn check_weights_format(
+    config_layout: Option<OwnLayout>,
+    metadata: &BTreeMap<String, String>,
+    weights: &str,
+    config: &str,
+) -> Result<()> {
+    let Some(weights_layout) = layout_of_metadata(metadata) else {
+        return Ok(());
+    };
+    if config_layout == Some(weights_layout) {
+        return Ok(());
+    }
+    let config_says = match config_layout {
+        Some(l) => format!("`model_type` `{}`", l.model_type()),
+        None => "a stock `model_type`".to_string(),
+    };
+    Err(Error::config(
+        config,
+        format!(
+            "has {config_says}, but the weights in {weights} are a `{}` checkpoint's \
+             (`__metadata__` `format`); put back the config.json written with them",
+            weights_layout.format()
+        ),
+    ))
 }
 
 /// Marks `config` (a config.json object that already holds `layout`'s section) as `layout`: the
@@ -184,6 +276,51 @@ mod tests {
             .unwrap();
         let back: Json = serde_json::from_str(&text).unwrap();
         assert_eq!(back["model_type"], "llama");
+    }
+
+    #[test]
+    fn weights_format_names_the_layout_and_must_match_the_config() {
+        for layout in OwnLayout::ALL {
+            let meta = layout.weights_metadata();
+            assert_eq!(
+                meta.get("format").map(String::as_str),
+                Some(layout.model_type())
+            );
+            assert_eq!(layout_of_metadata(&meta), Some(layout));
+            assert!(layout.weights_file().ends_with(".safetensors"));
+            assert!(!layout.weights_file().starts_with("model"));
+            check_weights_format(Some(layout), &meta, "w.safetensors", "c.json").unwrap();
+            let e = check_weights_format(None, &meta, "w.safetensors", "c.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("c.json") && e.contains("w.safetensors") && e.contains(layout.format()),
+                "{e}"
+            );
+            // Stock weights under a marked config: what earlier versions wrote.
+            check_weights_format(Some(layout), &stock_weights_metadata(), "w", "c").unwrap();
+        }
+        let e = check_weights_format(
+            Some(OwnLayout::Sliced),
+            &OwnLayout::Dropped.weights_metadata(),
+            "w",
+            "c",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("finercut-slicegpt") && e.contains("finercut-dropped"),
+            "{e}"
+        );
+        assert_eq!(layout_of_metadata(&stock_weights_metadata()), None);
+        assert_eq!(layout_of_metadata(&BTreeMap::new()), None);
+        check_weights_format(None, &BTreeMap::new(), "w", "c").unwrap();
+        assert_eq!(
+            layout_of_config_text(r#"{"model_type": "finercut-dropped"}"#),
+            Some(OwnLayout::Dropped)
+        );
+        assert_eq!(layout_of_config_text(r#"{"model_type": "llama"}"#), None);
+        assert_eq!(layout_of_config_text("not json"), None);
     }
 
     #[test]

@@ -282,7 +282,8 @@ pub struct SafetensorsStore {
 
 impl SafetensorsStore {
     /// Opens `path`: a `.safetensors` file; a directory holding `model.safetensors.index.json`
-    /// (sharded) or `model.safetensors`; or a `*.safetensors.index.json` file.
+    /// (sharded), `model.safetensors`, or the weights file of one of finercut's own layouts
+    /// ([`crate::own_types::OwnLayout::weights_file`]); or a `*.safetensors.index.json` file.
     ///
     /// Each shard is mapped once. Files must not change while the store is alive (see
     /// [`crate::io::map_file`]).
@@ -290,15 +291,30 @@ impl SafetensorsStore {
         if path.is_dir() {
             let index = path.join("model.safetensors.index.json");
             let single = path.join("model.safetensors");
+            let own: Vec<PathBuf> = crate::own_types::OwnLayout::ALL
+                .iter()
+                .map(|l| path.join(l.weights_file()))
+                .filter(|p| p.is_file())
+                .collect();
             if index.is_file() {
                 Self::open_index(&index)
             } else if single.is_file() {
                 Self::open_single(&single)
             } else {
-                Err(Error::malformed(
-                    path,
-                    "no model.safetensors or model.safetensors.index.json in this directory",
-                ))
+                match own.as_slice() {
+                    [one] => Self::open_single(one),
+                    [] => Err(Error::malformed(
+                        path,
+                        format!(
+                            "no model.safetensors or model.safetensors.index.json (nor {}) in this directory",
+                            crate::own_types::OwnLayout::ALL.map(|l| l.weights_file()).join(", ")
+                        ),
+                    )),
+                    _ => Err(Error::malformed(
+                        path,
+                        "holds the weights of several finercut layouts; keep the one its config.json describes",
+                    )),
+                }
             }
         } else if path.extension().is_some_and(|e| e == "json") {
             Self::open_index(path)
@@ -407,6 +423,11 @@ impl SafetensorsStore {
         let origin = origin.into();
         let file = SafeFile::parse(&origin, data)?;
         Ok(Self::from_files(origin, vec![file], BTreeMap::new()))
+    }
+
+    /// The file or index the store was opened from.
+    pub fn origin(&self) -> &Path {
+        &self.origin
     }
 
     /// The files mapped (one per shard), in shard-name order.

@@ -100,6 +100,19 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// Rows `rows` of the `[out, inp]` projection `name` (one part of a fused projection), no
+    /// bias.
+    pub(crate) fn load_rows(
+        w: &Weights<'_>,
+        name: &str,
+        out: usize,
+        inp: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Self> {
+        let weight = w.matrix_rows(&format!("{name}.weight"), [out, inp], rows)?;
+        Ok(Linear { weight, bias: None })
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.weight.linear(x, self.bias.as_ref())?)
     }

@@ -18,7 +18,8 @@ use finercut_format::{
     QkNorm, RopeScaling as FmtRope, TensorSource, ROPE_FREQS_TENSOR,
 };
 use finercut_tensor::{
-    Activation, AttentionSpec, DType, Device, Matrix, NormWeight, Rope, RopeScaling, Tensor,
+    Activation, AttentionSpec, DType, Device, LongRope, Matrix, NormWeight, Rope, RopeScaling,
+    Tensor,
 };
 
 /// How to load a model: which sublayers the checkpoint lacks, how weight matrices are held, and
@@ -312,22 +313,33 @@ impl<'a> Loader<'a> {
             return Ok(r.clone());
         }
         let (c, hd) = (self.c, self.c.head_dim);
-        // Partial rotary: the first `rot` values of each head rotate.
-        let rot = self.r.rotary_dim.unwrap_or(hd);
-        let global = match c.rope_scaling {
-            FmtRope::Factors if rot == hd => {
+        // The first `rot` values of each head rotate (all of them unless partial rotary).
+        let rot = self.r.rotary_dim.unwrap_or_else(|| c.rotary_dim());
+        let global = match (&c.long_rope, c.rope_scaling) {
+            (Some(l), _) => Rope::long_rope(
+                hd,
+                rot,
+                c.rope_theta,
+                &LongRope {
+                    short_factor: l.short_factor.clone(),
+                    long_factor: l.long_factor.clone(),
+                    original_max_position_embeddings: l.original_max_position_embeddings,
+                    attention_factor: l.attention_factor,
+                },
+            )?,
+            (None, FmtRope::Factors) if rot == hd => {
                 let factors = self.root.get(ROPE_FREQS_TENSOR, &[hd / 2])?.to_vec_f32()?;
                 Rope::with_freq_factors(hd, c.rope_theta, &factors)?
             }
-            FmtRope::Factors => {
+            (None, FmtRope::Factors) => {
                 return Err(Error::Config(format!(
-                    "RoPE frequency factors with partial rotary ({rot} of {hd})"
+                    "RoPE frequency factors with partial rotary embeddings ({rot} of {hd})"
                 )))
             }
-            ref other => Rope::with_rotary_dim(hd, rot, c.rope_theta, rope_scaling(other))?,
+            (None, ref other) => Rope::partial(hd, rot, c.rope_theta, rope_scaling(other))?,
         };
         let local = match self.r.local_rope_theta {
-            Some(theta) => Rope::with_rotary_dim(hd, rot, theta, RopeScaling::None)?,
+            Some(theta) => Rope::partial(hd, rot, theta, RopeScaling::None)?,
             None => global.clone(),
         };
         self.ropes = Some((global.clone(), local.clone()));
@@ -376,9 +388,28 @@ impl<'a> Loader<'a> {
             (None, None)
         };
         let qkv_bias = self.r.qkv_bias;
-        let q = Linear::load(&w, "q_proj", q_rows, d, qkv_bias)?;
-        let k = Linear::load(&w, "k_proj", kv_rows, d, qkv_bias)?;
-        let v = Linear::load(&w, "v_proj", kv_rows, d, qkv_bias)?;
+        let (q, k, v) = match t.fused_qkv {
+            // One matrix of rows q, k, v (Phi-3's `qkv_proj`), split into its parts.
+            Some(name) if !qkv_bias => {
+                let all = q_rows + 2 * kv_rows;
+                (
+                    Linear::load_rows(&w, name, all, d, 0..q_rows)?,
+                    Linear::load_rows(&w, name, all, d, q_rows..q_rows + kv_rows)?,
+                    Linear::load_rows(&w, name, all, d, q_rows + kv_rows..all)?,
+                )
+            }
+            Some(name) => {
+                return Err(Error::Config(format!(
+                    "biases on the fused projection `{}`",
+                    w.full(name)
+                )))
+            }
+            None => (
+                Linear::load(&w, "q_proj", q_rows, d, qkv_bias)?,
+                Linear::load(&w, "k_proj", kv_rows, d, qkv_bias)?,
+                Linear::load(&w, "v_proj", kv_rows, d, qkv_bias)?,
+            ),
+        };
         let o = Linear::load(&w, "o_proj", d, q_rows, self.r.o_proj_bias)?;
 
         let (global, local) = self.ropes()?;
@@ -443,6 +474,12 @@ impl<'a> Loader<'a> {
                     normalise: moe.norm_topk_prob,
                 })
             }
+            (FfnTensors::FusedGated { gate_up, down }, None) => Branch::Mlp(Mlp {
+                gate: Some(Linear::load_rows(&w, gate_up, 2 * ffn, d, 0..ffn)?),
+                up: Linear::load_rows(&w, gate_up, 2 * ffn, d, ffn..2 * ffn)?,
+                down: Linear::load(&w, down, d, ffn, false)?,
+                act,
+            }),
             (FfnTensors::Gated { gate, up, down }, None) => Branch::Mlp(Mlp {
                 gate: Some(Linear::load(&w, gate, ffn, d, self.r.mlp_bias)?),
                 up: Linear::load(&w, up, ffn, d, self.r.mlp_bias)?,

@@ -236,6 +236,22 @@ impl Model {
             }
             Ok(Tensor::from_vec(out, &[d, d], &Device::Cpu)?)
         };
+        // A fused projection's weight: its parts' rows, stacked again.
+        let stacked = |parts: &[&crate::layers::Linear], part: &str| -> Result<Tensor> {
+            if part != "weight" {
+                return Err(missing());
+            }
+            let mut values = Vec::new();
+            let mut rows = 0;
+            let mut cols = 0;
+            for l in parts {
+                let t = dense(&l.weight)?;
+                rows += t.rows();
+                cols = t.cols();
+                values.extend(t.to_vec_f32()?);
+            }
+            Ok(Tensor::from_vec(values, &[rows, cols], &Device::Cpu)?)
+        };
         fn norm_of(r: &str) -> Option<&str> {
             r.strip_suffix(".weight")
         }
@@ -283,6 +299,12 @@ impl Model {
                 let r = in_module(r, names.attn).ok_or_else(missing)?;
                 let (module, part) = r.split_once('.').ok_or_else(missing)?;
                 match module {
+                    m if Some(m) == names.fused_qkv => stacked(&[&a.q, &a.k, &a.v], part),
+                    _ if names.fused_qkv.is_some()
+                        && matches!(module, "q_proj" | "k_proj" | "v_proj") =>
+                    {
+                        Err(missing())
+                    }
                     "q_proj" => linear(&a.q, part),
                     "k_proj" => linear(&a.k, part),
                     "v_proj" => linear(&a.v, part),
@@ -307,6 +329,10 @@ impl Model {
                     FfnTensors::Gated { down, .. } if module == down => linear(&m.down, part),
                     FfnTensors::Plain { up, .. } if module == up => linear(&m.up, part),
                     FfnTensors::Plain { down, .. } if module == down => linear(&m.down, part),
+                    FfnTensors::FusedGated { gate_up, .. } if module == gate_up => {
+                        stacked(&[m.gate.as_ref().ok_or_else(missing)?, &m.up], part)
+                    }
+                    FfnTensors::FusedGated { down, .. } if module == down => linear(&m.down, part),
                     _ => Err(missing()),
                 }
             }

@@ -185,6 +185,62 @@ impl<'a> Weights<'a> {
     }
 }
 
+impl Weights<'_> {
+    /// Rows `rows` of the weight matrix `name` of shape `[rows, cols]` (one part of a fused
+    /// projection), held as [`Weights::matrix`] holds a whole matrix: a row range of a row-major
+    /// matrix is one byte range, used in place when stored rows are kept.
+    pub(crate) fn matrix_rows(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        rows: std::ops::Range<usize>,
+    ) -> Result<Matrix> {
+        let full = self.full(name);
+        if !self.source.contains(&full) {
+            return Err(Error::MissingWeight { name: full });
+        }
+        if self.source.get_quantized(&full)?.is_some() {
+            return Err(Error::Input(format!(
+                "weight `{full}`: a fused projection stored as quantised GGUF rows is not split"
+            )));
+        }
+        let raw = self.source.get(&full)?;
+        if raw.shape != shape || rows.start > rows.end || rows.end > shape[0] {
+            return Err(Error::WeightShape {
+                name: full,
+                expected: shape.to_vec(),
+                actual: raw.shape,
+            });
+        }
+        let row_bytes = shape[1] * raw.dtype.size();
+        let data = raw
+            .data
+            .sub(rows.start * row_bytes, rows.len() * row_bytes)
+            .ok_or_else(|| Error::Input(format!("weight `{full}`: rows {rows:?} out of range")))?;
+        let part = RawTensor {
+            name: format!("{full}[{}..{}]", rows.start, rows.end),
+            dtype: raw.dtype,
+            shape: vec![rows.len(), shape[1]],
+            data,
+        };
+        if self.dtype == WeightDtype::F32 || self.device != Device::Cpu {
+            return Ok(Matrix::Dense(
+                stored_tensor(&part)?
+                    .to_dtype(self.matrix_dtype)?
+                    .to_device(&self.device)?,
+            ));
+        }
+        Matrix::from_shared_bytes(
+            part.data.owner().clone(),
+            part.data.start(),
+            part.data.len(),
+            dtype_of(part.dtype),
+            &part.shape,
+        )
+        .map_err(|e| Error::Input(format!("weight `{}`: {e}", part.name)))
+    }
+}
+
 fn dtype_of(d: RawDType) -> DType {
     match d {
         RawDType::F32 => DType::F32,

@@ -1,8 +1,10 @@
 //! Parity with Hugging Face transformers on a tiny random model of every family (the files in
 //! `data/golden/tiny/`, written by `benches/reference/make_tiny_families.py`): Llama with `llama3`
 //! RoPE scaling, Mistral with a sliding window shorter than the sequence, Qwen2, Gemma 3, Qwen3 with
-//! q/k norms, Mixtral's sparse mixture of experts, Gemma 2, OLMo 2, Qwen3-MoE, and GPT-NeoX with
-//! parallel and with sequential blocks. Every logit of two sequences of 16 tokens
+//! q/k norms, Mixtral's sparse mixture of experts, Gemma 2, OLMo 2, Qwen3-MoE, Phi-3 (fused
+//! projections, LongRoPE on both sides of its original context, partial rotary with tied
+//! embeddings) and GPT-NeoX with parallel and with sequential blocks. Every logit of two sequences
+//! of 16 tokens
 //! agrees to `1e-4 · (1 + |want|)` (absolute 1e-4 near zero, relative 1e-4 for large logits).
 
 use finercut_format::{ModelConfig, SafetensorsStore};
@@ -11,7 +13,7 @@ use finercut_tensor::Device;
 use std::path::{Path, PathBuf};
 
 /// The families with a golden directory each.
-pub const FAMILIES: [&str; 11] = [
+pub const FAMILIES: [&str; 14] = [
     "llama3",
     "mistral",
     "qwen2",
@@ -21,11 +23,48 @@ pub const FAMILIES: [&str; 11] = [
     "gemma2",
     "olmo2",
     "qwen3_moe",
+    "phi3",
+    "phi3_longrope",
+    "phi4_mini",
     "gpt_neox",
     "gpt_neox_sequential",
 ];
 
 const TOL: f64 = 1e-4;
+
+/// Every golden directory (`data/golden/tiny/*/` with a `config.json`), sorted. Every registered
+/// family has at least one (`golden_models_cover_every_registered_family`), so a test that
+/// iterates these covers every family of the registry, later ones included.
+pub fn golden_models() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn golden_models_cover_every_registered_family() {
+    let archs: Vec<_> = golden_models()
+        .iter()
+        .map(|m| {
+            ModelConfig::from_json_file(&family_dir(m).join("config.json"))
+                .unwrap()
+                .architecture
+        })
+        .collect();
+    for f in finercut_format::FAMILIES {
+        assert!(
+            archs.contains(&f.architecture()),
+            "{} has no golden model",
+            f.name()
+        );
+    }
+}
 
 /// `data/golden/tiny/<family>`.
 pub fn family_dir(family: &str) -> PathBuf {
@@ -101,6 +140,66 @@ fn tiny_families_match_transformers() {
             want[at]
         );
     }
+}
+
+#[test]
+fn prefixes_match_transformers_where_the_reference_has_them() {
+    // `logits_short.npy`: the logits of the first tokens of each sequence (LongRoPE's short
+    // factors, where the whole sequences use the long ones).
+    let mut checked = 0;
+    for family in FAMILIES {
+        let path = family_dir(family).join("logits_short.npy");
+        if !path.exists() {
+            continue;
+        }
+        let model = load_family(family);
+        let (shape, want) = read_npy(&path);
+        let tokens: Vec<Vec<u32>> = family_tokens(family)
+            .into_iter()
+            .map(|t| t[..shape[1]].to_vec())
+            .collect();
+        let got = model.forward(&tokens, &Plan::dense()).unwrap();
+        assert_eq!(got.shape(), shape.as_slice(), "{family}");
+        let worst = got
+            .as_slice_f32()
+            .unwrap()
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs() / (1.0 + f64::from(w).abs()))
+            .fold(0.0f64, f64::max);
+        println!("{family} prefix: worst scaled logit error {worst:.2e}");
+        assert!(worst <= TOL, "{family} prefix: scaled error {worst:.2e}");
+        checked += 1;
+    }
+    assert!(checked >= 1, "no reference has prefix logits");
+}
+
+#[test]
+fn fused_projections_split_at_load_read_back_whole() {
+    // Phi-3's `qkv_proj` and `gate_up_proj` are held as their parts; `Model::weight` of the
+    // fused name stacks them again, bit for bit, and the parts' own names are not weights of it.
+    use finercut_format::TensorSource;
+    let dir = family_dir("phi4_mini");
+    let store = SafetensorsStore::open(&dir).unwrap();
+    let model = load_family("phi4_mini");
+    for name in [
+        "model.layers.1.self_attn.qkv_proj.weight",
+        "model.layers.2.mlp.gate_up_proj.weight",
+        "model.layers.3.mlp.down_proj.weight",
+    ] {
+        let raw = store.get(name).unwrap();
+        let got = model.weight(name).unwrap();
+        assert_eq!(got.shape(), raw.shape.as_slice(), "{name}");
+        let want: Vec<f32> = raw
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(got.to_vec_f32().unwrap(), want, "{name}");
+    }
+    assert!(model
+        .weight("model.layers.1.self_attn.q_proj.weight")
+        .is_err());
 }
 
 #[test]

@@ -1239,7 +1239,8 @@ fn slicegpt_row(
     }));
     let dir = ctx.cache.join(format!("slicegpt-{key}"));
     let mut wall_s = 0.0;
-    if !(dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()) {
+    let weights = finercut_format::own_types::OwnLayout::Sliced.weights_file();
+    if !(dir.join("config.json").is_file() && dir.join(weights).is_file()) {
         let t0 = Instant::now();
         let sliced = ctx.stage(&format!("{stage}: SliceGPT slicing to width {dim}"), |c| {
             Ok(finercut_slice::slice_model(

@@ -12,7 +12,7 @@ use finercut_search::export::{is_removed_tensor, TensorLayout};
 use finercut_search::model_scorer::StreamingScorer;
 use finercut_search::{run, Inputs, Method, Provenance, SearchResult, Settings, Stop};
 
-const FAMILIES: [&str; 11] = [
+const FAMILIES: [&str; 14] = [
     "llama3",
     "mistral",
     "qwen2",
@@ -22,6 +22,9 @@ const FAMILIES: [&str; 11] = [
     "gemma2",
     "olmo2",
     "qwen3_moe",
+    "phi3",
+    "phi3_longrope",
+    "phi4_mini",
     "gpt_neox",
     "gpt_neox_sequential",
 ];

@@ -135,8 +135,10 @@ impl SlicedModel {
         self.to_model(&Device::Cpu)
     }
 
-    /// Writes the model to `dir`: `model.safetensors` (every tensor in `dtype`: `F32` keeps the
-    /// computed weights exactly, `BF16`/`F16` halve the file, rounding to nearest even),
+    /// Writes the model to `dir`: `finercut-slicegpt.safetensors` (every tensor in `dtype`: `F32`
+    /// keeps the computed weights exactly, `BF16`/`F16` halve the file, rounding to nearest
+    /// even; named by [`OwnLayout::weights_file`], with `__metadata__` `format`
+    /// `finercut-slicegpt`, instead of the `model.safetensors` that stock loaders read),
     /// `config.json` (`model_type` `finercut-slicegpt`, which stock loaders refuse, with the
     /// source's `model_type` in the `slicegpt` section ([`finercut_format::own_types`]);
     /// `hidden_size` = `d'`, explicit `head_dim`, `tie_word_embeddings: false`, and `extra`'s
@@ -165,8 +167,9 @@ impl SlicedModel {
                 shape: t.shape.clone(),
             })
             .collect();
-        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        write_safetensors_streamed(&dir.join("model.safetensors"), &specs, &metadata, |i| {
+        let metadata = OwnLayout::Sliced.weights_metadata();
+        let weights = dir.join(OwnLayout::Sliced.weights_file());
+        write_safetensors_streamed(&weights, &specs, &metadata, |i| {
             let t = tensors[i];
             if t.dtype == dtype {
                 Ok(t.data.clone())

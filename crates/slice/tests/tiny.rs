@@ -433,7 +433,13 @@ fn save_and_load_give_bit_identical_logits() {
     assert_eq!(&config, sliced.config());
     let text = std::fs::read_to_string(out.join("config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    // Stock loaders refuse it; the source's model_type is kept for finercut.
+    // Stock loaders refuse it: the weights are not in `model.safetensors` and their `format`
+    // names the layout; the source's model_type is kept for finercut.
+    assert!(!out.join("model.safetensors").exists());
+    let weights =
+        finercut_format::SafetensorsStore::open(&out.join("finercut-slicegpt.safetensors"))
+            .unwrap();
+    assert_eq!(weights.metadata()["format"], "finercut-slicegpt");
     assert_eq!(json["model_type"], "finercut-slicegpt");
     assert_eq!(json["slicegpt"]["model_type"], "qwen2");
     assert_eq!(json["slicegpt"]["architectures"][0], "Qwen2ForCausalLM");

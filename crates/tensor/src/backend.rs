@@ -41,8 +41,7 @@ pub(crate) struct AttnDims {
 
 /// Cosine and sine tables of a rotary embedding for the rows of one call: row `r` uses table row
 /// `index[r]` (`half` values each), so positions may differ from row to row. Each head of
-/// `head_dim` values rotates its first `2 · half` (all of them unless the rotary embedding is
-/// partial).
+/// `head_dim` values rotates its first `2 · half` (partial rotary when fewer than `head_dim`).
 pub(crate) struct RopeTables<'a> {
     pub head_dim: usize,
     pub half: usize,

@@ -48,7 +48,7 @@
 //!
 //! - The CPU BLAS, at most one: `openblas-system` (the system's OpenBLAS, found by pkg-config, e.g.
 //!   Debian's `libopenblas-dev`), `openblas-static` (OpenBLAS built from source by `openblas-src`),
-//!   `intel-mkl` (the system's `libmkl_rt`), `blis`, `accelerate` (through `blas-src`), or `openblas-dynamic` (OpenBLAS loaded at run
+//!   `intel-mkl` (the system's `libmkl_rt`), `blis`, `blis-system` (the system's `libblis`), `accelerate` (through `blas-src`), or `openblas-dynamic` (OpenBLAS loaded at run
 //!   time from `libopenblas.so.0` where it is installed, `matrixmultiply` where not: links nothing, so it
 //!   builds on any machine; the `finercut` binary's default). With none, the pure-Rust `matrixmultiply`.
 //! - `ndarray`: conversions between [`Tensor`] and `ndarray` arrays and views, zero-copy where the layout allows (`Tensor::as_ndarray`,
@@ -116,7 +116,7 @@ pub use ops::{
     causal_attention, causal_attention_with_prefix, causal_attention_with_prefix_rows, embedding,
     linear, Activation, AttentionSpec, NormWeight,
 };
-pub use rope::{Rope, RopeScaling};
+pub use rope::{LongRope, Rope, RopeScaling};
 pub use storage::SharedBytes;
 pub use tensor::Tensor;
 pub use widen::{Matrix, WidenRows};

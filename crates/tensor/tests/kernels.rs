@@ -3,7 +3,7 @@
 use crate::reference::{self as r, assert_close, rand_vec, rng, tensor};
 use finercut_tensor::{
     causal_attention, causal_attention_with_prefix, causal_attention_with_prefix_rows, embedding,
-    linear, Activation, AttentionSpec, Error, NormWeight, Rope, RopeScaling, Tensor,
+    linear, Activation, AttentionSpec, Error, LongRope, NormWeight, Rope, RopeScaling, Tensor,
 };
 use proptest::prelude::*;
 
@@ -116,18 +116,18 @@ proptest! {
     }
 
     #[test]
-    fn partial_rope_matches_reference(rows in 1usize..12, heads in 1usize..4, half in 1usize..20, extra in 0usize..40, start in 0usize..3000, seed: u64) {
+    fn partial_rope_matches_reference(rows in 1usize..8, heads in 1usize..4, half in 1usize..12, pass in 0usize..9, start in 0usize..300, seed: u64) {
+        // The first 2·half values of a head of 2·half + 2·pass rotate; the rest pass through.
         let mut g = rng(seed);
-        // The first `2·half` values of each head of `hd` rotate, with a rotary head's frequencies.
-        let (rot, hd) = (2 * half, 2 * half + 2 * extra);
+        let (rot, hd) = (2 * half, 2 * half + 2 * pass);
         let x = rand_vec(&mut g, rows * heads * hd, 1.0);
-        let positions: Vec<usize> = (0..rows).map(|i| start + 3 * i).collect();
-        let rope = Rope::with_rotary_dim(hd, rot, 10_000.0, RopeScaling::None).unwrap();
+        let positions: Vec<usize> = (0..rows).map(|i| start + 2 * i).collect();
+        let rope = Rope::partial(hd, rot, 10_000.0, RopeScaling::None).unwrap();
         prop_assert_eq!(rope.rotary_dim(), rot);
         let mut t = tensor(&x, &[rows, heads * hd]);
         rope.apply(&mut t, &positions).unwrap();
         let inv: Vec<f64> = (0..half).map(|i| 1.0 / 10_000f64.powf(2.0 * i as f64 / rot as f64)).collect();
-        assert_close(t.as_slice_f32().unwrap(), &r::rope(&x, heads * hd, hd, &inv, &positions), 2e-4, "partial rope");
+        assert_close(t.as_slice_f32().unwrap(), &partial_reference(&x, hd, rot, &inv, 1.0, &positions), 2e-5, "partial rope");
     }
 
     #[test]
@@ -345,7 +345,7 @@ fn llama3_rope_frequencies_match_reference() {
     assert!(Rope::new(7, 10_000.0, RopeScaling::None).is_err());
     // A rotary part that is odd, empty or wider than the head is refused.
     for rot in [0, 3, 10] {
-        assert!(Rope::with_rotary_dim(8, rot, 10_000.0, RopeScaling::None).is_err());
+        assert!(Rope::partial(8, rot, 10_000.0, RopeScaling::None).is_err());
     }
 }
 
@@ -500,4 +500,72 @@ fn half_dtypes_need_conversion() {
             .unwrap(),
         &[1.0, -2.0]
     );
+}
+
+/// RoPE of the first `rot` values of every head of `hd`, in `f64`, with `cos`/`sin` scaled by
+/// `scale`; the other values pass through.
+fn partial_reference(
+    x: &[f32],
+    hd: usize,
+    rot: usize,
+    inv: &[f64],
+    scale: f64,
+    positions: &[usize],
+) -> Vec<f64> {
+    let half = rot / 2;
+    let mut out: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let cols = x.len() / positions.len();
+    for (r, row) in out.chunks_mut(cols).enumerate() {
+        for head in row.chunks_mut(hd) {
+            for i in 0..half {
+                let a = positions[r] as f64 * inv[i];
+                let (c, s) = (scale * a.cos(), scale * a.sin());
+                let (x1, x2) = (head[i], head[i + half]);
+                head[i] = x1 * c - x2 * s;
+                head[i + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn long_rope_chooses_its_factors_by_the_largest_position_and_scales() {
+    // Phi-3's LongRoPE on a partial head: short divisors while every position p has
+    // p + 1 <= original context, long ones past it; cos and sin scaled by the attention factor.
+    let (hd, rot, theta, original) = (16, 12, 10_000.0, 8);
+    let short: Vec<f64> = (0..rot / 2).map(|i| 1.0 + 0.1 * i as f64).collect();
+    let long: Vec<f64> = (0..rot / 2).map(|i| 2.0 + 0.5 * i as f64).collect();
+    let scaling = LongRope {
+        short_factor: short.clone(),
+        long_factor: long.clone(),
+        original_max_position_embeddings: original,
+        attention_factor: 1.25,
+    };
+    let rope = Rope::long_rope(hd, rot, theta, &scaling).unwrap();
+    let mut g = rng(7);
+    for (positions, factors) in [
+        ((0..8).collect::<Vec<_>>(), &short),
+        ((0..9).collect(), &long),
+        (vec![8], &long),
+        (vec![7], &short),
+    ] {
+        let x = rand_vec(&mut g, positions.len() * 2 * hd, 1.0);
+        let mut t = tensor(&x, &[positions.len(), 2 * hd]);
+        rope.apply(&mut t, &positions).unwrap();
+        let inv: Vec<f64> = factors
+            .iter()
+            .enumerate()
+            .map(|(i, f)| 1.0 / (f * theta.powf(2.0 * i as f64 / rot as f64)))
+            .collect();
+        let want = partial_reference(&x, hd, rot, &inv, 1.25, &positions);
+        assert_close(t.as_slice_f32().unwrap(), &want, 2e-6, "long rope");
+    }
+    let bad = LongRope {
+        long_factor: vec![1.0; 5],
+        ..scaling.clone()
+    };
+    assert!(Rope::long_rope(hd, rot, theta, &bad).is_err());
+    assert!(Rope::partial(16, 18, theta, RopeScaling::None).is_err());
+    assert!(Rope::partial(16, 5, theta, RopeScaling::None).is_err());
 }

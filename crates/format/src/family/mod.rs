@@ -32,6 +32,7 @@ pub mod llama;
 pub mod mistral;
 pub mod mixtral;
 pub mod olmo2;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
@@ -49,6 +50,7 @@ pub static FAMILIES: &[&dyn Family] = &[
     &gemma2::Gemma2,
     &olmo2::Olmo2,
     &qwen3_moe::Qwen3Moe,
+    &phi3::Phi3,
     &gpt_neox::GptNeox,
 ];
 
@@ -262,6 +264,9 @@ pub struct HfTensors {
     pub ffn_post_norm: Option<&'static str>,
     /// The attention module (`self_attn`), holding `q_proj` … and `q_norm`/`k_norm`.
     pub attn: &'static str,
+    /// The fused projection holding the q, k and v rows in that order (Phi-3's `qkv_proj`), in
+    /// place of `q_proj`, `k_proj` and `v_proj`; split at load.
+    pub fused_qkv: Option<&'static str>,
     /// The FFN module (`mlp`, or Mixtral's `block_sparse_moe`).
     pub ffn: &'static str,
     /// The FFN's tensors.
@@ -277,6 +282,14 @@ pub enum FfnTensors {
         gate: &'static str,
         /// Up projection.
         up: &'static str,
+        /// Down projection.
+        down: &'static str,
+    },
+    /// A gated FFN whose gate and up projections are one matrix, the gate's rows first (Phi-3's
+    /// `gate_up_proj`); split at load.
+    FusedGated {
+        /// Gate and up projections.
+        gate_up: &'static str,
         /// Down projection.
         down: &'static str,
     },
@@ -308,6 +321,7 @@ impl HfTensors {
         ffn_norm: Some("post_attention_layernorm"),
         ffn_post_norm: None,
         attn: "self_attn",
+        fused_qkv: None,
         ffn: "mlp",
         ffn_kind: FfnTensors::Gated {
             gate: "gate_proj",
@@ -586,6 +600,9 @@ pub trait Family: Sync {
     fn like_presets(&self) -> &'static [LikePreset] {
         &[]
     }
+    /// Settings of preset `preset` beyond its [`LikePreset`] sizes, added to the config.json that
+    /// `make-tiny --like` reads (Phi-4-mini's `partial_rotary_factor`).
+    fn like_config(&self, _preset: &str, _config: &mut serde_json::Map<String, Json>) {}
 }
 
 /// Keys of config.json that only some families read, in the order they are checked; a family
@@ -617,6 +634,14 @@ pub(crate) fn family_of_gguf(g: &GgufFacts<'_>, origin: &str) -> Result<&'static
                 ),
             )
         })
+}
+
+/// Whether the family of a GGUF file (as far as `g` describes it) supports `what`: the family's
+/// own answer and reason ([`Family::supports`]), asked of a configuration with `g`'s sizes; `Err`
+/// names the architecture when no family reads it.
+pub(crate) fn gguf_support(g: &GgufFacts<'_>, what: Capability, origin: &str) -> Support {
+    let f = family_of_gguf(g, origin).map_err(|e| e.to_string())?;
+    f.supports(&ModelConfig::stand_in(f, g), what)
 }
 
 /// How tensors of a GGUF file of `general.architecture` `arch` are stored (the rules of the

@@ -40,6 +40,7 @@ use std::collections::BTreeSet;
 
 use super::writer::GgufTensorOut;
 use super::{GgmlType, GgufFile, Value};
+use crate::family::Capability;
 use crate::{Error, Result};
 
 /// Which sublayers one block of an exported model keeps, and the source block it comes from.
@@ -251,19 +252,40 @@ pub fn pruned_from_gguf(src: &GgufFile, removed: &BTreeSet<usize>) -> Result<Ggu
     // rotates, as llama.cpp's converter reorders a Llama's.
     let rule = crate::family::gguf_tensor_rules(&arch).deci;
     let reorder_qk = rule == crate::family::DeciRule::ReorderQk;
-    if rule == crate::family::DeciRule::Refused || experts > 0 {
-        let what = if experts > 0 {
-            "a mixture-of-experts model".to_string()
-        } else {
-            format!("architecture `{arch}`")
-        };
+    // The family decides, with its reason ([`Family::supports`](crate::Family::supports)); a
+    // family that supports `deci` but whose tensors of this architecture have no `deci` rule
+    // (a `deci` file itself) is refused too.
+    let has_bias = |part: &str| {
+        let suffix = format!(".{part}.bias");
+        src.tensors()
+            .iter()
+            .any(|t| t.name.starts_with("blk.") && t.name.ends_with(&suffix))
+    };
+    let facts = crate::family::GgufFacts {
+        arch: &arch,
+        experts: usize::try_from(experts).unwrap_or(usize::MAX),
+        q_bias: has_bias("attn_q"),
+        o_bias: has_bias("attn_output"),
+        layers: n_blocks,
+        hidden_size: 0,
+        heads: 0,
+        head_dim: 0,
+    };
+    let origin = path.display().to_string();
+    let refusal = match crate::family::gguf_support(&facts, Capability::DeciGguf, &origin) {
+        Err(why) => Some(why),
+        Ok(()) if rule == crate::family::DeciRule::Refused => Some(format!(
+            "the tensors of architecture `{arch}` are not written as `deci` blocks"
+        )),
+        Ok(()) => None,
+    };
+    if let Some(why) = refusal {
         return Err(Error::unsupported(
-            path.display().to_string(),
+            origin,
             format!(
-                "a GGUF of {what} with sublayers removed: llama.cpp's `deci` architecture, the only \
-                 one whose blocks may lack attention or FFN, runs Llama and Qwen2 blocks only \
-                 (SwiGLU FFN, RMSNorm, no QK-norm or sandwich norms); export this model with \
-                 --format dropped or hf-compatible instead"
+                "a GGUF of architecture `{arch}` with sublayers removed as llama.cpp's `deci` \
+                 (the only architecture whose blocks may lack attention or FFN): {why}; export \
+                 this model with --format dropped or hf-compatible instead"
             ),
         ));
     }

@@ -222,15 +222,10 @@ impl BackendStorage for CpuStorage {
     }
 
     fn rope(&mut self, cols: usize, tables: &RopeTables<'_>) -> Result<()> {
-        let (half, head_dim) = (tables.half, tables.head_dim);
+        let (half, hd) = (tables.half, tables.head_dim);
         kernels::for_rows_mut(self.as_f32_mut("Rope::apply")?, cols, |r, row| {
             let t = tables.index[r] as usize * half;
-            kernels::rope_row(
-                row,
-                head_dim,
-                &tables.cos[t..t + half],
-                &tables.sin[t..t + half],
-            );
+            kernels::rope_row(row, hd, &tables.cos[t..t + half], &tables.sin[t..t + half]);
         });
         Ok(())
     }

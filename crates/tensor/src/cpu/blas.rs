@@ -43,7 +43,13 @@ use openblas_src as _;
 unsafe extern "C" {
     /// MKL's thread count for the whole process.
     fn MKL_Set_Num_Threads(n: c_int);
+    /// MKL's threading layer, chosen before its first computation; returns the layer in use.
+    fn MKL_Set_Threading_Layer(layer: c_int) -> c_int;
 }
+
+/// `MKL_THREADING_SEQUENTIAL` of `mkl_service.h`: no OpenMP or TBB runtime is loaded.
+#[cfg(feature = "intel-mkl")]
+const MKL_THREADING_SEQUENTIAL: c_int = 1;
 
 /// The CPU BLAS that runs this process' GEMMs, as [`blas_info`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,10 +150,18 @@ fn find() -> Option<Blas> {
     #[cfg(not(finercut_openblas_linked))]
     {
         #[cfg(feature = "intel-mkl")]
-        // SAFETY: plain call without pointers. MKL runs single-threaded: rayon runs the tiles.
-        unsafe {
-            MKL_Set_Num_Threads(1)
-        };
+        {
+            // MKL runs single-threaded (rayon runs the tiles), so its sequential layer does, which
+            // needs no OpenMP runtime (`libmkl_rt`'s default, Intel's, needs `libiomp5`, which
+            // an MKL installed without it lacks). A layer the host chose through
+            // `MKL_THREADING_LAYER` is kept.
+            if std::env::var_os("MKL_THREADING_LAYER").is_none() {
+                // SAFETY: plain call without pointers, before this crate's first MKL computation.
+                unsafe { MKL_Set_Threading_Layer(MKL_THREADING_SEQUENTIAL) };
+            }
+            // SAFETY: plain call without pointers.
+            unsafe { MKL_Set_Num_Threads(1) };
+        }
         let name = if cfg!(feature = "intel-mkl") {
             "intel-mkl"
         } else if cfg!(feature = "blis") {

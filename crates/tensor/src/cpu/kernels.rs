@@ -150,11 +150,12 @@ multiversion! {
 }
 
 multiversion! {
-    /// RoPE (Hugging Face `rotate_half` layout) on one row of heads of `head_dim` values, of
-    /// which the first `cos.len() * 2` rotate (the others pass through: partial rotary).
+    /// RoPE (Hugging Face `rotate_half` layout) on one row of heads of `head_dim` values, of which
+    /// the first `cos.len() * 2` rotate.
     pub(crate) fn rope_row(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
         let half = cos.len();
         for head in x.chunks_exact_mut(head_dim) {
+            // The first 2·half values rotate; the rest (partial rotary) pass through.
             let (a, b) = head[..2 * half].split_at_mut(half);
             for i in 0..half {
                 let (x1, x2) = (a[i], b[i]);
