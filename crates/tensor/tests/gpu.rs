@@ -254,7 +254,7 @@ fn embedding_and_rope_match_cpu() {
     ] {
         // Whole heads, and partial rotary (a quarter of each head, GPT-NeoX).
         for rotary in [64, 16] {
-            let rope = Rope::with_rotary_dim(64, rotary, 500_000.0, scaling).unwrap();
+            let rope = Rope::partial(64, rotary, 500_000.0, scaling).unwrap();
             let (mut xc, mut xg) = pair(&mut r, &[6, 4 * 64], 1.0);
             let positions = [0usize, 5, 2, 4095, 17, 17];
             rope.apply(&mut xc, &positions).unwrap();
