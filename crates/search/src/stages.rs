@@ -41,6 +41,9 @@ pub struct Stages {
     pub margin: usize,
     /// Sublayers of the model, `2L`.
     pub sublayers: usize,
+    /// Every boundary is a multiple of this: 1, or 2 for a model of parallel blocks (GPT-NeoX's
+    /// `use_parallel_residual`), whose attention runs with its FFN, so a stage holds whole blocks.
+    pub step: usize,
     /// Weights per sublayer, the work unit of the balance.
     weights: Vec<u64>,
     /// Weights of one LM head.
@@ -66,10 +69,22 @@ impl Stages {
         if count == 0 {
             return Err(bad("0 stages: a pipeline has at least 1 stage".into()));
         }
-        if count > sublayers {
-            return Err(bad(format!(
-                "{count} stages for a model of {sublayers} sublayers: every stage needs at least one"
-            )));
+        let step = if config.recipe().parallel_residual {
+            2
+        } else {
+            1
+        };
+        if count > sublayers / step {
+            return Err(bad(if step == 1 {
+                format!(
+                    "{count} stages for a model of {sublayers} sublayers: every stage needs at least one"
+                )
+            } else {
+                format!(
+                    "{count} stages for a model of {} parallel blocks: every stage needs at least one whole block",
+                    sublayers / step
+                )
+            }));
         }
         if !ranks.is_multiple_of(count) {
             return Err(bad(format!(
@@ -92,8 +107,10 @@ impl Stages {
         let mut stages = Stages {
             count,
             replicas: ranks / count,
-            margin,
+            // A boundary of a parallel-block model moves by whole blocks.
+            margin: margin.next_multiple_of(step),
             sublayers,
+            step,
             weights,
             head,
             first: Vec::new(),
@@ -101,7 +118,7 @@ impl Stages {
         // The first step: every sublayer a candidate born at itself, plus the base stream.
         let births: Vec<(usize, Vec<usize>)> = (0..sublayers).map(|s| (s, vec![s])).collect();
         let work = stages.work(&Plan::dense(), &births);
-        stages.first = balance(&work, count, None);
+        stages.first = balance(&work, count, None, step);
         Ok(stages)
     }
 
@@ -123,12 +140,12 @@ impl Stages {
         let start = if stage == 0 {
             0
         } else {
-            lo.saturating_sub(self.margin).max(1)
+            lo.saturating_sub(self.margin).max(self.step)
         };
         let end = if stage + 1 == self.count {
             self.sublayers
         } else {
-            (hi + self.margin).min(self.sublayers - 1)
+            (hi + self.margin).min(self.sublayers - self.step)
         };
         start..end
     }
@@ -170,7 +187,12 @@ impl Stages {
             })
             .collect();
         let work = self.work(base, &births);
-        balance(&work, self.count, Some((&self.first, self.margin)))
+        balance(
+            &work,
+            self.count,
+            Some((&self.first, self.margin)),
+            self.step,
+        )
     }
 
     /// Checks that every rank runs the same layout (a collective).
@@ -244,9 +266,17 @@ pub fn check_method(method: crate::Method) -> Result<()> {
 /// parts of about equal work: `b_k` is the cut whose prefix work is nearest to `k/P` of the total
 /// (ties to the lower cut), every part at least one sublayer. With `within = (first, margin)`, `b_k`
 /// also stays within `margin` of `first[k]` (always possible when `first` is itself such a cut).
-pub fn balance(work: &[u64], parts: usize, within: Option<(&[usize], usize)>) -> Vec<usize> {
+/// Every cut is a multiple of `step` (2: whole blocks of sublayers; `work.len()` a multiple of it),
+/// and every part holds at least `step` sublayers.
+pub fn balance(
+    work: &[u64],
+    parts: usize,
+    within: Option<(&[usize], usize)>,
+    step: usize,
+) -> Vec<usize> {
     let n = work.len();
-    let parts = parts.clamp(1, n.max(1));
+    let step = step.max(1);
+    let parts = parts.clamp(1, (n / step).max(1));
     let mut prefix = vec![0u128; n + 1];
     for (s, &w) in work.iter().enumerate() {
         prefix[s + 1] = prefix[s] + u128::from(w);
@@ -255,15 +285,17 @@ pub fn balance(work: &[u64], parts: usize, within: Option<(&[usize], usize)>) ->
     let mut cuts = vec![0usize; parts + 1];
     cuts[parts] = n;
     for k in 1..parts {
-        let mut lo = cuts[k - 1] + 1;
-        let mut hi = n - (parts - k);
+        let mut lo = cuts[k - 1] + step;
+        let mut hi = n - (parts - k) * step;
         if let Some((first, margin)) = within {
             lo = lo.max(first[k].saturating_sub(margin));
             hi = hi.min(first[k] + margin);
         }
+        let (lo, hi) = (lo.next_multiple_of(step), hi - hi % step);
         let target = total * k as u128;
         let scaled = |s: usize| prefix[s] * parts as u128;
         cuts[k] = (lo..=hi.max(lo))
+            .step_by(step)
             .min_by_key(|&s| (scaled(s).abs_diff(target), s))
             .unwrap_or(lo);
     }
@@ -359,19 +391,28 @@ mod tests {
     #[test]
     fn balance_cuts_equal_work_and_keeps_every_part_non_empty() {
         // Equal work: equal parts.
-        assert_eq!(balance(&[1; 8], 4, None), vec![0, 2, 4, 6, 8]);
+        assert_eq!(balance(&[1; 8], 4, None, 1), vec![0, 2, 4, 6, 8]);
         // A triangle (live streams growing with s): the first part is the longest.
         let tri: Vec<u64> = (1..=16).collect();
-        let cuts = balance(&tri, 2, None);
+        let cuts = balance(&tri, 2, None, 1);
         assert_eq!(cuts, vec![0, 11, 16]);
         // Left 66 of 136, right 70: the nearest cut to half.
         // All work at the end: every part still gets a sublayer.
-        assert_eq!(balance(&[0, 0, 0, 9], 3, None), vec![0, 1, 2, 4]);
+        assert_eq!(balance(&[0, 0, 0, 9], 3, None, 1), vec![0, 1, 2, 4]);
         // As many parts as sublayers.
-        assert_eq!(balance(&[5, 1, 1], 3, None), vec![0, 1, 2, 3]);
+        assert_eq!(balance(&[5, 1, 1], 3, None, 1), vec![0, 1, 2, 3]);
         // Within a margin of a first cut.
-        assert_eq!(balance(&[1; 8], 2, Some((&[0, 6, 8], 1))), vec![0, 5, 8]);
-        assert_eq!(balance(&[1; 8], 2, Some((&[0, 4, 8], 0))), vec![0, 4, 8]);
+        assert_eq!(balance(&[1; 8], 2, Some((&[0, 6, 8], 1)), 1), vec![0, 5, 8]);
+        assert_eq!(balance(&[1; 8], 2, Some((&[0, 4, 8], 0)), 1), vec![0, 4, 8]);
+        // Whole blocks (step 2): even cuts only, every part at least one block.
+        assert_eq!(balance(&tri, 2, None, 2), vec![0, 12, 16]);
+        assert_eq!(balance(&[0, 0, 0, 0, 0, 9], 3, None, 2), vec![0, 2, 4, 6]);
+        assert_eq!(balance(&[1; 8], 2, Some((&[0, 6, 8], 1)), 2), vec![0, 6, 8]);
+        for parts in 1..=4 {
+            let cuts = balance(&tri, parts, None, 2);
+            assert!(cuts.iter().all(|c| c % 2 == 0), "{cuts:?}");
+            assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
+        }
     }
 
     fn config(layers: usize) -> finercut_model::format::ModelConfig {

@@ -276,12 +276,26 @@ fn on_stages(
     let parts: Vec<Model> = (0..ranks)
         .map(|r| tiny_model_part(seed, Some(layout.window(layout.place(r).1))))
         .collect();
+    (
+        on_parts(&parts, &layout, calib, s),
+        layout.first_boundaries().to_vec(),
+    )
+}
+
+/// Runs `s` on one rank per model of `parts`, laid out as `layout` says.
+fn on_parts(
+    parts: &[Model],
+    layout: &Stages,
+    calib: &[Vec<u32>],
+    s: &Settings,
+) -> Vec<finercut_search::Result<SearchResult>> {
+    let ranks = parts.len();
     let group = Local::group(ranks);
     let layout = &layout;
     let out = std::thread::scope(|scope| {
         let handles: Vec<_> = group
             .iter()
-            .zip(&parts)
+            .zip(parts)
             .map(|(t, model)| {
                 scope.spawn(move || {
                     let out = (|| -> finercut_search::Result<SearchResult> {
@@ -303,7 +317,7 @@ fn on_stages(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    (out, layout.first_boundaries().to_vec())
+    out
 }
 
 #[test]
@@ -344,6 +358,77 @@ fn pipelines_of_stages_give_the_one_process_result_bit_for_bit() {
             }
         }
     }
+}
+
+#[test]
+fn a_model_of_parallel_blocks_is_cut_at_block_edges_and_gives_the_one_process_result() {
+    // GPT-NeoX's tiny golden model: its attention runs with its FFN, so a stage holds whole blocks.
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny/gpt_neox");
+    let config = finercut_format::ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
+    assert!(config.recipe().parallel_residual);
+    let load = |part: Option<std::ops::Range<usize>>| {
+        let store = finercut_format::SafetensorsStore::open(&dir).unwrap();
+        let weights = config.family().weights(&config, Box::new(store));
+        let options = finercut_model::LoadOptions {
+            sublayers: part,
+            ..finercut_model::LoadOptions::default()
+        };
+        Model::load_with_options(
+            &config,
+            weights.as_ref(),
+            &finercut_tensor::Device::Cpu,
+            &options,
+        )
+        .unwrap()
+    };
+    let model = load(None);
+    let calib: Vec<Vec<u32>> = (0..3u32)
+        .map(|i| (0..5).map(|t| (i * 37 + t * 11) % 256).collect())
+        .collect();
+    for (metric, level, exhaustive) in [
+        (Metric::Js, Level::Sublayer, false),
+        (Metric::Ppl, Level::Sublayer, true),
+        (Metric::Js, Level::Block, false),
+    ] {
+        let mut s = Settings::new(Method::Finercut);
+        s.metric = Some(metric);
+        s.level = level;
+        s.stop = Stop::End;
+        s.exhaustive = exhaustive;
+        let want = timeless(&one_process(&model, &calib, &s));
+        // (ranks, stages, margin): an odd margin moves boundaries by whole blocks too.
+        for (ranks, stages, margin) in [(2, 2, 1), (3, 3, 2), (4, 2, 0)] {
+            let layout = Stages::new(stages, margin, ranks, &config).unwrap();
+            assert!(layout.first_boundaries().iter().all(|b| b % 2 == 0));
+            let parts: Vec<Model> = (0..ranks)
+                .map(|r| {
+                    let w = layout.window(layout.place(r).1);
+                    assert!(
+                        w.start.is_multiple_of(2) && w.end.is_multiple_of(2),
+                        "{w:?}"
+                    );
+                    load(Some(w))
+                })
+                .collect();
+            for (rank, r) in on_parts(&parts, &layout, &calib, &s)
+                .into_iter()
+                .enumerate()
+            {
+                assert_eq!(
+                    timeless(&r.unwrap()),
+                    want,
+                    "{metric} {level}: rank {rank} of {ranks}, {stages} stages"
+                );
+            }
+        }
+    }
+    // More stages than blocks is refused, naming the setting.
+    let e = Stages::new(5, 2, 5, &config).unwrap_err().to_string();
+    assert!(
+        e.contains("--stages") && e.contains("4 parallel blocks"),
+        "{e}"
+    );
 }
 
 #[test]
