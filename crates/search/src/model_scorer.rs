@@ -559,43 +559,15 @@ impl Pass<'_, '_> {
         } else {
             self.stream(&mine, accs, &mut |_| {})?
         };
-        // Message: base evaluations, candidate evaluations, then each candidate's row values.
-        let rows = self.tokens.iter().map(Vec::len).sum::<usize>();
-        let mut msg: Vec<u8> = Vec::with_capacity(16 + mine.len() * rows * 8);
-        msg.extend((stats.base_evals as u64).to_le_bytes());
-        msg.extend(((stats.sublayer_evals - stats.base_evals) as u64).to_le_bytes());
-        for &c in &mine {
-            let values = &accs[c].row_values()[self.first_row..self.first_row + rows];
-            msg.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        }
+        let msg = self.share_message(&stats, &mine, accs, true);
         let all = dist.all_gather_bytes(&msg)?;
         let (mut base_evals, mut cand_evals) = (0usize, 0usize);
         for (rank, bytes) in all.iter().enumerate() {
             let theirs = share(rank);
-            let want = 16 + theirs.len() * rows * 8;
-            if bytes.len() != want {
-                return Err(Error::Scorer {
-                    message: format!(
-                        "rank {rank} sent {} bytes for {} candidates of {rows} rows, expected {want}",
-                        bytes.len(),
-                        theirs.len()
-                    ),
-                });
-            }
-            let count_at = |at: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[at..at + 8]);
-                u64::from_le_bytes(b) as usize
-            };
-            base_evals = base_evals.max(count_at(0));
-            cand_evals += count_at(8);
-            if rank == me {
-                continue;
-            }
-            let values = finercut_dist::f64s_from_bytes(rank, &bytes[16..])?;
-            for (k, &c) in theirs.iter().enumerate() {
-                accs[c].add_row_values(self.first_row, &values[k * rows..(k + 1) * rows])?;
-            }
+            let (base, cand) =
+                self.take_share(rank, None, bytes, &theirs, (true, rank != me), accs)?;
+            base_evals = base_evals.max(base);
+            cand_evals += cand;
         }
         progress(which.len());
         Ok(PassStats {
@@ -644,7 +616,7 @@ impl Pass<'_, '_> {
         let (replica, stage) = stages.place(me);
         let last = stages.count - 1;
         let mine = share(replica);
-        let rows = self.tokens.iter().map(Vec::len).sum::<usize>();
+        let rows = self.rows();
         let mut stats = finercut_model::StreamStats::default();
         let mut handed = 0u64;
         if !mine.is_empty() {
@@ -689,48 +661,24 @@ impl Pass<'_, '_> {
                 )?;
             }
         }
-        // Message: base evaluations, candidate evaluations, then (from a last stage) each
-        // candidate's row values.
-        let values_of = |st: usize, n: usize| if st == last { n * rows * 8 } else { 0 };
-        let mut msg: Vec<u8> = Vec::with_capacity(16 + values_of(stage, mine.len()));
-        msg.extend((stats.base_evals as u64).to_le_bytes());
-        msg.extend(((stats.sublayer_evals - stats.base_evals) as u64).to_le_bytes());
-        if stage == last {
-            for &c in &mine {
-                let values = &accs[c].row_values()[self.first_row..self.first_row + rows];
-                msg.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            }
-        }
+        // Only a last stage's message carries row values.
+        let msg = self.share_message(&stats, &mine, accs, stage == last);
         let all = dist.all_gather_bytes(&msg)?;
         let mut base_per_replica = vec![0usize; stages.replicas];
         let mut cand_evals = 0usize;
         for (rank, bytes) in all.iter().enumerate() {
             let (their_replica, their_stage) = stages.place(rank);
             let theirs = share(their_replica);
-            let want = 16 + values_of(their_stage, theirs.len());
-            if bytes.len() != want {
-                return Err(Error::Scorer {
-                    message: format!(
-                        "rank {rank} (stage {their_stage} of replica {their_replica}) sent {} bytes for {} candidates of {rows} rows, expected {want}",
-                        bytes.len(),
-                        theirs.len()
-                    ),
-                });
-            }
-            let count_at = |at: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[at..at + 8]);
-                u64::from_le_bytes(b) as usize
-            };
-            base_per_replica[their_replica] += count_at(0);
-            cand_evals += count_at(8);
-            if rank == me || their_stage != last {
-                continue;
-            }
-            let values = finercut_dist::f64s_from_bytes(rank, &bytes[16..])?;
-            for (k, &c) in theirs.iter().enumerate() {
-                accs[c].add_row_values(self.first_row, &values[k * rows..(k + 1) * rows])?;
-            }
+            let (base, cand) = self.take_share(
+                rank,
+                Some((their_replica, their_stage)),
+                bytes,
+                &theirs,
+                (their_stage == last, rank != me),
+                accs,
+            )?;
+            base_per_replica[their_replica] += base;
+            cand_evals += cand;
         }
         progress(which.len());
         let base_evals = base_per_replica.into_iter().max().unwrap_or(0);
@@ -739,6 +687,81 @@ impl Pass<'_, '_> {
             sent_bytes: msg.len() as u64,
             handed_bytes: handed,
         })
+    }
+
+    /// Calibration rows of this scorer's group (every token of every sequence).
+    fn rows(&self) -> usize {
+        self.tokens.iter().map(Vec::len).sum()
+    }
+
+    /// A rank's message after streaming its share `mine` of a pass: its base and candidate
+    /// sublayer evaluations, then, `with_values`, each candidate's per-row values.
+    fn share_message(
+        &self,
+        stats: &finercut_model::StreamStats,
+        mine: &[usize],
+        accs: &[Accumulator<'_>],
+        with_values: bool,
+    ) -> Vec<u8> {
+        let rows = self.rows();
+        let n = if with_values { mine.len() } else { 0 };
+        let mut msg: Vec<u8> = Vec::with_capacity(16 + n * rows * 8);
+        msg.extend((stats.base_evals as u64).to_le_bytes());
+        msg.extend(((stats.sublayer_evals - stats.base_evals) as u64).to_le_bytes());
+        for &c in &mine[..n] {
+            let values = &accs[c].row_values()[self.first_row..self.first_row + rows];
+            msg.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        msg
+    }
+
+    /// Reads the message `bytes` of `rank` (at `(replica, stage)` on a pipeline), whose share was `theirs`
+    /// ([`StreamingScorer::share_message`]): checks its length, adds its per-row values to the
+    /// accumulators when `(it carries them, they are to be added)` says so, and returns its base
+    /// and candidate sublayer evaluations.
+    fn take_share(
+        &self,
+        rank: usize,
+        place: Option<(usize, usize)>,
+        bytes: &[u8],
+        theirs: &[usize],
+        (carries_values, add): (bool, bool),
+        accs: &mut [Accumulator<'_>],
+    ) -> Result<(usize, usize)> {
+        let rows = self.rows();
+        let want = 16
+            + if carries_values {
+                theirs.len() * rows * 8
+            } else {
+                0
+            };
+        if bytes.len() != want {
+            let who = match place {
+                Some((replica, stage)) => {
+                    format!("rank {rank} (stage {stage} of replica {replica})")
+                }
+                None => format!("rank {rank}"),
+            };
+            return Err(Error::Scorer {
+                message: format!(
+                    "{who} sent {} bytes for {} candidates of {rows} rows, expected {want}",
+                    bytes.len(),
+                    theirs.len()
+                ),
+            });
+        }
+        let count_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(b) as usize
+        };
+        if carries_values && add {
+            let values = finercut_dist::f64s_from_bytes(rank, &bytes[16..])?;
+            for (k, &c) in theirs.iter().enumerate() {
+                accs[c].add_row_values(self.first_row, &values[k * rows..(k + 1) * rows])?;
+            }
+        }
+        Ok((count_at(0), count_at(8)))
     }
 
     /// Streams candidates `which` on this rank.
