@@ -14,10 +14,10 @@
 //!   [`ModelLm`], exact match of the extracted answers, per-question outcomes and throughput.
 //! - [`evaluate()`] → [`EvalReport`] (serde; [`render_table`] for people), [`perplexity()`] →
 //!   [`PerplexityReport`].
-//! - [`evaluate_on`], [`score_docs_on`], [`gsm8k::evaluate_on`]: the same on several ranks
-//!   (`finercut_dist::Transport`, e.g. MPI): the documents are dealt to the ranks and the
-//!   per-document outcomes gathered to every rank, so every rank returns the one-process report
-//!   bit for bit.
+//! - [`evaluate_on`], [`score_docs_on`], [`gsm8k::evaluate_on`], [`perplexity_on`]: the same on
+//!   several ranks (`finercut_dist::Transport`, e.g. MPI): the documents (perplexity: the windows)
+//!   are dealt to the ranks and the per-document outcomes gathered to every rank, so every rank
+//!   returns the one-process report bit for bit.
 //!
 //! Design decision: the evaluator talks to models only through [`LanguageModel`], and requests are
 //! tokenised here, not in the model, exactly as lm-eval's `_encode_pair` does.
@@ -89,7 +89,8 @@ pub use evaluate::{
 pub use lm::{encode_pair, ContinuationScore, LanguageModel, ScoreGroup};
 pub use model_lm::ModelLm;
 pub use perplexity::{
-    perplexity, perplexity_of_tokens, read_text, PerplexityOptions, PerplexityReport, WindowNll,
+    perplexity, perplexity_of_tokens, perplexity_of_tokens_on, perplexity_on, read_text,
+    PerplexityOptions, PerplexityReport, WindowNll,
 };
 pub use table::render_table;
 pub use tasks::{OutputType, Prompt, Request, TaskName};

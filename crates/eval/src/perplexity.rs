@@ -6,10 +6,14 @@
 //! `PPL = exp(Σ NLL / (windows · (L − 1)))`.
 //! Windows that overlap a calibration token range are left out and listed, so that calibration and
 //! evaluation text stay disjoint.
+//! On several ranks ([`perplexity_on`]) the batches of windows are dealt to the ranks, each window's
+//! NLL comes back to every rank as its raw bits, and every rank sums them in window order, as one
+//! process does: the report is bit for bit the one-process report for any number of ranks.
 
 use std::ops::Range;
 use std::path::Path;
 
+use finercut_dist::{Alone, Transport};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -88,8 +92,19 @@ pub fn perplexity(
     options: &PerplexityOptions,
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<PerplexityReport> {
-    let tokens = lm.encode_text(text)?;
-    perplexity_of_tokens(lm, &tokens, options, progress)
+    perplexity_on(&Alone, lm, text, options, progress)
+}
+
+/// [`perplexity()`] as one rank of `dist` ([`perplexity_of_tokens_on`]).
+pub fn perplexity_on(
+    dist: &dyn Transport,
+    lm: &dyn LanguageModel,
+    text: &str,
+    options: &PerplexityOptions,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<PerplexityReport> {
+    let tokens = crate::ranks::abort_on_error(dist, "perplexity", lm.encode_text(text))?;
+    perplexity_of_tokens_on(dist, lm, &tokens, options, progress)
 }
 
 /// The windows scored under `options` for a text of `n_tokens` tokens, and those excluded.
@@ -122,6 +137,22 @@ pub fn perplexity_of_tokens(
     options: &PerplexityOptions,
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<PerplexityReport> {
+    perplexity_of_tokens_on(&Alone, lm, tokens, options, progress)
+}
+
+/// [`perplexity_of_tokens`] as one rank of `dist`: the batches of windows one process forms are
+/// dealt to the ranks ([`finercut_dist::deal`]; all cost the same), each rank scores its own, the
+/// NLLs are gathered to every rank as raw bits, and every rank sums them in window order: every
+/// rank returns the one-process report, bit for bit. `progress` counts this rank's windows. A rank
+/// whose scoring fails calls [`Transport::abort`] so that no other waits for it. Every rank checks
+/// the same settings, so an invalid one fails on every rank alike.
+pub fn perplexity_of_tokens_on(
+    dist: &dyn Transport,
+    lm: &dyn LanguageModel,
+    tokens: &[u32],
+    options: &PerplexityOptions,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<PerplexityReport> {
     let l = options.seq_len;
     if l < 2 {
         return Err(Error::InvalidSetting {
@@ -149,39 +180,77 @@ pub fn perplexity_of_tokens(
             seq_len: l,
         });
     }
-    let mut windows = Vec::with_capacity(scored.len());
+    let batches: Vec<&[usize]> = scored.chunks(options.batch_size).collect();
+    let owner = crate::ranks::deal_batches(&batches, dist.size(), |_| l);
+    let rank = dist.rank();
+    let total: usize = batches
+        .iter()
+        .zip(&owner)
+        .filter(|(_, &o)| o == rank)
+        .map(|(b, _)| b.len())
+        .sum();
     progress(&Progress {
         task: "perplexity",
         done: 0,
-        total: scored.len(),
+        total,
     });
-    for chunk in scored.chunks(options.batch_size) {
-        // A window is the group (context = its first token, continuation = the rest).
-        let groups: Vec<ScoreGroup> = chunk
-            .iter()
-            .map(|&w| {
-                let win = &tokens[w * l..(w + 1) * l];
-                ScoreGroup {
-                    context: win[..1].to_vec(),
-                    continuations: vec![win[1..].to_vec()],
-                }
-            })
-            .collect();
-        let out = lm.score(&groups)?;
-        if out.len() != groups.len() || out.iter().any(|o| o.len() != 1) {
-            return Err(Error::Model(
-                "score returned the wrong number of answers".into(),
-            ));
+    let mut done = 0;
+    let local = (|| -> Result<Vec<Vec<u8>>> {
+        let mut mine = Vec::new();
+        for (chunk, _) in batches.iter().zip(&owner).filter(|(_, &o)| o == rank) {
+            // A window is the group (context = its first token, continuation = the rest).
+            let groups: Vec<ScoreGroup> = chunk
+                .iter()
+                .map(|&w| {
+                    let win = &tokens[w * l..(w + 1) * l];
+                    ScoreGroup {
+                        context: win[..1].to_vec(),
+                        continuations: vec![win[1..].to_vec()],
+                    }
+                })
+                .collect();
+            let out = lm.score(&groups)?;
+            if out.len() != groups.len() || out.iter().any(|o| o.len() != 1) {
+                return Err(Error::Model(
+                    "score returned the wrong number of answers".into(),
+                ));
+            }
+            let nlls: Vec<u8> = out
+                .iter()
+                .flat_map(|o| (-o[0].logprob).to_bits().to_le_bytes())
+                .collect();
+            mine.push(nlls);
+            done += chunk.len();
+            progress(&Progress {
+                task: "perplexity",
+                done,
+                total,
+            });
         }
-        windows.extend(chunk.iter().zip(out).map(|(&window, o)| WindowNll {
-            window,
-            nll: -o[0].logprob,
-        }));
-        progress(&Progress {
-            task: "perplexity",
-            done: windows.len(),
-            total: scored.len(),
-        });
+        Ok(mine)
+    })();
+    let mine = crate::ranks::abort_on_error(dist, "perplexity", local)?;
+    let all = if dist.size() == 1 {
+        mine
+    } else {
+        crate::ranks::share_items(dist, &owner, &mine)?
+    };
+    let mut windows = Vec::with_capacity(scored.len());
+    for ((chunk, bytes), &r) in batches.iter().zip(&all).zip(&owner) {
+        let nlls = finercut_dist::f64s_from_bytes(r, bytes)?;
+        if nlls.len() != chunk.len() {
+            return Err(Error::Dist(finercut_dist::Error::Decode {
+                rank: r,
+                len: bytes.len(),
+                what: "window NLLs of its batch",
+            }));
+        }
+        windows.extend(
+            chunk
+                .iter()
+                .zip(nlls)
+                .map(|(&window, nll)| WindowNll { window, nll }),
+        );
     }
     let predicted_tokens = windows.len() * (l - 1);
     let mean_nll = windows.iter().map(|w| w.nll).sum::<f64>() / predicted_tokens as f64;

@@ -1,6 +1,6 @@
 //! Evaluation on several ranks (`Local`: k ranks as threads) against one process: multiple
-//! choice and GSM8K give the same per-document outcomes and metrics bit for bit, whichever ranks
-//! scored which documents; a failing rank ends every rank's evaluation with an error naming it.
+//! choice, GSM8K and perplexity give the same per-document outcomes and metrics bit for bit,
+//! whichever ranks scored which documents; a failing rank ends every rank's evaluation with an error naming it.
 
 use std::path::PathBuf;
 
@@ -8,8 +8,9 @@ use finercut_dist::{Local, Transport};
 use finercut_eval::gsm8k::{evaluate_docs_on, Gsm8kData, Gsm8kDoc, Gsm8kOptions, Gsm8kReport};
 use finercut_eval::tasks::{TaskDoc, TaskDocs};
 use finercut_eval::{
-    score_docs, score_docs_on, ContinuationScore, Error, EvalOptions, LanguageModel, ModelLm,
-    Prompt, Request, ScoreGroup, TaskName, TaskResult,
+    perplexity_of_tokens, perplexity_of_tokens_on, score_docs, score_docs_on, ContinuationScore,
+    Error, EvalOptions, LanguageModel, ModelLm, PerplexityOptions, PerplexityReport, Prompt,
+    Request, ScoreGroup, TaskName, TaskResult,
 };
 use finercut_model::Plan;
 
@@ -247,6 +248,81 @@ fn gsm8k_on_ranks_equals_one_process_whatever_the_batch() {
         });
         for (rank, r) in got.iter().enumerate() {
             assert_eq!(outcome(r), outcome(&one), "{k} ranks, rank {rank}");
+        }
+    }
+}
+
+/// Every field of a perplexity report, its `f64`s as bits.
+fn ppl_bits(r: &PerplexityReport) -> String {
+    let nlls: Vec<(usize, u64)> = r
+        .windows
+        .iter()
+        .map(|w| (w.window, w.nll.to_bits()))
+        .collect();
+    format!(
+        "{nlls:?} {} {} {:?}",
+        r.perplexity.to_bits(),
+        r.mean_nll.to_bits(),
+        (
+            r.seq_len,
+            r.n_tokens,
+            r.windows_total,
+            r.windows_scored,
+            r.predicted_tokens,
+            r.excluded_range,
+            &r.excluded_windows
+        )
+    )
+}
+
+#[test]
+fn perplexity_on_ranks_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = tiny_tokenizer(dir.path());
+    let model = tiny_model();
+    let lm = ModelLm::new(&model, Plan::from_removed([1]), &tokenizer).unwrap();
+    let tokens: Vec<u32> = (0..131u32).map(|i| (i * 13 + 5) % 30).collect();
+    let mut options = PerplexityOptions::new(9);
+    options.batch_size = 2;
+    options.exclude = Some(30..40);
+    let one = perplexity_of_tokens(&lm, &tokens, &options, &mut |_| {}).unwrap();
+    // 14 windows, 4 and 3 overlap the excluded range: 12 scored, in 6 batches.
+    assert_eq!(one.windows_scored, 12);
+    assert_eq!(one.excluded_windows, vec![3, 4]);
+    for k in 1..=4 {
+        let got = on_ranks(k, |t| {
+            let mut seen = 0;
+            let r =
+                perplexity_of_tokens_on(t, &lm, &tokens, &options, &mut |p| seen = p.done).unwrap();
+            (r, seen)
+        });
+        // Every window was scored by exactly one rank.
+        assert_eq!(got.iter().map(|(_, s)| s).sum::<usize>(), 12, "{k} ranks");
+        for (rank, (r, _)) in got.iter().enumerate() {
+            assert_eq!(ppl_bits(r), ppl_bits(&one), "{k} ranks, rank {rank}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_rank_ends_every_rank_perplexity_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = tiny_tokenizer(dir.path());
+    let model = tiny_model();
+    let lm = ModelLm::new(&model, Plan::dense(), &tokenizer).unwrap();
+    let failing = Failing(&lm);
+    let tokens: Vec<u32> = (0..64u32).map(|i| i % 30).collect();
+    let mut options = PerplexityOptions::new(8);
+    options.batch_size = 1;
+    let got = on_ranks(2, |t| {
+        let model: &dyn LanguageModel = if t.rank() == 1 { &failing } else { &lm };
+        perplexity_of_tokens_on(t, model, &tokens, &options, &mut |_| {}).map(|_| ())
+    });
+    for (rank, r) in got.iter().enumerate() {
+        let message = r.as_ref().unwrap_err().to_string();
+        assert!(message.contains("out of memory"), "rank {rank}: {message}");
+        if rank == 0 {
+            assert!(message.contains("rank 1 aborted"), "{message}");
         }
     }
 }
