@@ -142,13 +142,31 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 
 pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
+    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
+    let dist = finercut_dist::from_environment()?;
+    match ppl_on(&args, dist.as_ref()) {
+        Err(e) if dist.size() > 1 => {
+            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
+            dist.abort(&format!("error: {e:#}"));
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// The windows shared among the ranks of `dist`; rank 0 alone prints.
+fn ppl_on(args: &PplArgs, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
     let loaded = common::load_model(&args.model)?;
     let removed = args.plan.removed(&loaded)?;
     let (text, origin) = common::text_or_wikitext2(args.text.as_deref())?;
     let mut options = PerplexityOptions::new(args.seq_len);
     options.max_windows = args.max_windows;
     options.exclude = args.exclude.map(|(a, b)| a..b);
-    let report = finercut_pipeline::perplexity_of(&loaded, &removed, &text, &options, !args.json)?;
+    let report =
+        finercut_pipeline::perplexity_of_on(dist, &loaded, &removed, &text, &options, !args.json)?;
+    if dist.rank() != 0 {
+        return Ok(());
+    }
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some(o) = v.as_object_mut() {

@@ -15,7 +15,8 @@
 //! - [`execute_search`]: runs a [`finercut_search::Settings`] to the end, resuming from its
 //!   checkpoint file after an interruption.
 //! - [`evaluate_plan`], [`perplexity_of`] and [`gsm8k_of`]: benchmarks, perplexity and GSM8K
-//!   under a plan.
+//!   under a plan; [`evaluate_plan_on`], [`perplexity_of_on`] and [`gsm8k_of_on`] the same as one
+//!   rank of several.
 //! - [`write_tiny_model`]: a tiny random Llama with a byte-level tokenizer, for tests.
 //!
 //! # Example
@@ -49,7 +50,9 @@ pub use load::{
     Loaded,
 };
 pub use progress::{init_threads, peak_rss_mib, progress_bar};
-pub use score::{evaluate_plan, evaluate_plan_on, gsm8k_of, gsm8k_of_on, perplexity_of};
+pub use score::{
+    evaluate_plan, evaluate_plan_on, gsm8k_of, gsm8k_of_on, perplexity_of, perplexity_of_on,
+};
 pub use search::{
     execute as execute_search, execute_on as execute_search_on,
     execute_on_stages as execute_search_on_stages,

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use finercut_dist::{Alone, Transport};
 use finercut_eval::gsm8k::{Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{
-    evaluate_on, perplexity, EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName,
+    evaluate_on, perplexity_on, EvalOptions, EvalReport, PerplexityOptions, PerplexityReport,
+    TaskName,
 };
 
 use crate::error::Result;
@@ -74,11 +75,26 @@ pub fn perplexity_of(
     options: &PerplexityOptions,
     show_progress: bool,
 ) -> Result<PerplexityReport> {
+    perplexity_of_on(&Alone, loaded, removed, text, options, show_progress)
+}
+
+/// [`perplexity_of`] as one rank of `dist` ([`finercut_eval::perplexity_on`]): the windows are
+/// shared among the ranks, every rank returns the one-process report bit for bit, and only rank 0
+/// shows progress (of its own share).
+pub fn perplexity_of_on(
+    dist: &dyn Transport,
+    loaded: &Loaded,
+    removed: &BTreeSet<usize>,
+    text: &str,
+    options: &PerplexityOptions,
+    show_progress: bool,
+) -> Result<PerplexityReport> {
+    let show_progress = show_progress && dist.rank() == 0;
     let plan = loaded.plan_with(removed);
     let lm = finercut_eval::ModelLm::new(&loaded.model, plan, &loaded.checkpoint.tokenizer)?;
     let bar = show_progress
         .then(|| crate::progress_bar(0, "ppl [{bar:30}] {pos}/{len} windows {per_sec} eta {eta}"));
-    let report = perplexity(&lm, text, options, &mut |p| {
+    let report = perplexity_on(dist, &lm, text, options, &mut |p| {
         if let Some(bar) = &bar {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
