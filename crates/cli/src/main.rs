@@ -40,7 +40,8 @@ enum Command {
     Convert(convert::Args),
     /// Print the most likely next tokens after a prompt: a quick check that a model loads and works.
     Run(run::Args),
-    /// Perplexity over non-overlapping windows of a text (WikiText-2 test by default).
+    /// Perplexity over non-overlapping windows of a text (WikiText-2 test by default); under
+    /// `mpirun`/`srun` the windows are shared among the ranks, with the one-process result.
     Ppl(run::PplArgs),
     /// Search which sublayers to remove (FinerCut or a baseline) and write a result file.
     Prune(prune::Args),
@@ -58,7 +59,8 @@ enum Command {
     /// (`finercut eval gsm8k`: GSM8K by greedy generation).
     Eval(evaluate::Args),
     /// Reproduce the paper's Table 2, figures and ablations on the models available here
-    /// (`cargo xtask reproduce` builds in release mode and runs this).
+    /// (`cargo xtask reproduce` builds in release mode and runs this); under `mpirun`/`srun`
+    /// the searches and evaluations are shared among the ranks, with the one-process tables.
     Reproduce(reproduce::Args),
     /// Time the dense forward pass at given batch × sequence shapes (median tokens per second).
     Speed(speed::Args),

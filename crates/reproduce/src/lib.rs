@@ -8,6 +8,8 @@
 //! ([`stats`]), and a verdict line per model. Every search and evaluation is cached under
 //! `cache/<profile>/<model>/`, keyed by the SHA-256 of the model, the calibration tokens and the
 //! settings, so a rerun finishes from the cache and an interrupted one picks up where it stopped.
+//! [`run_on`] is the same as one rank of several (MPI): every unit's work is shared among the
+//! ranks and rank 0 alone reads and writes files, with the one-process tables bit for bit.
 //!
 //! # Key types
 //!
@@ -42,7 +44,7 @@ use std::path::PathBuf;
 use finercut_pipeline::LoadOptions;
 
 pub use error::{Error, Result};
-pub use reproduce::{run, Profile};
+pub use reproduce::{run, run_on, Profile};
 
 /// What to reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,11 +3,22 @@
 //! Every search and evaluation is cached under `OUT/cache/`, keyed by the SHA-256 of the model,
 //! the calibration tokens and the settings, so a rerun finishes from the cache and an interrupted
 //! one picks up where it stopped (searches resume from their per-step checkpoints).
+//!
+//! On several ranks ([`run_on`]) every rank runs the same orchestration. Each search's candidates,
+//! each evaluation's documents, each perplexity's windows and each GSM8K run's questions are
+//! shared among the ranks, whose results every rank receives bit for bit. Rank 0 alone reads and
+//! writes the cache and writes the tables, figures and result files: what it read from the cache
+//! (a file's bytes, or that it is absent) is broadcast, so every rank takes the same path through
+//! the same numbers, with or without a file system shared among the ranks. SliceGPT's slicing is
+//! not shared: every rank that has no sliced model of its own slices (the slicing does not depend
+//! on the thread count), and the ranks check that their sliced weights hash alike. An error on any
+//! rank ends every rank ([`Transport::abort`]) with a message naming that rank.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use finercut_dist::{Alone, Transport};
 use finercut_eval::gsm8k::{Gsm8kDocResult, Gsm8kOptions, Gsm8kReport};
 use finercut_eval::{EvalOptions, EvalReport, PerplexityOptions, PerplexityReport, TaskName};
 use finercut_metrics::Metric;
@@ -17,7 +28,7 @@ use finercut_search::{Level, Method, Provenance, SearchResult, Settings, Stop};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::Result;
+use crate::error::{bail, Result};
 use crate::models::ModelChoice;
 use crate::plots;
 use crate::stats::{self, Bootstrap, Comparison, Outcomes, Standing};
@@ -172,7 +183,12 @@ impl Profile {
 }
 
 /// Shared state of one reproduction.
-struct Ctx {
+struct Ctx<'d> {
+    /// The ranks sharing the work; rank 0 alone reads and writes the cache and the outputs.
+    dist: &'d dyn Transport,
+    /// On ranks other than 0, a private directory for copies of rank 0's cached files and for
+    /// models this rank writes itself (the smoke models, SliceGPT's); `None` on rank 0.
+    private: Option<PathBuf>,
     loaded: Loaded,
     /// Short name of the model, its directory under each output.
     model_key: String,
@@ -195,16 +211,88 @@ struct Ctx {
     variants: BTreeMap<String, (Loaded, String)>,
 }
 
-impl Ctx {
-    fn stage<T>(&mut self, name: &str, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+impl Ctx<'_> {
+    fn stage<T>(&mut self, name: &str, f: impl FnOnce(&mut Ctx<'_>) -> Result<T>) -> Result<T> {
         self.stage += 1;
-        eprintln!("[{}] {name}", self.stage);
+        let lead = self.lead();
+        if lead {
+            eprintln!("[{}] {name}", self.stage);
+        }
         let t0 = Instant::now();
         let v = f(self)?;
         let s = t0.elapsed().as_secs_f64();
-        eprintln!("[{}] {name}: {s:.1} s", self.stage);
+        if lead {
+            eprintln!("[{}] {name}: {s:.1} s", self.stage);
+        }
         self.timings.push((name.to_owned(), s));
         Ok(v)
+    }
+
+    /// Whether this is rank 0, the one that reads and writes files.
+    fn lead(&self) -> bool {
+        self.dist.rank() == 0
+    }
+
+    /// Rank 0's file `path` on every rank: its bytes, or `None` when rank 0 cannot read it
+    /// (absent). Every rank must call it (a broadcast) and takes the same decision from it.
+    fn shared_read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let mine = if self.lead() {
+            std::fs::read(path).ok()
+        } else {
+            None
+        };
+        if self.dist.size() == 1 {
+            return Ok(mine);
+        }
+        let mut message = Vec::new();
+        if let Some(bytes) = &mine {
+            message.push(1);
+            message.extend_from_slice(bytes);
+        }
+        let got = self.dist.broadcast_bytes(0, &message)?;
+        Ok(match got.split_first() {
+            Some((1, rest)) => Some(rest.to_vec()),
+            _ => None,
+        })
+    }
+
+    /// A JSON file of rank 0's cache, read as `T` on every rank (`None`: absent or unreadable
+    /// on rank 0, so every rank computes it).
+    fn shared_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        Ok(self
+            .shared_read(path)?
+            .and_then(|b| serde_json::from_slice::<T>(&b).ok()))
+    }
+
+    /// A path on this rank whose content is rank 0's file `path` (absent when that is): `path`
+    /// itself on rank 0, a copy in this rank's private directory on the others.
+    fn shared_copy(&self, path: &Path) -> Result<PathBuf> {
+        let bytes = self.shared_read(path)?;
+        let Some(private) = &self.private else {
+            return Ok(path.to_path_buf());
+        };
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let copy = private.join("copies").join(name);
+        match bytes {
+            Some(b) => pipeline::write_file_atomic(&copy, b)?,
+            None => {
+                if copy.exists() {
+                    std::fs::remove_file(&copy)
+                        .with_context(|| format!("cannot remove {}", copy.display()))?;
+                }
+            }
+        }
+        Ok(copy)
+    }
+
+    /// Writes a JSON file of the cache (rank 0 alone).
+    fn write_cache(&self, path: &Path, value: &serde_json::Value) -> Result<()> {
+        if self.lead() {
+            pipeline::write_json_atomic(path, value)?;
+        }
+        Ok(())
     }
 
     fn key(&self, what: &serde_json::Value) -> String {
@@ -231,8 +319,12 @@ impl Ctx {
         settings.calib_offset = self.profile.calib_offset;
         settings.threads = self.threads;
         let path = self.search_path(&settings);
-        std::fs::create_dir_all(self.cache.join("runs"))
-            .with_context(|| format!("cannot create {}", self.cache.display()))?;
+        if self.lead() {
+            std::fs::create_dir_all(self.cache.join("runs"))
+                .with_context(|| format!("cannot create {}", self.cache.display()))?;
+        }
+        // Rank 0's result or checkpoint, which the other ranks resume from too.
+        let path = self.shared_copy(&path)?;
         if let Ok(r) = SearchResult::load(&path) {
             if r.complete && covers(&r, stop) {
                 return Ok(r);
@@ -242,7 +334,8 @@ impl Ctx {
             model_sha256: self.model_sha.clone(),
             data_sha256: self.data_sha.clone(),
         };
-        Ok(pipeline::execute_search(
+        Ok(pipeline::execute_search_on(
+            self.dist,
             &self.loaded,
             &self.seqs,
             &settings,
@@ -258,7 +351,7 @@ impl Ctx {
     fn on_variant<T>(
         &mut self,
         name: Option<&str>,
-        f: impl FnOnce(&mut Ctx) -> Result<T>,
+        f: impl FnOnce(&mut Ctx<'_>) -> Result<T>,
     ) -> Result<T> {
         let Some(name) = name else {
             return f(self);
@@ -365,16 +458,20 @@ impl Ctx {
                 .cache
                 .join("evals")
                 .join(format!("{}-{key}.json", task.as_str()));
-            let cached = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<TaskEvaluation>(&t).ok());
+            let cached = self.shared_json::<TaskEvaluation>(&path)?;
             let te = match cached {
                 Some(te) => te,
                 None => {
                     let mut options = EvalOptions::new(data.clone(), limit);
                     options.record_docs = usize::MAX;
-                    let mut report =
-                        pipeline::evaluate_plan(&self.loaded, removed, &[task], &options, true)?;
+                    let mut report = pipeline::evaluate_plan_on(
+                        self.dist,
+                        &self.loaded,
+                        removed,
+                        &[task],
+                        &options,
+                        true,
+                    )?;
                     let mut o = Outcomes::default();
                     for t in &mut report.tasks {
                         o.insert_task(
@@ -391,7 +488,7 @@ impl Ctx {
                         report,
                         outcomes: o,
                     };
-                    pipeline::write_json_atomic(
+                    self.write_cache(
                         &path,
                         &serde_json::to_value(&te).context("serialising an evaluation")?,
                     )?;
@@ -421,17 +518,14 @@ impl Ctx {
             "max_gen_toks": self.profile.gsm8k_max_gen_toks, "v": env!("CARGO_PKG_VERSION"),
         }));
         let path = self.cache.join("gsm8k").join(format!("{key}.json"));
-        if let Some(r) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Gsm8kReport>(&t).ok())
-        {
+        if let Some(r) = self.shared_json::<Gsm8kReport>(&path)? {
             return Ok(r);
         }
         let mut options = Gsm8kOptions::new(finercut_eval::default_data_dir());
         options.limit = limit;
         options.max_gen_toks = self.profile.gsm8k_max_gen_toks;
-        let report = pipeline::gsm8k_of(&self.loaded, removed, &options, true)?;
-        pipeline::write_json_atomic(
+        let report = pipeline::gsm8k_of_on(self.dist, &self.loaded, removed, &options, true)?;
+        self.write_cache(
             &path,
             &serde_json::to_value(&report).context("serialising a GSM8K report")?,
         )?;
@@ -442,14 +536,11 @@ impl Ctx {
     fn cached_perplexity(&mut self, removed: &BTreeSet<usize>) -> Result<f64> {
         let key = self.key(&json!({"ppl": self.model_sha, "removed": removed, "p": [self.profile.ppl_seq_len, self.profile.ppl_max_windows, self.profile.calib_offset, self.profile.samples, self.profile.seq_len], "v": env!("CARGO_PKG_VERSION")}));
         let path = self.cache.join("ppl").join(format!("{key}.json"));
-        if let Some(p) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<f64>(&t).ok())
-        {
+        if let Some(p) = self.shared_json::<f64>(&path)? {
             return Ok(p);
         }
         let p = self.perplexity(removed)?.perplexity;
-        pipeline::write_json_atomic(&path, &json!(p))?;
+        self.write_cache(&path, &json!(p))?;
         Ok(p)
     }
 
@@ -457,7 +548,8 @@ impl Ctx {
         let mut options = PerplexityOptions::new(self.profile.ppl_seq_len);
         options.max_windows = self.profile.ppl_max_windows;
         options.exclude = Some(self.profile.calibration_range());
-        Ok(pipeline::perplexity_of(
+        Ok(pipeline::perplexity_of_on(
+            self.dist,
             &self.loaded,
             removed,
             &self.text,
@@ -547,16 +639,72 @@ impl Evaluation {
 /// under `options.out` (`<what>/<model>/…`, and a Markdown file in `table2/` with every model's
 /// table).
 pub fn run(options: &Options) -> Result<()> {
+    run_on(&Alone, options)
+}
+
+/// [`run`] as one rank of `dist`: every rank runs the same orchestration and shares each unit's
+/// work (see the module docs); rank 0 alone reads and writes the cache and writes the outputs,
+/// which are those of one process bit for bit (timings aside). An error on any rank ends every
+/// rank's run ([`Transport::abort`]) with an error naming that rank.
+pub fn run_on(dist: &dyn Transport, options: &Options) -> Result<()> {
+    let result = run_ranks(dist, options).and_then(|()| {
+        // A barrier: a rank returns success only once every rank has finished (an error on
+        // rank 0 after the last shared unit, e.g. writing a table, still reaches the others).
+        if dist.size() > 1 {
+            dist.all_gather_bytes(&[])?;
+        }
+        Ok(())
+    });
+    match result {
+        Err(e @ crate::Error::Dist(finercut_dist::Error::Aborted { .. })) => Err(e),
+        Err(e) if dist.size() > 1 => {
+            let e = crate::Error::OnRank {
+                rank: dist.rank(),
+                size: dist.size(),
+                source: Box::new(e),
+            };
+            dist.abort(&format!("reproduce: {e}"));
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// Removes this rank's private directory when the run ends, however it ends.
+struct PrivateDir(Option<PathBuf>);
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn run_ranks(dist: &dyn Transport, options: &Options) -> Result<()> {
+    let lead = dist.rank() == 0;
     let profile = Profile::new(options.profile);
     let t_all = Instant::now();
-    let models = ModelChoice::resolve(&options.models, options.profile, &options.out)?;
+    // Ranks other than 0 write nothing under `out`: the models they write themselves (the smoke
+    // profile's) and their copies of rank 0's cached files go to a private directory.
+    let private = PrivateDir((!lead).then(|| {
+        std::env::temp_dir().join(format!(
+            "finercut-reproduce-{}-rank{}",
+            std::process::id(),
+            dist.rank()
+        ))
+    }));
+    let models_out = private.0.clone().unwrap_or_else(|| options.out.clone());
+    let models = ModelChoice::resolve(&options.models, options.profile, &models_out)?;
     let (text, origin) = pipeline::text_or_wikitext2(None)?;
     let mut table2_sections = Vec::new();
     let mut gsm8k_sections = Vec::new();
     let mut figure4_panels = Vec::new();
     for choice in &models {
         let model_path = choice.prepare()?;
-        eprintln!("== {}: loading {}", choice.display, model_path.display());
+        if lead {
+            eprintln!("== {}: loading {}", choice.display, model_path.display());
+        }
         let loaded = pipeline::load_model(&model_path, &options.load)?;
         let model_sha = loaded.checkpoint.sha256()?;
         let seqs = pipeline::calibration(
@@ -568,12 +716,19 @@ pub fn run(options: &Options) -> Result<()> {
             profile.calib_offset,
         )?;
         let data_sha = Provenance::tokens_sha256(&seqs);
+        same_on_every_rank(
+            dist,
+            &format!("model {} ({})", choice.key, model_path.display()),
+            &[&model_sha, &data_sha],
+        )?;
         let cache = options
             .out
             .join("cache")
             .join(&profile.name)
             .join(&choice.key);
         let mut ctx = Ctx {
+            dist,
+            private: private.0.clone(),
             loaded,
             model_key: choice.key.clone(),
             model_name: choice.display.clone(),
@@ -611,11 +766,16 @@ pub fn run(options: &Options) -> Result<()> {
         if what == What::Gsm8k {
             gsm8k_sections.push(gsm8k_only(&mut ctx)?);
         }
-        eprintln!(
-            "== {}: finished after {:.1} s in all",
-            choice.display,
-            t_all.elapsed().as_secs_f64()
-        );
+        if lead {
+            eprintln!(
+                "== {}: finished after {:.1} s in all",
+                choice.display,
+                t_all.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if !lead {
+        return Ok(());
     }
     if !table2_sections.is_empty() {
         let path = options.out.join("table2").join("table2.md");
@@ -638,6 +798,27 @@ pub fn run(options: &Options) -> Result<()> {
         println!("figure4 (all models): {files}");
     }
     eprintln!("done in {:.1} s", t_all.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Checks that every rank computed the same `values` (hashes) for `what`; on a mismatch every
+/// rank fails alike, naming the first rank that differs.
+fn same_on_every_rank(dist: &dyn Transport, what: &str, values: &[&str]) -> Result<()> {
+    if dist.size() == 1 {
+        return Ok(());
+    }
+    let mine = values.join("\n");
+    let all = dist.all_gather_bytes(mine.as_bytes())?;
+    for (rank, theirs) in all.iter().enumerate().skip(1) {
+        if theirs != &all[0] {
+            bail!(
+                "rank {rank} of {} disagrees with rank 0 on {what}: {} against rank 0's {}",
+                dist.size(),
+                String::from_utf8_lossy(theirs).replace('\n', ", "),
+                String::from_utf8_lossy(&all[0]).replace('\n', ", ")
+            );
+        }
+    }
     Ok(())
 }
 
@@ -788,7 +969,7 @@ struct Planned {
 /// The rows of Table 2 before evaluation: the dense model, each method's plan from its search (at
 /// the profile's ratio), and SliceGPT's sliced model at FinerCut's parameter count, or why SliceGPT
 /// does not apply to this model. `stage` prefixes the names of the timed stages.
-fn planned_rows(ctx: &mut Ctx, stage: &str) -> Result<Planned> {
+fn planned_rows(ctx: &mut Ctx<'_>, stage: &str) -> Result<Planned> {
     let ratio = ctx.profile.ratio;
     let total_params = ctx.total_params();
     let mut rows = vec![Row::planned("Dense", BTreeSet::new())];
@@ -835,7 +1016,7 @@ fn planned_rows(ctx: &mut Ctx, stage: &str) -> Result<Planned> {
 }
 
 /// Table 2 of one model: returns its Markdown section (table, verdict, settings).
-fn table2(ctx: &mut Ctx) -> Result<String> {
+fn table2(ctx: &mut Ctx<'_>) -> Result<String> {
     let tasks = paper_tasks();
     let dir = ctx.dir("table2");
     let decisions = ctx.stage("table2: documents per task from the dense model", |c| {
@@ -912,12 +1093,15 @@ fn table2(ctx: &mut Ctx) -> Result<String> {
 /// Writes a table's Markdown (`<name>.md`) and `results.json` in `dir`, and prints them: the run's
 /// provenance (model, hashes, profile, timings, threads, version) with the table's `fields`.
 fn write_table(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     dir: &Path,
     name: &str,
     md: &str,
     fields: serde_json::Value,
 ) -> Result<()> {
+    if !ctx.lead() {
+        return Ok(());
+    }
     let md_path = dir.join(format!("{name}.md"));
     pipeline::write_file_atomic(&md_path, md)?;
     let mut results = json!({
@@ -945,7 +1129,7 @@ fn write_table(
 /// Table 2's GSM8K check alone: the same rows and questions as [`table2`] (the searches, SliceGPT
 /// model and generations are shared through the cache), without the multiple-choice evaluations.
 /// Writes its Markdown section and `results.json` under `gsm8k/<model>/`; returns the section.
-fn gsm8k_only(ctx: &mut Ctx) -> Result<String> {
+fn gsm8k_only(ctx: &mut Ctx<'_>) -> Result<String> {
     let dir = ctx.dir("gsm8k");
     let Planned {
         rows,
@@ -980,7 +1164,7 @@ fn gsm8k_only(ctx: &mut Ctx) -> Result<String> {
 /// exact match of the extracted number, the difference to the dense model as a paired bootstrap
 /// interval over the same questions, and tokens per second. Returns the Markdown section and its
 /// data.
-fn gsm8k_section(ctx: &mut Ctx, rows: &[Row]) -> Result<(String, serde_json::Value)> {
+fn gsm8k_section(ctx: &mut Ctx<'_>, rows: &[Row]) -> Result<(String, serde_json::Value)> {
     let probe_n = ctx.profile.gsm8k_probe;
     let probe = ctx.gsm8k(&BTreeSet::new(), Some(probe_n))?;
     let n = probe.docs.len();
@@ -1210,7 +1394,7 @@ fn gsm8k_headline(tallies: &[Gsm8kTally]) -> String {
 /// the row's model variant, to be evaluated like the other rows. `Ok(Err(why))` when SliceGPT
 /// cannot apply to this model.
 fn slicegpt_row(
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     stage: &str,
     target: usize,
     total_params: usize,
@@ -1238,9 +1422,15 @@ fn slicegpt_row(
         "slicegpt": ctx.model_sha, "data": data_sha, "dim": dim, "v": env!("CARGO_PKG_VERSION"),
     }));
     let dir = ctx.cache.join(format!("slicegpt-{key}"));
+    // Rank 0's sliced model is in its cache; the other ranks slice into their private directory
+    // (the slicing does not depend on the thread count) and check below that they agree.
+    let own_dir = match &ctx.private {
+        Some(private) => private.join(format!("slicegpt-{key}")),
+        None => dir.clone(),
+    };
     let mut wall_s = 0.0;
     let weights = finercut_format::own_types::OwnLayout::Sliced.weights_file();
-    if !(dir.join("config.json").is_file() && dir.join(weights).is_file()) {
+    if !(own_dir.join("config.json").is_file() && own_dir.join(weights).is_file()) {
         let t0 = Instant::now();
         let sliced = ctx.stage(&format!("{stage}: SliceGPT slicing to width {dim}"), |c| {
             Ok(finercut_slice::slice_model(
@@ -1257,19 +1447,33 @@ fn slicegpt_row(
             ("slice_wall_s".to_owned(), json!(wall_s)),
         ]);
         let notes = sliced.save(
-            &dir,
+            &own_dir,
             finercut_format::Overwrite::Replace,
             Some(&ctx.loaded.checkpoint.tokenizer),
             &extra,
             finercut_format::DType::F32,
         )?;
-        for n in notes {
-            eprintln!("warning: {n}");
+        if ctx.lead() {
+            for n in notes {
+                eprintln!("warning: {n}");
+            }
         }
     }
-    let loaded = pipeline::load_model(&dir, &ctx.load)?;
+    let loaded = pipeline::load_model(&own_dir, &ctx.load)?;
     let sliced_params = loaded.model.param_count();
-    let sha = loaded.checkpoint.sha256()?;
+    let mut sha = loaded.checkpoint.sha256()?;
+    if ctx.dist.size() > 1 {
+        // The weights must agree bit for bit; `config.json` differs by its recorded wall time, so
+        // every rank keys its caches by rank 0's hash.
+        let weights_sha = finercut_format::io::sha256_files(&[own_dir.join(weights)])?;
+        same_on_every_rank(
+            ctx.dist,
+            &format!("SliceGPT's sliced weights ({weights})"),
+            &[&weights_sha],
+        )?;
+        let rank0 = ctx.dist.broadcast_bytes(0, sha.as_bytes())?;
+        sha = String::from_utf8_lossy(&rank0).into_owned();
+    }
     ctx.variants.insert("SliceGPT".to_owned(), (loaded, sha));
     let removed = dense_params.saturating_sub(sliced_params);
     Ok(Ok(Row {
@@ -1304,7 +1508,7 @@ fn interval_pp(i: &stats::Interval) -> String {
     )
 }
 
-fn render_table2(ctx: &Ctx, tasks: &[TaskName], rows: &[Row], verdict: &str) -> String {
+fn render_table2(ctx: &Ctx<'_>, tasks: &[TaskName], rows: &[Row], verdict: &str) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "### Table 2: {} with {:.0}% of sublayers removed\n\n",
@@ -1404,7 +1608,7 @@ fn human_count(n: usize) -> String {
     }
 }
 
-fn figure3(ctx: &mut Ctx) -> Result<()> {
+fn figure3(ctx: &mut Ctx<'_>) -> Result<()> {
     let ratios = ctx.profile.figure3_ratios.clone();
     let max = ratios.iter().copied().fold(0.0, f64::max);
     let methods = [
@@ -1444,6 +1648,9 @@ fn figure3(ctx: &mut Ctx) -> Result<()> {
                 .collect(),
         });
     }
+    if !ctx.lead() {
+        return Ok(());
+    }
     let dir = ctx.dir("figure3");
     let data = plots::Figure3Data {
         model: ctx.model_name.clone(),
@@ -1456,7 +1663,7 @@ fn figure3(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Figure 4 and/or 1b of one model; returns the model's Figure 4 panel.
-fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<plots::SublayerGrid> {
+fn figure4_and_1b(ctx: &mut Ctx<'_>, fig4: bool, fig1b: bool) -> Result<plots::SublayerGrid> {
     let ratio = ctx.profile.ratio;
     let result = ctx.stage("figure4: FinerCut search", |c| {
         c.search(
@@ -1473,7 +1680,7 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<plots::Subla
         result.num_blocks,
         removed.iter().copied(),
     );
-    if fig4 {
+    if fig4 && ctx.lead() {
         let dir = ctx.dir("figure4");
         let data = plots::Figure4Data {
             method: "FinerCut".into(),
@@ -1485,7 +1692,7 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<plots::Subla
         println!("{}", inspection.text());
         println!("figure4: {files}");
     }
-    if fig1b {
+    if fig1b && ctx.lead() {
         let mut groups = Vec::new();
         for k in 1..=4 {
             let r = ratio * k as f64 / 4.0;
@@ -1516,7 +1723,7 @@ fn figure4_and_1b(ctx: &mut Ctx, fig4: bool, fig1b: bool) -> Result<plots::Subla
     Ok(panel)
 }
 
-fn ablation(ctx: &mut Ctx) -> Result<()> {
+fn ablation(ctx: &mut Ctx<'_>) -> Result<()> {
     let ratio = ctx.profile.ratio;
     let tasks = paper_tasks();
     let variants: [(&str, Metric, Level); 5] = [
@@ -1598,6 +1805,9 @@ fn ablation(ctx: &mut Ctx) -> Result<()> {
          excludes zero). PPL: WikiText-2 test perplexity. Settings: {}.\n",
         ctx.profile.caption()
     ));
+    if !ctx.lead() {
+        return Ok(());
+    }
     let dir = ctx.dir("ablation");
     let variant_names: Vec<String> = rows
         .iter()
