@@ -107,6 +107,10 @@ impl Transport for Mpi {
             total += usize::try_from(c).unwrap_or(0);
         }
         self.count(total)?;
+        if total == 0 {
+            // Every rank sent nothing (see `broadcast_bytes`).
+            return Ok(vec![Vec::new(); self.size]);
+        }
         let mut buf = vec![0u8; total];
         {
             let mut partition = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
@@ -137,6 +141,11 @@ impl Transport for Mpi {
         process.broadcast_into(&mut len);
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         self.count(len)?;
+        if len == 0 {
+            // Every rank knows there is nothing to send: an empty buffer's dangling pointer is
+            // an invalid argument to Open MPI's broadcast.
+            return Ok(Vec::new());
+        }
         let mut buf = if self.rank == root {
             data.to_vec()
         } else {
