@@ -244,9 +244,8 @@ impl Ctx<'_> {
         if self.dist.size() == 1 {
             return Ok(mine);
         }
-        let mut message = Vec::new();
+        let mut message = vec![u8::from(mine.is_some())];
         if let Some(bytes) = &mine {
-            message.push(1);
             message.extend_from_slice(bytes);
         }
         let got = self.dist.broadcast_bytes(0, &message)?;
@@ -651,7 +650,7 @@ pub fn run_on(dist: &dyn Transport, options: &Options) -> Result<()> {
         // A barrier: a rank returns success only once every rank has finished (an error on
         // rank 0 after the last shared unit, e.g. writing a table, still reaches the others).
         if dist.size() > 1 {
-            dist.all_gather_bytes(&[])?;
+            dist.all_gather_bytes(&[1])?;
         }
         Ok(())
     });
@@ -670,31 +669,25 @@ pub fn run_on(dist: &dyn Transport, options: &Options) -> Result<()> {
     }
 }
 
-/// Removes this rank's private directory when the run ends, however it ends.
-struct PrivateDir(Option<PathBuf>);
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
 fn run_ranks(dist: &dyn Transport, options: &Options) -> Result<()> {
     let lead = dist.rank() == 0;
     let profile = Profile::new(options.profile);
     let t_all = Instant::now();
     // Ranks other than 0 write nothing under `out`: the models they write themselves (the smoke
     // profile's) and their copies of rank 0's cached files go to a private directory.
-    let private = PrivateDir((!lead).then(|| {
-        std::env::temp_dir().join(format!(
-            "finercut-reproduce-{}-rank{}",
-            std::process::id(),
-            dist.rank()
-        ))
-    }));
-    let models_out = private.0.clone().unwrap_or_else(|| options.out.clone());
+    // A fresh directory, removed when the run ends however it ends.
+    let private = if lead {
+        None
+    } else {
+        Some(
+            tempfile::Builder::new()
+                .prefix(&format!("finercut-reproduce-rank{}-", dist.rank()))
+                .tempdir()
+                .context("cannot create a private directory for this rank")?,
+        )
+    };
+    let private_path = private.as_ref().map(|d| d.path().to_path_buf());
+    let models_out = private_path.clone().unwrap_or_else(|| options.out.clone());
     let models = ModelChoice::resolve(&options.models, options.profile, &models_out)?;
     let (text, origin) = pipeline::text_or_wikitext2(None)?;
     let mut table2_sections = Vec::new();
@@ -728,7 +721,7 @@ fn run_ranks(dist: &dyn Transport, options: &Options) -> Result<()> {
             .join(&choice.key);
         let mut ctx = Ctx {
             dist,
-            private: private.0.clone(),
+            private: private_path.clone(),
             loaded,
             model_key: choice.key.clone(),
             model_name: choice.display.clone(),
