@@ -40,6 +40,7 @@ mod cuda;
 mod fetch;
 mod fuzz;
 mod mpi;
+mod mpi_repro;
 mod outside;
 mod projection;
 mod runtime_check;

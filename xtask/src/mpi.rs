@@ -11,7 +11,9 @@
 //!   names the rank;
 //! - `finercut eval` (multiple choice) and `finercut eval gsm8k` on 2 and 3 ranks write the
 //!   one-process report (GSM8K's timings aside), and a rank that fails ends the job naming it,
-//!   with no report written.
+//!   with no report written;
+//! - `finercut ppl` and `finercut reproduce figure3 --smoke` on 2 ranks write the one-process
+//!   report and files (`mpi_repro.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -143,6 +145,7 @@ pub fn mpi_test(root: &Path) -> anyhow::Result<()> {
     pipeline_stages(&bin, &dir, &prune, &cases)?;
     kill_a_rank(&bin, &dir, &prune)?;
     eval_across_ranks(&bin, &dir, &model)?;
+    crate::mpi_repro::ppl_and_reproduce_across_ranks(&bin, &dir, &model)?;
     eprintln!("mpi-test passed in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -204,7 +207,7 @@ fn pipeline_stages(
     Ok(())
 }
 
-fn mpirun(ranks: usize) -> Command {
+pub(crate) fn mpirun(ranks: usize) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-np"])
         .arg(ranks.to_string())
