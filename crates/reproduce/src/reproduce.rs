@@ -657,13 +657,13 @@ pub fn run_on(dist: &dyn Transport, options: &Options) -> Result<()> {
     match result {
         Err(e @ crate::Error::Dist(finercut_dist::Error::Aborted { .. })) => Err(e),
         Err(e) if dist.size() > 1 => {
-            let e = crate::Error::OnRank {
+            // The abort names this rank (`Error::Aborted` on the others, a line from MPI).
+            dist.abort(&format!("reproduce: {e}"));
+            Err(crate::Error::OnRank {
                 rank: dist.rank(),
                 size: dist.size(),
                 source: Box::new(e),
-            };
-            dist.abort(&format!("reproduce: {e}"));
-            Err(e)
+            })
         }
         other => other,
     }
