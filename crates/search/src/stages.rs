@@ -50,6 +50,9 @@ pub struct Stages {
     head: u64,
     /// The boundaries of the first step (`P + 1` values from 0 to 2L).
     first: Vec<usize>,
+    /// Micro-batches per pass when set ([`Stages::with_micro_batches`]); else chosen per pass by
+    /// [`Stages::micro_batches`]' rule.
+    micro: Option<usize>,
 }
 
 impl Stages {
@@ -114,12 +117,21 @@ impl Stages {
             weights,
             head,
             first: Vec::new(),
+            micro: None,
         };
         // The first step: every sublayer a candidate born at itself, plus the base stream.
         let births: Vec<(usize, Vec<usize>)> = (0..sublayers).map(|s| (s, vec![s])).collect();
         let work = stages.work(&Plan::dense(), &births);
         stages.first = balance(&work, count, None, step);
         Ok(stages)
+    }
+
+    /// Fixes the number of micro-batches of every pass to `count` (at least 1, at most the pass's
+    /// candidates) instead of choosing it by the rule of [`Stages::micro_batches`]. Changes the
+    /// speed, never a result.
+    pub fn with_micro_batches(mut self, count: usize) -> Stages {
+        self.micro = Some(count.max(1));
+        self
     }
 
     /// The boundaries of the first step: stage `k` runs `first[k]..first[k + 1]`.
@@ -195,9 +207,78 @@ impl Stages {
         )
     }
 
+    /// The micro-batches of a pass of `candidates` over `base` cut at `cuts` ([`Stages::boundaries`]):
+    /// groups of indices into `candidates`, in the order the stages run them. Each group is a pass
+    /// of its own (its candidates' streams and its own copy of the base stream, as far as its
+    /// latest-born candidate needs it), handed from stage to stage as soon as a stage is done with
+    /// it, so that stage `k + 1` runs group `g` while stage `k` runs group `g + 1`.
+    ///
+    /// The candidates go latest-born first (ties: lower index), cut into contiguous groups of about
+    /// equal cost (`2L − birth`, [`balance`]): the first group costs the first stage little more
+    /// than the base stream, so the later stages start early. The number of groups `M` is the one
+    /// (from 1 to the number of candidates, ties to fewer) whose schedule is shortest under the
+    /// work model of [`balance`]: group `g` on stage `k` takes its weighted stream count over the
+    /// stage's sublayers (its base copy included) and starts once stage `k` has finished group
+    /// `g − 1` and stage `k − 1` group `g`. More groups shorten the start and end of the pipeline,
+    /// where stages wait, by `(P − 1)/(M + P − 1)` of it; each adds a base-stream copy. With
+    /// [`Stages::with_micro_batches`] `M` is fixed instead.
+    pub fn micro_batches(
+        &self,
+        base: &Plan,
+        candidates: &[Vec<usize>],
+        cuts: &[usize],
+    ) -> Vec<Vec<usize>> {
+        let births: Vec<(usize, Vec<usize>)> = candidates
+            .iter()
+            .map(|c| {
+                let extra: Vec<usize> =
+                    c.iter().copied().filter(|&i| !base.is_removed(i)).collect();
+                (extra.iter().copied().min().unwrap_or(self.sublayers), extra)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by(|&a, &b| births[b].0.cmp(&births[a].0).then(a.cmp(&b)));
+        let costs: Vec<u64> = order
+            .iter()
+            .map(|&c| (self.sublayers - births[c].0.min(self.sublayers)) as u64 + 1)
+            .collect();
+        let groups_of = |m: usize| -> Vec<Vec<usize>> {
+            let cut = balance(&costs, m, None, 1);
+            cut.windows(2)
+                .map(|w| order[w[0]..w[1]].to_vec())
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        if let Some(m) = self.micro {
+            return groups_of(m.min(candidates.len()));
+        }
+        let stage_work = |group: &[usize]| -> Vec<u64> {
+            let mine: Vec<(usize, Vec<usize>)> = group.iter().map(|&c| births[c].clone()).collect();
+            let work = self.work(base, &mine);
+            cuts.windows(2)
+                .map(|w| work[w[0]..w[1]].iter().sum())
+                .collect()
+        };
+        let mut best: Option<(u64, Vec<Vec<usize>>)> = None;
+        for m in 1..=candidates.len() {
+            let groups = groups_of(m);
+            let work: Vec<Vec<u64>> = groups.iter().map(|g| stage_work(g)).collect();
+            let span = makespan(&work);
+            if best.as_ref().is_none_or(|(b, _)| span < *b) {
+                best = Some((span, groups));
+            }
+        }
+        best.map(|(_, g)| g).unwrap_or_default()
+    }
+
     /// Checks that every rank runs the same layout (a collective).
     pub fn check_same(&self, dist: &dyn Transport) -> Result<()> {
-        let mine = format!("{} stages, margin {}", self.count, self.margin);
+        let mine = format!(
+            "{} stages, margin {}, micro-batches {:?}",
+            self.count, self.margin, self.micro
+        );
         let all = dist.all_gather_bytes(mine.as_bytes())?;
         let first = String::from_utf8_lossy(&all[0]).into_owned();
         for (rank, theirs) in all.iter().enumerate().skip(1) {
@@ -260,6 +341,22 @@ pub fn check_method(method: crate::Method) -> Result<()> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The time to run groups of work `work[g][k]` (group `g` on stage `k`) through a pipeline, in
+/// order: group `g` starts on stage `k` once stage `k` has finished group `g − 1` and stage
+/// `k − 1` has finished group `g`.
+pub fn makespan(work: &[Vec<u64>]) -> u64 {
+    let stages = work.first().map_or(0, Vec::len);
+    let mut done = vec![0u64; stages];
+    for group in work {
+        let mut ready = 0u64;
+        for (k, &w) in group.iter().enumerate() {
+            done[k] = done[k].max(ready) + w;
+            ready = done[k];
+        }
+    }
+    done.last().copied().unwrap_or(0)
 }
 
 /// Boundaries `0 = b₀ < b₁ < … < b_P = n` cutting `work` (per sublayer) into `parts` contiguous
