@@ -244,9 +244,7 @@ impl Stages {
             .collect();
         let groups_of = |m: usize| -> Vec<Vec<usize>> {
             let cut = balance(&costs, m, None, 1);
-            cut.windows(2)
-                .map(|w| order[w[0]..w[1]].to_vec())
-                .collect()
+            cut.windows(2).map(|w| order[w[0]..w[1]].to_vec()).collect()
         };
         if candidates.is_empty() {
             return Vec::new();
@@ -573,5 +571,67 @@ mod tests {
                 assert_eq!(w.end == 12, k + 1 == p);
             }
         }
+    }
+
+    #[test]
+    fn makespan_runs_groups_through_the_stages_in_order() {
+        // One group: the sum of its stages.
+        assert_eq!(makespan(&[vec![3, 4]]), 7);
+        // Two groups on two stages: stage 1 runs group 0 (3..7) while stage 0 runs group 1
+        // (3..5); group 1 waits for stage 1 (7..11).
+        assert_eq!(makespan(&[vec![3, 4], vec![2, 4]]), 11);
+        // A slow first stage: the second waits for each group.
+        assert_eq!(makespan(&[vec![5, 1], vec![5, 1], vec![5, 1]]), 16);
+        assert_eq!(makespan(&[]), 0);
+    }
+
+    #[test]
+    fn micro_batches_partition_the_candidates_latest_born_first_and_fill_the_stages() {
+        let c = config(6);
+        let cands: Vec<Vec<usize>> = (0..12).map(|i| vec![i]).collect();
+        for p in [2, 3] {
+            let s = Stages::new(p, 2, p, &c).unwrap();
+            let base = Plan::dense();
+            let cuts = s.boundaries(&base, &cands);
+            let groups = s.micro_batches(&base, &cands, &cuts);
+            // More than one group, so the stages overlap; the groups' schedule is shorter than
+            // one group's.
+            assert!(groups.len() > 1, "{p} stages: {groups:?}");
+            let flat: Vec<usize> = groups.iter().flatten().copied().collect();
+            assert_eq!(flat, (0..12).rev().collect::<Vec<_>>(), "{groups:?}");
+            let span = |groups: &[Vec<usize>]| {
+                makespan(
+                    &groups
+                        .iter()
+                        .map(|g| {
+                            let births: Vec<(usize, Vec<usize>)> =
+                                g.iter().map(|&i| (i, vec![i])).collect();
+                            let w = s.work(&base, &births);
+                            cuts.windows(2)
+                                .map(|k| w[k[0]..k[1]].iter().sum())
+                                .collect()
+                        })
+                        .collect::<Vec<Vec<u64>>>(),
+                )
+            };
+            let one = vec![flat.clone()];
+            assert!(span(&groups) < span(&one));
+            // No other number of groups has a shorter schedule.
+            for m in 1..=12 {
+                let fixed = s.clone().with_micro_batches(m);
+                let other = fixed.micro_batches(&base, &cands, &cuts);
+                assert_eq!(other.len(), m);
+                assert!(span(&groups) <= span(&other), "{m}: {other:?}");
+            }
+        }
+        // Fixed: never more groups than candidates, never an empty one.
+        let s = Stages::new(2, 2, 2, &c).unwrap().with_micro_batches(5);
+        let few = vec![vec![3], vec![7]];
+        let cuts = s.boundaries(&Plan::dense(), &few);
+        assert_eq!(
+            s.micro_batches(&Plan::dense(), &few, &cuts),
+            vec![vec![1], vec![0]]
+        );
+        assert!(s.micro_batches(&Plan::dense(), &[], &cuts).is_empty());
     }
 }
