@@ -11,7 +11,8 @@
 //!   one thread (the one that initialised MPI) makes every MPI call, rayon runs the rest.
 //!
 //! [`deal`] assigns work items to ranks by cost, deterministically, so every rank computes the
-//! same assignment without communicating.
+//! same assignment without communicating; [`makespan`] is the time a pipeline of stages takes for
+//! groups of work passed from stage to stage.
 
 #![deny(missing_docs)]
 
@@ -176,6 +177,22 @@ pub fn deal(costs: &[usize], ranks: usize) -> Vec<usize> {
     owner
 }
 
+/// The time to run groups of work `work[g][k]` (group `g` on stage `k`) through a pipeline, in
+/// order: group `g` starts on stage `k` once stage `k` has finished group `g − 1` and stage
+/// `k − 1` has finished group `g`.
+pub fn makespan(work: &[Vec<u64>]) -> u64 {
+    let stages = work.first().map_or(0, Vec::len);
+    let mut done = vec![0u64; stages];
+    for group in work {
+        let mut ready = 0u64;
+        for (k, &w) in group.iter().enumerate() {
+            done[k] = done[k].max(ready) + w;
+            ready = done[k];
+        }
+    }
+    done.last().copied().unwrap_or(0)
+}
+
 /// Whether this process was started by an MPI launcher (`mpirun`/`mpiexec` of Open MPI or MPICH,
 /// Slurm's `srun` with PMI or PMIx): the variables those launchers set for each rank.
 pub fn launched_by_mpi() -> bool {
@@ -280,6 +297,18 @@ mod tests {
         let (lo, hi) = (load.iter().min().unwrap(), load.iter().max().unwrap());
         assert!(hi - lo <= 64, "{load:?}");
         assert_eq!(load.iter().sum::<usize>(), costs.iter().sum::<usize>());
+    }
+
+    #[test]
+    fn makespan_runs_groups_through_the_stages_in_order() {
+        // One group: the sum of its stages.
+        assert_eq!(makespan(&[vec![3, 4]]), 7);
+        // Two groups on two stages: stage 1 runs group 0 (3..7) while stage 0 runs group 1
+        // (3..5); group 1 waits for stage 1 (7..11).
+        assert_eq!(makespan(&[vec![3, 4], vec![2, 4]]), 11);
+        // A slow first stage: the second waits for each group.
+        assert_eq!(makespan(&[vec![5, 1], vec![5, 1], vec![5, 1]]), 16);
+        assert_eq!(makespan(&[]), 0);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use finercut_dist::Transport;
+use finercut_dist::{makespan, Transport};
 use finercut_model::{Model, Plan, StageStreams, Tensor};
 
 use crate::{Error, Result};
@@ -341,22 +341,6 @@ pub fn check_method(method: crate::Method) -> Result<()> {
     }
 }
 
-/// The time to run groups of work `work[g][k]` (group `g` on stage `k`) through a pipeline, in
-/// order: group `g` starts on stage `k` once stage `k` has finished group `g − 1` and stage
-/// `k − 1` has finished group `g`.
-pub fn makespan(work: &[Vec<u64>]) -> u64 {
-    let stages = work.first().map_or(0, Vec::len);
-    let mut done = vec![0u64; stages];
-    for group in work {
-        let mut ready = 0u64;
-        for (k, &w) in group.iter().enumerate() {
-            done[k] = done[k].max(ready) + w;
-            ready = done[k];
-        }
-    }
-    done.last().copied().unwrap_or(0)
-}
-
 /// Boundaries `0 = b₀ < b₁ < … < b_P = n` cutting `work` (per sublayer) into `parts` contiguous
 /// parts of about equal work: `b_k` is the cut whose prefix work is nearest to `k/P` of the total
 /// (ties to the lower cut), every part at least one sublayer. With `within = (first, margin)`, `b_k`
@@ -574,18 +558,6 @@ mod tests {
     }
 
     #[test]
-    fn makespan_runs_groups_through_the_stages_in_order() {
-        // One group: the sum of its stages.
-        assert_eq!(makespan(&[vec![3, 4]]), 7);
-        // Two groups on two stages: stage 1 runs group 0 (3..7) while stage 0 runs group 1
-        // (3..5); group 1 waits for stage 1 (7..11).
-        assert_eq!(makespan(&[vec![3, 4], vec![2, 4]]), 11);
-        // A slow first stage: the second waits for each group.
-        assert_eq!(makespan(&[vec![5, 1], vec![5, 1], vec![5, 1]]), 16);
-        assert_eq!(makespan(&[]), 0);
-    }
-
-    #[test]
     fn micro_batches_partition_the_candidates_latest_born_first_and_fill_the_stages() {
         let c = config(6);
         let cands: Vec<Vec<usize>> = (0..12).map(|i| vec![i]).collect();
@@ -633,5 +605,37 @@ mod tests {
             vec![vec![1], vec![0]]
         );
         assert!(s.micro_batches(&Plan::dense(), &[], &cuts).is_empty());
+    }
+
+    #[test]
+    fn the_rule_fills_real_pipelines_with_several_micro_batches() {
+        // The first step (every sublayer a candidate) of SmolLM2-135M on 2 stages, the
+        // Llama-3-8B shape on 3 and Llama-3-70B on 8 (`docs/SCALING.md` quotes these counts);
+        // a pass of few candidates never has more groups than candidates.
+        for (layers, d, ffn, heads, kv, vocab, p, want) in [
+            (30, 576, 1536, 9, 3, 49_152, 2, 6),
+            (32, 4096, 14_336, 32, 8, 128_256, 3, 8),
+            (80, 8192, 28_672, 64, 8, 128_256, 8, 15),
+        ] {
+            let json = format!(
+                r#"{{"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                "vocab_size": {vocab}, "hidden_size": {d}, "intermediate_size": {ffn},
+                "num_hidden_layers": {layers}, "num_attention_heads": {heads},
+                "num_key_value_heads": {kv}, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                "max_position_embeddings": 64, "tie_word_embeddings": false,
+                "hidden_act": "silu"}}"#
+            );
+            let c = finercut_model::format::ModelConfig::from_json_str(&json, "shape").unwrap();
+            let s = Stages::new(p, 2, p, &c).unwrap();
+            let base = Plan::dense();
+            let cands: Vec<Vec<usize>> = (0..2 * layers).map(|i| vec![i]).collect();
+            let groups = s.micro_batches(&base, &cands, &s.boundaries(&base, &cands));
+            assert_eq!(groups.len(), want, "{layers} blocks on {p} stages");
+            for few in 1..=3 {
+                let some = &cands[..few];
+                let g = s.micro_batches(&base, some, &s.boundaries(&base, some));
+                assert!((1..=few).contains(&g.len()));
+            }
+        }
     }
 }
