@@ -330,8 +330,9 @@ pub fn markdown(a: &Assumptions) -> String {
     ));
     out.push_str(&format!(
         "Assumed: an H100 reaches {:.0} % of its {:.0} TFLOP/s bf16 peak, a pipeline of {} \
-         stages overlaps the {} micro-batches its rule chooses for this step with an idle \
-         fraction of (P − 1)/(G + P − 1), as if they were equal, hand-overs \
+         stages overlaps the {} micro-batches its rule chooses for this step on one node (taken \
+         for the 4-node row too) with an idle fraction of (P − 1)/(G + P − 1), as if they were \
+         equal, hand-overs \
          run at {:.0} GB/s (NVLink) and the per-row values between nodes at {:.1} GB/s; a CPU \
          node has {} cores as fast as these and holds the whole model ({:.0} GB in bf16); the \
          distribution overhead measured for 2 ranks holds for more; communication is counted as \
