@@ -11,7 +11,13 @@
 //!   names the rank;
 //! - `finercut eval` (multiple choice) and `finercut eval gsm8k` on 2 and 3 ranks write the
 //!   one-process report (GSM8K's timings aside), and a rank that fails ends the job naming it,
-//!   with no report written.
+//!   with no report written;
+//! - a rank SIGKILLed in a pipeline stage (2 stages; 2 replicas of 2 stages) or in the middle of
+//!   `eval`/`eval gsm8k` ends the job within the same bound naming the rank, leaves no process of
+//!   the job running, and leaves the last whole checkpoint or the previous report as it was, with
+//!   no half-written file beside it (the search test checks the same);
+//! - `finercut ranks` on 3 ranks reports local ranks 0, 1 and 2 from MPI with Open MPI's
+//!   local-rank variable removed, and a variable that disagrees with MPI is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
