@@ -1,9 +1,10 @@
 //! Collectives for running one finercut search on several processes (ranks).
 //!
-//! [`Transport`] is all the search needs from the machinery that connects the ranks: the rank and
-//! the number of ranks, an all-gather of variable-length buffers, a broadcast and an abort that
-//! needs no other rank's cooperation, and point-to-point messages between two ranks (pipeline
-//! stages pass residual streams on with them). Two implementations:
+//! [`Transport`] is all the search needs from the machinery that connects the ranks: the rank, the
+//! number of ranks and the rank's index on its node (which GPU is its own), an all-gather of
+//! variable-length buffers, a broadcast and an abort that needs no other rank's cooperation, and
+//! point-to-point messages between two ranks (pipeline stages pass residual streams on with
+//! them). Two implementations:
 //!
 //! - [`Local`]: `k` ranks in one process, one thread each (`Local::group`); what the default tests
 //!   run, so the dealing and gathering logic is tested without an MPI installation;
@@ -226,8 +227,9 @@ pub const LOCAL_RANK_VARIABLES: [&str; 4] = [
     "PMIX_LOCAL_RANK",
 ];
 
-/// This process's index among the ranks of its node when an MPI launcher started it (for the
-/// choice of its GPU), else `None`: [`local_rank_from`] over the environment.
+/// This process's index among the ranks of its node when an MPI launcher started it, else
+/// `None`: [`local_rank_from`] over the environment. The way without MPI ([`Alone`]); with MPI,
+/// [`Transport::local_rank`] asks MPI itself.
 pub fn local_rank() -> Option<usize> {
     if !launched_by_mpi() {
         return None;
