@@ -558,6 +558,13 @@ fn kill_during(
                 .into_iter()
                 .find(|&p| rank_of(p) == Some(victim))
             {
+                // The check for leftovers below finds processes by the marker: it must see them.
+                if !marked(&marker).contains(&pid) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    end_leftovers(&marker);
+                    bail!("rank {victim} (pid {pid}) does not carry FINERCUT_MPI_TEST_JOB");
+                }
                 // SAFETY: plain FFI call; `pid` is a rank of this test's own mpirun.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                 killed_at = Some(Instant::now());
