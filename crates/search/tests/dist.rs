@@ -538,6 +538,9 @@ impl Transport for Synchronous {
         *self.collectives.lock().unwrap() += 1;
         Ok(b)
     }
+    fn local_rank(&self) -> finercut_dist::Result<Option<usize>> {
+        self.inner.local_rank()
+    }
     fn abort(&self, message: &str) {
         let (state, changed) = &*self.shared;
         state.lock().unwrap().aborted = true;
