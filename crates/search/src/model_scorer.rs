@@ -580,8 +580,9 @@ impl Pass<'_, '_> {
     /// [`Pass::run`] on a pipeline: the candidates are dealt to the replicas by cost; in each
     /// replica the first stage embeds, every stage runs its range of sublayers (balanced for the
     /// replica's candidates, [`Stages::boundaries`]) and hands the streams to the next, and the
-    /// last stage runs the LM heads into the accumulators; the per-row values of the last stages
-    /// and every rank's work are then gathered to every rank.
+    /// last stage runs the LM heads into the accumulators, one micro-batch of candidates at a time
+    /// ([`Stages::micro_batches`]), so that the stages overlap; the per-row values of the last
+    /// stages and every rank's work are then gathered to every rank.
     fn run_staged(
         &self,
         dist: &dyn Transport,

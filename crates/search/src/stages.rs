@@ -14,6 +14,9 @@
 //!   its first range widened by the margin on each side ([`Stages::window`]). With weights kept as
 //!   stored (memory-mapped) a margin sublayer costs address space, and resident memory only once a
 //!   boundary has moved onto it.
+//! - [`Stages::micro_batches`] cuts a pass's candidates into groups that go from stage to stage
+//!   one by one, so stage `k + 1` runs a group while stage `k` runs the next (GPipe-style); their
+//!   number is the one with the shortest simulated schedule ([`finercut_dist::makespan`]).
 //!
 //! What crosses a boundary ([`encode_streams`]): the base stream, if still needed, and every born
 //! candidate's stream, as `f32` rows: exact, so the staged search gives the one-process result
