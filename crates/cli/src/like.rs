@@ -10,10 +10,9 @@
 //! norms are 1, biases 0. Tensors are generated and written one at a time (the largest, the
 //! embedding of an 8B Llama 3, is 1 GB), each shard atomically. The tokenizer is byte-level (256
 //! bytes and an end-of-text token); the embedding's other rows are never looked up.
-//! Tensors are written under the shared names the loader reads (`model.layers.N.self_attn.q_proj`
-//! …); for a family whose checkpoints store others (GPT-NeoX's fused `query_key_value`), the
-//! result is a model finercut runs at the published shape, not a checkpoint in that family's own
-//! layout.
+//! Tensors are written in the family's stock layout (`finercut_format::Family::stock_layout`: the
+//! names its own checkpoints use, GPT-NeoX's `gpt_neox.layers.N.attention.query_key_value` …), so
+//! transformers loads the directory with the preset's class.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -261,7 +260,35 @@ impl LikeSpec {
                 Init::Normal,
             );
         }
-        Ok(out)
+        // Stored as the family's own checkpoints store them (GPT-NeoX: its names, one fused
+        // `query_key_value`), so stock loaders read the directory.
+        let names: Vec<String> = out.iter().map(|(t, _)| t.name.clone()).collect();
+        let by_name: BTreeMap<&str, &(TensorSpec, Init)> =
+            out.iter().map(|e| (e.0.name.as_str(), e)).collect();
+        c.family()
+            .stock_layout(&c, &names)
+            .into_iter()
+            .map(|s| {
+                let parts = s
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        by_name
+                            .get(p.as_str())
+                            .copied()
+                            .with_context(|| format!("{}: no tensor `{p}`", self.shape.name))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let shapes: Vec<Vec<usize>> = parts.iter().map(|p| p.0.shape.clone()).collect();
+                let init = parts.first().map_or(Init::Normal, |p| p.1);
+                let spec = TensorSpec {
+                    shape: s.shape(&shapes)?,
+                    name: s.name,
+                    dtype: DType::BF16,
+                };
+                Ok((spec, init))
+            })
+            .collect()
     }
 }
 

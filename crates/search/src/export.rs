@@ -1,9 +1,12 @@
 //! What an export drops: which Hugging Face tensors go away when a plan removes sublayers, so the
-//! CLI's `export` can leave them out.
+//! CLI's `export` can leave them out; and what `export --format hf-compatible` writes instead
+//! ([`HfCompatible`]): the family's stock layout with the removed sublayers' output projections
+//! zeroed.
 
 use std::collections::BTreeSet;
 
-use finercut_format::{family, HfTensors};
+use finercut_format::family::{StockTensor, StockView};
+use finercut_format::{family, HfTensors, ModelConfig, RawTensor, TensorSource};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, SearchResult, Unit};
@@ -80,6 +83,92 @@ impl ExportPlan {
             removed_units,
             removed_sublayers,
         })
+    }
+}
+
+/// The output projection of each sublayer in `removed`, weight and bias, under the shared names
+/// (`model.layers.{b}.self_attn.o_proj.*`, `model.layers.{b}.mlp.down_proj.*`): zeroed, they make
+/// the sublayer's branch add exactly zero to the residual stream.
+pub fn zeroed_tensors(removed: &BTreeSet<usize>) -> BTreeSet<String> {
+    removed
+        .iter()
+        .flat_map(|&i| {
+            let b = i / 2;
+            let module = if i.is_multiple_of(2) {
+                "self_attn.o_proj"
+            } else {
+                "mlp.down_proj"
+            };
+            ["weight", "bias"].map(|w| format!("model.layers.{b}.{module}.{w}"))
+        })
+        .collect()
+}
+
+/// The tensors of `export --format hf-compatible`: the checkpoint's tensors in its family's stock
+/// layout ([`StockView`]: the names its own checkpoints use, so stock loaders find every tensor
+/// they expect), with the output projections of the removed sublayers ([`zeroed_tensors`])
+/// zeroed.
+pub struct HfCompatible<'a> {
+    stock: StockView<'a>,
+    zeroed: BTreeSet<String>,
+}
+
+impl<'a> HfCompatible<'a> {
+    /// The hf-compatible tensors of `weights` (under the shared names, as
+    /// [`finercut_format::Family::weights`] presents a checkpoint) of a model configured by
+    /// `config`, with the sublayers in `removed` zeroed.
+    pub fn new(
+        config: &ModelConfig,
+        weights: &'a dyn TensorSource,
+        removed: &BTreeSet<usize>,
+    ) -> HfCompatible<'a> {
+        HfCompatible {
+            stock: StockView::new(config, weights),
+            zeroed: zeroed_tensors(removed),
+        }
+    }
+
+    /// The stored tensors and what each is made of.
+    pub fn layout(&self) -> &[StockTensor] {
+        self.stock.layout()
+    }
+
+    /// The stored names of the zeroed tensors.
+    pub fn zeroed(&self) -> Vec<&str> {
+        self.layout()
+            .iter()
+            .filter(|t| t.parts.iter().any(|p| self.zeroed.contains(p)))
+            .map(|t| t.name.as_str())
+            .collect()
+    }
+}
+
+impl TensorSource for HfCompatible<'_> {
+    fn names(&self) -> Vec<String> {
+        self.stock.names()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.stock.contains(name)
+    }
+
+    fn get(&self, name: &str) -> finercut_format::Result<RawTensor> {
+        let mut t = self.stock.get(name)?;
+        let parts = self
+            .layout()
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(&[][..], |s| s.parts.as_slice());
+        if parts.iter().any(|p| self.zeroed.contains(p)) {
+            if parts.len() > 1 {
+                return Err(finercut_format::Error::config(
+                    format!("tensor `{name}`"),
+                    "an output projection to zero is stored fused with other tensors",
+                ));
+            }
+            t.data = finercut_format::Bytes::from_vec(vec![0u8; t.data.len()]);
+        }
+        Ok(t)
     }
 }
 

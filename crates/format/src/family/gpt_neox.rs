@@ -31,17 +31,23 @@
 //! (exact, Pythia's) or a tanh approximation (`gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`).
 //!
 //! **Exports.** `dropped` is written under the shared tensor names, which finercut reads back.
-//! Refused, with the reason in [`GptNeox::supports`] and [`GptNeox::hf_compatible_export`]:
-//! SliceGPT (LayerNorm's mean subtraction and bias, and the parallel block, do not fold into a
-//! rotation of the residual stream), llama.cpp `deci` GGUF and Nemotron-NAS (their blocks are
-//! sequential Llama blocks with RMSNorm and a gated MLP), and `hf-compatible` (it would need the
-//! fused `query_key_value` layout written back). GGUF files of GPT-NeoX are not read.
+//! `hf-compatible` and `make-tiny --like` write the stock layout ([`GptNeox::stock_layout`]): the
+//! stored names above, `query_key_value` joined back from `q_proj`, `k_proj` and `v_proj` in its
+//! `[heads, 3, head_dim]` row order, the head as `embed_out`; a removed sublayer is its zeroed
+//! output projection, weight and bias (`attention.dense` or `mlp.dense_4h_to_h`), so its branch adds
+//! exactly zero: in a parallel block the other branch still reads the block input, and in a
+//! sequential one the next branch reads the block input, what finercut computes for the removed
+//! candidate.
+//! Refused, with the reason in [`GptNeox::supports`]: SliceGPT (LayerNorm's mean subtraction and
+//! bias, and the parallel block, do not fold into a rotation of the residual stream), llama.cpp
+//! `deci` GGUF and Nemotron-NAS (their blocks are sequential Llama blocks with RMSNorm and a gated
+//! MLP). GGUF files of GPT-NeoX are not read.
 
 use serde_json::{json, Value as Json};
 
 use super::{
     BlockRecipe, Capability, Family, FfnTensors, HfDefaults, HfTensors, LikePreset, NormScale,
-    Support,
+    StockTensor, Support,
 };
 use crate::config::{ArchParams, Architecture, ModelConfig, NeoxParams, RawConfig};
 use crate::tensor::{Bytes, RawTensor, TensorSource};
@@ -241,13 +247,24 @@ impl Family for GptNeox {
             head_dim: c.head_dim,
         })
     }
-    fn hf_compatible_export(&self) -> Support {
-        Err(
-            "model_type `gpt_neox` (GPT-NeoX) is held under the shared tensor names, with its \
-             fused query_key_value split; writing the stock layout back is not implemented \
-             (use --format dropped)"
-                .into(),
-        )
+    fn stock_layout(&self, c: &ModelConfig, shared: &[String]) -> Vec<StockTensor> {
+        shared
+            .iter()
+            .filter_map(|name| match stored_name(name) {
+                None => Some(StockTensor::same(name)),
+                Some((stored, Part::Whole)) => Some(StockTensor::renamed(&stored, name)),
+                // The fused tensor once, where its query part comes.
+                Some((stored, Part::Qkv(0))) => Some(StockTensor {
+                    name: stored,
+                    parts: ["q_proj", "k_proj", "v_proj"]
+                        .iter()
+                        .map(|p| name.replacen("q_proj", p, 1))
+                        .collect(),
+                    interleave_rows: Some(c.head_dim),
+                }),
+                Some((_, Part::Qkv(_))) => None,
+            })
+            .collect()
     }
     fn supports(&self, c: &ModelConfig, what: Capability) -> Support {
         match what {
