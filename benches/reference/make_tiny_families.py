@@ -28,6 +28,11 @@ head, exact GELU, LayerNorms and projections with biases, its config.json rewrit
 5's own `rope_parameters` spelling and `lm_head`). Removing a GPT-NeoX branch zeroes the output of
 `attention` or `mlp`: in a parallel block the other branch still reads the block input.
 
+For Llama 3, Phi-3, Phi-4-mini and both GPT-NeoX models it also writes `logits_zeroed.npy` and
+`zeroed.json`: the logits of the model loaded by `from_pretrained` from a copy of its stock files in
+which the output projections (weight and bias) of sublayers 0, 3, 4 and 5 are zero, which is what
+`finercut export --format hf-compatible` writes for those sublayers removed.
+
 Run with the reference venv:
 `/path/to/venv/bin/python benches/reference/make_tiny_families.py OUT_DIR [FAMILY ...]`
 (all families, or the ones named; the committed files are in `data/golden/tiny/`).
@@ -463,6 +468,55 @@ def watch_router_margin(model: torch.nn.Module) -> list[float]:
     return gaps
 
 
+# The sublayers that `zeroed_export` removes: L0.attn and L1.mlp alone in their blocks, both of L2.
+ZEROED = [0, 3, 4, 5]
+# The families whose stock layout (`export --format hf-compatible`) gets a zeroed golden.
+ZEROED_FAMILIES = ["llama3", "phi3", "phi4_mini", "gpt_neox", "gpt_neox_sequential"]
+
+
+def output_projections(family: str, sublayer: int) -> list[str]:
+    """The stored names of a sublayer's output projection (weight and bias, where stored)."""
+    b = sublayer // 2
+    if family.startswith("gpt_neox"):
+        module = "attention.dense" if sublayer % 2 == 0 else "mlp.dense_4h_to_h"
+        return [f"gpt_neox.layers.{b}.{module}.{w}" for w in ("weight", "bias")]
+    module = "self_attn.o_proj" if sublayer % 2 == 0 else "mlp.down_proj"
+    return [f"model.layers.{b}.{module}.{w}" for w in ("weight", "bias")]
+
+
+def zeroed_export(d: str, family: str, ids: torch.Tensor, hooked: np.ndarray) -> None:
+    """What `export --format hf-compatible` means, done in the stock files: the output projections
+    of the sublayers in ZEROED set to zero in a copy of `model.safetensors`, loaded by
+    `from_pretrained` (no tensor may be missing or unexpected), computes what the forward hooks
+    compute with those branches removed (`hooked`, to 1e-5). Writes `zeroed.json` (the sublayers
+    and the zeroed tensors) and `logits_zeroed.npy` (float32 logits of the tokens)."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    tensors = load_file(os.path.join(d, "model.safetensors"))
+    names = [n for i in ZEROED for n in output_projections(family, i) if n in tensors]
+    for n in names:
+        tensors[n] = torch.zeros_like(tensors[n])
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(d, "config.json"), tmp)
+        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model, info = AutoModelForCausalLM.from_pretrained(
+            tmp, attn_implementation="eager", dtype=torch.float32, output_loading_info=True
+        )
+    assert not info["missing_keys"] and not info["unexpected_keys"], f"{family}: {info}"
+    model.eval()
+    zeroed = logits_with(model, ids, [])
+    diff = float(np.abs(zeroed - hooked).max())
+    assert diff <= 1e-5, f"{family}: zeroed projections differ from removed branches by {diff}"
+    np.save(os.path.join(d, "logits_zeroed.npy"), zeroed.astype(np.float32))
+    with open(os.path.join(d, "zeroed.json"), "w") as f:
+        json.dump({"zeroed_sublayers": ZEROED, "zeroed_tensors": names}, f, indent=1)
+        f.write("\n")
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__)
@@ -523,6 +577,8 @@ def main() -> int:
         with open(os.path.join(d, "expected.json"), "w") as f:
             json.dump(expected, f, indent=1)
             f.write("\n")
+        if family in ZEROED_FAMILIES:
+            zeroed_export(d, family, ids, logits_with(model, ids, ZEROED))
         gaps = [s["runner_up_score"] - s["score"] for s in steps]
         print(
             family,
