@@ -516,7 +516,9 @@ fn write_safetensors_export(
             OwnLayout::Dropped.weights_metadata(),
         )
     };
-    write_safetensors_streamed(&weights_path, &specs, &meta, |i| Ok(source.get(&keep[i])?.data))?;
+    write_safetensors_streamed(&weights_path, &specs, &meta, |i| {
+        Ok(source.get(&keep[i])?.data)
+    })?;
 
     let mut config = ckpt.config.to_hf_json();
     let removed: Vec<usize> = plan.removed_sublayers.iter().copied().collect();

@@ -465,7 +465,12 @@ mod tests {
                     intermediate: 96,
                     blocks: 2,
                     heads: 4,
-                    kv_heads: 2,
+                    // GPT-NeoX has as many key/value heads as query heads.
+                    kv_heads: if base.shape.kv_heads == base.shape.heads {
+                        4
+                    } else {
+                        2
+                    },
                     ..base.shape
                 },
                 ..base
@@ -502,6 +507,64 @@ mod tests {
                 std::fs::read(dir.join(file)).unwrap(),
                 std::fs::read(again.join(file)).unwrap()
             );
+        }
+    }
+
+    /// At the sizes of a family's golden model (`data/golden/tiny/`, saved by transformers), a
+    /// preset writes the same tensors, by name and shape, as transformers' checkpoint: the stock
+    /// layout (GPT-NeoX's `gpt_neox.` names, fused `query_key_value` and `embed_out`; Phi-3's
+    /// fused `qkv_proj` and `gate_up_proj`, no head when tied), which transformers loads.
+    #[test]
+    fn presets_write_the_stock_layout_of_their_family() {
+        use finercut_format::{SafetensorsStore, TensorSource};
+        const VOCAB: usize = 300;
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+        for (name, family) in [
+            ("pythia-160m", "gpt_neox"),
+            ("phi-3-mini", "phi3"),
+            ("phi-4-mini", "phi4_mini"),
+            ("llama-3.1-8b", "llama3"),
+        ] {
+            let dir = golden.join(family);
+            let c = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
+            let base = LikeSpec::preset(name).unwrap();
+            let spec = LikeSpec {
+                shape: LikePreset {
+                    // More than the byte tokenizer's 257 ids; compared as the golden's below.
+                    vocab: VOCAB,
+                    hidden: c.hidden_size,
+                    intermediate: c.intermediate_size,
+                    blocks: c.num_hidden_layers,
+                    heads: c.num_attention_heads,
+                    kv_heads: c.num_key_value_heads,
+                    ..base.shape
+                },
+                ..base
+            };
+            let mut got: Vec<(String, Vec<usize>)> = spec
+                .tensors()
+                .unwrap()
+                .into_iter()
+                .map(|(t, _)| {
+                    let shape = t
+                        .shape
+                        .iter()
+                        .map(|&n| if n == VOCAB { c.vocab_size } else { n });
+                    (t.name, shape.collect())
+                })
+                .collect();
+            let store = SafetensorsStore::open(&dir).unwrap();
+            let mut want: Vec<(String, Vec<usize>)> = store
+                .names()
+                .into_iter()
+                .map(|n| {
+                    let shape = store.get(&n).unwrap().shape;
+                    (n, shape)
+                })
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{name} against {family}");
         }
     }
 

@@ -193,7 +193,10 @@ fn hf_compatible_exports_are_the_stock_files_with_zeroed_projections() {
         zeroed.sort();
         assert_eq!(zeroed, want_zeroed, "{family}: the zeroed tensors");
         for name in &names {
-            let (e, s) = (export.get(name).unwrap(), stored.get(&stored_name(name)).unwrap());
+            let (e, s) = (
+                export.get(name).unwrap(),
+                stored.get(&stored_name(name)).unwrap(),
+            );
             assert_eq!((e.dtype, &e.shape), (s.dtype, &s.shape), "{family}: {name}");
             if zeroed.contains(name) {
                 assert!(e.data.iter().all(|&b| b == 0), "{family}: {name} not zero");
@@ -216,7 +219,10 @@ fn hf_compatible_exports_are_the_stock_files_with_zeroed_projections() {
             .unwrap();
         assert_eq!(planned.shape(), shape.as_slice(), "{family}");
         let worst = worst_scaled_error(&planned.to_vec_f32().unwrap(), &want);
-        assert!(worst <= 1e-4, "{family}: the pruned plan is {worst:.2e} off");
+        assert!(
+            worst <= 1e-4,
+            "{family}: the pruned plan is {worst:.2e} off"
+        );
 
         let tmp = tempfile::tempdir().unwrap();
         let specs: Vec<TensorSpec> = names
@@ -242,7 +248,10 @@ fn hf_compatible_exports_are_the_stock_files_with_zeroed_projections() {
         let reloaded = Model::load(&config, back.as_ref(), &cpu).unwrap();
         let logits = reloaded.forward(&tokens, &Plan::dense()).unwrap();
         let read_back = worst_scaled_error(&logits.to_vec_f32().unwrap(), &want);
-        assert!(read_back <= 1e-4, "{family}: the export read back is {read_back:.2e} off");
+        assert!(
+            read_back <= 1e-4,
+            "{family}: the export read back is {read_back:.2e} off"
+        );
         println!(
             "{family}: {} tensors zeroed; pruned plan {worst:.1e}, export read back \
              {read_back:.1e} from transformers' logits",
