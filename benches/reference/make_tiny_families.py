@@ -28,9 +28,9 @@ head, exact GELU, LayerNorms and projections with biases, its config.json rewrit
 5's own `rope_parameters` spelling and `lm_head`). Removing a GPT-NeoX branch zeroes the output of
 `attention` or `mlp`: in a parallel block the other branch still reads the block input.
 
-For Llama 3, Phi-3, Phi-4-mini and both GPT-NeoX models it also writes `logits_zeroed.npy` and
-`zeroed.json`: the logits of the model loaded by `from_pretrained` from a copy of its stock files in
-which the output projections (weight and bias) of sublayers 0, 3, 4 and 5 are zero, which is what
+For every model it also writes `logits_zeroed.npy` and `zeroed.json`: the logits of the model loaded
+by `from_pretrained` from a copy of its stock files in which the output projections (weight and bias;
+for a mixture, every expert's) of sublayers 0, 3, 4 and 5 are zero, which is what
 `finercut export --format hf-compatible` writes for those sublayers removed.
 
 Run with the reference venv:
@@ -470,18 +470,22 @@ def watch_router_margin(model: torch.nn.Module) -> list[float]:
 
 # The sublayers that `zeroed_export` removes: L0.attn and L1.mlp alone in their blocks, both of L2.
 ZEROED = [0, 3, 4, 5]
-# The families whose stock layout (`export --format hf-compatible`) gets a zeroed golden.
-ZEROED_FAMILIES = ["llama3", "phi3", "phi4_mini", "gpt_neox", "gpt_neox_sequential"]
 
 
-def output_projections(family: str, sublayer: int) -> list[str]:
-    """The stored names of a sublayer's output projection (weight and bias, where stored)."""
+def output_projections(names, sublayer: int) -> list[str]:
+    """The stored tensors of a sublayer's output projection (weight and bias, where stored): attention's
+    `self_attn.o_proj` (GPT-NeoX: `attention.dense`), the FFN's `mlp.down_proj` (GPT-NeoX:
+    `mlp.dense_4h_to_h`), or every expert's down projection (Mixtral: `block_sparse_moe.experts.E.w2`,
+    Qwen3-MoE: `mlp.experts.E.down_proj`)."""
+    import re
+
     b = sublayer // 2
-    if family.startswith("gpt_neox"):
-        module = "attention.dense" if sublayer % 2 == 0 else "mlp.dense_4h_to_h"
-        return [f"gpt_neox.layers.{b}.{module}.{w}" for w in ("weight", "bias")]
-    module = "self_attn.o_proj" if sublayer % 2 == 0 else "mlp.down_proj"
-    return [f"model.layers.{b}.{module}.{w}" for w in ("weight", "bias")]
+    if sublayer % 2 == 0:
+        module = r"(self_attn\.o_proj|attention\.dense)"
+    else:
+        module = r"(mlp\.down_proj|mlp\.dense_4h_to_h|block_sparse_moe\.experts\.\d+\.w2|mlp\.experts\.\d+\.down_proj)"
+    pattern = re.compile(rf"(model|gpt_neox)\.layers\.{b}\.{module}\.(weight|bias)")
+    return sorted(n for n in names if pattern.fullmatch(n))
 
 
 def zeroed_export(d: str, family: str, ids: torch.Tensor, hooked: np.ndarray) -> None:
@@ -497,7 +501,7 @@ def zeroed_export(d: str, family: str, ids: torch.Tensor, hooked: np.ndarray) ->
     from transformers import AutoModelForCausalLM
 
     tensors = load_file(os.path.join(d, "model.safetensors"))
-    names = [n for i in ZEROED for n in output_projections(family, i) if n in tensors]
+    names = [n for i in ZEROED for n in output_projections(tensors, i)]
     for n in names:
         tensors[n] = torch.zeros_like(tensors[n])
     with tempfile.TemporaryDirectory() as tmp:
@@ -577,8 +581,7 @@ def main() -> int:
         with open(os.path.join(d, "expected.json"), "w") as f:
             json.dump(expected, f, indent=1)
             f.write("\n")
-        if family in ZEROED_FAMILIES:
-            zeroed_export(d, family, ids, logits_with(model, ids, ZEROED))
+        zeroed_export(d, family, ids, logits_with(model, ids, ZEROED))
         gaps = [s["runner_up_score"] - s["score"] for s in steps]
         print(
             family,

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use finercut_format::family::{StockTensor, StockView};
-use finercut_format::{family, HfTensors, ModelConfig, RawTensor, TensorSource};
+use finercut_format::{family, FfnTensors, HfTensors, ModelConfig, RawTensor, TensorSource};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, SearchResult, Unit};
@@ -86,31 +86,59 @@ impl ExportPlan {
     }
 }
 
-/// The output projection of each sublayer in `removed`, weight and bias, under the shared names
-/// (`model.layers.{b}.self_attn.o_proj.*`, `model.layers.{b}.mlp.down_proj.*`): zeroed, they make
-/// the sublayer's branch add exactly zero to the residual stream.
-pub fn zeroed_tensors(removed: &BTreeSet<usize>) -> BTreeSet<String> {
-    removed
-        .iter()
-        .flat_map(|&i| {
-            let b = i / 2;
-            let module = if i.is_multiple_of(2) {
-                "self_attn.o_proj"
-            } else {
-                "mlp.down_proj"
-            };
-            ["weight", "bias"].map(|w| format!("model.layers.{b}.{module}.{w}"))
-        })
-        .collect()
+/// Whether tensor `name` (a shared name) is part of the output projection, weight or bias, of a
+/// sublayer in `removed`, for a family whose tensors are named as in `tensors`: attention's
+/// `o_proj`, the FFN's down projection (GPT-NeoX's under its shared name `down_proj`), and for a
+/// mixture of experts every expert's down projection. Zeroed, they make the sublayer's branch add
+/// exactly zero to the residual stream (a norm after the branch, Gemma's or OLMo 2's, maps zero to
+/// zero).
+pub fn is_zeroed_tensor(name: &str, removed: &BTreeSet<usize>, tensors: HfTensors) -> bool {
+    let Some(rest) = name.strip_prefix("model.layers.") else {
+        return false;
+    };
+    let Some((block, rest)) = rest.split_once('.') else {
+        return false;
+    };
+    let Ok(b) = block.parse::<usize>() else {
+        return false;
+    };
+    let Some((module, suffix)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    if suffix != "weight" && suffix != "bias" {
+        return false;
+    }
+    if removed.contains(&(2 * b)) && module == format!("{}.o_proj", tensors.attn) {
+        return true;
+    }
+    if !removed.contains(&(2 * b + 1)) {
+        return false;
+    }
+    let Some(inner) = module
+        .strip_prefix(tensors.ffn)
+        .and_then(|m| m.strip_prefix('.'))
+    else {
+        return false;
+    };
+    match tensors.ffn_kind {
+        FfnTensors::Gated { down, .. }
+        | FfnTensors::FusedGated { down, .. }
+        | FfnTensors::Plain { down, .. } => inner == down,
+        FfnTensors::Experts { down, .. } => inner
+            .strip_prefix("experts.")
+            .and_then(|e| e.split_once('.'))
+            .is_some_and(|(e, m)| e.parse::<usize>().is_ok() && m == down),
+    }
 }
 
 /// The tensors of `export --format hf-compatible`: the checkpoint's tensors in its family's stock
 /// layout ([`StockView`]: the names its own checkpoints use, so stock loaders find every tensor
-/// they expect), with the output projections of the removed sublayers ([`zeroed_tensors`])
+/// they expect), with the output projections of the removed sublayers ([`is_zeroed_tensor`])
 /// zeroed.
 pub struct HfCompatible<'a> {
     stock: StockView<'a>,
-    zeroed: BTreeSet<String>,
+    removed: BTreeSet<usize>,
+    tensors: HfTensors,
 }
 
 impl<'a> HfCompatible<'a> {
@@ -124,7 +152,8 @@ impl<'a> HfCompatible<'a> {
     ) -> HfCompatible<'a> {
         HfCompatible {
             stock: StockView::new(config, weights),
-            zeroed: zeroed_tensors(removed),
+            removed: removed.clone(),
+            tensors: config.family().tensors(),
         }
     }
 
@@ -133,11 +162,15 @@ impl<'a> HfCompatible<'a> {
         self.stock.layout()
     }
 
+    fn is_zeroed(&self, shared: &str) -> bool {
+        is_zeroed_tensor(shared, &self.removed, self.tensors)
+    }
+
     /// The stored names of the zeroed tensors.
     pub fn zeroed(&self) -> Vec<&str> {
         self.layout()
             .iter()
-            .filter(|t| t.parts.iter().any(|p| self.zeroed.contains(p)))
+            .filter(|t| t.parts.iter().any(|p| self.is_zeroed(p)))
             .map(|t| t.name.as_str())
             .collect()
     }
@@ -159,7 +192,7 @@ impl TensorSource for HfCompatible<'_> {
             .iter()
             .find(|s| s.name == name)
             .map_or(&[][..], |s| s.parts.as_slice());
-        if parts.iter().any(|p| self.zeroed.contains(p)) {
+        if parts.iter().any(|p| self.is_zeroed(p)) {
             if parts.len() > 1 {
                 return Err(finercut_format::Error::config(
                     format!("tensor `{name}`"),
@@ -194,6 +227,46 @@ mod tests {
         assert!(!is_removed_tensor(
             "model.layers.1.self_attn.q_proj.weight",
             &p
+        ));
+    }
+
+    #[test]
+    fn output_projections_of_removed_sublayers_are_zeroed() {
+        let removed = BTreeSet::from([0, 3]);
+        let z = |name: &str, layout: TensorLayout| is_zeroed_tensor(name, &removed, layout.0);
+        for name in [
+            "model.layers.0.self_attn.o_proj.weight",
+            "model.layers.0.self_attn.o_proj.bias",
+            "model.layers.1.mlp.down_proj.weight",
+        ] {
+            assert!(z(name, TensorLayout::Llama), "{name}");
+        }
+        for name in [
+            "model.layers.1.self_attn.o_proj.weight",
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.1.mlp.up_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.10.mlp.down_proj.weight",
+            "lm_head.weight",
+        ] {
+            assert!(!z(name, TensorLayout::Llama), "{name}");
+        }
+        // Every expert's down projection, not the router's.
+        assert!(z(
+            "model.layers.1.block_sparse_moe.experts.7.w2.weight",
+            TensorLayout::Mixtral
+        ));
+        assert!(!z(
+            "model.layers.1.block_sparse_moe.experts.7.w1.weight",
+            TensorLayout::Mixtral
+        ));
+        assert!(!z(
+            "model.layers.1.block_sparse_moe.gate.weight",
+            TensorLayout::Mixtral
+        ));
+        assert!(!z(
+            "model.layers.1.mlp.down_proj.weight",
+            TensorLayout::Mixtral
         ));
     }
 
