@@ -121,7 +121,7 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
         }
     };
     let loaded = match &stages {
-        None => common::load_model(&args.model)?,
+        None => common::load_model(&args.model, dist)?,
         Some(st) => {
             let window = st.window(st.place(dist.rank()).1);
             eprintln!(
@@ -133,7 +133,7 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
                 window.end,
                 st.first_boundaries()
             );
-            common::load_model_part(&args.model, Some(window))?
+            common::load_model_part(&args.model, dist, Some(window))?
         }
     };
     if !loaded.base_removed.is_empty() {

@@ -121,7 +121,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         models: args.models,
         out: args.out,
         threads,
-        load: common::load_options(&args.model)?,
+        load: common::load_options(&args.model, dist.as_ref())?,
     };
     finercut_reproduce::run(&options)?;
     Ok(())

@@ -54,7 +54,7 @@ impl PlanArgs {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     common::init_threads(None)?;
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, &finercut_dist::Alone)?;
     let removed = args.plan.removed(&loaded)?;
     let plan = loaded.plan_with(&removed);
     let tok = &loaded.checkpoint.tokenizer;
@@ -142,7 +142,7 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 
 pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, &finercut_dist::Alone)?;
     let removed = args.plan.removed(&loaded)?;
     let (text, origin) = common::text_or_wikitext2(args.text.as_deref())?;
     let mut options = PerplexityOptions::new(args.seq_len);

@@ -1110,3 +1110,15 @@ fn slice_then_use_the_sliced_model() {
     assert!(err(&none).contains("--dim"));
     assert!(err(&slice(&["--dim", "65"], &["--force"])).contains("1..=64"));
 }
+
+#[test]
+fn ranks_outside_a_launcher_is_one_process() {
+    // Without mpirun/srun there is one process and no local rank: plain `cuda` is card 0, or the
+    // reason there is none (no CUDA backend or driver).
+    let out = ok(&["ranks"]);
+    assert!(
+        out.starts_with("one process on ") && out.contains("--device cuda is "),
+        "{out}"
+    );
+    assert!(out.contains("cuda:0") || out.contains("no card"), "{out}");
+}
