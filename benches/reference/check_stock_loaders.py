@@ -18,6 +18,12 @@ back to the source's and whose weights file was renamed `model.safetensors`: tra
 loads it with only a warning and random tensors in place of the dropped ones (what the marking
 prevents), although the file's `format` metadata still says `finercut-dropped` (transformers 5
 does not read it), so the check would fail if the marking were dropped.
+With `--like NAME ...` (default: pythia-160m phi-3-mini phi-4-mini, each with `--blocks` 2), it
+also checks families whose checkpoints store tensors under their own names: the random model of
+`make-tiny --like NAME` and its `export --format hf-compatible` (after a FinerCut search removing
+half of the sublayers) load with the source's class and `AutoModelForCausalLM` with no missing or
+unexpected tensor, the first with the next-token log-probabilities finercut computes for it, the
+second with those finercut computes for the pruned model (to 1e-4).
 Prints one line per layout and loader and exits non-zero on any failed expectation.
 """
 
@@ -65,10 +71,55 @@ def safetensors_format(path: str) -> str:
         return f"{files[0]} format {(f.metadata() or {}).get('format')!r}"
 
 
+def logprob_diff(model, finercut: str, path: str) -> tuple[float, int]:
+    """The largest difference between `model`'s next-token log-probabilities after a prompt and
+    those `finercut run` computes with the model at `path`, and how many sublayers it removed."""
+    ours = json.loads(run(finercut, "run", "--model", path, "--prompt", "Hello world", "--json"))
+    with torch.no_grad():
+        logits = model(torch.tensor([ours["ids"]])).logits[0, -1].double()
+    theirs = torch.log_softmax(logits, dim=-1)
+    diff = (theirs - torch.tensor(ours["logprobs"], dtype=torch.float64)).abs().max().item()
+    return diff, len(ours["removed_sublayers"])
+
+
+def check_like(finercut: str, p, calib: list[str], like: str, blocks: str) -> list[str]:
+    """make-tiny --like `like` and its hf-compatible export in transformers (see the module doc)."""
+    failures = []
+    src, hf, dropped, plan = (p(f"{like}-{x}") for x in ("src", "hf", "dropped", "run.json"))
+    run(finercut, "make-tiny", src, "--like", like, "--blocks", blocks, "--force")
+    if os.path.exists(plan):
+        os.remove(plan)
+    run(finercut, "prune", "--model", src, *calib, "--ratio", "0.5", "--out", plan)
+    export = ["export", "--model", src, "--plan", plan, "--ratio", "0.5", "--force"]
+    run(finercut, *export, "--format", "hf-compatible", "--out", hf)
+    run(finercut, *export, "--out", dropped)
+    class_name = json.load(open(os.path.join(src, "config.json")))["architectures"][0]
+    for name, path, ours in [(f"{like} make-tiny", src, src), (f"{like} hf-compatible", hf, dropped)]:
+        for loader in ["AutoModelForCausalLM", class_name]:
+            model, info = try_load(path, loader)
+            if model is None:
+                print(f"FAIL: {name:26} {loader:21} refused: {info}")
+                failures.append(f"{name} ({loader})")
+                continue
+            missing, unexpected = info["missing_keys"], info["unexpected_keys"]
+            diff, removed = logprob_diff(model, finercut, ours)
+            good = not missing and not unexpected and diff <= 1e-4
+            print(f"{'ok' if good else 'FAIL'}: {name:26} {loader:21} loaded: missing "
+                  f"{len(missing)}, unexpected {len(unexpected)} tensors; next-token "
+                  f"log-probabilities within {diff:.2e} of finercut's ({removed} sublayers removed)")
+            if not good:
+                failures.append(f"{name} ({loader})")
+            del model
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--finercut", required=True, help="path of the finercut binary")
     ap.add_argument("--keep", help="write the checkpoints here instead of a temporary directory")
+    ap.add_argument("--like", nargs="*", default=["pythia-160m", "phi-3-mini", "phi-4-mini"],
+                    help="make-tiny --like presets whose stock layout to check")
+    ap.add_argument("--blocks", default="2", help="blocks of the --like models")
     args = ap.parse_args()
     finercut = os.path.abspath(args.finercut)
     import transformers
@@ -133,6 +184,9 @@ def main() -> int:
               f"log-probabilities differ by at most {diff:.2e}")
         if not same:
             failures.append("hf-compatible logits")
+
+    for like in args.like:
+        failures += check_like(finercut, p, calib, like, args.blocks)
 
     # Control: the dropped export under the source's model_type loads, with random tensors.
     control = p("dropped-unmarked")

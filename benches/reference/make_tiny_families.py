@@ -28,6 +28,11 @@ head, exact GELU, LayerNorms and projections with biases, its config.json rewrit
 5's own `rope_parameters` spelling and `lm_head`). Removing a GPT-NeoX branch zeroes the output of
 `attention` or `mlp`: in a parallel block the other branch still reads the block input.
 
+For every model it also writes `logits_zeroed.npy` and `zeroed.json`: the logits of the model loaded
+by `from_pretrained` from a copy of its stock files in which the output projections (weight and bias;
+for a mixture, every expert's) of sublayers 0, 3, 4 and 5 are zero, which is what
+`finercut export --format hf-compatible` writes for those sublayers removed.
+
 Run with the reference venv:
 `/path/to/venv/bin/python benches/reference/make_tiny_families.py OUT_DIR [FAMILY ...]`
 (all families, or the ones named; the committed files are in `data/golden/tiny/`).
@@ -463,6 +468,59 @@ def watch_router_margin(model: torch.nn.Module) -> list[float]:
     return gaps
 
 
+# The sublayers that `zeroed_export` removes: L0.attn and L1.mlp alone in their blocks, both of L2.
+ZEROED = [0, 3, 4, 5]
+
+
+def output_projections(names, sublayer: int) -> list[str]:
+    """The stored tensors of a sublayer's output projection (weight and bias, where stored): attention's
+    `self_attn.o_proj` (GPT-NeoX: `attention.dense`), the FFN's `mlp.down_proj` (GPT-NeoX:
+    `mlp.dense_4h_to_h`), or every expert's down projection (Mixtral: `block_sparse_moe.experts.E.w2`,
+    Qwen3-MoE: `mlp.experts.E.down_proj`)."""
+    import re
+
+    b = sublayer // 2
+    if sublayer % 2 == 0:
+        module = r"(self_attn\.o_proj|attention\.dense)"
+    else:
+        module = r"(mlp\.down_proj|mlp\.dense_4h_to_h|block_sparse_moe\.experts\.\d+\.w2|mlp\.experts\.\d+\.down_proj)"
+    pattern = re.compile(rf"(model|gpt_neox)\.layers\.{b}\.{module}\.(weight|bias)")
+    return sorted(n for n in names if pattern.fullmatch(n))
+
+
+def zeroed_export(d: str, family: str, ids: torch.Tensor, hooked: np.ndarray) -> None:
+    """What `export --format hf-compatible` means, done in the stock files: the output projections
+    of the sublayers in ZEROED set to zero in a copy of `model.safetensors`, loaded by
+    `from_pretrained` (no tensor may be missing or unexpected), computes what the forward hooks
+    compute with those branches removed (`hooked`, to 1e-5). Writes `zeroed.json` (the sublayers
+    and the zeroed tensors) and `logits_zeroed.npy` (float32 logits of the tokens)."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    tensors = load_file(os.path.join(d, "model.safetensors"))
+    names = [n for i in ZEROED for n in output_projections(tensors, i)]
+    for n in names:
+        tensors[n] = torch.zeros_like(tensors[n])
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(d, "config.json"), tmp)
+        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model, info = AutoModelForCausalLM.from_pretrained(
+            tmp, attn_implementation="eager", dtype=torch.float32, output_loading_info=True
+        )
+    assert not info["missing_keys"] and not info["unexpected_keys"], f"{family}: {info}"
+    model.eval()
+    zeroed = logits_with(model, ids, [])
+    diff = float(np.abs(zeroed - hooked).max())
+    assert diff <= 1e-5, f"{family}: zeroed projections differ from removed branches by {diff}"
+    np.save(os.path.join(d, "logits_zeroed.npy"), zeroed.astype(np.float32))
+    with open(os.path.join(d, "zeroed.json"), "w") as f:
+        json.dump({"zeroed_sublayers": ZEROED, "zeroed_tensors": names}, f, indent=1)
+        f.write("\n")
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__)
@@ -523,6 +581,7 @@ def main() -> int:
         with open(os.path.join(d, "expected.json"), "w") as f:
             json.dump(expected, f, indent=1)
             f.write("\n")
+        zeroed_export(d, family, ids, logits_with(model, ids, ZEROED))
         gaps = [s["runner_up_score"] - s["score"] for s in steps]
         print(
             family,

@@ -22,8 +22,10 @@
 //! - `gpu-test`, `device-check`: the CUDA backend's tests on a GPU, and the one-call check of a
 //!   GPU machine (see `cuda.rs`).
 //! - `mpi-test`: `finercut prune` over 1 to 4 MPI ranks on tiny models against the one-process
-//!   result files, resuming on another number of ranks, refusal of mismatched ranks and a killed
-//!   rank, and `finercut eval`/`eval gsm8k` on 2 and 3 ranks against one process (installs Open MPI and libclang with `apt-get` when missing; see `mpi.rs`).
+//!   result files, resuming on another number of ranks, refusal of mismatched ranks, a killed
+//!   rank in a search, a pipeline stage and an evaluation, `finercut eval`/`eval gsm8k` on 2 and
+//!   3 ranks against one process, and local ranks from MPI (installs Open MPI and libclang with
+//!   `apt-get` when missing; see `mpi.rs`).
 //! - `scaling-projection`: prints the projected step time of Llama-3-70B on GPU and CPU
 //!   clusters from the measured inputs and stated assumptions (`projection.rs`), the section
 //!   "Projection: Llama-3-70B" of `docs/SCALING.md`.

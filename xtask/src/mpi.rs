@@ -12,6 +12,12 @@
 //! - `finercut eval` (multiple choice) and `finercut eval gsm8k` on 2 and 3 ranks write the
 //!   one-process report (GSM8K's timings aside), and a rank that fails ends the job naming it,
 //!   with no report written;
+//! - a rank SIGKILLed in a pipeline stage (2 stages; 2 replicas of 2 stages) or in the middle of
+//!   `eval`/`eval gsm8k` ends the job within the same bound naming the rank, leaves no process of
+//!   the job running, and leaves the last whole checkpoint or the previous report as it was, with
+//!   no half-written file beside it (the search test checks the same);
+//! - `finercut ranks` on 3 ranks reports local ranks 0, 1 and 2 from MPI with Open MPI's
+//!   local-rank variable removed, and a variable that disagrees with MPI is refused;
 //! - `finercut ppl` and `finercut reproduce figure3 --smoke` on 2 ranks write the one-process
 //!   report and files (`mpi_repro.rs`).
 
@@ -145,6 +151,8 @@ pub fn mpi_test(root: &Path) -> anyhow::Result<()> {
     pipeline_stages(&bin, &dir, &prune, &cases)?;
     kill_a_rank(&bin, &dir, &prune)?;
     eval_across_ranks(&bin, &dir, &model)?;
+    kill_other_paths(&bin, &dir, &model, &prune)?;
+    local_ranks(&bin)?;
     crate::mpi_repro::ppl_and_reproduce_across_ranks(&bin, &dir, &model)?;
     eprintln!("mpi-test passed in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -339,8 +347,9 @@ fn rank_of(pid: u32) -> Option<usize> {
         .and_then(|r| r.parse().ok())
 }
 
-/// Starts a 3-rank search, kills rank 2 once the first step is checkpointed, and expects the job
-/// to end with a non-zero exit naming the rank within [`KILL_LIMIT`].
+/// Starts a 3-rank search and kills rank 2 once the first step is checkpointed ([`kill_during`]:
+/// a prompt non-zero exit naming the rank, no process left, no half-written file); the checkpoint
+/// left is a whole one.
 fn kill_a_rank(
     bin: &Path,
     dir: &Path,
@@ -354,64 +363,9 @@ fn kill_a_rank(
             args[i + 1] = value.to_owned();
         }
     }
-    let mut cmd = mpirun(3);
-    cmd.arg(bin)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    eprintln!("$ {cmd:?} (rank 2 killed after the first step)");
-    let mut child = cmd.spawn().context("cannot start mpirun")?;
-    let stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    let t0 = Instant::now();
-    let mut killed_at = None;
-    let status = loop {
-        if let Some(st) = child.try_wait().context("waiting for mpirun")? {
-            break st;
-        }
-        if killed_at.is_none() && out.exists() {
-            if let Some(pid) = descendants(child.id())
-                .into_iter()
-                .find(|&p| rank_of(p) == Some(2))
-            {
-                // SAFETY: plain FFI call; `pid` is a process this test started (a rank of its
-                // own mpirun).
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                killed_at = Some(Instant::now());
-            }
-        }
-        let late = match killed_at {
-            Some(k) => k.elapsed() > KILL_LIMIT,
-            None => t0.elapsed() > KILL_LIMIT * 5,
-        };
-        if late {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "the job did not end {} s after rank 2 was killed (or it never started)",
-                KILL_LIMIT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = reader.join().unwrap_or_default();
-    let Some(k) = killed_at else {
-        bail!("the search ended before rank 2 could be killed; make it longer\n{text}");
-    };
-    if status.success() || !text.contains("rank 2") {
-        bail!("killing rank 2 did not fail the job naming the rank (exit {status}):\n{text}");
-    }
-    eprintln!(
-        "a killed rank ended the job in {:.1} s with {status}",
-        k.elapsed().as_secs_f64()
-    );
+    let (_, took) = kill_during(bin, 3, &args, 2, KillAfter::File(out.clone()), &out)?;
+    whole_checkpoint(&out)?;
+    eprintln!("a killed rank ended the job in {took:.1} s");
     Ok(())
 }
 
@@ -526,5 +480,341 @@ fn eval_across_ranks(bin: &Path, dir: &Path, model: &Path) -> anyhow::Result<()>
         bail!("a failed evaluation wrote {}", out.display());
     }
     eprintln!("a failing rank ends the evaluation naming it, with no report written");
+    Ok(())
+}
+
+/// When [`kill_during`] kills its rank: once a file exists, or once rank 0 writes a line of
+/// stderr that contains a text.
+enum KillAfter {
+    File(PathBuf),
+    Line(&'static str),
+}
+
+/// A job of `ranks` ranks (`args` after `finercut`) in which rank `victim` is SIGKILLed once
+/// `after` happens. The job must end within [`KILL_LIMIT`] with a non-zero exit whose message
+/// names the rank (Open MPI's `process rank N … exited on signal 9`, or the product's own), leave
+/// no process of the job running, and leave no temporary file of an atomic write beside `out`.
+/// Returns the job's stderr and the seconds from the kill to its end.
+fn kill_during(
+    bin: &Path,
+    ranks: usize,
+    args: &[String],
+    victim: usize,
+    after: KillAfter,
+    out: &Path,
+) -> anyhow::Result<(String, f64)> {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    // Every process of the job inherits this variable from mpirun, so leftovers can be found
+    // after mpirun is gone.
+    let marker = format!(
+        "{}-{}",
+        out.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    let mut cmd = mpirun(ranks);
+    cmd.env("FINERCUT_MPI_TEST_JOB", &marker)
+        .arg(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    eprintln!("$ {cmd:?} (rank {victim} killed mid-way)");
+    let mut child = cmd.spawn().context("cannot start mpirun")?;
+    let stderr = child.stderr.take();
+    let seen = Arc::new(AtomicBool::new(false));
+    let trigger = match &after {
+        KillAfter::Line(t) => Some(*t),
+        KillAfter::File(_) => None,
+    };
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(e) = stderr {
+                for line in std::io::BufReader::new(e).lines().map_while(Result::ok) {
+                    if trigger.is_some_and(|t| line.contains(t)) {
+                        seen.store(true, Ordering::SeqCst);
+                    }
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+            s
+        })
+    };
+    let t0 = Instant::now();
+    let mut killed_at = None;
+    let status = loop {
+        if let Some(st) = child.try_wait().context("waiting for mpirun")? {
+            break st;
+        }
+        let due = match &after {
+            KillAfter::File(f) => f.exists(),
+            KillAfter::Line(_) => seen.load(Ordering::SeqCst),
+        };
+        if killed_at.is_none() && due {
+            if let Some(pid) = descendants(child.id())
+                .into_iter()
+                .find(|&p| rank_of(p) == Some(victim))
+            {
+                // The check for leftovers below finds processes by the marker: it must see them.
+                if !marked(&marker).contains(&pid) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    end_leftovers(&marker);
+                    bail!("rank {victim} (pid {pid}) does not carry FINERCUT_MPI_TEST_JOB");
+                }
+                // SAFETY: plain FFI call; `pid` is a rank of this test's own mpirun.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                killed_at = Some(Instant::now());
+            }
+        }
+        let late = match killed_at {
+            Some(k) => k.elapsed() > KILL_LIMIT,
+            None => t0.elapsed() > KILL_LIMIT * 5,
+        };
+        if late {
+            let _ = child.kill();
+            let _ = child.wait();
+            end_leftovers(&marker);
+            bail!(
+                "the job did not end {} s after rank {victim} was killed (or it never started)",
+                KILL_LIMIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed_at.map(|k| k.elapsed().as_secs_f64());
+    let text = reader.join().unwrap_or_default();
+    let Some(took) = took else {
+        bail!("the job ended before rank {victim} could be killed; make it longer\n{text}");
+    };
+    let named = text.contains(&format!("process rank {victim} with PID"))
+        || text.contains(&format!("rank {victim} aborted"));
+    if status.success() || !named {
+        bail!(
+            "killing rank {victim} did not fail the job naming the rank (exit {status}):\n{text}"
+        );
+    }
+    let left = leftovers(&marker, KILL_LIMIT);
+    if !left.is_empty() {
+        end_leftovers(&marker);
+        bail!("processes of the job were still running after it ended: {left:?}\n{text}");
+    }
+    let temp = temporary_files(out)?;
+    if !temp.is_empty() {
+        bail!(
+            "the job left half-written files beside {}: {temp:?}",
+            out.display()
+        );
+    }
+    Ok((text, took))
+}
+
+/// The number of steps of the checkpoint `out`, which must be a whole result file with at least
+/// one step (rank 0 wrote it after the first step, atomically).
+fn whole_checkpoint(out: &Path) -> anyhow::Result<usize> {
+    let v = timeless(out)?;
+    let steps = v
+        .get("steps")
+        .and_then(|s| s.as_array())
+        .map_or(0, Vec::len);
+    if steps == 0 {
+        bail!("{} is not a checkpoint with a step", out.display());
+    }
+    Ok(steps)
+}
+
+/// The processes that carry `FINERCUT_MPI_TEST_JOB=marker`, once none is left or `limit` has
+/// passed (processes of a job that ended take a moment to go).
+fn leftovers(marker: &str, limit: Duration) -> Vec<u32> {
+    let t0 = Instant::now();
+    loop {
+        let left = marked(marker);
+        if left.is_empty() || t0.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGKILLs every process marked by [`kill_during`] as part of the job `marker`.
+fn end_leftovers(marker: &str) {
+    for pid in marked(marker) {
+        // SAFETY: plain FFI call; `pid` carries this test's own marker.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// The live processes whose environment holds `FINERCUT_MPI_TEST_JOB=marker`.
+fn marked(marker: &str) -> Vec<u32> {
+    let want = format!("FINERCUT_MPI_TEST_JOB={marker}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == want.as_bytes()))
+        })
+        .collect()
+}
+
+/// The temporary files of an atomic write of `out` (`.NAME.tmp-PID` beside it) that exist.
+fn temporary_files(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!(".{}.tmp", name.to_string_lossy());
+    Ok(std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect())
+}
+
+/// Kills a rank in the middle of the other distributed paths: a pipeline stage while streams
+/// pass between stages (2 stages on 2 ranks, and 2 replicas of 2 stages on 4), `finercut eval`
+/// and `finercut eval gsm8k`. Each job ends within [`KILL_LIMIT`] naming the rank, leaves no
+/// process behind, and leaves its output either the last complete checkpoint (prune) or the
+/// complete report that was there before (eval), with no half-written file beside it.
+fn kill_other_paths(
+    bin: &Path,
+    dir: &Path,
+    model: &Path,
+    prune: &dyn Fn(&Path, &[&str]) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    for (ranks, victim) in [(2, 1), (4, 3)] {
+        let out = dir.join(format!("killed-np{ranks}-stages2.json"));
+        let mut args = prune(&out, &["--to-end", "--exhaustive", "--stages", "2"]);
+        for (flag, value) in [("--samples", "16"), ("--seq-len", "64")] {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args[i + 1] = value.to_owned();
+            }
+        }
+        let (_, took) = kill_during(
+            bin,
+            ranks,
+            &args,
+            victim,
+            KillAfter::File(out.clone()),
+            &out,
+        )?;
+        let steps = whole_checkpoint(&out)?;
+        eprintln!(
+            "a stage rank killed mid-search ({ranks} ranks, 2 stages) ended the job in {took:.1} s, \
+             leaving a checkpoint of {steps} step(s)"
+        );
+    }
+
+    let model = model.to_string_lossy().to_string();
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "--model",
+            &model,
+            "--threads",
+            "1",
+            "--out",
+            &out.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let jobs: [(&str, Vec<&str>, &str, &str, usize); 2] = [
+        (
+            "eval",
+            vec!["eval", "--tasks", "arc_easy,hellaswag", "--limit", "100"],
+            "eval-1proc.json",
+            "arc_easy: ",
+            2,
+        ),
+        (
+            "gsm8k",
+            vec![
+                "eval",
+                "gsm8k",
+                "--limit",
+                "30",
+                "--max-gen-toks",
+                "16",
+                "--batch-size",
+                "1",
+            ],
+            "gsm8k-1proc.json",
+            "gsm8k: 1/",
+            1,
+        ),
+    ];
+    for (name, head, previous, line, victim) in jobs {
+        // A complete report from before: the killed job must leave it as it was.
+        let out = dir.join(format!("killed-{name}.json"));
+        std::fs::copy(dir.join(previous), &out)
+            .with_context(|| format!("cannot seed {}", out.display()))?;
+        let before = std::fs::read(&out)?;
+        let mut args: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+        args.extend(common(&out));
+        let (_, took) = kill_during(bin, 3, &args, victim, KillAfter::Line(line), &out)?;
+        if std::fs::read(&out)? != before {
+            bail!(
+                "killing rank {victim} changed the previous report {}",
+                out.display()
+            );
+        }
+        eprintln!(
+            "a rank killed mid-evaluation ({name}, 3 ranks) ended the job in {took:.1} s, \
+             leaving the previous report intact"
+        );
+    }
+    eprintln!(
+        "kills in pipeline stages and evaluations: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `finercut ranks` on 3 ranks of this one node: MPI's shared-memory split gives local ranks 0, 1
+/// and 2 with Open MPI's own variable removed from the ranks' environment (so the local rank comes
+/// from MPI, not from the launcher), and a launcher variable that disagrees with MPI is an error
+/// naming both.
+fn local_ranks(bin: &Path) -> anyhow::Result<()> {
+    let mut cmd = mpirun(3);
+    cmd.args(["env", "-u", "OMPI_COMM_WORLD_LOCAL_RANK"])
+        .arg(bin)
+        .arg("ranks");
+    eprintln!("$ {cmd:?}");
+    let o = cmd.output().context("cannot start mpirun")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    for r in 0..3 {
+        let want = format!("rank {r} of 3 on ");
+        let line = text.lines().find(|l| l.starts_with(&want));
+        if !o.status.success() || !line.is_some_and(|l| l.contains(&format!("local rank {r},"))) {
+            bail!(
+                "rank {r} did not report local rank {r} (exit {}):\n{text}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    let mut cmd = mpirun(3);
+    cmd.args(["env", "OMPI_COMM_WORLD_LOCAL_RANK=7"])
+        .arg(bin)
+        .arg("ranks");
+    let (ok, stderr) = output_of(&mut cmd, KILL_LIMIT)?;
+    if ok
+        || !stderr.contains("OMPI_COMM_WORLD_LOCAL_RANK=7")
+        || !stderr.contains("makes this local rank")
+    {
+        bail!("a launcher variable that disagrees with MPI was not refused (exit ok: {ok}):\n{stderr}");
+    }
+    eprintln!("3 ranks on one node have local ranks 0, 1 and 2 from MPI; a disagreeing variable is refused");
     Ok(())
 }

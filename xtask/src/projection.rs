@@ -109,7 +109,9 @@ pub struct Assumptions {
     pub gpus_per_node: usize,
     /// GPU nodes.
     pub gpu_nodes: usize,
-    /// Groups of streams in flight through the pipeline.
+    /// Micro-batches (groups of candidates) a pass sends through the pipeline: what the built rule
+    /// (`finercut_search::stages::Stages::micro_batches`) chooses for the first step of Llama-3-70B
+    /// on 8 stages, which a test in `crates/search/src/stages.rs` checks.
     pub pipeline_groups: usize,
     /// Bandwidth between the cards of a node (bytes/s per direction).
     pub nvlink: f64,
@@ -126,7 +128,7 @@ pub const ASSUMED: Assumptions = Assumptions {
     gpu_utilisation: 0.40,
     gpus_per_node: 8,
     gpu_nodes: 4,
-    pipeline_groups: 24,
+    pipeline_groups: 15,
     nvlink: 450e9,
     network: 12.5e9,
 };
@@ -328,7 +330,9 @@ pub fn markdown(a: &Assumptions) -> String {
     ));
     out.push_str(&format!(
         "Assumed: an H100 reaches {:.0} % of its {:.0} TFLOP/s bf16 peak, a pipeline of {} \
-         stages carries {} groups of streams (idle fraction (P − 1)/(G + P − 1)), hand-overs \
+         stages overlaps the {} micro-batches its rule chooses for this step on one node (taken \
+         for the 4-node row too) with an idle fraction of (P − 1)/(G + P − 1), as if they were \
+         equal, hand-overs \
          run at {:.0} GB/s (NVLink) and the per-row values between nodes at {:.1} GB/s; a CPU \
          node has {} cores as fast as these and holds the whole model ({:.0} GB in bf16); the \
          distribution overhead measured for 2 ranks holds for more; communication is counted as \

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use finercut_dist::Transport;
 use finercut_format::Checkpoint;
 use finercut_pipeline::LoadOptions;
 use finercut_search::SearchResult;
@@ -21,10 +22,16 @@ pub fn model_path(arg: &ModelArg) -> anyhow::Result<PathBuf> {
     Ok(finercut_pipeline::model_path(arg.model.as_deref())?)
 }
 
-/// The device and weight-matrix dtype of `--device` and `--precision`.
-pub fn device_of(arg: &ModelArg) -> anyhow::Result<(Device, DType)> {
-    // Under an MPI launcher plain `cuda` is the card of the node-local rank.
-    let local_rank = finercut_dist::local_rank();
+/// The device and weight-matrix dtype of `--device` and `--precision` for a rank of `dist`
+/// (`&finercut_dist::Alone` for a command that runs as one process).
+pub fn device_of(arg: &ModelArg, dist: &dyn Transport) -> anyhow::Result<(Device, DType)> {
+    // Among several ranks plain `cuda` is the card of the node-local rank (asked for only then:
+    // MPI and a launcher's variable that disagree on it matter for nothing else).
+    let local_rank = if arg.device == "cuda" {
+        dist.local_rank()?
+    } else {
+        None
+    };
     let device =
         Device::parse_for_rank(&arg.device, local_rank).with_context(|| match local_rank {
             Some(r) => format!("--device {} on local rank {r}", arg.device),
@@ -40,9 +47,9 @@ pub fn device_of(arg: &ModelArg) -> anyhow::Result<(Device, DType)> {
     Ok((device, dtype))
 }
 
-/// How `--device`, `--precision` and `--dtype` say to load a model.
-pub fn load_options(arg: &ModelArg) -> anyhow::Result<LoadOptions> {
-    let (device, matrix_dtype) = device_of(arg)?;
+/// How `--device`, `--precision` and `--dtype` say to load a model on a rank of `dist`.
+pub fn load_options(arg: &ModelArg, dist: &dyn Transport) -> anyhow::Result<LoadOptions> {
+    let (device, matrix_dtype) = device_of(arg, dist)?;
     Ok(LoadOptions {
         device,
         weights: arg.dtype.into(),
@@ -51,8 +58,8 @@ pub fn load_options(arg: &ModelArg) -> anyhow::Result<LoadOptions> {
 }
 
 /// Opens and loads the model of `--model` on the device of `--device` (the CPU by default).
-pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
-    let options = load_options(arg)?;
+pub fn load_model(arg: &ModelArg, dist: &dyn Transport) -> anyhow::Result<Loaded> {
+    let options = load_options(arg, dist)?;
     let path = model_path(arg)?;
     Ok(finercut_pipeline::load_model(&path, &options)?)
 }
@@ -60,9 +67,10 @@ pub fn load_model(arg: &ModelArg) -> anyhow::Result<Loaded> {
 /// [`load_model`] of sublayers `part` only (a pipeline stage's window) when given.
 pub fn load_model_part(
     arg: &ModelArg,
+    dist: &dyn Transport,
     part: Option<std::ops::Range<usize>>,
 ) -> anyhow::Result<Loaded> {
-    let options = load_options(arg)?;
+    let options = load_options(arg, dist)?;
     let path = model_path(arg)?;
     Ok(finercut_pipeline::load_model_part(&path, &options, part)?)
 }

@@ -71,7 +71,7 @@ pub fn main(mut args: Args) -> anyhow::Result<()> {
 /// The documents shared among the ranks of `dist`; rank 0 alone prints and writes.
 fn evaluate(args: &Args, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
     let tasks = TaskName::parse_list(&args.tasks)?;
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, dist)?;
     let removed = args.plan.removed(&loaded)?;
     let data = args
         .data

@@ -6,8 +6,10 @@
 //!   it with that plan applied. Its `model_type` is `finercut-dropped`
 //!   ([`finercut_format::own_types`]), so stock loaders refuse it rather than fill the missing
 //!   tensors with random values.
-//! - `hf-compatible`: the stock layout with zeroed output projections (`o_proj` / `down_proj`,
-//!   and their biases) of removed sublayers, so unmodified Hugging Face transformers loads it and
+//! - `hf-compatible`: the family's stock layout (its own tensor names, GPT-NeoX's fused
+//!   `query_key_value` joined back: `finercut_format::Family::stock_layout`) with zeroed output
+//!   projections (`o_proj` / `down_proj`, GPT-NeoX's `attention.dense` / `mlp.dense_4h_to_h`, and
+//!   their biases) of removed sublayers, so unmodified Hugging Face transformers loads it and
 //!   computes the same logits: a removed branch then adds zero. As large and as slow as the dense
 //!   model.
 //! - `gguf`: a GGUF file that llama.cpp runs with the removed sublayers physically absent
@@ -30,9 +32,9 @@ use finercut_format::nas::{nas_config_json, NAS_CONFIGURATION_PY};
 use finercut_format::own_types::{mark, stock_weights_metadata, OwnLayout};
 use finercut_format::{
     checkpoint_files, f32_to_bytes, write_safetensors_streamed, Bytes, Checkpoint, DType, GgufFile,
-    ModelConfig, Overwrite, StagedDir, TensorSpec,
+    ModelConfig, Overwrite, StagedDir, TensorSource, TensorSpec,
 };
-use finercut_search::export::{is_removed_tensor, ExportPlan, TensorLayout};
+use finercut_search::export::{is_removed_tensor, ExportPlan, HfCompatible, TensorLayout};
 use finercut_search::{sublayer_name, SearchResult};
 
 use crate::common;
@@ -476,29 +478,20 @@ fn write_safetensors_export(
     format: Format,
 ) -> anyhow::Result<()> {
     let hf_compatible = format == Format::HfCompatible;
-    let mut names = ckpt.weights.names();
-    names.sort();
-    let zeroed: Vec<String> = plan
-        .removed_sublayers
-        .iter()
-        .flat_map(|&i| {
-            let b = i / 2;
-            if i % 2 == 0 {
-                vec![
-                    format!("model.layers.{b}.self_attn.o_proj.weight"),
-                    format!("model.layers.{b}.self_attn.o_proj.bias"),
-                ]
-            } else {
-                vec![
-                    format!("model.layers.{b}.mlp.down_proj.weight"),
-                    format!("model.layers.{b}.mlp.down_proj.bias"),
-                ]
-            }
-        })
-        .collect();
-    let keep: Vec<String> = if hf_compatible {
-        names
+    // hf-compatible: the family's stock layout (its own tensor names, fused tensors joined back)
+    // with the removed sublayers' output projections zeroed; dropped: the shared names, the
+    // removed sublayers' tensors left out.
+    let stock = HfCompatible::new(&ckpt.config, ckpt.weights.as_ref(), &plan.removed_sublayers);
+    let source: &dyn TensorSource = if hf_compatible {
+        &stock
     } else {
+        ckpt.weights.as_ref()
+    };
+    let keep: Vec<String> = if hf_compatible {
+        stock.names()
+    } else {
+        let mut names = ckpt.weights.names();
+        names.sort();
         names
             .into_iter()
             .filter(|n| !is_removed_tensor(n, &plan.tensor_prefixes))
@@ -506,7 +499,7 @@ fn write_safetensors_export(
     };
     let mut specs = Vec::with_capacity(keep.len());
     for name in &keep {
-        let t = ckpt.weights.get(name)?;
+        let t = source.get(name)?;
         specs.push(TensorSpec {
             name: name.clone(),
             dtype: t.dtype,
@@ -524,12 +517,7 @@ fn write_safetensors_export(
         )
     };
     write_safetensors_streamed(&weights_path, &specs, &meta, |i| {
-        let t = ckpt.weights.get(&keep[i])?;
-        if hf_compatible && zeroed.contains(&keep[i]) {
-            Ok(Bytes::from_vec(vec![0u8; t.data.len()]))
-        } else {
-            Ok(t.data)
-        }
+        Ok(source.get(&keep[i])?.data)
     })?;
 
     let mut config = ckpt.config.to_hf_json();

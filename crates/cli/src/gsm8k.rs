@@ -69,7 +69,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 
 /// The questions shared among the ranks of `dist`; rank 0 alone prints and writes.
 fn generate(args: &Args, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, dist)?;
     let mut removed: BTreeSet<usize> = args.plan.removed(&loaded)?;
     removed.extend(args.removed.iter().copied());
     let data = args

@@ -10,10 +10,9 @@
 //! norms are 1, biases 0. Tensors are generated and written one at a time (the largest, the
 //! embedding of an 8B Llama 3, is 1 GB), each shard atomically. The tokenizer is byte-level (256
 //! bytes and an end-of-text token); the embedding's other rows are never looked up.
-//! Tensors are written under the shared names the loader reads (`model.layers.N.self_attn.q_proj`
-//! …); for a family whose checkpoints store others (GPT-NeoX's fused `query_key_value`), the
-//! result is a model finercut runs at the published shape, not a checkpoint in that family's own
-//! layout.
+//! Tensors are written in the family's stock layout (`finercut_format::Family::stock_layout`: the
+//! names its own checkpoints use, GPT-NeoX's `gpt_neox.layers.N.attention.query_key_value` …), so
+//! transformers loads the directory with the preset's class.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -261,7 +260,35 @@ impl LikeSpec {
                 Init::Normal,
             );
         }
-        Ok(out)
+        // Stored as the family's own checkpoints store them (GPT-NeoX: its names, one fused
+        // `query_key_value`), so stock loaders read the directory.
+        let names: Vec<String> = out.iter().map(|(t, _)| t.name.clone()).collect();
+        let by_name: BTreeMap<&str, &(TensorSpec, Init)> =
+            out.iter().map(|e| (e.0.name.as_str(), e)).collect();
+        c.family()
+            .stock_layout(&c, &names)
+            .into_iter()
+            .map(|s| {
+                let parts = s
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        by_name
+                            .get(p.as_str())
+                            .copied()
+                            .with_context(|| format!("{}: no tensor `{p}`", self.shape.name))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let shapes: Vec<Vec<usize>> = parts.iter().map(|p| p.0.shape.clone()).collect();
+                let init = parts.first().map_or(Init::Normal, |p| p.1);
+                let spec = TensorSpec {
+                    shape: s.shape(&shapes)?,
+                    name: s.name,
+                    dtype: DType::BF16,
+                };
+                Ok((spec, init))
+            })
+            .collect()
     }
 }
 
@@ -438,7 +465,12 @@ mod tests {
                     intermediate: 96,
                     blocks: 2,
                     heads: 4,
-                    kv_heads: 2,
+                    // GPT-NeoX has as many key/value heads as query heads.
+                    kv_heads: if base.shape.kv_heads == base.shape.heads {
+                        4
+                    } else {
+                        2
+                    },
                     ..base.shape
                 },
                 ..base
@@ -475,6 +507,64 @@ mod tests {
                 std::fs::read(dir.join(file)).unwrap(),
                 std::fs::read(again.join(file)).unwrap()
             );
+        }
+    }
+
+    /// At the sizes of a family's golden model (`data/golden/tiny/`, saved by transformers), a
+    /// preset writes the same tensors, by name and shape, as transformers' checkpoint: the stock
+    /// layout (GPT-NeoX's `gpt_neox.` names, fused `query_key_value` and `embed_out`; Phi-3's
+    /// fused `qkv_proj` and `gate_up_proj`, no head when tied), which transformers loads.
+    #[test]
+    fn presets_write_the_stock_layout_of_their_family() {
+        use finercut_format::{SafetensorsStore, TensorSource};
+        const VOCAB: usize = 300;
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+        for (name, family) in [
+            ("pythia-160m", "gpt_neox"),
+            ("phi-3-mini", "phi3"),
+            ("phi-4-mini", "phi4_mini"),
+            ("llama-3.1-8b", "llama3"),
+        ] {
+            let dir = golden.join(family);
+            let c = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
+            let base = LikeSpec::preset(name).unwrap();
+            let spec = LikeSpec {
+                shape: LikePreset {
+                    // More than the byte tokenizer's 257 ids; compared as the golden's below.
+                    vocab: VOCAB,
+                    hidden: c.hidden_size,
+                    intermediate: c.intermediate_size,
+                    blocks: c.num_hidden_layers,
+                    heads: c.num_attention_heads,
+                    kv_heads: c.num_key_value_heads,
+                    ..base.shape
+                },
+                ..base
+            };
+            let mut got: Vec<(String, Vec<usize>)> = spec
+                .tensors()
+                .unwrap()
+                .into_iter()
+                .map(|(t, _)| {
+                    let shape = t
+                        .shape
+                        .iter()
+                        .map(|&n| if n == VOCAB { c.vocab_size } else { n });
+                    (t.name, shape.collect())
+                })
+                .collect();
+            let store = SafetensorsStore::open(&dir).unwrap();
+            let mut want: Vec<(String, Vec<usize>)> = store
+                .names()
+                .into_iter()
+                .map(|n| {
+                    let shape = store.get(&n).unwrap().shape;
+                    (n, shape)
+                })
+                .collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{name} against {family}");
         }
     }
 

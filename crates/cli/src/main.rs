@@ -10,6 +10,7 @@ mod gsm8k;
 mod inspect;
 mod like;
 mod prune;
+mod ranks;
 mod reproduce;
 mod run;
 mod slice;
@@ -62,6 +63,10 @@ enum Command {
     /// (`cargo xtask reproduce` builds in release mode and runs this); under `mpirun`/`srun`
     /// the searches and evaluations are shared among the ranks, with the one-process tables.
     Reproduce(reproduce::Args),
+    /// Print where each rank of an MPI launch runs: its node, its index among the ranks of that
+    /// node (from MPI) and the CUDA card plain --device cuda gives it; loads no model, so it
+    /// checks a placement before a long job (`mpirun -np 8 finercut ranks`).
+    Ranks,
     /// Time the dense forward pass at given batch × sequence shapes (median tokens per second).
     Speed(speed::Args),
     /// Write a tiny random Llama (4 blocks, d = 64, byte-level tokenizer) as a Hugging Face
@@ -106,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => evaluate::main(args),
         Command::Reproduce(args) => reproduce::main(args),
         Command::Speed(args) => speed::main(args),
+        Command::Ranks => ranks::main(),
         Command::MakeTiny {
             dir,
             seed,

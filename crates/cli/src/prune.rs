@@ -59,6 +59,12 @@ pub struct Args {
     /// candidates change: each stage loads that many sublayers more on each side.
     #[arg(long, value_name = "SUBLAYERS", default_value_t = finercut_search::stages::DEFAULT_MARGIN, requires = "stages")]
     pub stage_margin: usize,
+    /// Micro-batches per scoring pass on pipeline stages: groups of candidates handed from stage
+    /// to stage one by one, so that the stages overlap. 0 (the default) chooses them per pass by
+    /// the shortest simulated schedule (`docs/SCALING.md`, Micro-batches); 1 runs the stages one
+    /// after the other. Results do not depend on it.
+    #[arg(long, value_name = "M", default_value_t = 0, requires = "stages")]
+    pub micro_batches: usize,
     /// Worker threads [default: all cores]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -112,16 +118,16 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
             finercut_search::stages::check_method(args.method)?;
             let path = common::model_path(&args.model)?;
             let config = common::open_checkpoint(&path)?.config;
-            Some(finercut_search::stages::Stages::new(
-                p,
-                args.stage_margin,
-                dist.size(),
-                &config,
-            )?)
+            let layout =
+                finercut_search::stages::Stages::new(p, args.stage_margin, dist.size(), &config)?;
+            Some(match args.micro_batches {
+                0 => layout,
+                m => layout.with_micro_batches(m),
+            })
         }
     };
     let loaded = match &stages {
-        None => common::load_model(&args.model)?,
+        None => common::load_model(&args.model, dist)?,
         Some(st) => {
             let window = st.window(st.place(dist.rank()).1);
             eprintln!(
@@ -133,7 +139,7 @@ fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> a
                 window.end,
                 st.first_boundaries()
             );
-            common::load_model_part(&args.model, Some(window))?
+            common::load_model_part(&args.model, dist, Some(window))?
         }
     };
     if !loaded.base_removed.is_empty() {

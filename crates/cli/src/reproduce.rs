@@ -109,6 +109,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call;
     // every rank runs the same reproduction and shares each unit's work, rank 0 writes.
     let dist = finercut_dist::from_environment()?;
+    let load = match common::load_options(&args.model, dist.as_ref()) {
+        Ok(load) => load,
+        Err(e) => {
+            if dist.size() > 1 {
+                // Ends every rank now (MPI_Abort): none waits for this one in a collective.
+                dist.abort(&format!("error: {e:#}"));
+            }
+            return Err(e);
+        }
+    };
     let profile = if args.smoke {
         ProfileKind::Smoke
     } else if args.full {
@@ -122,7 +132,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         models: args.models,
         out: args.out,
         threads,
-        load: common::load_options(&args.model)?,
+        load,
     };
     // An error on any rank ends every rank (`run_on` aborts the others, naming this rank).
     finercut_reproduce::run_on(dist.as_ref(), &options)?;

@@ -54,7 +54,7 @@ impl PlanArgs {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     common::init_threads(None)?;
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, &finercut_dist::Alone)?;
     let removed = args.plan.removed(&loaded)?;
     let plan = loaded.plan_with(&removed);
     let tok = &loaded.checkpoint.tokenizer;
@@ -156,7 +156,7 @@ pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
 
 /// The windows shared among the ranks of `dist`; rank 0 alone prints.
 fn ppl_on(args: &PplArgs, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, dist)?;
     let removed = args.plan.removed(&loaded)?;
     let (text, origin) = common::text_or_wikitext2(args.text.as_deref())?;
     let mut options = PerplexityOptions::new(args.seq_len);

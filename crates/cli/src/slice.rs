@@ -56,7 +56,7 @@ pub struct Args {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, &finercut_dist::Alone)?;
     if !loaded.base_removed.is_empty() {
         bail!(
             "{} is a pruned export; slice the original model",

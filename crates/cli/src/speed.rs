@@ -52,7 +52,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    let loaded = common::load_model(&args.model)?;
+    let loaded = common::load_model(&args.model, &finercut_dist::Alone)?;
     let plan = loaded.plan_with(&Default::default());
     let vocab = loaded.checkpoint.config.vocab_size as u64;
     let mut state = args.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -594,6 +594,99 @@ fn prune_export_reload() {
 }
 
 /// A corrupt result file and a truncated checkpoint are clear errors.
+/// The names of the tensors in a safetensors file (its JSON header).
+fn safetensors_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).expect("read");
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).expect("header");
+    let mut names: Vec<String> = header
+        .as_object()
+        .expect("object")
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+/// A Pythia-shaped model (`make-tiny --like`) is written, and exported `hf-compatible`, in
+/// GPT-NeoX's stock layout, which transformers' `GPTNeoXForCausalLM` reads; the export computes
+/// the pruned model's perplexity.
+#[test]
+fn gpt_neox_is_written_in_its_stock_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let path = |n: &str| d.join(n).to_str().expect("utf-8").to_string();
+    let (m, r, t) = (path("pythia"), path("run.json"), path("calib.txt"));
+    std::fs::write(
+        &t,
+        "The quick brown fox jumps over the lazy dog. ".repeat(10),
+    )
+    .expect("write");
+    ok(&["make-tiny", &m, "--like", "pythia-160m", "--blocks", "1"]);
+    let stock = |dir: &str| safetensors_names(&Path::new(dir).join("model.safetensors"));
+    let want: Vec<String> = [
+        "embed_out.weight",
+        "gpt_neox.embed_in.weight",
+        "gpt_neox.final_layer_norm.bias",
+        "gpt_neox.final_layer_norm.weight",
+        "gpt_neox.layers.0.attention.dense.bias",
+        "gpt_neox.layers.0.attention.dense.weight",
+        "gpt_neox.layers.0.attention.query_key_value.bias",
+        "gpt_neox.layers.0.attention.query_key_value.weight",
+        "gpt_neox.layers.0.input_layernorm.bias",
+        "gpt_neox.layers.0.input_layernorm.weight",
+        "gpt_neox.layers.0.mlp.dense_4h_to_h.bias",
+        "gpt_neox.layers.0.mlp.dense_4h_to_h.weight",
+        "gpt_neox.layers.0.mlp.dense_h_to_4h.bias",
+        "gpt_neox.layers.0.mlp.dense_h_to_4h.weight",
+        "gpt_neox.layers.0.post_attention_layernorm.bias",
+        "gpt_neox.layers.0.post_attention_layernorm.weight",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(stock(&m), want);
+    let calib = ["--calib", &t, "--samples", "2", "--seq-len", "16"];
+    ok(&[
+        &["prune", "--model", &m, "--ratio", "0.5", "--out", &r][..],
+        &calib,
+    ]
+    .concat());
+    let export = ["export", "--model", &m, "--plan", &r, "--ratio", "0.5"];
+    let (hf, dropped) = (path("hf"), path("dropped"));
+    ok(&[&export[..], &["--format", "hf-compatible", "--out", &hf]].concat());
+    ok(&[&export[..], &["--out", &dropped]].concat());
+    assert_eq!(stock(&hf), want);
+    let config = json(&Path::new(&hf).join("config.json"));
+    assert_eq!(config["model_type"], "gpt_neox");
+    assert_eq!(
+        config["finercut"]["zeroed_sublayers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let ppl = |model: &str| -> f64 {
+        let out = ok(&[
+            "ppl",
+            "--model",
+            model,
+            "--text",
+            &t,
+            "--seq-len",
+            "16",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        v["ppl"].as_f64().expect("ppl")
+    };
+    let (zeroed, planned) = (ppl(&hf), ppl(&dropped));
+    assert!(
+        (zeroed - planned).abs() <= 1e-4 * planned,
+        "{zeroed} vs {planned}"
+    );
+}
+
 #[test]
 fn bad_files_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1016,4 +1109,16 @@ fn slice_then_use_the_sliced_model() {
     none.extend_from_slice(&calib);
     assert!(err(&none).contains("--dim"));
     assert!(err(&slice(&["--dim", "65"], &["--force"])).contains("1..=64"));
+}
+
+#[test]
+fn ranks_outside_a_launcher_is_one_process() {
+    // Without mpirun/srun there is one process and no local rank: plain `cuda` is card 0, or the
+    // reason there is none (no CUDA backend or driver).
+    let out = ok(&["ranks"]);
+    assert!(
+        out.starts_with("one process on ") && out.contains("--device cuda is "),
+        "{out}"
+    );
+    assert!(out.contains("cuda:0") || out.contains("no card"), "{out}");
 }

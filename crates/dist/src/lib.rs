@@ -1,9 +1,10 @@
 //! Collectives for running one finercut search on several processes (ranks).
 //!
-//! [`Transport`] is all the search needs from the machinery that connects the ranks: the rank and
-//! the number of ranks, an all-gather of variable-length buffers, a broadcast and an abort that
-//! needs no other rank's cooperation, and point-to-point messages between two ranks (pipeline
-//! stages pass residual streams on with them). Two implementations:
+//! [`Transport`] is all the search needs from the machinery that connects the ranks: the rank, the
+//! number of ranks and the rank's index on its node (which GPU is its own), an all-gather of
+//! variable-length buffers, a broadcast and an abort that needs no other rank's cooperation, and
+//! point-to-point messages between two ranks (pipeline stages pass residual streams on with
+//! them). Two implementations:
 //!
 //! - [`Local`]: `k` ranks in one process, one thread each (`Local::group`); what the default tests
 //!   run, so the dealing and gathering logic is tested without an MPI installation;
@@ -11,7 +12,8 @@
 //!   one thread (the one that initialised MPI) makes every MPI call, rayon runs the rest.
 //!
 //! [`deal`] assigns work items to ranks by cost, deterministically, so every rank computes the
-//! same assignment without communicating.
+//! same assignment without communicating; [`makespan`] is the time a pipeline of stages takes for
+//! groups of work passed from stage to stage.
 
 #![deny(missing_docs)]
 
@@ -65,6 +67,22 @@ pub enum Error {
     /// The transport could not be set up.
     #[error("cannot start the transport: {0}")]
     Setup(String),
+    /// MPI and the launcher's variable disagree on this rank's index on its node.
+    #[error(
+        "rank {rank}: MPI's shared-memory split makes this local rank {mpi}, but the launcher \
+         set {variable}={value}; which GPU is this rank's is ambiguous: unset {variable} or name \
+         the card with --device cuda:N"
+    )]
+    LocalRank {
+        /// This rank (of the world).
+        rank: usize,
+        /// Its index among the ranks of its node by MPI (`MPI_Comm_split_type`, shared memory).
+        mpi: usize,
+        /// The launcher's variable.
+        variable: &'static str,
+        /// Its value.
+        value: usize,
+    },
 }
 
 /// Result of this crate.
@@ -85,6 +103,14 @@ pub trait Transport {
 
     /// Rank `root`'s buffer on every rank (`data` is ignored on the other ranks).
     fn broadcast_bytes(&self, root: usize, data: &[u8]) -> Result<Vec<u8>>;
+
+    /// This rank's index among the ranks of its node (which GPU of the node is its own), or
+    /// `None` when it is not one of several ranks. `Alone` reads the launcher's variables
+    /// ([`local_rank`]; `None` without a launcher); `Local` ranks all live in one process, so
+    /// each one's local rank is its rank; `Mpi` asks MPI (the shared-memory split of the world),
+    /// which works under any launcher, and is an error ([`Error::LocalRank`]) when a launcher's
+    /// variable says otherwise.
+    fn local_rank(&self) -> Result<Option<usize>>;
 
     /// Ends the job from this rank without waiting for any other: `message` names the error.
     /// With MPI this does not return (`MPI_Abort`); in process, every other rank's current and
@@ -156,6 +182,9 @@ impl Transport for Alone {
             peer: from,
         })
     }
+    fn local_rank(&self) -> Result<Option<usize>> {
+        Ok(local_rank())
+    }
     fn abort(&self, _message: &str) {}
 }
 
@@ -174,6 +203,22 @@ pub fn deal(costs: &[usize], ranks: usize) -> Vec<usize> {
         load[r] += costs[i];
     }
     owner
+}
+
+/// The time to run groups of work `work[g][k]` (group `g` on stage `k`) through a pipeline, in
+/// order: group `g` starts on stage `k` once stage `k` has finished group `g − 1` and stage
+/// `k − 1` has finished group `g`.
+pub fn makespan(work: &[Vec<u64>]) -> u64 {
+    let stages = work.first().map_or(0, Vec::len);
+    let mut done = vec![0u64; stages];
+    for group in work {
+        let mut ready = 0u64;
+        for (k, &w) in group.iter().enumerate() {
+            done[k] = done[k].max(ready) + w;
+            ready = done[k];
+        }
+    }
+    done.last().copied().unwrap_or(0)
 }
 
 /// Whether this process was started by an MPI launcher (`mpirun`/`mpiexec` of Open MPI or MPICH,
@@ -199,8 +244,9 @@ pub const LOCAL_RANK_VARIABLES: [&str; 4] = [
     "PMIX_LOCAL_RANK",
 ];
 
-/// This process's index among the ranks of its node when an MPI launcher started it (for the
-/// choice of its GPU), else `None`: [`local_rank_from`] over the environment.
+/// This process's index among the ranks of its node when an MPI launcher started it, else
+/// `None`: [`local_rank_from`] over the environment. The way without MPI ([`Alone`]); with MPI,
+/// [`Transport::local_rank`] asks MPI itself.
 pub fn local_rank() -> Option<usize> {
     if !launched_by_mpi() {
         return None;
@@ -211,10 +257,33 @@ pub fn local_rank() -> Option<usize> {
 /// The local rank from the first of [`LOCAL_RANK_VARIABLES`] that `var` knows and that holds a
 /// number; `None` when none does.
 pub fn local_rank_from(var: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    local_rank_variable(var).map(|(_, r)| r)
+}
+
+/// [`local_rank_from`] with the name of the variable it came from.
+pub fn local_rank_variable(var: impl Fn(&str) -> Option<String>) -> Option<(&'static str, usize)> {
     LOCAL_RANK_VARIABLES
         .iter()
-        .filter_map(|v| var(v))
-        .find_map(|s| s.trim().parse::<usize>().ok())
+        .find_map(|&v| var(v).and_then(|s| s.trim().parse::<usize>().ok().map(|r| (v, r))))
+}
+
+/// The local rank of world rank `rank` that MPI computed (`mpi`), checked against the
+/// launcher's variable when one is set ([`local_rank_variable`]): an error naming both when they
+/// differ.
+pub fn agreed_local_rank(
+    rank: usize,
+    mpi: usize,
+    variable: Option<(&'static str, usize)>,
+) -> Result<usize> {
+    match variable {
+        Some((variable, value)) if value != mpi => Err(Error::LocalRank {
+            rank,
+            mpi,
+            variable,
+            value,
+        }),
+        _ => Ok(mpi),
+    }
 }
 
 /// The number of ranks an MPI launcher started, from its variables (1 when none is set).
@@ -283,6 +352,18 @@ mod tests {
     }
 
     #[test]
+    fn makespan_runs_groups_through_the_stages_in_order() {
+        // One group: the sum of its stages.
+        assert_eq!(makespan(&[vec![3, 4]]), 7);
+        // Two groups on two stages: stage 1 runs group 0 (3..7) while stage 0 runs group 1
+        // (3..5); group 1 waits for stage 1 (7..11).
+        assert_eq!(makespan(&[vec![3, 4], vec![2, 4]]), 11);
+        // A slow first stage: the second waits for each group.
+        assert_eq!(makespan(&[vec![5, 1], vec![5, 1], vec![5, 1]]), 16);
+        assert_eq!(makespan(&[]), 0);
+    }
+
+    #[test]
     fn local_rank_comes_from_the_first_launcher_variable_set() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |v: &str| {
@@ -309,6 +390,34 @@ mod tests {
             ])),
             Some(5)
         );
+    }
+
+    #[test]
+    fn mpi_and_launcher_must_agree_on_the_local_rank() {
+        assert_eq!(agreed_local_rank(5, 1, None).ok(), Some(1));
+        assert_eq!(
+            agreed_local_rank(5, 1, Some(("SLURM_LOCALID", 1))).ok(),
+            Some(1)
+        );
+        let e = agreed_local_rank(5, 1, Some(("SLURM_LOCALID", 0)))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("rank 5") && e.contains("local rank 1") && e.contains("SLURM_LOCALID=0"),
+            "{e}"
+        );
+        assert_eq!(
+            local_rank_variable(|v| (v == "MPI_LOCALRANKID").then(|| "4".to_string())),
+            Some(("MPI_LOCALRANKID", 4))
+        );
+        // In process, every rank of a group is on the same node: its local rank is its rank.
+        let group = Local::group(3);
+        let locals: Vec<_> = group
+            .iter()
+            .map(|r| r.local_rank().ok().flatten())
+            .collect();
+        assert_eq!(locals, vec![Some(0), Some(1), Some(2)]);
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Transport for Local {
         self.rank
     }
 
+    /// The rank itself: the ranks of a group share one process, hence one node.
+    fn local_rank(&self) -> Result<Option<usize>> {
+        Ok(Some(self.rank))
+    }
+
     fn size(&self) -> usize {
         self.shared.size
     }

@@ -26,6 +26,8 @@ pub struct Mpi {
     thread: ThreadId,
     rank: usize,
     size: usize,
+    /// This rank's index among the ranks of its node, by MPI.
+    local_rank: usize,
 }
 
 impl Mpi {
@@ -35,6 +37,9 @@ impl Mpi {
             .ok_or_else(|| Error::Setup("MPI is already initialised".into()))?;
         let world = universe.world();
         let (rank, size) = (world.rank(), world.size());
+        // The ranks that share memory with this one (its node), ordered by world rank: this
+        // rank's index among them is its local rank under any launcher.
+        let local_rank = world.split_shared(rank).rank();
         // A panic on any thread ends the job at once: unwinding would finalise MPI on this rank
         // while the others wait in a collective.
         let previous = std::panic::take_hook();
@@ -53,6 +58,7 @@ impl Mpi {
             thread: std::thread::current().id(),
             rank: usize::try_from(rank).unwrap_or(0),
             size: usize::try_from(size).unwrap_or(1).max(1),
+            local_rank: usize::try_from(local_rank).unwrap_or(0),
         })
     }
 
@@ -124,6 +130,11 @@ impl Transport for Mpi {
             at += c;
         }
         Ok(out)
+    }
+
+    fn local_rank(&self) -> Result<Option<usize>> {
+        let variable = crate::local_rank_variable(|v| std::env::var(v).ok());
+        crate::agreed_local_rank(self.rank, self.local_rank, variable).map(Some)
     }
 
     fn broadcast_bytes(&self, root: usize, data: &[u8]) -> Result<Vec<u8>> {

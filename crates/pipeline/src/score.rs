@@ -135,10 +135,23 @@ pub fn gsm8k_of_on(
     if let Some(bar) = &bar {
         bar.set_prefix("gsm8k");
     }
+    // Without a terminal (a log file) the bar is hidden: a line after the first question and
+    // after every tenth of them instead.
+    let plain = show_progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
+    let mut tenths = 0;
     let report = finercut_eval::gsm8k::evaluate_on(dist, &lm, options, &mut |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
+        }
+        let tenth = done * 10 / total.max(1);
+        if plain && (done == 1 || tenth > tenths) {
+            tenths = tenth;
+            eprintln!(
+                "[{:>7.1}s] gsm8k: {done}/{total} questions answered",
+                t0.elapsed().as_secs_f64()
+            );
         }
     })?;
     if let Some(bar) = bar {

@@ -580,8 +580,9 @@ impl Pass<'_, '_> {
     /// [`Pass::run`] on a pipeline: the candidates are dealt to the replicas by cost; in each
     /// replica the first stage embeds, every stage runs its range of sublayers (balanced for the
     /// replica's candidates, [`Stages::boundaries`]) and hands the streams to the next, and the
-    /// last stage runs the LM heads into the accumulators; the per-row values of the last stages
-    /// and every rank's work are then gathered to every rank.
+    /// last stage runs the LM heads into the accumulators, one micro-batch of candidates at a time
+    /// ([`Stages::micro_batches`]), so that the stages overlap; the per-row values of the last
+    /// stages and every rank's work are then gathered to every rank.
     fn run_staged(
         &self,
         dist: &dyn Transport,
@@ -624,42 +625,56 @@ impl Pass<'_, '_> {
             let d = self.model.config().hidden_size;
             let sets: Vec<Vec<usize>> = mine.iter().map(|&c| self.candidates[c].clone()).collect();
             let cuts = stages.boundaries(self.base, &sets);
-            let mut streams = if stage == 0 {
-                StageStreams::new(self.model, self.tokens, sets.len())?
-            } else {
-                let bytes = dist.recv_bytes(me - 1)?;
-                decode_streams(&bytes, me - 1, sets.len(), rows, d, self.model)?
-            };
-            stats = self.model.stream_stage(
-                n,
-                t,
-                self.base,
-                &sets,
-                cuts[stage]..cuts[stage + 1],
-                &mut streams,
-            )?;
-            if stage < last {
-                let bytes = encode_streams(&streams)?;
-                drop(streams);
-                dist.send_bytes(me + 1, &bytes)?;
-                handed = bytes.len() as u64;
-            } else {
-                let (feed, first_row) = (&self.feed, self.first_row);
-                self.model.stream_stage_heads(
+            // Micro-batches (groups of this replica's candidates) go from stage to stage one by
+            // one, so the stages overlap; each is an independent pass of its own streams.
+            for group in stages.micro_batches(self.base, &sets, &cuts) {
+                let group_sets: Vec<Vec<usize>> = group.iter().map(|&k| sets[k].clone()).collect();
+                let mut streams = if stage == 0 {
+                    StageStreams::new(self.model, self.tokens, group.len())?
+                } else {
+                    let bytes = dist.recv_bytes(me - 1)?;
+                    decode_streams(&bytes, me - 1, group.len(), rows, d, self.model)?
+                };
+                let done = self.model.stream_stage(
+                    n,
+                    t,
                     self.base,
-                    &sets,
-                    streams,
-                    &mut |k, row, logits| {
-                        let acc = mine.get(k).and_then(|&c| accs.get_mut(c)).ok_or_else(|| {
-                            finercut_model::Error::Input(format!(
-                                "stream sent candidate {k} of {}",
-                                mine.len()
-                            ))
-                        })?;
-                        feed.add(acc, first_row + row, logits)
-                    },
+                    &group_sets,
+                    cuts[stage]..cuts[stage + 1],
+                    &mut streams,
                 )?;
+                // The base stream runs once in one process, as far as the latest birth needs it:
+                // the largest of the groups' base work, not their sum.
+                stats.sublayer_evals += done.sublayer_evals - done.base_evals;
+                stats.base_evals = stats.base_evals.max(done.base_evals);
+                if stage < last {
+                    let bytes = encode_streams(&streams)?;
+                    drop(streams);
+                    dist.send_bytes(me + 1, &bytes)?;
+                    handed += bytes.len() as u64;
+                } else {
+                    let (feed, first_row) = (&self.feed, self.first_row);
+                    self.model.stream_stage_heads(
+                        self.base,
+                        &group_sets,
+                        streams,
+                        &mut |k, row, logits| {
+                            let acc = group
+                                .get(k)
+                                .and_then(|&j| mine.get(j))
+                                .and_then(|&c| accs.get_mut(c))
+                                .ok_or_else(|| {
+                                    finercut_model::Error::Input(format!(
+                                        "stream sent candidate {k} of {}",
+                                        group.len()
+                                    ))
+                                })?;
+                            feed.add(acc, first_row + row, logits)
+                        },
+                    )?;
+                }
             }
+            stats.sublayer_evals += stats.base_evals;
         }
         // Only a last stage's message carries row values.
         let msg = self.share_message(&stats, &mine, accs, stage == last);

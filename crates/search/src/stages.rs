@@ -14,6 +14,9 @@
 //!   its first range widened by the margin on each side ([`Stages::window`]). With weights kept as
 //!   stored (memory-mapped) a margin sublayer costs address space, and resident memory only once a
 //!   boundary has moved onto it.
+//! - [`Stages::micro_batches`] cuts a pass's candidates into groups that go from stage to stage
+//!   one by one, so stage `k + 1` runs a group while stage `k` runs the next (GPipe-style); their
+//!   number is the one with the shortest simulated schedule ([`finercut_dist::makespan`]).
 //!
 //! What crosses a boundary ([`encode_streams`]): the base stream, if still needed, and every born
 //! candidate's stream, as `f32` rows: exact, so the staged search gives the one-process result
@@ -22,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use finercut_dist::Transport;
+use finercut_dist::{makespan, Transport};
 use finercut_model::{Model, Plan, StageStreams, Tensor};
 
 use crate::{Error, Result};
@@ -50,6 +53,9 @@ pub struct Stages {
     head: u64,
     /// The boundaries of the first step (`P + 1` values from 0 to 2L).
     first: Vec<usize>,
+    /// Micro-batches per pass when set ([`Stages::with_micro_batches`]); else chosen per pass by
+    /// [`Stages::micro_batches`]' rule.
+    micro: Option<usize>,
 }
 
 impl Stages {
@@ -114,12 +120,21 @@ impl Stages {
             weights,
             head,
             first: Vec::new(),
+            micro: None,
         };
         // The first step: every sublayer a candidate born at itself, plus the base stream.
         let births: Vec<(usize, Vec<usize>)> = (0..sublayers).map(|s| (s, vec![s])).collect();
         let work = stages.work(&Plan::dense(), &births);
         stages.first = balance(&work, count, None, step);
         Ok(stages)
+    }
+
+    /// Fixes the number of micro-batches of every pass to `count` (at least 1, at most the pass's
+    /// candidates) instead of choosing it by the rule of [`Stages::micro_batches`]. Changes the
+    /// speed, never a result.
+    pub fn with_micro_batches(mut self, count: usize) -> Stages {
+        self.micro = Some(count.max(1));
+        self
     }
 
     /// The boundaries of the first step: stage `k` runs `first[k]..first[k + 1]`.
@@ -195,9 +210,76 @@ impl Stages {
         )
     }
 
+    /// The micro-batches of a pass of `candidates` over `base` cut at `cuts` ([`Stages::boundaries`]):
+    /// groups of indices into `candidates`, in the order the stages run them. Each group is a pass
+    /// of its own (its candidates' streams and its own copy of the base stream, as far as its
+    /// latest-born candidate needs it), handed from stage to stage as soon as a stage is done with
+    /// it, so that stage `k + 1` runs group `g` while stage `k` runs group `g + 1`.
+    ///
+    /// The candidates go latest-born first (ties: lower index), cut into contiguous groups of about
+    /// equal cost (`2L − birth`, [`balance`]): the first group costs the first stage little more
+    /// than the base stream, so the later stages start early. The number of groups `M` is the one
+    /// (from 1 to the number of candidates, ties to fewer) whose schedule is shortest under the
+    /// work model of [`balance`]: group `g` on stage `k` takes its weighted stream count over the
+    /// stage's sublayers (its base copy included) and starts once stage `k` has finished group
+    /// `g − 1` and stage `k − 1` group `g`. More groups shorten the start and end of the pipeline,
+    /// where stages wait, by `(P − 1)/(M + P − 1)` of it; each adds a base-stream copy. With
+    /// [`Stages::with_micro_batches`] `M` is fixed instead.
+    pub fn micro_batches(
+        &self,
+        base: &Plan,
+        candidates: &[Vec<usize>],
+        cuts: &[usize],
+    ) -> Vec<Vec<usize>> {
+        let births: Vec<(usize, Vec<usize>)> = candidates
+            .iter()
+            .map(|c| {
+                let extra: Vec<usize> =
+                    c.iter().copied().filter(|&i| !base.is_removed(i)).collect();
+                (extra.iter().copied().min().unwrap_or(self.sublayers), extra)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by(|&a, &b| births[b].0.cmp(&births[a].0).then(a.cmp(&b)));
+        let costs: Vec<u64> = order
+            .iter()
+            .map(|&c| (self.sublayers - births[c].0.min(self.sublayers)) as u64 + 1)
+            .collect();
+        let groups_of = |m: usize| -> Vec<Vec<usize>> {
+            let cut = balance(&costs, m, None, 1);
+            cut.windows(2).map(|w| order[w[0]..w[1]].to_vec()).collect()
+        };
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        if let Some(m) = self.micro {
+            return groups_of(m.min(candidates.len()));
+        }
+        let stage_work = |group: &[usize]| -> Vec<u64> {
+            let mine: Vec<(usize, Vec<usize>)> = group.iter().map(|&c| births[c].clone()).collect();
+            let work = self.work(base, &mine);
+            cuts.windows(2)
+                .map(|w| work[w[0]..w[1]].iter().sum())
+                .collect()
+        };
+        let mut best: Option<(u64, Vec<Vec<usize>>)> = None;
+        for m in 1..=candidates.len() {
+            let groups = groups_of(m);
+            let work: Vec<Vec<u64>> = groups.iter().map(|g| stage_work(g)).collect();
+            let span = makespan(&work);
+            if best.as_ref().is_none_or(|(b, _)| span < *b) {
+                best = Some((span, groups));
+            }
+        }
+        best.map(|(_, g)| g).unwrap_or_default()
+    }
+
     /// Checks that every rank runs the same layout (a collective).
     pub fn check_same(&self, dist: &dyn Transport) -> Result<()> {
-        let mine = format!("{} stages, margin {}", self.count, self.margin);
+        let mine = format!(
+            "{} stages, margin {}, micro-batches {:?}",
+            self.count, self.margin, self.micro
+        );
         let all = dist.all_gather_bytes(mine.as_bytes())?;
         let first = String::from_utf8_lossy(&all[0]).into_owned();
         for (rank, theirs) in all.iter().enumerate().skip(1) {
@@ -474,6 +556,88 @@ mod tests {
                 let w = s.window(k);
                 assert_eq!(w.start == 0, k == 0);
                 assert_eq!(w.end == 12, k + 1 == p);
+            }
+        }
+    }
+
+    #[test]
+    fn micro_batches_partition_the_candidates_latest_born_first_and_fill_the_stages() {
+        let c = config(6);
+        let cands: Vec<Vec<usize>> = (0..12).map(|i| vec![i]).collect();
+        for p in [2, 3] {
+            let s = Stages::new(p, 2, p, &c).unwrap();
+            let base = Plan::dense();
+            let cuts = s.boundaries(&base, &cands);
+            let groups = s.micro_batches(&base, &cands, &cuts);
+            // More than one group, so the stages overlap; the groups' schedule is shorter than
+            // one group's.
+            assert!(groups.len() > 1, "{p} stages: {groups:?}");
+            let flat: Vec<usize> = groups.iter().flatten().copied().collect();
+            assert_eq!(flat, (0..12).rev().collect::<Vec<_>>(), "{groups:?}");
+            let span = |groups: &[Vec<usize>]| {
+                makespan(
+                    &groups
+                        .iter()
+                        .map(|g| {
+                            let births: Vec<(usize, Vec<usize>)> =
+                                g.iter().map(|&i| (i, vec![i])).collect();
+                            let w = s.work(&base, &births);
+                            cuts.windows(2)
+                                .map(|k| w[k[0]..k[1]].iter().sum())
+                                .collect()
+                        })
+                        .collect::<Vec<Vec<u64>>>(),
+                )
+            };
+            let one = vec![flat.clone()];
+            assert!(span(&groups) < span(&one));
+            // No other number of groups has a shorter schedule.
+            for m in 1..=12 {
+                let fixed = s.clone().with_micro_batches(m);
+                let other = fixed.micro_batches(&base, &cands, &cuts);
+                assert_eq!(other.len(), m);
+                assert!(span(&groups) <= span(&other), "{m}: {other:?}");
+            }
+        }
+        // Fixed: never more groups than candidates, never an empty one.
+        let s = Stages::new(2, 2, 2, &c).unwrap().with_micro_batches(5);
+        let few = vec![vec![3], vec![7]];
+        let cuts = s.boundaries(&Plan::dense(), &few);
+        assert_eq!(
+            s.micro_batches(&Plan::dense(), &few, &cuts),
+            vec![vec![1], vec![0]]
+        );
+        assert!(s.micro_batches(&Plan::dense(), &[], &cuts).is_empty());
+    }
+
+    #[test]
+    fn the_rule_fills_real_pipelines_with_several_micro_batches() {
+        // The first step (every sublayer a candidate) of SmolLM2-135M on 2 stages, the
+        // Llama-3-8B shape on 3 and Llama-3-70B on 8 (`docs/SCALING.md` quotes these counts);
+        // a pass of few candidates never has more groups than candidates.
+        for (layers, d, ffn, heads, kv, vocab, p, want) in [
+            (30, 576, 1536, 9, 3, 49_152, 2, 6),
+            (32, 4096, 14_336, 32, 8, 128_256, 3, 8),
+            (80, 8192, 28_672, 64, 8, 128_256, 8, 15),
+        ] {
+            let json = format!(
+                r#"{{"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                "vocab_size": {vocab}, "hidden_size": {d}, "intermediate_size": {ffn},
+                "num_hidden_layers": {layers}, "num_attention_heads": {heads},
+                "num_key_value_heads": {kv}, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                "max_position_embeddings": 64, "tie_word_embeddings": false,
+                "hidden_act": "silu"}}"#
+            );
+            let c = finercut_model::format::ModelConfig::from_json_str(&json, "shape").unwrap();
+            let s = Stages::new(p, 2, p, &c).unwrap();
+            let base = Plan::dense();
+            let cands: Vec<Vec<usize>> = (0..2 * layers).map(|i| vec![i]).collect();
+            let groups = s.micro_batches(&base, &cands, &s.boundaries(&base, &cands));
+            assert_eq!(groups.len(), want, "{layers} blocks on {p} stages");
+            for few in 1..=3 {
+                let some = &cands[..few];
+                let g = s.micro_batches(&base, some, &s.boundaries(&base, some));
+                assert!((1..=few).contains(&g.len()));
             }
         }
     }

@@ -20,6 +20,9 @@ use crate::model::{
 };
 use finercut_search::stages::Stages;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+
 /// The result without wall times, which differ between runs.
 fn timeless(r: &SearchResult) -> SearchResult {
     let mut r = r.clone();
@@ -261,8 +264,8 @@ fn ranks_that_run_different_searches_refuse_to_start() {
     }
 }
 
-/// Runs `s` on `ranks` ranks forming pipelines of `stages` stages (margin `margin`), each rank
-/// holding only its window of the model; returns every rank's outcome and the boundaries of the
+/// Runs `s` on `ranks` ranks forming pipelines of `stages` stages (margin `margin`, `micro`
+/// micro-batches per pass or the rule's), each rank holding only its window of the model; returns every rank's outcome and the boundaries of the
 /// first step.
 fn on_stages(
     seed: u64,
@@ -271,8 +274,12 @@ fn on_stages(
     ranks: usize,
     stages: usize,
     margin: usize,
+    micro: Option<usize>,
 ) -> (Vec<finercut_search::Result<SearchResult>>, Vec<usize>) {
-    let layout = Stages::new(stages, margin, ranks, &tiny_config_for_stages()).unwrap();
+    let mut layout = Stages::new(stages, margin, ranks, &tiny_config_for_stages()).unwrap();
+    if let Some(m) = micro {
+        layout = layout.with_micro_batches(m);
+    }
     let parts: Vec<Model> = (0..ranks)
         .map(|r| tiny_model_part(seed, Some(layout.window(layout.place(r).1))))
         .collect();
@@ -289,8 +296,17 @@ fn on_parts(
     calib: &[Vec<u32>],
     s: &Settings,
 ) -> Vec<finercut_search::Result<SearchResult>> {
-    let ranks = parts.len();
-    let group = Local::group(ranks);
+    on_parts_with(&Local::group(parts.len()), parts, layout, calib, s)
+}
+
+/// [`on_parts`] on the ranks of `group`.
+fn on_parts_with<T: Transport + Sync>(
+    group: &[T],
+    parts: &[Model],
+    layout: &Stages,
+    calib: &[Vec<u32>],
+    s: &Settings,
+) -> Vec<finercut_search::Result<SearchResult>> {
     let layout = &layout;
     let out = std::thread::scope(|scope| {
         let handles: Vec<_> = group
@@ -334,8 +350,15 @@ fn pipelines_of_stages_give_the_one_process_result_bit_for_bit() {
         configurations.push((metric, Level::Sublayer, true));
         configurations.push((metric, Level::Block, true));
     }
-    // (ranks, stages, margin): 2 and 3 stages, 2 replicas of 2 stages.
-    let layouts = [(2, 2, 2), (3, 3, 1), (4, 2, 0)];
+    // (ranks, stages, margin, micro-batches): 2 and 3 stages, 2 replicas of 2 stages; micro-batches
+    // by the rule, 2, 3, or one candidate each.
+    let layouts = [
+        (2, 2, 2, None),
+        (3, 3, 1, Some(3)),
+        (4, 2, 0, Some(2)),
+        (2, 2, 1, Some(usize::MAX)),
+        (3, 3, 2, None),
+    ];
     for (metric, level, exhaustive) in configurations {
         let mut s = Settings::new(Method::Finercut);
         s.metric = Some(metric);
@@ -343,8 +366,8 @@ fn pipelines_of_stages_give_the_one_process_result_bit_for_bit() {
         s.stop = Stop::End;
         s.exhaustive = exhaustive;
         let want = timeless(&one_process(&model, &calib, &s));
-        for (ranks, stages, margin) in layouts {
-            let (got, first) = on_stages(23, &calib, &s, ranks, stages, margin);
+        for (ranks, stages, margin, micro) in layouts {
+            let (got, first) = on_stages(23, &calib, &s, ranks, stages, margin, micro);
             // A boundary inside a block (an odd sublayer index) is among those tested.
             if stages == 3 {
                 assert!(first[1..stages].iter().any(|b| b % 2 == 1), "{first:?}");
@@ -353,7 +376,7 @@ fn pipelines_of_stages_give_the_one_process_result_bit_for_bit() {
                 assert_eq!(
                     timeless(&r.unwrap()),
                     want,
-                    "{metric} {level} exhaustive={exhaustive}: rank {rank} of {ranks}, {stages} stages"
+                    "{metric} {level} exhaustive={exhaustive}: rank {rank} of {ranks}, {stages} stages, {micro:?} micro-batches"
                 );
             }
         }
@@ -397,9 +420,15 @@ fn a_model_of_parallel_blocks_is_cut_at_block_edges_and_gives_the_one_process_re
         s.stop = Stop::End;
         s.exhaustive = exhaustive;
         let want = timeless(&one_process(&model, &calib, &s));
-        // (ranks, stages, margin): an odd margin moves boundaries by whole blocks too.
-        for (ranks, stages, margin) in [(2, 2, 1), (3, 3, 2), (4, 2, 0)] {
-            let layout = Stages::new(stages, margin, ranks, &config).unwrap();
+        // (ranks, stages, margin, micro-batches): an odd margin moves boundaries by whole blocks
+        // too.
+        for (ranks, stages, margin, micro) in
+            [(2, 2, 1, None), (3, 3, 2, Some(3)), (4, 2, 0, Some(2))]
+        {
+            let mut layout = Stages::new(stages, margin, ranks, &config).unwrap();
+            if let Some(m) = micro {
+                layout = layout.with_micro_batches(m);
+            }
             assert!(layout.first_boundaries().iter().all(|b| b % 2 == 0));
             let parts: Vec<Model> = (0..ranks)
                 .map(|r| {
@@ -445,9 +474,181 @@ fn sleb_blockpruner_and_one_shot_finercut_run_on_stages() {
         s.level = level;
         s.stop = Stop::End;
         let want = timeless(&one_process(&model, &calib, &s));
-        let (got, _) = on_stages(8, &calib, &s, 2, 2, 2);
+        let (got, _) = on_stages(8, &calib, &s, 2, 2, 2, Some(2));
         for r in got {
             assert_eq!(timeless(&r.unwrap()), want, "{method}");
+        }
+    }
+}
+
+/// What [`Synchronous`] ranks share: messages sent and received per `(from, to)`, and every
+/// receipt in the order it happened.
+#[derive(Default)]
+struct SyncState {
+    sent: BTreeMap<(usize, usize), u64>,
+    received: BTreeMap<(usize, usize), u64>,
+    /// `(from, to, message index on that link, collectives the receiver had completed)`.
+    receipts: Vec<(usize, usize, u64, u64)>,
+    aborted: bool,
+    /// `(rank, message index)`: that receipt fails instead.
+    fail: Option<(usize, u64)>,
+}
+
+/// A rank of an in-process group whose sends return only once the receiver has taken the
+/// message (MPI's synchronous send): the order of receipts it records is then fixed by the
+/// code's sends and receives, not by thread timing.
+struct Synchronous {
+    inner: Local,
+    shared: Arc<(Mutex<SyncState>, Condvar)>,
+    collectives: Mutex<u64>,
+}
+
+fn synchronous_group(size: usize, fail: Option<(usize, u64)>) -> Vec<Synchronous> {
+    let shared = Arc::new((
+        Mutex::new(SyncState {
+            fail,
+            ..SyncState::default()
+        }),
+        Condvar::new(),
+    ));
+    Local::group(size)
+        .into_iter()
+        .map(|inner| Synchronous {
+            inner,
+            shared: shared.clone(),
+            collectives: Mutex::new(0),
+        })
+        .collect()
+}
+
+impl Transport for Synchronous {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn all_gather_bytes(&self, mine: &[u8]) -> finercut_dist::Result<Vec<Vec<u8>>> {
+        let all = self.inner.all_gather_bytes(mine)?;
+        *self.collectives.lock().unwrap() += 1;
+        Ok(all)
+    }
+    fn broadcast_bytes(&self, root: usize, data: &[u8]) -> finercut_dist::Result<Vec<u8>> {
+        let b = self.inner.broadcast_bytes(root, data)?;
+        *self.collectives.lock().unwrap() += 1;
+        Ok(b)
+    }
+    fn local_rank(&self) -> finercut_dist::Result<Option<usize>> {
+        self.inner.local_rank()
+    }
+    fn abort(&self, message: &str) {
+        let (state, changed) = &*self.shared;
+        state.lock().unwrap().aborted = true;
+        changed.notify_all();
+        self.inner.abort(message);
+    }
+    fn send_bytes(&self, to: usize, data: &[u8]) -> finercut_dist::Result<()> {
+        self.inner.send_bytes(to, data)?;
+        let (state, changed) = &*self.shared;
+        let mut st = state.lock().unwrap();
+        let link = (self.rank(), to);
+        let index = *st.sent.entry(link).or_default();
+        st.sent.insert(link, index + 1);
+        // After an abort the next call on `inner` fails with the aborting rank's error.
+        while !st.aborted && st.received.get(&link).copied().unwrap_or(0) <= index {
+            st = changed.wait(st).unwrap();
+        }
+        Ok(())
+    }
+    fn recv_bytes(&self, from: usize) -> finercut_dist::Result<Vec<u8>> {
+        let m = self.inner.recv_bytes(from)?;
+        let epoch = *self.collectives.lock().unwrap();
+        let (state, changed) = &*self.shared;
+        let mut st = state.lock().unwrap();
+        let link = (from, self.rank());
+        let index = st.received.get(&link).copied().unwrap_or(0);
+        if st.fail == Some((self.rank(), index)) {
+            return Err(finercut_dist::Error::Setup(format!(
+                "the link from rank {from} broke"
+            )));
+        }
+        st.received.insert(link, index + 1);
+        st.receipts.push((from, self.rank(), index, epoch));
+        changed.notify_all();
+        Ok(m)
+    }
+}
+
+#[test]
+fn a_later_stage_runs_a_micro_batch_while_the_first_stage_runs_the_next() {
+    let model = tiny_model(23);
+    let calib = tokens(29, 3, 5);
+    let mut s = Settings::new(Method::Finercut);
+    s.stop = Stop::End;
+    s.exhaustive = true;
+    let want = timeless(&one_process(&model, &calib, &s));
+    let layout = Stages::new(3, 1, 3, &tiny_config_for_stages())
+        .unwrap()
+        .with_micro_batches(3);
+    let parts: Vec<Model> = (0..3)
+        .map(|r| tiny_model_part(23, Some(layout.window(layout.place(r).1))))
+        .collect();
+    let group = synchronous_group(3, None);
+    for r in on_parts_with(&group, &parts, &layout, &calib, &s) {
+        assert_eq!(timeless(&r.unwrap()), want);
+    }
+    // Between two collectives (one scoring pass), the last stage receives a micro-batch from
+    // stage 1 before stage 1 receives the next one from stage 0: stage 1 ran the first while stage
+    // 0 ran the second. A pipeline that passes all streams at once sends one message per pass.
+    let receipts = group[0].shared.0.lock().unwrap().receipts.clone();
+    let overlapped = receipts
+        .iter()
+        .enumerate()
+        .any(|(i, &(from, to, _, epoch))| {
+            (from, to) == (1, 2)
+                && receipts[i..]
+                    .iter()
+                    .any(|&(f, t, _, e)| (f, t, e) == (0, 1, epoch))
+        });
+    assert!(overlapped, "{receipts:?}");
+    // Every micro-batch of a pass crossed each boundary as a message of its own.
+    let per_pass = |link: (usize, usize)| {
+        let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+        for &(f, t, _, e) in &receipts {
+            if (f, t) == link {
+                *counts.entry(e).or_default() += 1;
+            }
+        }
+        counts.values().copied().max().unwrap_or(0)
+    };
+    assert_eq!((per_pass((0, 1)), per_pass((1, 2))), (3, 3), "{receipts:?}");
+}
+
+#[test]
+fn a_stage_failing_mid_pipeline_ends_every_rank_with_its_error() {
+    let calib = tokens(29, 3, 5);
+    let mut s = Settings::new(Method::Finercut);
+    s.stop = Stop::End;
+    let layout = Stages::new(3, 1, 3, &tiny_config_for_stages())
+        .unwrap()
+        .with_micro_batches(3);
+    let parts: Vec<Model> = (0..3)
+        .map(|r| tiny_model_part(23, Some(layout.window(layout.place(r).1))))
+        .collect();
+    // Rank 1 fails on its third message: the dense forward's, then the first scoring pass's
+    // first micro-batch, then its second, while stage 0 waits to hand over the third and stage 2
+    // waits for the second.
+    let group = synchronous_group(3, Some((1, 2)));
+    let out = on_parts_with(&group, &parts, &layout, &calib, &s);
+    for (rank, r) in out.iter().enumerate() {
+        let err = r.as_ref().unwrap_err().to_string();
+        if rank == 1 {
+            assert!(err.contains("the link from rank 0 broke"), "{err}");
+        } else {
+            assert!(
+                err.contains("rank 1 aborted") && err.contains("the link from rank 0 broke"),
+                "rank {rank}: {err}"
+            );
         }
     }
 }

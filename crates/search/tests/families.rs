@@ -104,3 +104,148 @@ fn every_block_tensor_belongs_to_exactly_one_sublayer() {
         }
     }
 }
+
+/// The `f32` array and shape of a little-endian `.npy` file (format 1.0, C order).
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (shape, data)
+}
+
+/// The worst of `|got - want| / (1 + |want|)`, the tolerance of the family goldens.
+fn worst_scaled_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - f64::from(w)).abs() / (1.0 + f64::from(w).abs()))
+        .fold(0.0, f64::max)
+}
+
+/// `export --format hf-compatible` writes exactly the stock files of the family (every tensor
+/// transformers saved, under its name: GPT-NeoX's fused `query_key_value` joined back byte for
+/// byte) with exactly the output projections zeroed that `zeroed.json` names (a mixture's: every
+/// expert's); transformers' logits of those files (`logits_zeroed.npy`) are finercut's logits of
+/// the pruned plan, and of the export read back.
+#[test]
+fn hf_compatible_exports_are_the_stock_files_with_zeroed_projections() {
+    use finercut_format::{write_safetensors_streamed, TensorSource, TensorSpec};
+    use finercut_model::Plan;
+    use finercut_search::export::HfCompatible;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    for family in FAMILIES {
+        let dir = family_dir(family);
+        let config = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
+        let text = std::fs::read_to_string(dir.join("zeroed.json")).unwrap();
+        let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let removed: BTreeSet<usize> =
+            serde_json::from_value(golden["zeroed_sublayers"].clone()).unwrap();
+        let mut want_zeroed: Vec<String> =
+            serde_json::from_value(golden["zeroed_tensors"].clone()).unwrap();
+        want_zeroed.sort();
+        let stored = SafetensorsStore::open(&dir).unwrap();
+        // transformers 5 reads GPT-NeoX's head as `embed_out` (Pythia's name, which the export
+        // writes) or `lm_head` (which it saves).
+        let stored_name = |n: &str| {
+            if n == "embed_out.weight" && !stored.contains(n) {
+                "lm_head.weight".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        let weights = config
+            .family()
+            .weights(&config, Box::new(SafetensorsStore::open(&dir).unwrap()));
+        let export = HfCompatible::new(&config, weights.as_ref(), &removed);
+        let names = export.names();
+        let got: BTreeSet<String> = names.iter().map(|n| stored_name(n)).collect();
+        let want: BTreeSet<String> = stored.names().into_iter().collect();
+        assert_eq!(got, want, "{family}: the stock tensor names");
+        let mut zeroed: Vec<String> = export.zeroed().iter().map(|n| n.to_string()).collect();
+        zeroed.sort();
+        assert_eq!(zeroed, want_zeroed, "{family}: the zeroed tensors");
+        for name in &names {
+            let (e, s) = (
+                export.get(name).unwrap(),
+                stored.get(&stored_name(name)).unwrap(),
+            );
+            assert_eq!((e.dtype, &e.shape), (s.dtype, &s.shape), "{family}: {name}");
+            if zeroed.contains(name) {
+                assert!(e.data.iter().all(|&b| b == 0), "{family}: {name} not zero");
+            } else {
+                assert!(e.data[..] == s.data[..], "{family}: {name} differs");
+            }
+        }
+
+        // finercut's pruned plan, and the export read back, compute transformers' logits.
+        let tokens: Vec<Vec<u32>> = {
+            let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            serde_json::from_value(v["tokens"].clone()).unwrap()
+        };
+        let (shape, want) = read_npy(&dir.join("logits_zeroed.npy"));
+        let cpu = finercut_tensor::Device::Cpu;
+        let model = Model::load(&config, weights.as_ref(), &cpu).unwrap();
+        let planned = model
+            .forward(&tokens, &Plan::from_removed(removed.iter().copied()))
+            .unwrap();
+        assert_eq!(planned.shape(), shape.as_slice(), "{family}");
+        let worst = worst_scaled_error(&planned.to_vec_f32().unwrap(), &want);
+        assert!(
+            worst <= 1e-4,
+            "{family}: the pruned plan is {worst:.2e} off"
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        let specs: Vec<TensorSpec> = names
+            .iter()
+            .map(|n| {
+                let t = export.get(n).unwrap();
+                TensorSpec {
+                    name: n.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape,
+                }
+            })
+            .collect();
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        write_safetensors_streamed(&tmp.path().join("model.safetensors"), &specs, &meta, |i| {
+            Ok(export.get(&names[i])?.data)
+        })
+        .unwrap();
+        let back = config.family().weights(
+            &config,
+            Box::new(SafetensorsStore::open(tmp.path()).unwrap()),
+        );
+        let reloaded = Model::load(&config, back.as_ref(), &cpu).unwrap();
+        let logits = reloaded.forward(&tokens, &Plan::dense()).unwrap();
+        let read_back = worst_scaled_error(&logits.to_vec_f32().unwrap(), &want);
+        assert!(
+            read_back <= 1e-4,
+            "{family}: the export read back is {read_back:.2e} off"
+        );
+        println!(
+            "{family}: {} tensors zeroed; pruned plan {worst:.1e}, export read back \
+             {read_back:.1e} from transformers' logits",
+            zeroed.len()
+        );
+    }
+}

@@ -97,6 +97,16 @@ pub fn local_card(local_rank: usize, cards: usize) -> Result<usize> {
     })
 }
 
+/// The card plain `cuda` gives local rank `local_rank` ([`local_card`] of the cards the driver
+/// sees), without opening it; an error without a CUDA backend, a driver or a card of its own.
+pub fn local_rank_card(local_rank: usize) -> Result<usize> {
+    if !cuda::COMPILED {
+        // The error of a build without the backend, naming the card.
+        return cuda::open(local_rank).map(|_| local_rank);
+    }
+    local_card(local_rank, cuda::device_count()?)
+}
+
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -108,7 +108,7 @@ pub use cpu::blas::{blas_info, init_blas, BlasInfo};
 pub use cpu::gemm::backend_name as gemm_backend;
 pub use cpu::pool::release_cached_buffers;
 pub use cuda::CudaStorage;
-pub use device::{local_card, CudaDevice, Device};
+pub use device::{local_card, local_rank_card, CudaDevice, Device};
 pub use divergence::{DenseLogits, RowMetric};
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -31,17 +31,23 @@
 //! (exact, Pythia's) or a tanh approximation (`gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`).
 //!
 //! **Exports.** `dropped` is written under the shared tensor names, which finercut reads back.
-//! Refused, with the reason in [`GptNeox::supports`] and [`GptNeox::hf_compatible_export`]:
-//! SliceGPT (LayerNorm's mean subtraction and bias, and the parallel block, do not fold into a
-//! rotation of the residual stream), llama.cpp `deci` GGUF and Nemotron-NAS (their blocks are
-//! sequential Llama blocks with RMSNorm and a gated MLP), and `hf-compatible` (it would need the
-//! fused `query_key_value` layout written back). GGUF files of GPT-NeoX are not read.
+//! `hf-compatible` and `make-tiny --like` write the stock layout ([`GptNeox::stock_layout`]): the
+//! stored names above, `query_key_value` joined back from `q_proj`, `k_proj` and `v_proj` in its
+//! `[heads, 3, head_dim]` row order, the head as `embed_out`; a removed sublayer is its zeroed
+//! output projection, weight and bias (`attention.dense` or `mlp.dense_4h_to_h`), so its branch adds
+//! exactly zero: in a parallel block the other branch still reads the block input, and in a
+//! sequential one the next branch reads the block input, what finercut computes for the removed
+//! candidate.
+//! Refused, with the reason in [`GptNeox::supports`]: SliceGPT (LayerNorm's mean subtraction and
+//! bias, and the parallel block, do not fold into a rotation of the residual stream), llama.cpp
+//! `deci` GGUF and Nemotron-NAS (their blocks are sequential Llama blocks with RMSNorm and a gated
+//! MLP). GGUF files of GPT-NeoX are not read.
 
 use serde_json::{json, Value as Json};
 
 use super::{
     BlockRecipe, Capability, Family, FfnTensors, HfDefaults, HfTensors, LikePreset, NormScale,
-    Support,
+    StockTensor, Support,
 };
 use crate::config::{ArchParams, Architecture, ModelConfig, NeoxParams, RawConfig};
 use crate::tensor::{Bytes, RawTensor, TensorSource};
@@ -241,13 +247,24 @@ impl Family for GptNeox {
             head_dim: c.head_dim,
         })
     }
-    fn hf_compatible_export(&self) -> Support {
-        Err(
-            "model_type `gpt_neox` (GPT-NeoX) is held under the shared tensor names, with its \
-             fused query_key_value split; writing the stock layout back is not implemented \
-             (use --format dropped)"
-                .into(),
-        )
+    fn stock_layout(&self, c: &ModelConfig, shared: &[String]) -> Vec<StockTensor> {
+        shared
+            .iter()
+            .filter_map(|name| match stored_name(name) {
+                None => Some(StockTensor::same(name)),
+                Some((stored, Part::Whole)) => Some(StockTensor::renamed(&stored, name)),
+                // The fused tensor once, where its query part comes.
+                Some((stored, Part::Qkv(0))) => Some(StockTensor {
+                    name: stored,
+                    parts: ["q_proj", "k_proj", "v_proj"]
+                        .iter()
+                        .map(|p| name.replacen("q_proj", p, 1))
+                        .collect(),
+                    interleave_rows: Some(c.head_dim),
+                }),
+                Some((_, Part::Qkv(_))) => None,
+            })
+            .collect()
     }
     fn supports(&self, c: &ModelConfig, what: Capability) -> Support {
         match what {
@@ -497,6 +514,68 @@ mod tests {
             3
         );
         assert_eq!(shared_names("gpt_neox.layers.0.attention.bias"), None);
+    }
+
+    /// The stock layout joins q, k and v back into `query_key_value` (rows `[heads, 3, head_dim]`),
+    /// where its query part comes, and names the rest as Pythia's checkpoints do.
+    #[test]
+    fn stock_layout_fuses_qkv_per_head() {
+        let c = config("").unwrap();
+        let shared: Vec<String> = [
+            "model.embed_tokens.weight",
+            "model.layers.0.self_attn.k_proj.bias",
+            "model.layers.0.self_attn.q_proj.bias",
+            "model.layers.0.self_attn.v_proj.bias",
+            "model.layers.0.mlp.down_proj.weight",
+            "lm_head.weight",
+            "gpt_neox.layers.0.attention.rotary_emb.inv_freq",
+        ]
+        .map(String::from)
+        .to_vec();
+        let layout = GptNeox.stock_layout(&c, &shared);
+        let names: Vec<&str> = layout.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "gpt_neox.embed_in.weight",
+                "gpt_neox.layers.0.attention.query_key_value.bias",
+                "gpt_neox.layers.0.mlp.dense_4h_to_h.weight",
+                "embed_out.weight",
+                "gpt_neox.layers.0.attention.rotary_emb.inv_freq",
+            ]
+        );
+        let qkv = &layout[1];
+        assert_eq!(qkv.interleave_rows, Some(c.head_dim));
+        // Two heads of width 16: rows h0.q h0.k h0.v h1.q h1.k h1.v.
+        let part = |p: &str, v: f32| RawTensor {
+            name: format!("model.layers.0.self_attn.{p}.bias"),
+            dtype: crate::DType::F32,
+            shape: vec![32],
+            data: Bytes::from_f32_vec((0..32).map(|i| v + (i / 16) as f32 * 10.0).collect()),
+        };
+        let fused = qkv
+            .join(vec![
+                part("q_proj", 1.0),
+                part("k_proj", 2.0),
+                part("v_proj", 3.0),
+            ])
+            .unwrap();
+        assert_eq!(fused.shape, vec![96]);
+        let firsts: Vec<f32> = fused
+            .to_f32_vec()
+            .unwrap()
+            .chunks(16)
+            .map(|c| c[0])
+            .collect();
+        assert_eq!(firsts, [1.0, 2.0, 3.0, 11.0, 12.0, 13.0]);
+        // A part with another number of heads is refused, naming the tensor.
+        let mut short = part("v_proj", 3.0);
+        short.shape = vec![16];
+        let e = qkv
+            .join(vec![part("q_proj", 1.0), part("k_proj", 2.0), short])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("query_key_value") && e.contains("v_proj"), "{e}");
     }
 
     /// The golden models' config.json (Pythia's spelling and transformers 5's) leave no key

@@ -22,7 +22,7 @@ use crate::config::{
     ArchParams, Architecture, LayerAttention, ModelConfig, MoeParams, RawConfig, MAX_LAYERS,
 };
 use crate::gguf::GgufFile;
-use crate::tensor::TensorSource;
+use crate::tensor::{Bytes, RawTensor, TensorSource};
 use crate::{Error, Result};
 
 pub mod gemma2;
@@ -581,6 +581,13 @@ pub trait Family: Sync {
     fn hf_compatible_export(&self) -> Support {
         Ok(())
     }
+    /// The family's stock checkpoint layout, the inverse of [`Family::weights`]: each tensor its
+    /// own checkpoints store, built from the tensors `shared` names (in that order) as
+    /// [`Family::weights`] presents them. Written by `export --format hf-compatible` and
+    /// `make-tiny --like`, so stock loaders read them. Default: every tensor as it is named.
+    fn stock_layout(&self, _c: &ModelConfig, shared: &[String]) -> Vec<StockTensor> {
+        shared.iter().map(|n| StockTensor::same(n)).collect()
+    }
 
     /// The family's Hugging Face tensor names.
     fn tensors(&self) -> HfTensors {
@@ -603,6 +610,157 @@ pub trait Family: Sync {
     /// Settings of preset `preset` beyond its [`LikePreset`] sizes, added to the config.json that
     /// `make-tiny --like` reads (Phi-4-mini's `partial_rotary_factor`).
     fn like_config(&self, _preset: &str, _config: &mut serde_json::Map<String, Json>) {}
+}
+
+/// One tensor of a family's stock checkpoint layout ([`Family::stock_layout`]) and the tensors,
+/// under the shared names, that it is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockTensor {
+    /// The stored name (`gpt_neox.layers.0.attention.query_key_value.weight`).
+    pub name: String,
+    /// The shared-name tensors it holds, in order; they agree on every dimension but the first.
+    pub parts: Vec<String>,
+    /// `None`: the parts' rows one part after the other. `Some(n)`: `n` rows of each part in
+    /// turn, again and again (GPT-NeoX's `query_key_value`, whose rows are `[heads, 3,
+    /// head_dim]`: `n` = `head_dim`).
+    pub interleave_rows: Option<usize>,
+}
+
+impl StockTensor {
+    /// A tensor stored under its shared name.
+    pub fn same(name: &str) -> StockTensor {
+        StockTensor::renamed(name, name)
+    }
+
+    /// The shared tensor `shared` stored as `name`.
+    pub fn renamed(name: &str, shared: &str) -> StockTensor {
+        StockTensor {
+            name: name.to_string(),
+            parts: vec![shared.to_string()],
+            interleave_rows: None,
+        }
+    }
+
+    /// The shape of the stored tensor, given its parts' shapes (in [`StockTensor::parts`]'
+    /// order); `Err` names the tensor when they do not fit together.
+    pub fn shape(&self, parts: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let mismatch = |why: String| Error::config(format!("tensor `{}`", self.name), why);
+        let first = parts
+            .first()
+            .ok_or_else(|| mismatch("made of no tensors".into()))?;
+        let mut rows = 0;
+        for (p, shape) in self.parts.iter().zip(parts) {
+            if shape.len() != first.len() || shape.get(1..) != first.get(1..) || shape.is_empty() {
+                return Err(mismatch(format!(
+                    "part `{p}` of shape {shape:?} does not stack with shape {first:?}"
+                )));
+            }
+            if let Some(n) = self.interleave_rows {
+                if n == 0 || shape[0] % n != 0 || shape[0] / n != first[0] / n {
+                    return Err(mismatch(format!(
+                        "part `{p}` of shape {shape:?} is not the same number of {n}-row groups \
+                         as {first:?}"
+                    )));
+                }
+            }
+            rows += shape[0];
+        }
+        let mut shape = first.clone();
+        shape[0] = rows;
+        Ok(shape)
+    }
+
+    /// The stored tensor made of `parts` (the tensors [`StockTensor::parts`] names, in order).
+    pub fn join(&self, parts: Vec<RawTensor>) -> Result<RawTensor> {
+        let shapes: Vec<Vec<usize>> = parts.iter().map(|t| t.shape.clone()).collect();
+        let shape = self.shape(&shapes)?;
+        let dtype = parts.first().map(|t| t.dtype).unwrap_or(crate::DType::F32);
+        if let Some(t) = parts.iter().find(|t| t.dtype != dtype) {
+            return Err(Error::config(
+                format!("tensor `{}`", self.name),
+                format!("part `{}` is {:?}, another {dtype:?}", t.name, t.dtype),
+            ));
+        }
+        let mut parts = parts;
+        if parts.len() == 1 {
+            let mut t = parts.remove(0);
+            t.name = self.name.clone();
+            return Ok(t);
+        }
+        let row_bytes = shape[1..].iter().product::<usize>() * dtype.size();
+        let mut data = Vec::with_capacity(shape[0] * row_bytes);
+        match self.interleave_rows {
+            None => parts.iter().for_each(|t| data.extend_from_slice(&t.data)),
+            Some(n) => {
+                let chunk = n * row_bytes;
+                let groups = parts[0].data.len() / chunk.max(1);
+                for g in 0..groups {
+                    for t in &parts {
+                        data.extend_from_slice(&t.data[g * chunk..(g + 1) * chunk]);
+                    }
+                }
+            }
+        }
+        Ok(RawTensor {
+            name: self.name.clone(),
+            dtype,
+            shape,
+            data: Bytes::from_vec(data),
+        })
+    }
+}
+
+/// The tensors of `shared` (under the shared names) in a family's stock layout
+/// ([`Family::stock_layout`]): named as stored, fused tensors joined.
+pub struct StockView<'a> {
+    inner: &'a dyn TensorSource,
+    layout: Vec<StockTensor>,
+}
+
+impl<'a> StockView<'a> {
+    /// The stock layout of the tensors of `shared`, for a model configured by `c`.
+    pub fn new(c: &ModelConfig, shared: &'a dyn TensorSource) -> StockView<'a> {
+        let mut names = shared.names();
+        names.sort();
+        StockView {
+            layout: c.family().stock_layout(c, &names),
+            inner: shared,
+        }
+    }
+
+    /// The stored tensors and what each is made of.
+    pub fn layout(&self) -> &[StockTensor] {
+        &self.layout
+    }
+
+    fn find(&self, name: &str) -> Option<&StockTensor> {
+        self.layout.iter().find(|t| t.name == name)
+    }
+}
+
+impl TensorSource for StockView<'_> {
+    fn names(&self) -> Vec<String> {
+        self.layout.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
+    fn get(&self, name: &str) -> Result<RawTensor> {
+        let t = self.find(name).ok_or_else(|| {
+            Error::config(
+                format!("tensor `{name}`"),
+                "not in the stock layout of this checkpoint",
+            )
+        })?;
+        let parts = t
+            .parts
+            .iter()
+            .map(|p| self.inner.get(p))
+            .collect::<Result<Vec<_>>>()?;
+        t.join(parts)
+    }
 }
 
 /// Keys of config.json that only some families read, in the order they are checked; a family
