@@ -9,7 +9,7 @@
 //!   (printing how many tests on the downloaded model and data ran and how many skipped), then the
 //!   CUDA backend's checks without a GPU (clippy of the `cuda` feature, its unit tests, the PTX
 //!   compilation of every kernel), then the smoke reproduction `finercut reproduce table2 --smoke`
-//!   on the data committed to the repository, then `outside-crate`.
+//!   on the data committed to the repository, then `outside-crate`, then `mpi-test`.
 //! - `outside-crate`: builds and runs a crate outside the workspace that depends on
 //!   `finercut-model` and `finercut-search` by path (`outside.rs`).
 //! - `ci`: the checks that `.ci/run` performs (format, clippy, then `test`), for running locally.
@@ -352,7 +352,9 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     outside::check(root, &target_dir(root))
-        .map_err(|e| format_err!("the outside-crate check failed: {e}"))
+        .map_err(|e| format_err!("the outside-crate check failed: {e}"))?;
+    // Every distributed result against one process under real `mpirun` ranks.
+    mpi::mpi_test(root).map_err(|e| format_err!("the MPI checks failed: {e}"))
 }
 
 /// The environment variable through which tests report that they used downloaded files (the
