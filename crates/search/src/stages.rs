@@ -190,17 +190,23 @@ impl Stages {
         work
     }
 
-    /// The boundaries of a pass of `candidates` (sublayer sets) over `base`: balanced by
-    /// [`balance`], each within the margin of its first place.
-    pub fn boundaries(&self, base: &Plan, candidates: &[Vec<usize>]) -> Vec<usize> {
-        let births: Vec<(usize, Vec<usize>)> = candidates
+    /// Each candidate's birth (its first sublayer not already removed in `base`; the sublayer
+    /// count when it has none) and those sublayers.
+    fn births(&self, base: &Plan, candidates: &[Vec<usize>]) -> Vec<(usize, Vec<usize>)> {
+        candidates
             .iter()
             .map(|c| {
                 let extra: Vec<usize> =
                     c.iter().copied().filter(|&i| !base.is_removed(i)).collect();
                 (extra.iter().copied().min().unwrap_or(self.sublayers), extra)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The boundaries of a pass of `candidates` (sublayer sets) over `base`: balanced by
+    /// [`balance`], each within the margin of its first place.
+    pub fn boundaries(&self, base: &Plan, candidates: &[Vec<usize>]) -> Vec<usize> {
+        let births = self.births(base, candidates);
         let work = self.work(base, &births);
         balance(
             &work,
@@ -231,14 +237,7 @@ impl Stages {
         candidates: &[Vec<usize>],
         cuts: &[usize],
     ) -> Vec<Vec<usize>> {
-        let births: Vec<(usize, Vec<usize>)> = candidates
-            .iter()
-            .map(|c| {
-                let extra: Vec<usize> =
-                    c.iter().copied().filter(|&i| !base.is_removed(i)).collect();
-                (extra.iter().copied().min().unwrap_or(self.sublayers), extra)
-            })
-            .collect();
+        let births = self.births(base, candidates);
         let mut order: Vec<usize> = (0..candidates.len()).collect();
         order.sort_by(|&a, &b| births[b].0.cmp(&births[a].0).then(a.cmp(&b)));
         let costs: Vec<u64> = order
