@@ -17,6 +17,20 @@ pub use finercut_pipeline::{
 
 use crate::ModelArg;
 
+/// Runs `work` on the ranks of the environment's transport (`mpirun`/`srun` with a build with
+/// `--features mpi`, else one process); this thread makes every MPI call. An error on a rank ends
+/// every rank now (MPI_Abort), so none waits for this one in a collective.
+pub fn on_ranks<T>(work: impl FnOnce(&dyn Transport) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let dist = finercut_dist::from_environment()?;
+    match work(dist.as_ref()) {
+        Err(e) if dist.size() > 1 => {
+            dist.abort(&format!("error: {e:#}"));
+            Err(e)
+        }
+        other => other,
+    }
+}
+
 /// The model path the user gave, or the default SmolLM2 from the cache.
 pub fn model_path(arg: &ModelArg) -> anyhow::Result<PathBuf> {
     Ok(finercut_pipeline::model_path(arg.model.as_deref())?)

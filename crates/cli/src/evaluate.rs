@@ -56,16 +56,7 @@ pub fn main(mut args: Args) -> anyhow::Result<()> {
         return crate::gsm8k::main(*g);
     }
     common::init_threads(args.threads)?;
-    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
-    let dist = finercut_dist::from_environment()?;
-    match evaluate(&args, dist.as_ref()) {
-        Err(e) if dist.size() > 1 => {
-            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
-            dist.abort(&format!("error: {e:#}"));
-            Err(e)
-        }
-        other => other,
-    }
+    common::on_ranks(|dist| evaluate(&args, dist))
 }
 
 /// The documents shared among the ranks of `dist`; rank 0 alone prints and writes.

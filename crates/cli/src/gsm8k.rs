@@ -55,16 +55,7 @@ fn parse_sublayer(s: &str) -> Result<usize, String> {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
-    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
-    let dist = finercut_dist::from_environment()?;
-    match generate(&args, dist.as_ref()) {
-        Err(e) if dist.size() > 1 => {
-            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
-            dist.abort(&format!("error: {e:#}"));
-            Err(e)
-        }
-        other => other,
-    }
+    common::on_ranks(|dist| generate(&args, dist))
 }
 
 /// The questions shared among the ranks of `dist`; rank 0 alone prints and writes.

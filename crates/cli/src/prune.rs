@@ -92,16 +92,7 @@ fn parse_level(s: &str) -> Result<Level, String> {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let threads = common::init_threads(args.threads)?;
-    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
-    let dist = finercut_dist::from_environment()?;
-    match search(&args, threads, dist.as_ref()) {
-        Err(e) if dist.size() > 1 => {
-            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
-            dist.abort(&format!("error: {e:#}"));
-            Err(e)
-        }
-        other => other,
-    }
+    common::on_ranks(|dist| search(&args, threads, dist))
 }
 
 fn search(args: &Args, threads: usize, dist: &dyn finercut_dist::Transport) -> anyhow::Result<()> {

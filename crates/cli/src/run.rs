@@ -142,16 +142,7 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 
 pub fn ppl(args: PplArgs) -> anyhow::Result<()> {
     common::init_threads(args.threads)?;
-    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
-    let dist = finercut_dist::from_environment()?;
-    match ppl_on(&args, dist.as_ref()) {
-        Err(e) if dist.size() > 1 => {
-            // Ends every rank now (MPI_Abort): none waits for this one in a collective.
-            dist.abort(&format!("error: {e:#}"));
-            Err(e)
-        }
-        other => other,
-    }
+    common::on_ranks(|dist| ppl_on(&args, dist))
 }
 
 /// The windows shared among the ranks of `dist`; rank 0 alone prints.
