@@ -537,3 +537,94 @@ fn the_family_enum_check_catches_what_it_should() {
     let code = "fn f(a: Architecture) -> bool {\n    match a {\n        Architecture::Gemma3 => true,\n        _ => a == Architecture::Llama,\n    }\n}\n// Architecture::Qwen2 in a comment\nlet f = Architecture::family;\n#[cfg(test)]\nmod tests { const A: Architecture = Architecture::Llama; }\n";
     assert_eq!(family_enum_uses(code), vec![3, 4]);
 }
+
+/// The lines of the section of `doc` whose heading line is `heading`, up to the next `## `
+/// heading.
+fn section<'a>(doc: &'a str, heading: &str) -> Vec<&'a str> {
+    doc.lines()
+        .skip_while(|l| *l != heading)
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.starts_with("## "))
+        .map(|(_, l)| l)
+        .collect()
+}
+
+/// The GSM8K section of `docs/REPRODUCING.md` shows the committed run's table and headline line
+/// for line (`docs/results/qwen2.5-coder-0.5b-gsm8k.md`, as `reproduce gsm8k` wrote it), and the
+/// run's `results.json` beside it (`docs/results/qwen2.5-coder-0.5b-gsm8k.json`) holds the same
+/// counts and headline with its provenance, so no number of the section is written by hand.
+#[test]
+fn reproducing_gsm8k_section_is_the_committed_run() {
+    let root = crate::project_root();
+    let read =
+        |rel: &str| fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let doc = read("docs/REPRODUCING.md");
+    let md = read("docs/results/qwen2.5-coder-0.5b-gsm8k.md");
+    let json: serde_json::Value =
+        serde_json::from_str(&read("docs/results/qwen2.5-coder-0.5b-gsm8k.json"))
+            .unwrap_or_else(|e| panic!("docs/results/qwen2.5-coder-0.5b-gsm8k.json: {e}"));
+    let heading = "## GSM8K: Qwen2.5-Coder-0.5B-Instruct, dense against the pruned rows";
+    let sec = section(&doc, heading);
+    assert!(
+        sec.len() > 1,
+        "docs/REPRODUCING.md has no section {heading:?}"
+    );
+
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(table.len() > 2, "the run's gsm8k.md has no table");
+    let shown: Vec<&str> = sec
+        .iter()
+        .copied()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(shown, table, "the section's table is not the run's");
+    let headline = md
+        .lines()
+        .find(|l| l.starts_with("**Headline.** "))
+        .expect("the run's gsm8k.md has no headline");
+    assert!(
+        sec.contains(&headline),
+        "the section does not hold the run's headline {headline:?}"
+    );
+
+    let g = &json["gsm8k"];
+    assert_eq!(
+        Some(headline.trim_start_matches("**Headline.** ")),
+        g["headline"].as_str(),
+        "results.json's headline differs from gsm8k.md's"
+    );
+    for key in ["model_sha256", "calibration_sha256", "version", "profile"] {
+        assert!(!json[key].is_null(), "results.json has no {key}");
+    }
+    let rows = g["rows"]
+        .as_array()
+        .expect("results.json has no gsm8k rows");
+    assert_eq!(
+        rows.len(),
+        table.len() - 2,
+        "rows in results.json and gsm8k.md"
+    );
+    for (row, line) in rows.iter().zip(&table[2..]) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let num = |k: &str| {
+            row[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("results.json row without {k}: {row}"))
+        };
+        let flexible = row["exact_match_flexible"].as_f64().unwrap_or(f64::NAN);
+        assert_eq!(cells[0], row["method"].as_str().unwrap_or(""), "{line}");
+        assert_eq!(
+            cells[2],
+            format!(
+                "{:.1} ({}/{})",
+                100.0 * flexible,
+                num("correct"),
+                num("questions")
+            ),
+            "{line}"
+        );
+        assert_eq!(cells[4], num("dense_correct_kept").to_string(), "{line}");
+        assert_eq!(cells[6], num("generated_tokens").to_string(), "{line}");
+    }
+}
