@@ -8,7 +8,9 @@
 //! - a run of 3 ranks stopped at a ratio and resumed on 2 ranks equals the one-process run;
 //! - ranks that run different settings refuse to start, naming the rank;
 //! - a rank killed in the middle of the search ends the job promptly with a non-zero exit that
-//!   names the rank;
+//!   names the rank; a rank stopped (SIGSTOP: alive, stuck) in the middle of the search, 3 ranks
+//!   sharing candidates or 2 pipeline stages, ends the job within `FINERCUT_RANK_TIMEOUT` (3 s)
+//!   plus the same bound, naming the wait, with no process of the job left;
 //! - `finercut eval` (multiple choice) and `finercut eval gsm8k` on 2 and 3 ranks write the
 //!   one-process report (GSM8K's timings aside), and a rank that fails ends the job naming it,
 //!   with no report written;
@@ -366,6 +368,28 @@ fn kill_a_rank(
     let (_, took) = kill_during(bin, 3, &args, 2, KillAfter::File(out.clone()), &out)?;
     whole_checkpoint(&out)?;
     eprintln!("a killed rank ended the job in {took:.1} s");
+
+    // A rank alive but stuck (SIGSTOP): the others wait in an all-gather (3 ranks sharing the
+    // candidates) or for a stage's message (2 stages) until FINERCUT_RANK_TIMEOUT ends the job.
+    for (ranks, stages) in [(3, None), (2, Some("2"))] {
+        let out = dir.join(format!("stopped-np{ranks}.json"));
+        let mut args = args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--out") {
+            args[i + 1] = out.display().to_string();
+        }
+        if let Some(k) = stages {
+            args.extend(["--stages".to_owned(), k.to_owned()]);
+        }
+        let victim = ranks - 1;
+        let after = KillAfter::File(out.clone());
+        let (text, took) = fault_during(bin, ranks, &args, victim, after, &out, Fault::Stop(3))?;
+        whole_checkpoint(&out)?;
+        let said = text
+            .lines()
+            .find(|l| l.contains(" waited "))
+            .unwrap_or_default();
+        eprintln!("a stopped rank of {ranks} ended the job in {took:.1} s: {said}");
+    }
     Ok(())
 }
 
@@ -490,6 +514,16 @@ enum KillAfter {
     Line(&'static str),
 }
 
+/// What [`fault_during`] does to its rank.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// SIGKILL: the rank dies; the launcher ends the job.
+    Kill,
+    /// SIGSTOP: the rank stays alive but stuck; the job runs with `FINERCUT_RANK_TIMEOUT` set
+    /// to this many seconds, so the ranks waiting for it end the job.
+    Stop(u64),
+}
+
 /// A job of `ranks` ranks (`args` after `finercut`) in which rank `victim` is SIGKILLed once
 /// `after` happens. The job must end within [`KILL_LIMIT`] with a non-zero exit whose message
 /// names the rank (Open MPI's `process rank N … exited on signal 9`, or the product's own), leave
@@ -502,6 +536,22 @@ fn kill_during(
     victim: usize,
     after: KillAfter,
     out: &Path,
+) -> anyhow::Result<(String, f64)> {
+    fault_during(bin, ranks, args, victim, after, out, Fault::Kill)
+}
+
+/// [`kill_during`] with the fault chosen: with [`Fault::Stop`] the job must end within
+/// [`KILL_LIMIT`] of the stop plus the bound, with a non-zero exit whose message names the wait
+/// and the bound (the ranks that wait cannot know which rank is stuck), and leave no process of
+/// the job, the stopped one included.
+fn fault_during(
+    bin: &Path,
+    ranks: usize,
+    args: &[String],
+    victim: usize,
+    after: KillAfter,
+    out: &Path,
+    fault: Fault,
 ) -> anyhow::Result<(String, f64)> {
     use std::io::BufRead;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -517,12 +567,23 @@ fn kill_during(
         std::process::id()
     );
     let mut cmd = mpirun(ranks);
+    let (signal, limit) = match fault {
+        Fault::Kill => (libc::SIGKILL, KILL_LIMIT),
+        Fault::Stop(secs) => {
+            cmd.args(["-x", &format!("FINERCUT_RANK_TIMEOUT={secs}")]);
+            (libc::SIGSTOP, KILL_LIMIT + Duration::from_secs(secs))
+        }
+    };
     cmd.env("FINERCUT_MPI_TEST_JOB", &marker)
         .arg(bin)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    eprintln!("$ {cmd:?} (rank {victim} killed mid-way)");
+    let done = match fault {
+        Fault::Kill => "killed",
+        Fault::Stop(_) => "stopped",
+    };
+    eprintln!("$ {cmd:?} (rank {victim} {done} mid-way)");
     let mut child = cmd.spawn().context("cannot start mpirun")?;
     let stderr = child.stderr.take();
     let seen = Arc::new(AtomicBool::new(false));
@@ -569,12 +630,12 @@ fn kill_during(
                     bail!("rank {victim} (pid {pid}) does not carry FINERCUT_MPI_TEST_JOB");
                 }
                 // SAFETY: plain FFI call; `pid` is a rank of this test's own mpirun.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                unsafe { libc::kill(pid as libc::pid_t, signal) };
                 killed_at = Some(Instant::now());
             }
         }
         let late = match killed_at {
-            Some(k) => k.elapsed() > KILL_LIMIT,
+            Some(k) => k.elapsed() > limit,
             None => t0.elapsed() > KILL_LIMIT * 5,
         };
         if late {
@@ -582,8 +643,8 @@ fn kill_during(
             let _ = child.wait();
             end_leftovers(&marker);
             bail!(
-                "the job did not end {} s after rank {victim} was killed (or it never started)",
-                KILL_LIMIT.as_secs()
+                "the job did not end {} s after rank {victim} was {done} (or it never started)",
+                limit.as_secs()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -591,14 +652,19 @@ fn kill_during(
     let took = killed_at.map(|k| k.elapsed().as_secs_f64());
     let text = reader.join().unwrap_or_default();
     let Some(took) = took else {
-        bail!("the job ended before rank {victim} could be killed; make it longer\n{text}");
+        bail!("the job ended before rank {victim} could be {done}; make it longer\n{text}");
     };
-    let named = text.contains(&format!("process rank {victim} with PID"))
-        || text.contains(&format!("rank {victim} aborted"));
+    let named = match fault {
+        Fault::Kill => {
+            text.contains(&format!("process rank {victim} with PID"))
+                || text.contains(&format!("rank {victim} aborted"))
+        }
+        Fault::Stop(secs) => {
+            text.contains(" waited ") && text.contains(&format!("(FINERCUT_RANK_TIMEOUT={secs})"))
+        }
+    };
     if status.success() || !named {
-        bail!(
-            "killing rank {victim} did not fail the job naming the rank (exit {status}):\n{text}"
-        );
+        bail!("rank {victim} {done} did not fail the job naming it (exit {status}):\n{text}");
     }
     let left = leftovers(&marker, KILL_LIMIT);
     if !left.is_empty() {

@@ -27,6 +27,9 @@ use clap::{Parser, Subcommand};
 /// calibration text. Models are Hugging Face directories (config.json, tokenizer.json,
 /// *.safetensors, sharded or not) or GGUF files. Without --model, the default SmolLM2-135M-Instruct
 /// from the cache ($FINERCUT_CACHE, default ~/.cache/finercut) is used; `cargo xtask fetch` puts it there.
+/// Under `mpirun`/`srun` (a build with `--features mpi`), FINERCUT_RANK_TIMEOUT=SECONDS ends the
+/// job when a rank waits longer than that for the others in one exchange (a rank stuck while alive);
+/// unset or 0: no bound.
 #[derive(Debug, Parser)]
 #[command(name = "finercut", version, about, long_about)]
 struct Cli {

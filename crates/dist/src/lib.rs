@@ -9,13 +9,17 @@
 //! - [`Local`]: `k` ranks in one process, one thread each (`Local::group`); what the default tests
 //!   run, so the dealing and gathering logic is tested without an MPI installation;
 //! - `Mpi` (feature `mpi`): MPI through the `mpi` crate (rsmpi), for `mpirun` and Slurm's `srun`;
-//!   one thread (the one that initialised MPI) makes every MPI call, rayon runs the rest.
+//!   one thread (the one that initialised MPI) makes every MPI call, rayon runs the rest. With
+//!   [`RANK_TIMEOUT_VARIABLE`] set, a rank that waits longer than that in one collective or
+//!   message (another rank is stuck, alive but not answering) ends the whole job, naming the wait.
 //!
 //! [`deal`] assigns work items to ranks by cost, deterministically, so every rank computes the
 //! same assignment without communicating; [`makespan`] is the time a pipeline of stages takes for
 //! groups of work passed from stage to stage.
 
 #![deny(missing_docs)]
+
+use std::time::Duration;
 
 mod local;
 #[cfg(feature = "mpi")]
@@ -254,6 +258,31 @@ pub fn local_rank() -> Option<usize> {
     local_rank_from(|v| std::env::var(v).ok())
 }
 
+/// The variable that bounds how long an MPI rank waits for the others in one collective or
+/// message, in seconds (unset or `0`: no bound).
+pub const RANK_TIMEOUT_VARIABLE: &str = "FINERCUT_RANK_TIMEOUT";
+
+/// The bound on one wait from [`RANK_TIMEOUT_VARIABLE`] as `var` gives it: `None` when unset,
+/// empty or `0`; an error naming the variable when it is not a finite, non-negative number of
+/// seconds.
+pub fn rank_timeout_from(var: impl Fn(&str) -> Option<String>) -> Result<Option<Duration>> {
+    let Some(text) = var(RANK_TIMEOUT_VARIABLE) else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        _ => Err(Error::Setup(format!(
+            "{RANK_TIMEOUT_VARIABLE}={text}: not a number of seconds (a positive number, or 0 \
+             for no bound)"
+        ))),
+    }
+}
+
 /// The local rank from the first of [`LOCAL_RANK_VARIABLES`] that `var` knows and that holds a
 /// number; `None` when none does.
 pub fn local_rank_from(var: impl Fn(&str) -> Option<String>) -> Option<usize> {
@@ -418,6 +447,31 @@ mod tests {
             .map(|r| r.local_rank().ok().flatten())
             .collect();
         assert_eq!(locals, vec![Some(0), Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn the_rank_timeout_is_seconds_or_unset_and_bad_values_name_the_variable() {
+        let with = |v: Option<&str>| {
+            rank_timeout_from(|name| {
+                assert_eq!(name, RANK_TIMEOUT_VARIABLE);
+                v.map(str::to_owned)
+            })
+        };
+        assert_eq!(with(None).unwrap(), None);
+        assert_eq!(with(Some("")).unwrap(), None);
+        assert_eq!(with(Some("0")).unwrap(), None);
+        assert_eq!(with(Some("30")).unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            with(Some(" 2.5 ")).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        for bad in ["-1", "abc", "inf", "NaN", "1e20", "10s"] {
+            let e = with(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains(RANK_TIMEOUT_VARIABLE) && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

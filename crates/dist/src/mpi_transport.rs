@@ -4,8 +4,14 @@
 //! MPI call (the search's main thread; rayon's workers never touch MPI), and a call from another
 //! thread is refused. MPI's default error handler ends the job on any MPI error, so a collective
 //! never returns half-done.
+//!
+//! A rank that dies ends the job through the launcher. A rank that is alive but stuck would leave
+//! the others waiting in their next collective; with [`crate::RANK_TIMEOUT_VARIABLE`] set, a
+//! watchdog thread ends the job (`MPI_Abort`) once one wait lasts longer, naming the wait.
 
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
@@ -28,6 +34,79 @@ pub struct Mpi {
     size: usize,
     /// This rank's index among the ranks of its node, by MPI.
     local_rank: usize,
+    /// Bounds each wait when [`crate::RANK_TIMEOUT_VARIABLE`] is set.
+    watchdog: Option<Watchdog>,
+}
+
+/// The wait in progress on the MPI thread: what it waits for, and since when.
+type Waiting = Option<(String, Instant)>;
+
+/// A thread that ends the job when one wait of the MPI thread lasts longer than `limit`.
+struct Watchdog {
+    state: Arc<(Mutex<Waiting>, Condvar)>,
+}
+
+impl Watchdog {
+    /// Starts the thread watching rank `rank` of `size`.
+    fn start(limit: Duration, rank: usize, size: usize) -> Result<Watchdog> {
+        let state: Arc<(Mutex<Waiting>, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
+        let watched = state.clone();
+        std::thread::Builder::new()
+            .name(format!("finercut-rank-{rank}-watchdog"))
+            .spawn(move || {
+                let (lock, changed) = &*watched;
+                let Ok(mut waiting) = lock.lock() else { return };
+                loop {
+                    let Some((what, since)) = waiting.as_ref() else {
+                        match changed.wait(waiting) {
+                            Ok(w) => waiting = w,
+                            Err(_) => return,
+                        }
+                        continue;
+                    };
+                    let waited = since.elapsed();
+                    if waited >= limit {
+                        eprintln!(
+                            "rank {rank} of {size}: waited {:.1} s {what} ({}={}); a rank is \
+                             stuck or the bound is shorter than a legitimate wait; aborting the \
+                             job",
+                            waited.as_secs_f64(),
+                            crate::RANK_TIMEOUT_VARIABLE,
+                            limit.as_secs_f64()
+                        );
+                        // SAFETY: MPI is initialised and not finalised (the universe outlives
+                        // every wait); MPI_Abort ends every rank and does not return. Like the
+                        // panic hook, this is the one call made off the MPI thread, which is
+                        // blocked in the wait.
+                        unsafe {
+                            mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 124);
+                        }
+                        return;
+                    }
+                    match changed.wait_timeout(waiting, limit - waited) {
+                        Ok((w, _)) => waiting = w,
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|e| Error::Setup(format!("rank {rank}: cannot start the watchdog: {e}")))?;
+        Ok(Watchdog { state })
+    }
+
+    /// Runs `f`, a wait described by `what`, under the watchdog.
+    fn watch<T>(&self, what: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
+        let (lock, changed) = &*self.state;
+        if let Ok(mut w) = lock.lock() {
+            *w = Some((what(), Instant::now()));
+            changed.notify_all();
+        }
+        let out = f();
+        if let Ok(mut w) = lock.lock() {
+            *w = None;
+            changed.notify_all();
+        }
+        out
+    }
 }
 
 impl Mpi {
@@ -40,6 +119,16 @@ impl Mpi {
         // The ranks that share memory with this one (its node), ordered by world rank: this
         // rank's index among them is its local rank under any launcher.
         let local_rank = world.split_shared(rank).rank();
+        let (r, n) = (
+            usize::try_from(rank).unwrap_or(0),
+            usize::try_from(size).unwrap_or(1).max(1),
+        );
+        let watchdog = match crate::rank_timeout_from(|v| std::env::var(v).ok()) {
+            Ok(Some(limit)) => Some(Watchdog::start(limit, r, n)?),
+            Ok(None) => None,
+            // Every rank reads the same variable, so every rank fails alike.
+            Err(e) => return Err(e),
+        };
         // A panic on any thread ends the job at once: unwinding would finalise MPI on this rank
         // while the others wait in a collective.
         let previous = std::panic::take_hook();
@@ -56,10 +145,19 @@ impl Mpi {
             world,
             _universe: universe,
             thread: std::thread::current().id(),
-            rank: usize::try_from(rank).unwrap_or(0),
-            size: usize::try_from(size).unwrap_or(1).max(1),
+            rank: r,
+            size: n,
             local_rank: usize::try_from(local_rank).unwrap_or(0),
+            watchdog,
         })
+    }
+
+    /// Runs the blocking MPI call `f` (a wait described by `what`) under the watchdog, if any.
+    fn waiting<T>(&self, what: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
+        match &self.watchdog {
+            Some(w) => w.watch(what, f),
+            None => f(),
+        }
     }
 
     fn check_thread(&self) -> Result<()> {
@@ -105,7 +203,10 @@ impl Transport for Mpi {
         self.check_thread()?;
         let my_count = self.count(mine.len())?;
         let mut counts: Vec<Count> = vec![0; self.size];
-        self.world.all_gather_into(&my_count, &mut counts[..]);
+        self.waiting(
+            || "in an all-gather of every rank".into(),
+            || self.world.all_gather_into(&my_count, &mut counts[..]),
+        );
         let mut displs: Vec<Count> = Vec::with_capacity(self.size);
         let mut total = 0usize;
         for &c in &counts {
@@ -120,7 +221,10 @@ impl Transport for Mpi {
         let mut buf = vec![0u8; total];
         {
             let mut partition = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
-            self.world.all_gather_varcount_into(mine, &mut partition);
+            self.waiting(
+                || format!("in an all-gather of {total} bytes from every rank"),
+                || self.world.all_gather_varcount_into(mine, &mut partition),
+            );
         }
         let mut out = Vec::with_capacity(self.size);
         let mut at = 0usize;
@@ -149,7 +253,10 @@ impl Transport for Mpi {
         } else {
             0
         };
-        process.broadcast_into(&mut len);
+        self.waiting(
+            || format!("in a broadcast from rank {root}"),
+            || process.broadcast_into(&mut len),
+        );
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         self.count(len)?;
         if len == 0 {
@@ -162,7 +269,10 @@ impl Transport for Mpi {
         } else {
             vec![0u8; len]
         };
-        process.broadcast_into(&mut buf[..]);
+        self.waiting(
+            || format!("in a broadcast of {len} bytes from rank {root}"),
+            || process.broadcast_into(&mut buf[..]),
+        );
         Ok(buf)
     }
 
@@ -170,26 +280,39 @@ impl Transport for Mpi {
         self.check_thread()?;
         let peer = self.peer(to)?;
         // The length first, then the bytes in pieces the counts can carry.
-        peer.send(&(data.len() as u64));
-        for piece in data.chunks(SEND_PIECE) {
-            peer.send(piece);
-        }
+        self.waiting(
+            || format!("sending {} bytes to rank {to}", data.len()),
+            || {
+                peer.send(&(data.len() as u64));
+                for piece in data.chunks(SEND_PIECE) {
+                    peer.send(piece);
+                }
+            },
+        );
         Ok(())
     }
 
     fn recv_bytes(&self, from: usize) -> Result<Vec<u8>> {
         self.check_thread()?;
         let peer = self.peer(from)?;
-        let (len, _) = peer.receive::<u64>();
+        let (len, _) = self.waiting(
+            || format!("for a message from rank {from}"),
+            || peer.receive::<u64>(),
+        );
         let len = usize::try_from(len).map_err(|_| Error::TooLarge {
             rank: from,
             len: usize::MAX,
             max: usize::MAX,
         })?;
         let mut buf = vec![0u8; len];
-        for piece in buf.chunks_mut(SEND_PIECE) {
-            peer.receive_into(piece);
-        }
+        self.waiting(
+            || format!("receiving {len} bytes from rank {from}"),
+            || {
+                for piece in buf.chunks_mut(SEND_PIECE) {
+                    peer.receive_into(piece);
+                }
+            },
+        );
         Ok(buf)
     }
 
