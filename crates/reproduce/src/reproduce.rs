@@ -10,9 +10,10 @@
 //! writes the cache and writes the tables, figures and result files: what it read from the cache
 //! (a file's bytes, or that it is absent) is broadcast, so every rank takes the same path through
 //! the same numbers, with or without a file system shared among the ranks. SliceGPT's slicing is
-//! not shared: every rank that has no sliced model of its own slices (the slicing does not depend
-//! on the thread count), and the ranks check that their sliced weights hash alike. An error on any
-//! rank ends every rank ([`Transport::abort`]) with a message naming that rank.
+//! not shared: when rank 0's cache holds the sliced model it sends its files to the other ranks,
+//! else every rank slices (the slicing does not depend on the thread count), and the ranks check
+//! that their sliced weights hash alike. An error on any rank ends every rank
+//! ([`Transport::abort`]) with a message naming that rank.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -253,6 +254,12 @@ impl Ctx<'_> {
             Some((1, rest)) => Some(rest.to_vec()),
             _ => None,
         })
+    }
+
+    /// Rank 0's cached model directory `dir` on every rank ([`shared_dir`]): on rank 0 whether
+    /// `dir` holds every file of `need`; on the others, its files copied into `into` when it does.
+    fn shared_dir(&self, dir: &Path, need: &[&str], into: &Path) -> Result<bool> {
+        shared_dir(self.dist, dir, need, into, COPY_PIECE)
     }
 
     /// A JSON file of rank 0's cache, read as `T` on every rank (`None`: absent or unreadable
@@ -792,6 +799,126 @@ fn run_ranks(dist: &dyn Transport, options: &Options) -> Result<()> {
     }
     eprintln!("done in {:.1} s", t_all.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The largest piece of a file rank 0 sends to the other ranks in one broadcast.
+const COPY_PIECE: usize = 64 << 20;
+
+/// Whether rank 0's directory `dir` holds every file of `need`, on every rank alike; when it does,
+/// the ranks other than 0 receive its files (the plain files whose names do not start with a dot)
+/// into their directory `into`, in broadcasts of at most `piece` bytes, each file written beside
+/// its place and renamed once whole. Rank 0 reads; the others need no file system in common with
+/// it. A file that rank 0 cannot read whole is an error on rank 0 (which ends every rank).
+fn shared_dir(
+    dist: &dyn Transport,
+    dir: &Path,
+    need: &[&str],
+    into: &Path,
+    piece: usize,
+) -> Result<bool> {
+    let lead = dist.rank() == 0;
+    let listing: Option<Vec<(String, u64)>> = if lead {
+        if need.iter().all(|n| dir.join(n).is_file()) {
+            let mut files = Vec::new();
+            let entries =
+                std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let meta = entry
+                    .metadata()
+                    .with_context(|| format!("cannot read {}", entry.path().display()))?;
+                if meta.is_file() && !name.starts_with('.') {
+                    files.push((name, meta.len()));
+                }
+            }
+            files.sort();
+            Some(files)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    if dist.size() == 1 {
+        return Ok(listing.is_some());
+    }
+    let message = serde_json::to_vec(&listing).unwrap_or_default();
+    let got = dist.broadcast_bytes(0, &message)?;
+    let listing: Option<Vec<(String, u64)>> = serde_json::from_slice(&got).map_err(|e| {
+        crate::Error::Invalid(format!("rank 0's listing of {}: {e}", dir.display()))
+    })?;
+    let Some(files) = listing else {
+        return Ok(false);
+    };
+    if !lead {
+        std::fs::create_dir_all(into)
+            .with_context(|| format!("cannot create {}", into.display()))?;
+    }
+    for (name, len) in files {
+        if name.contains('/') || name.contains('\\') || name == ".." {
+            bail!(
+                "rank 0 lists {name:?} in {}: not a file name",
+                dir.display()
+            );
+        }
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let pieces = len.div_ceil(piece.max(1));
+        if lead {
+            use std::io::Read;
+            let path = dir.join(&name);
+            let mut file = std::fs::File::open(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut left = len;
+            for _ in 0..pieces {
+                let mut buf = vec![0u8; left.min(piece)];
+                file.read_exact(&mut buf)
+                    .with_context(|| format!("cannot read {} whole", path.display()))?;
+                left -= buf.len();
+                dist.broadcast_bytes(0, &buf)?;
+            }
+        } else {
+            let path = into.join(&name);
+            let mut failed: Option<crate::Error> = None;
+            let written = finercut_format::io::write_atomically(&path, |w| {
+                use std::io::Write;
+                let mut left = len;
+                for _ in 0..pieces {
+                    let want = left.min(piece);
+                    match dist.broadcast_bytes(0, &[]) {
+                        Ok(bytes) if bytes.len() == want => {
+                            w.write_all(&bytes)
+                                .map_err(|e| finercut_format::Error::io(&path, e))?;
+                            left -= want;
+                        }
+                        Ok(bytes) => {
+                            failed = Some(crate::Error::Invalid(format!(
+                                "rank 0 sent {} bytes of {name}, {want} expected",
+                                bytes.len()
+                            )));
+                            return Err(finercut_format::Error::io(
+                                &path,
+                                std::io::Error::other("short piece"),
+                            ));
+                        }
+                        Err(e) => {
+                            failed = Some(e.into());
+                            return Err(finercut_format::Error::io(
+                                &path,
+                                std::io::Error::other("transport failed"),
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            written?;
+        }
+    }
+    Ok(true)
 }
 
 /// Checks that every rank computed the same `values` (hashes) for `what`; on a mismatch every
@@ -1415,15 +1542,17 @@ fn slicegpt_row(
         "slicegpt": ctx.model_sha, "data": data_sha, "dim": dim, "v": env!("CARGO_PKG_VERSION"),
     }));
     let dir = ctx.cache.join(format!("slicegpt-{key}"));
-    // Rank 0's sliced model is in its cache; the other ranks slice into their private directory
-    // (the slicing does not depend on the thread count) and check below that they agree.
+    // Rank 0's sliced model is in its cache; the other ranks receive it from rank 0 when it is
+    // there, else every rank slices into its own directory (the slicing does not depend on the
+    // thread count), and they check below that they agree.
     let own_dir = match &ctx.private {
         Some(private) => private.join(format!("slicegpt-{key}")),
         None => dir.clone(),
     };
     let mut wall_s = 0.0;
     let weights = finercut_format::own_types::OwnLayout::Sliced.weights_file();
-    if !(own_dir.join("config.json").is_file() && own_dir.join(weights).is_file()) {
+    // When rank 0's cache holds the sliced model, the other ranks receive it instead of slicing.
+    if !ctx.shared_dir(&dir, &["config.json", weights], &own_dir)? {
         let t0 = Instant::now();
         let sliced = ctx.stage(&format!("{stage}: SliceGPT slicing to width {dim}"), |c| {
             Ok(finercut_slice::slice_model(
@@ -1862,6 +1991,66 @@ fn ablation(ctx: &mut Ctx<'_>) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Rank 0's directory reaches ranks 1 and 2 in pieces, a file longer than a piece, one that
+    /// is a whole number of pieces and an empty one alike, its hidden files left out; with a
+    /// needed file missing no rank copies anything, and one rank alone only looks.
+    #[test]
+    fn rank_0s_directory_reaches_the_other_ranks_byte_for_byte() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        let long: Vec<u8> = (0..100u8).collect();
+        std::fs::write(dir.join("weights.bin"), &long).unwrap();
+        std::fs::write(dir.join("config.json"), b"{\"a\": 1}\n12345").unwrap();
+        std::fs::write(dir.join("tokenizer.json"), b"").unwrap();
+        std::fs::write(dir.join(".weights.bin.tmp-1"), b"half").unwrap();
+        let run = |need: &'static [&'static str], name: &'static str| -> Vec<bool> {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = finercut_dist::Local::group(3)
+                    .into_iter()
+                    .map(|t| {
+                        let (dir, root) = (dir.clone(), root.path().to_path_buf());
+                        s.spawn(move || {
+                            let into = root.join(format!("{name}-rank{}", t.rank()));
+                            shared_dir(&t, &dir, need, &into, 10).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        };
+        assert_eq!(run(&["config.json", "weights.bin"], "copy"), [true; 3]);
+        assert!(
+            !root.path().join("copy-rank0").exists(),
+            "rank 0 reads in place"
+        );
+        for rank in 1..3 {
+            let into = root.path().join(format!("copy-rank{rank}"));
+            let mut names: Vec<String> = std::fs::read_dir(&into)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["config.json", "tokenizer.json", "weights.bin"]);
+            for name in &names {
+                assert_eq!(
+                    std::fs::read(into.join(name)).unwrap(),
+                    std::fs::read(dir.join(name)).unwrap(),
+                    "rank {rank}: {name}"
+                );
+            }
+        }
+        assert_eq!(run(&["config.json", "missing.bin"], "none"), [false; 3]);
+        for rank in 0..3 {
+            assert!(!root.path().join(format!("none-rank{rank}")).exists());
+        }
+        let alone = finercut_dist::Alone;
+        let into = root.path().join("alone");
+        assert!(shared_dir(&alone, &dir, &["weights.bin"], &into, 10).unwrap());
+        assert!(!shared_dir(&alone, &dir, &["missing.bin"], &into, 10).unwrap());
+        assert!(!into.exists());
+    }
 
     fn doc(doc_id: usize, correct: bool) -> Gsm8kDocResult {
         Gsm8kDocResult {

@@ -120,6 +120,26 @@ fn ranks_write_the_one_process_files(what: What, ranks: &[usize]) {
     ))
     .expect("one process");
     let want = files(one.path());
+    // Again on 2 ranks over the one process's output: every result comes from rank 0's cache
+    // (SliceGPT's sliced model is sent to rank 1, not sliced again), and the files stay the same.
+    let errors = on_ranks(2, what, one.path());
+    assert!(
+        errors.iter().all(String::is_empty),
+        "warm cache: {errors:?}"
+    );
+    let again = files(one.path());
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "warm cache"
+    );
+    for (name, bytes) in &want {
+        assert_eq!(
+            timeless(name, &again[name], one.path()),
+            timeless(name, bytes, one.path()),
+            "warm cache: {name}"
+        );
+    }
     for &k in ranks {
         let dir = tempfile::tempdir().expect("tempdir");
         let errors = on_ranks(k, what, dir.path());
