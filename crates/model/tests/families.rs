@@ -13,23 +13,6 @@ use finercut_tensor::Device;
 use std::path::{Path, PathBuf};
 
 /// The families with a golden directory each.
-pub const FAMILIES: [&str; 14] = [
-    "llama3",
-    "mistral",
-    "qwen2",
-    "gemma3",
-    "qwen3",
-    "mixtral",
-    "gemma2",
-    "olmo2",
-    "qwen3_moe",
-    "phi3",
-    "phi3_longrope",
-    "phi4_mini",
-    "gpt_neox",
-    "gpt_neox_sequential",
-];
-
 const TOL: f64 = 1e-4;
 
 /// Every golden directory (`data/golden/tiny/*/` with a `config.json`), sorted. Every registered
@@ -118,7 +101,7 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 #[test]
 fn tiny_families_match_transformers() {
-    for family in FAMILIES {
+    for family in &golden_models() {
         let model = load_family(family);
         let tokens = family_tokens(family);
         let (shape, want) = read_npy(&family_dir(family).join("logits.npy"));
@@ -147,7 +130,7 @@ fn prefixes_match_transformers_where_the_reference_has_them() {
     // `logits_short.npy`: the logits of the first tokens of each sequence (LongRoPE's short
     // factors, where the whole sequences use the long ones).
     let mut checked = 0;
-    for family in FAMILIES {
+    for family in &golden_models() {
         let path = family_dir(family).join("logits_short.npy");
         if !path.exists() {
             continue;

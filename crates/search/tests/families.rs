@@ -12,22 +12,20 @@ use finercut_search::export::{is_removed_tensor, TensorLayout};
 use finercut_search::model_scorer::StreamingScorer;
 use finercut_search::{run, Inputs, Method, Provenance, SearchResult, Settings, Stop};
 
-const FAMILIES: [&str; 14] = [
-    "llama3",
-    "mistral",
-    "qwen2",
-    "gemma3",
-    "qwen3",
-    "mixtral",
-    "gemma2",
-    "olmo2",
-    "qwen3_moe",
-    "phi3",
-    "phi3_longrope",
-    "phi4_mini",
-    "gpt_neox",
-    "gpt_neox_sequential",
-];
+/// Every golden directory (`data/golden/tiny/*/` with a `config.json`), sorted: the model
+/// crate's tests check that every registered family has one.
+fn golden_models() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/golden/tiny");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no golden model in {}", dir.display());
+    names
+}
 
 fn family_dir(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,7 +35,7 @@ fn family_dir(family: &str) -> PathBuf {
 
 #[test]
 fn greedy_orders_match_the_transformers_reference() {
-    for family in FAMILIES {
+    for family in &golden_models() {
         let dir = family_dir(family);
         let config = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
         let store = SafetensorsStore::open(&dir).unwrap();
@@ -84,7 +82,7 @@ fn greedy_orders_match_the_transformers_reference() {
 #[test]
 fn every_block_tensor_belongs_to_exactly_one_sublayer() {
     // What `finercut export` drops for a removed sublayer covers each family's tensors once.
-    for family in FAMILIES {
+    for family in &golden_models() {
         let dir = family_dir(family);
         let config = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
         let layout = TensorLayout::for_architecture(config.architecture.model_type()).unwrap();
@@ -151,7 +149,7 @@ fn hf_compatible_exports_are_the_stock_files_with_zeroed_projections() {
     use finercut_search::export::HfCompatible;
     use std::collections::{BTreeMap, BTreeSet};
 
-    for family in FAMILIES {
+    for family in &golden_models() {
         let dir = family_dir(family);
         let config = ModelConfig::from_json_file(&dir.join("config.json")).unwrap();
         let text = std::fs::read_to_string(dir.join("zeroed.json")).unwrap();
