@@ -349,7 +349,7 @@ fn rank_of(pid: u32) -> Option<usize> {
         .and_then(|r| r.parse().ok())
 }
 
-/// Starts a 3-rank search and kills rank 2 once the first step is checkpointed ([`kill_during`]:
+/// Starts a 3-rank search and kills rank 2 once the first step is checkpointed ([`fault_during`]:
 /// a prompt non-zero exit naming the rank, no process left, no half-written file); the checkpoint
 /// left is a whole one.
 fn kill_a_rank(
@@ -365,7 +365,15 @@ fn kill_a_rank(
             args[i + 1] = value.to_owned();
         }
     }
-    let (_, took) = kill_during(bin, 3, &args, 2, KillAfter::File(out.clone()), &out)?;
+    let (_, took) = fault_during(
+        bin,
+        3,
+        &args,
+        2,
+        KillAfter::File(out.clone()),
+        &out,
+        Fault::Kill,
+    )?;
     whole_checkpoint(&out)?;
     eprintln!("a killed rank ended the job in {took:.1} s");
 
@@ -507,7 +515,7 @@ fn eval_across_ranks(bin: &Path, dir: &Path, model: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// When [`kill_during`] kills its rank: once a file exists, or once rank 0 writes a line of
+/// When [`fault_during`] kills its rank: once a file exists, or once rank 0 writes a line of
 /// stderr that contains a text.
 enum KillAfter {
     File(PathBuf),
@@ -524,26 +532,14 @@ enum Fault {
     Stop(u64),
 }
 
-/// A job of `ranks` ranks (`args` after `finercut`) in which rank `victim` is SIGKILLed once
-/// `after` happens. The job must end within [`KILL_LIMIT`] with a non-zero exit whose message
-/// names the rank (Open MPI's `process rank N … exited on signal 9`, or the product's own), leave
-/// no process of the job running, and leave no temporary file of an atomic write beside `out`.
-/// Returns the job's stderr and the seconds from the kill to its end.
-fn kill_during(
-    bin: &Path,
-    ranks: usize,
-    args: &[String],
-    victim: usize,
-    after: KillAfter,
-    out: &Path,
-) -> anyhow::Result<(String, f64)> {
-    fault_during(bin, ranks, args, victim, after, out, Fault::Kill)
-}
-
-/// [`kill_during`] with the fault chosen: with [`Fault::Stop`] the job must end within
-/// [`KILL_LIMIT`] of the stop plus the bound, with a non-zero exit whose message names the wait
-/// and the bound (the ranks that wait cannot know which rank is stuck), and leave no process of
-/// the job, the stopped one included.
+/// A job of `ranks` ranks (`args` after `finercut`) in which rank `victim` gets `fault` once
+/// `after` happens. With [`Fault::Kill`] (SIGKILL) the job must end within [`KILL_LIMIT`] with a
+/// non-zero exit whose message names the rank (Open MPI's `process rank N … exited on signal 9`,
+/// or the product's own); with [`Fault::Stop`] within [`KILL_LIMIT`] of the stop plus the bound,
+/// with a non-zero exit whose message names the wait and the bound (the ranks that wait cannot
+/// know which rank is stuck). Either way it must leave no process of the job running (a stopped
+/// one included) and no temporary file of an atomic write beside `out`. Returns the job's stderr
+/// and the seconds from the fault to the job's end.
 fn fault_during(
     bin: &Path,
     ranks: usize,
@@ -708,7 +704,7 @@ fn leftovers(marker: &str, limit: Duration) -> Vec<u32> {
     }
 }
 
-/// SIGKILLs every process marked by [`kill_during`] as part of the job `marker`.
+/// SIGKILLs every process marked by [`fault_during`] as part of the job `marker`.
 fn end_leftovers(marker: &str) {
     for pid in marked(marker) {
         // SAFETY: plain FFI call; `pid` carries this test's own marker.
@@ -766,13 +762,14 @@ fn kill_other_paths(
                 args[i + 1] = value.to_owned();
             }
         }
-        let (_, took) = kill_during(
+        let (_, took) = fault_during(
             bin,
             ranks,
             &args,
             victim,
             KillAfter::File(out.clone()),
             &out,
+            Fault::Kill,
         )?;
         let steps = whole_checkpoint(&out)?;
         eprintln!(
@@ -828,7 +825,15 @@ fn kill_other_paths(
         let before = std::fs::read(&out)?;
         let mut args: Vec<String> = head.iter().map(|s| s.to_string()).collect();
         args.extend(common(&out));
-        let (_, took) = kill_during(bin, 3, &args, victim, KillAfter::Line(line), &out)?;
+        let (_, took) = fault_during(
+            bin,
+            3,
+            &args,
+            victim,
+            KillAfter::Line(line),
+            &out,
+            Fault::Kill,
+        )?;
         if std::fs::read(&out)? != before {
             bail!(
                 "killing rank {victim} changed the previous report {}",

@@ -127,36 +127,30 @@ fn ranks_write_the_one_process_files(what: What, ranks: &[usize]) {
         errors.iter().all(String::is_empty),
         "warm cache: {errors:?}"
     );
-    let again = files(one.path());
-    assert_eq!(
-        again.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "warm cache"
-    );
-    for (name, bytes) in &want {
-        assert_eq!(
-            timeless(name, &again[name], one.path()),
-            timeless(name, bytes, one.path()),
-            "warm cache: {name}"
-        );
-    }
+    same_files("warm cache", one.path(), &want, one.path());
     for &k in ranks {
         let dir = tempfile::tempdir().expect("tempdir");
         let errors = on_ranks(k, what, dir.path());
         assert!(errors.iter().all(String::is_empty), "{k} ranks: {errors:?}");
-        let got = files(dir.path());
+        same_files(&format!("{k} ranks"), dir.path(), &want, one.path());
+    }
+}
+
+/// Checks that `dir` holds the files `want` (read from `want_dir`): the same names, the same
+/// contents timings aside.
+fn same_files(label: &str, dir: &Path, want: &BTreeMap<String, Vec<u8>>, want_dir: &Path) {
+    let got = files(dir);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{label}"
+    );
+    for (name, bytes) in want {
         assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "{k} ranks"
+            timeless(name, &got[name], dir),
+            timeless(name, bytes, want_dir),
+            "{label}: {name}"
         );
-        for (name, bytes) in &want {
-            assert_eq!(
-                timeless(name, &got[name], dir.path()),
-                timeless(name, bytes, one.path()),
-                "{k} ranks: {name}"
-            );
-        }
     }
 }
 
