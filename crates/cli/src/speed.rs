@@ -117,8 +117,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which BLAS runs the GEMMs: its name, OpenBLAS' kernel set, and whether it was linked or loaded.
+/// Which BLAS runs the GEMMs: its name, OpenBLAS' kernel set, whether it was linked or loaded, and
+/// whether the batch-invariant products' tiles run on it (else on matrixmultiply).
 fn blas_json() -> serde_json::Value {
     let info = finercut_tensor::blas_info();
-    json!({ "name": info.name, "kernels": info.kernels, "source": info.source })
+    json!({
+        "name": info.name,
+        "kernels": info.kernels,
+        "source": info.source,
+        "tiles_batch_invariant": info.tiles_batch_invariant,
+    })
 }

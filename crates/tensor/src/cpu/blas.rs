@@ -63,6 +63,11 @@ pub struct BlasInfo {
     /// (matrixmultiply), or for `openblas-dynamic` without OpenBLAS, `"built in (no libopenblas
     /// found at run time)"`.
     pub source: String,
+    /// Whether this BLAS computes a row of a product with the same bits at every row position of
+    /// a call (probed at first use): the batch-invariant products run their tiles on it only
+    /// then, else on `matrixmultiply` (OpenBLAS 0.3.21's Haswell and Zen kernels are not). Always
+    /// true for `matrixmultiply`.
+    pub tiles_batch_invariant: bool,
 }
 
 /// A BLAS in this process, ready for GEMMs.
@@ -253,6 +258,7 @@ pub fn blas_info() -> BlasInfo {
             name: b.name,
             kernels: b.core_name(),
             source: b.source.clone(),
+            tiles_batch_invariant: tiles_batch_invariant(b),
         },
         None => BlasInfo {
             name: "matrixmultiply",
@@ -262,8 +268,20 @@ pub fn blas_info() -> BlasInfo {
             } else {
                 "built in".to_owned()
             },
+            tiles_batch_invariant: true,
         },
     }
+}
+
+/// [`BlasInfo::tiles_batch_invariant`] of a BLAS in this process.
+#[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+fn tiles_batch_invariant(blas: &Blas) -> bool {
+    crate::cpu::gemm::tiles_on_blas(blas)
+}
+
+#[cfg(not(any(finercut_blas_linked, finercut_blas_dynamic)))]
+fn tiles_batch_invariant(_: &Blas) -> bool {
+    true
 }
 
 /// Sets up the CPU BLAS for this process: for an executable to call first thing in `main`, before
@@ -320,8 +338,10 @@ unsafe fn fix_core_detection(blas: &Blas) {
         init();
         libc::unsetenv(c"OPENBLAS_CORETYPE".as_ptr());
     }
-    // Re-initialising may restore OpenBLAS' default thread count.
+    // Re-initialising may restore OpenBLAS' default thread count, and the new kernels are probed
+    // afresh.
     blas.single_threaded();
+    crate::cpu::gemm::reprobe_tiles();
 }
 
 /// The best OpenBLAS kernel set this CPU's features allow, where that is known.

@@ -187,7 +187,7 @@ pub(crate) unsafe fn sgemm_tile(
 ) {
     if rows == TILE_M {
         // SAFETY: guaranteed by the caller.
-        unsafe { backend::call(g, TILE_M, cols, a, b, c) };
+        unsafe { backend::call_tile(g, TILE_M, cols, a, b, c) };
         return;
     }
     let k = g.k;
@@ -210,7 +210,7 @@ pub(crate) unsafe fn sgemm_tile(
         ..g
     };
     // SAFETY: `pa` holds `TILE_M × k` and `pc` `TILE_M × cols` values; `b` is the caller's.
-    unsafe { backend::call(padded, TILE_M, cols, pa.as_ptr(), b, pc.as_mut_ptr()) };
+    unsafe { backend::call_tile(padded, TILE_M, cols, pa.as_ptr(), b, pc.as_mut_ptr()) };
     for r in 0..rows {
         // SAFETY: as above; nothing else accesses this block of C during the call.
         unsafe {
@@ -332,7 +332,9 @@ mod rust_backend {
     }
 }
 
-/// Runs each back-end call on the BLAS where one is linked or was loaded, else on `matrixmultiply`.
+/// Runs each back-end call on the BLAS where one is linked or was loaded, else on `matrixmultiply`;
+/// tiles run on the BLAS only where it computes a row the same at every row position of a tile
+/// ([`tiles_on_blas`]).
 mod backend {
     use super::Gemm;
 
@@ -358,16 +360,154 @@ mod backend {
         // SAFETY: guaranteed by the caller.
         unsafe { super::rust_backend::call(g, m, n, a, b, c) }
     }
+
+    /// [`call`] for one tile of a batch-invariant product: on the BLAS where
+    /// [`tiles_on_blas`](super::tiles_on_blas) says its rows do not depend on their position, else
+    /// on `matrixmultiply`.
+    ///
+    /// # Safety
+    ///
+    /// As [`call`].
+    pub(super) unsafe fn call_tile(
+        g: Gemm,
+        m: usize,
+        n: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+    ) {
+        #[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+        if let Some(blas) = crate::cpu::blas::get() {
+            if super::tiles_on_blas(blas) {
+                // SAFETY: guaranteed by the caller.
+                return unsafe { super::blas_backend::call(blas.sgemm, g, m, n, a, b, c) };
+            }
+        }
+        // SAFETY: guaranteed by the caller.
+        unsafe { super::rust_backend::call(g, m, n, a, b, c) }
+    }
+}
+
+/// Whether the tiles of batch-invariant products run on `blas` (probed once, again after
+/// [`crate::init_blas`] changes OpenBLAS' kernels): 0 not probed yet, 1 yes, 2 no.
+static TILES_ON_BLAS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Forgets the probe's answer, for the next tile to probe the BLAS again (its kernels changed).
+#[cfg_attr(
+    not(any(finercut_openblas_linked, all(finercut_blas_dynamic, unix))),
+    allow(dead_code)
+)]
+pub(crate) fn reprobe_tiles() {
+    TILES_ON_BLAS.store(0, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether `blas` computes each output row of a [`TILE_M`]-row call with the same bits at every
+/// row position of the call, which the tiling relies on for batch invariance. Most kernel sets
+/// do; OpenBLAS 0.3.21's Haswell (and Zen) SGEMM kernels do not: a row's bits depend on its row
+/// position modulo 12 (its micro-kernel handles the rows of a 12-row block in two ways). Where
+/// the answer is no, the tiles run on `matrixmultiply`, which is batch-invariant. The probe
+/// computes rotated copies of random tiles at the shapes and layouts the tiles use; it runs
+/// once (a few milliseconds) and is cached.
+#[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+pub(crate) fn tiles_on_blas(blas: &crate::cpu::blas::Blas) -> bool {
+    use std::sync::atomic::Ordering;
+    match TILES_ON_BLAS.load(Ordering::Acquire) {
+        1 => true,
+        2 => false,
+        _ => {
+            let ok = rows_are_position_invariant(blas.sgemm);
+            TILES_ON_BLAS.store(if ok { 1 } else { 2 }, Ordering::Release);
+            ok
+        }
+    }
+}
+
+/// The probe of [`tiles_on_blas`]: every row of [`TILE_M`]-row products, computed again with the
+/// rows rotated, has the same bits at its new position.
+#[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+fn rows_are_position_invariant(sgemm: crate::cpu::blas::SgemmFn) -> bool {
+    // A fixed xorshift stream of values in [-1, 1): the probe is the same in every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let rotate = |v: &[f32], width: usize, shift: usize| {
+        let mut out = vec![0.0; v.len()];
+        for r in 0..TILE_M {
+            let to = (r + shift) % TILE_M;
+            out[to * width..(to + 1) * width].copy_from_slice(&v[r * width..(r + 1) * width]);
+        }
+        out
+    };
+    for (n, k) in [(16, 8), (48, 64), (200, 96), (512, 40)] {
+        for b_layout in [BLayout::KxN, BLayout::NxK] {
+            for accumulate in [false, true] {
+                let g = Gemm {
+                    alpha: 1.0,
+                    m: TILE_M,
+                    n,
+                    k,
+                    lda: k,
+                    ldb: if b_layout == BLayout::KxN { n } else { k },
+                    ldc: n,
+                    b_layout,
+                    accumulate,
+                };
+                let a: Vec<f32> = (0..TILE_M * k).map(|_| next()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let c0: Vec<f32> = (0..TILE_M * n).map(|_| next()).collect();
+                let mut c = c0.clone();
+                // SAFETY: `a`, `b` and `c` hold exactly the `TILE_M×k`, `k×n` and `TILE_M×n`
+                // values `g` addresses; the dimensions are small.
+                unsafe {
+                    blas_backend::call(sgemm, g, TILE_M, n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr())
+                };
+                for shift in [1, 6, 13, 35] {
+                    let ra = rotate(&a, k, shift);
+                    let mut rc = rotate(&c0, n, shift);
+                    // SAFETY: as above.
+                    unsafe {
+                        blas_backend::call(
+                            sgemm,
+                            g,
+                            TILE_M,
+                            n,
+                            ra.as_ptr(),
+                            b.as_ptr(),
+                            rc.as_mut_ptr(),
+                        )
+                    };
+                    let same = rotate(&c, n, shift)
+                        .iter()
+                        .zip(&rc)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    if !same {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Which GEMM backend this process uses: `"matrixmultiply"`, or the BLAS' name, for OpenBLAS with
-/// the kernel set in use, e.g. `"openblas (skylakex)"` (see [`crate::blas_info`]).
+/// the kernel set in use, e.g. `"openblas (skylakex)"`; where the BLAS' rows depend on their
+/// position in a call, `"openblas (haswell), tiles on matrixmultiply"` (see [`crate::blas_info`]).
 pub fn backend_name() -> String {
     let info = crate::cpu::blas::blas_info();
-    if info.kernels.is_empty() {
+    let name = if info.kernels.is_empty() {
         info.name.to_string()
     } else {
         format!("{} ({})", info.name, info.kernels)
+    };
+    if info.tiles_batch_invariant {
+        name
+    } else {
+        format!("{name}, tiles on matrixmultiply")
     }
 }
 
@@ -532,5 +672,72 @@ mod tests {
             accumulate: false,
         };
         assert!(sgemm(g, &[0.0; 3], &[0.0; 4], &mut [0.0; 4]).is_err());
+    }
+
+    /// A row-major `cblas_sgemm` in plain loops; with `SPLIT`, the rows at positions 6–11 of
+    /// every 12 sum their products in reverse order, as a kernel whose rows depend on their
+    /// position would.
+    #[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+    unsafe extern "C" fn loop_sgemm<const SPLIT: bool>(
+        _layout: cblas_sys::CBLAS_LAYOUT,
+        _trans_a: cblas_sys::CBLAS_TRANSPOSE,
+        trans_b: cblas_sys::CBLAS_TRANSPOSE,
+        m: std::os::raw::c_int,
+        n: std::os::raw::c_int,
+        k: std::os::raw::c_int,
+        alpha: f32,
+        a: *const f32,
+        lda: std::os::raw::c_int,
+        b: *const f32,
+        ldb: std::os::raw::c_int,
+        beta: f32,
+        c: *mut f32,
+        ldc: std::os::raw::c_int,
+    ) {
+        let nxk = matches!(trans_b, cblas_sys::CBLAS_TRANSPOSE::CblasTrans);
+        let (m, n, k) = (m as usize, n as usize, k as usize);
+        let (lda, ldb, ldc) = (lda as usize, ldb as usize, ldc as usize);
+        for i in 0..m {
+            for j in 0..n {
+                let term = |p: usize| {
+                    // SAFETY: the probe passes buffers of exactly these shapes.
+                    unsafe {
+                        let bv = if nxk {
+                            *b.add(j * ldb + p)
+                        } else {
+                            *b.add(p * ldb + j)
+                        };
+                        *a.add(i * lda + p) * bv
+                    }
+                };
+                let s: f32 = if SPLIT && i % 12 >= 6 {
+                    (0..k).rev().map(term).sum()
+                } else {
+                    (0..k).map(term).sum()
+                };
+                // SAFETY: as above.
+                unsafe {
+                    let out = c.add(i * ldc + j);
+                    *out = alpha * s + if beta == 0.0 { 0.0 } else { beta * *out };
+                }
+            }
+        }
+    }
+
+    /// The probe accepts a GEMM whose rows do not depend on their position and refuses one whose
+    /// rows do; the BLAS of this build gets a definite answer.
+    #[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
+    #[test]
+    fn the_probe_tells_position_dependent_rows() {
+        assert!(rows_are_position_invariant(loop_sgemm::<false>));
+        assert!(!rows_are_position_invariant(loop_sgemm::<true>));
+        if let Some(blas) = crate::cpu::blas::get() {
+            let info = crate::cpu::blas::blas_info();
+            assert_eq!(info.tiles_batch_invariant, tiles_on_blas(blas), "{info:?}");
+            assert_eq!(
+                backend_name().ends_with("tiles on matrixmultiply"),
+                !info.tiles_batch_invariant
+            );
+        }
     }
 }
