@@ -160,7 +160,17 @@ pub(crate) fn sgemm_serial(g: Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Resu
     if !check_or_trivial(&g, a, b, c)? {
         // SAFETY: `check_or_trivial` verified that the slices cover the whole product and that
         // the dimensions fit `i32`; `c` is borrowed mutably.
-        unsafe { backend::call(g, g.m, g.n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr()) };
+        unsafe {
+            backend::call(
+                backend::Call::Serial,
+                g,
+                g.m,
+                g.n,
+                a.as_ptr(),
+                b.as_ptr(),
+                c.as_mut_ptr(),
+            )
+        };
     }
     Ok(())
 }
@@ -187,7 +197,7 @@ pub(crate) unsafe fn sgemm_tile(
 ) {
     if rows == TILE_M {
         // SAFETY: guaranteed by the caller.
-        unsafe { backend::call_tile(g, TILE_M, cols, a, b, c) };
+        unsafe { backend::call(backend::Call::Tile, g, TILE_M, cols, a, b, c) };
         return;
     }
     let k = g.k;
@@ -210,7 +220,17 @@ pub(crate) unsafe fn sgemm_tile(
         ..g
     };
     // SAFETY: `pa` holds `TILE_M × k` and `pc` `TILE_M × cols` values; `b` is the caller's.
-    unsafe { backend::call_tile(padded, TILE_M, cols, pa.as_ptr(), b, pc.as_mut_ptr()) };
+    unsafe {
+        backend::call(
+            backend::Call::Tile,
+            padded,
+            TILE_M,
+            cols,
+            pa.as_ptr(),
+            b,
+            pc.as_mut_ptr(),
+        )
+    };
     for r in 0..rows {
         // SAFETY: as above; nothing else accesses this block of C during the call.
         unsafe {
@@ -338,6 +358,16 @@ mod rust_backend {
 mod backend {
     use super::Gemm;
 
+    /// Which product a back-end call belongs to.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Call {
+        /// A tile of a batch-invariant product: on the BLAS only where
+        /// [`tiles_on_blas`](super::tiles_on_blas) says its rows do not depend on their position.
+        Tile,
+        /// A whole product on one thread (attention of one sequence): on the BLAS where there is one.
+        Serial,
+    }
+
     /// One single-threaded back-end call of an `m×n` block of `g`'s output.
     ///
     /// # Safety
@@ -345,6 +375,7 @@ mod backend {
     /// `a`, `b` and `c` must address an `m×k`, `op(B)` and `m×n` block with `g`'s leading dimensions,
     /// inside live allocations, and nothing else may access that part of `c` during the call.
     pub(super) unsafe fn call(
+        kind: Call,
         g: Gemm,
         m: usize,
         n: usize,
@@ -354,35 +385,13 @@ mod backend {
     ) {
         #[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
         if let Some(blas) = crate::cpu::blas::get() {
-            // SAFETY: guaranteed by the caller.
-            return unsafe { super::blas_backend::call(blas.sgemm, g, m, n, a, b, c) };
-        }
-        // SAFETY: guaranteed by the caller.
-        unsafe { super::rust_backend::call(g, m, n, a, b, c) }
-    }
-
-    /// [`call`] for one tile of a batch-invariant product: on the BLAS where
-    /// [`tiles_on_blas`](super::tiles_on_blas) says its rows do not depend on their position, else
-    /// on `matrixmultiply`.
-    ///
-    /// # Safety
-    ///
-    /// As [`call`].
-    pub(super) unsafe fn call_tile(
-        g: Gemm,
-        m: usize,
-        n: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-    ) {
-        #[cfg(any(finercut_blas_linked, finercut_blas_dynamic))]
-        if let Some(blas) = crate::cpu::blas::get() {
-            if super::tiles_on_blas(blas) {
+            if kind == Call::Serial || super::tiles_on_blas(blas) {
                 // SAFETY: guaranteed by the caller.
                 return unsafe { super::blas_backend::call(blas.sgemm, g, m, n, a, b, c) };
             }
         }
+        #[cfg(not(any(finercut_blas_linked, finercut_blas_dynamic)))]
+        let _ = kind;
         // SAFETY: guaranteed by the caller.
         unsafe { super::rust_backend::call(g, m, n, a, b, c) }
     }
