@@ -3,16 +3,10 @@
 use anyhow::Context;
 use finercut_dist::Transport;
 
+use crate::common;
+
 pub fn main() -> anyhow::Result<()> {
-    // Under `mpirun`/`srun` (a build with `--features mpi`), this thread makes every MPI call.
-    let dist = finercut_dist::from_environment()?;
-    match placements(dist.as_ref()) {
-        Err(e) if dist.size() > 1 => {
-            dist.abort(&format!("error: {e:#}"));
-            Err(e)
-        }
-        other => other,
-    }
+    common::on_ranks(placements)
 }
 
 /// Each rank's line, gathered to every rank; rank 0 prints them in rank order.
